@@ -1,0 +1,414 @@
+"""Frozen-body features of images: the precompute step, as a transformer."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._backbones import load_backbone
+from ._cache import FeatureCache, resolve_cache
+from ._images import ImageLoadError, as_image_list, describe, fingerprint, load_image
+from ._transforms import PLAIN, View, render, to_tensor, tta_views
+
+
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bf16 matrix work runs in hardware (AVX-512 BF16/AMX, or a GPU
+    with bf16 tensor cores); elsewhere autocast to bf16 is several times
+    slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
+class FeatureExtractor:
+    """The loaded body plus everything needed to turn images into vectors.
+
+    Built by ``fit`` of :class:`PretrainedFeatures` and of the classifier; it
+    pickles with the body's weights and opens its cache lazily.
+    """
+
+    def __init__(self, backbone, preprocessing, precision, device, cache):
+        self.backbone = backbone
+        self.preprocessing = preprocessing
+        self.precision = precision
+        self.device = device
+        self.cache = cache
+        self.model_key = backbone.fingerprint(preprocessing, precision)
+        self._prepare_body()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["device"] = str(self.device)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        device = torch.device(state["device"])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            device = torch.device("cpu")
+        self.device = device
+        self._prepare_body()
+
+    def _prepare_body(self):
+        body = self.backbone.body.to(self.device)
+        if self.device.type == "cpu":
+            body = body.to(memory_format=torch.channels_last)
+        self.backbone.body = body.eval()
+
+    @property
+    def n_features(self) -> int:
+        return self.backbone.n_features
+
+    def view_key(self, view: View) -> str:
+        return self.model_key if view == PLAIN else f"{self.model_key}:{view.key}"
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 ``(n, H, W, 3)`` -> float32 features ``(n, n_features)``."""
+        x = to_tensor(batch, self.preprocessing).to(self.device)
+        with torch.inference_mode():
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            ):
+                out = self.backbone.body(x)
+        return out.float().cpu().numpy()
+
+    def transform(self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None):
+        """Features of every image under each view: ``(n_views, n, n_features)``.
+
+        Cached vectors are read; the rest are computed in batches whose
+        decoding runs in a background thread while the body works on the
+        previous batch. Every finished batch is written to the cache at
+        once, so an error or an interruption loses nothing already computed.
+        Images that cannot be decoded are collected and reported together
+        in one error, after every good image has been computed and cached.
+        """
+        sources = as_image_list(X) if fingerprints is None else X
+        if fingerprints is None:
+            fingerprints = image_fingerprints(sources)
+        out = np.empty((len(views), len(sources), self.n_features), dtype=np.float32)
+        bad: dict[int, str] = {}
+        for v, view in enumerate(views):
+            key = self.view_key(view)
+            todo = self._fill_from_cache(out[v], key, fingerprints)
+            if not todo:
+                continue
+            cache = self.cache
+            lock = cache.lock(key) if cache is not None else _nullcontext()
+            with lock:
+                todo = self._fill_from_cache(out[v], key, fingerprints, todo)
+                todo = [i for i in todo if i not in bad]
+                self._compute(out[v], sources, fingerprints, todo, view, key,
+                              batch_size, verbose, bad)
+        if bad:
+            lines = "\n".join(f"  {msg}" for msg in list(bad.values())[:50])
+            more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+            raise ImageLoadError(
+                f"{len(bad)} of {len(sources)} images could not be used "
+                f"(the features of the others are cached):\n{lines}{more}"
+            )
+        return out
+
+    def _fill_from_cache(self, out, key, fingerprints, todo=None):
+        if todo is None:
+            todo = range(len(fingerprints))
+        if self.cache is None:
+            return list(todo)
+        found = self.cache.get_many(key, [fingerprints[i] for i in todo])
+        missing = []
+        for i in todo:
+            vec = found.get(fingerprints[i])
+            if vec is not None and vec.shape[0] == out.shape[1]:
+                out[i] = vec
+            else:
+                missing.append(i)
+        return missing
+
+    def _compute(self, out, sources, fps, todo, view, key, batch_size, verbose, bad):
+        # Duplicate images (same fingerprint) are computed once.
+        first: dict[str, int] = {}
+        copies: dict[int, list[int]] = {}
+        unique = []
+        for i in todo:
+            j = first.setdefault(fps[i], i)
+            if j == i:
+                unique.append(i)
+            else:
+                copies.setdefault(j, []).append(i)
+        pre = self.preprocessing
+        batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
+
+        def decode(batch):
+            arrays, kept = [], []
+            for i in batch:
+                try:
+                    img = load_image(sources[i], draft_size=pre.resize_size, index=i)
+                    arrays.append(render(img, pre, view))
+                    kept.append(i)
+                except ImageLoadError as exc:
+                    bad[i] = str(exc)
+                except ValueError as exc:
+                    bad[i] = f"{describe(sources[i], i)}: {exc}"
+            return kept, (np.stack(arrays) if arrays else None)
+
+        bar = _progress(len(unique), verbose, "features" if view == PLAIN else "TTA view")
+        try:
+            for kept, batch in _prefetch(decode, batches):
+                if batch is None:
+                    continue
+                feats = self.forward(batch)
+                out[kept] = feats
+                if self.cache is not None:
+                    self.cache.put_many(key, [(fps[i], feats[k]) for k, i in enumerate(kept)])
+                for i in kept:
+                    for c in copies.get(i, ()):
+                        out[c] = out[i]
+                if bar is not None:
+                    bar.update(len(kept))
+        finally:
+            if bar is not None:
+                bar.close()
+        for i, dups in copies.items():
+            if i in bad:
+                for c in dups:
+                    bad[c] = bad[i]
+
+
+def image_fingerprints(sources) -> list[str]:
+    """Fingerprint every image; unreadable files are reported together."""
+    fps, bad = [], []
+    for s in sources:
+        try:
+            fps.append(fingerprint(s))
+        except ImageLoadError as exc:
+            bad.append(str(exc))
+    if bad:
+        lines = "\n".join(f"  {msg}" for msg in bad[:50])
+        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+        raise ImageLoadError(
+            f"{len(bad)} of {len(sources)} images could not be read:\n{lines}{more}"
+        )
+    return fps
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _prefetch(fn, items, depth: int = 2):
+    """Yield ``fn(item)`` for each item, computing up to ``depth`` ahead in a
+    background thread (decoding overlaps the body's forward pass)."""
+    if len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    sentinel = object()
+
+    def worker():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((True, fn(item)))
+        except BaseException as exc:  # handed to the consumer
+            q.put((False, exc))
+            return
+        q.put((True, sentinel))
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, value = q.get()
+            if not ok:
+                raise value
+            if value is sentinel:
+                return
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def _progress(total, verbose, desc):
+    if not verbose or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
+def build_extractor(backbone, weights, image_size, preprocessing, precision, device, cache):
+    dev = resolve_device(device)
+    bb = load_backbone(backbone, weights, preprocessing)
+    pre = bb.preprocessing.with_image_size(image_size)
+    return FeatureExtractor(bb, pre, resolve_precision(precision, dev), dev, resolve_cache(cache))
+
+
+_COMMON_CONSTRAINTS = {
+    "backbone": [str],
+    "weights": [str, os.PathLike, None],
+    "image_size": [Interval(Integral, 16, None, closed="left"), None],
+    "preprocessing": [dict, None],
+    "precision": [StrOptions({"auto", "fp32", "bf16"})],
+    "device": [str, None],
+    "cache": [str, os.PathLike, FeatureCache, None],
+}
+
+
+class PretrainedFeatures(TransformerMixin, BaseEstimator):
+    """Pooled features of a frozen pretrained network, as a transformer.
+
+    Turns images into a ``(n_samples, n_features)`` float32 array that any
+    scikit-learn model can learn from. Features are cached per image, so a
+    pipeline refitted in cross-validation or a grid search runs the network
+    once per image.
+
+    Parameters
+    ----------
+    backbone : str, default="resnet34"
+        A torchvision classification model name or ``"timm:NAME"``.
+    weights : str, path-like or None, default="DEFAULT"
+        ``"DEFAULT"``, a torchvision weights name, a path to a local
+        state_dict file, or None for random initialisation.
+    image_size : int, default=None
+        Side of the square network input; None uses the weights' preset.
+    preprocessing : dict, default=None
+        Overrides of the preset: ``resize_size``, ``crop_size``, ``mean``,
+        ``std``, ``interpolation``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        ``"auto"`` uses bf16 autocast where the hardware runs it natively.
+    batch_size : int, default=32
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when available, else the CPU.
+    cache : "auto", path or None, default="auto"
+        Feature cache location: ``"auto"`` is ``$SKTRANSFER_CACHE`` or the
+        per-user cache folder; None disables caching.
+    tta : int, default=0
+        When > 0, ``transform`` returns the mean of the features of the
+        plain view and ``tta`` augmented views.
+    verbose : int, default=0
+        Show a progress bar while computing.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Length of each feature vector.
+    preprocessing_ : Preprocessing
+        The preset used.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> model = make_pipeline(
+    ...     PretrainedFeatures("mobilenet_v2", weights="mobilenet_v2.pth"),
+    ...     LogisticRegression(max_iter=1000),
+    ... )  # doctest: +SKIP
+    """
+
+    _parameter_constraints = {
+        **_COMMON_CONSTRAINTS,
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "tta": [Interval(Integral, 0, None, closed="left")],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="resnet34",
+        *,
+        weights="DEFAULT",
+        image_size=None,
+        preprocessing=None,
+        precision="auto",
+        batch_size=32,
+        device="auto",
+        cache="auto",
+        tta=0,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.preprocessing = preprocessing
+        self.precision = precision
+        self.batch_size = batch_size
+        self.device = device
+        self.cache = cache
+        self.tta = tta
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Load the backbone. ``X`` and ``y`` are not used."""
+        self._validate_params()
+        self.extractor_ = build_extractor(
+            self.backbone, self.weights, self.image_size, self.preprocessing,
+            self.precision, self.device, self.cache,
+        )
+        self.n_features_out_ = self.extractor_.n_features
+        self.preprocessing_ = self.extractor_.preprocessing
+        return self
+
+    def transform(self, X):
+        """Return the ``(n_samples, n_features_out_)`` float32 features."""
+        check_is_fitted(self, "extractor_")
+        _check_not_empty(X)
+        views = tta_views(self.tta) if self.tta else [PLAIN]
+        feats = self.extractor_.transform(
+            X, views=views, batch_size=self.batch_size, verbose=self.verbose
+        )
+        return feats.mean(axis=0) if len(views) > 1 else feats[0]
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "extractor_")
+        return np.asarray([f"feature{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+
+def _check_not_empty(X):
+    try:
+        n = len(X)
+    except TypeError:
+        return
+    if n == 0:
+        raise ValueError("X is empty: at least one image is required.")

@@ -1,0 +1,26 @@
+"""The new head trained on top of the body's pooled features."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class Head(nn.Module):
+    """BatchNorm/Dropout/Linear blocks on pooled features, as fastai builds it.
+
+    ``n_features -> [BN, Dropout(p/2), Linear, ReLU] per hidden size ->
+    BN, Dropout(p), Linear -> n_classes`` logits. With ``hidden_sizes=()``
+    it is a (batch-normalised, dropped-out) linear model.
+    """
+
+    def __init__(self, n_features, n_classes, hidden_sizes=(512,), dropout=0.5):
+        super().__init__()
+        layers = []
+        sizes = [int(n_features), *(int(h) for h in hidden_sizes)]
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.BatchNorm1d(a), nn.Dropout(dropout / 2), nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.BatchNorm1d(sizes[-1]), nn.Dropout(dropout), nn.Linear(sizes[-1], n_classes)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)

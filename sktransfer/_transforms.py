@@ -1,0 +1,131 @@
+"""Preprocessing presets and deterministic views (plain and TTA).
+
+A view is the crop of the photo that the network sees. The plain view is the
+weights' own evaluation preset (resize the short side, centre crop). TTA views
+are fixed, seeded variations of it (flip, zoom, off-centre crop), so that each
+of them is a pure function of the image and can be cached like the plain view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone wants its input: the weights' evaluation preset."""
+
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    def with_image_size(self, image_size: int | None) -> Preprocessing:
+        """The same preset at another crop size, keeping the crop ratio."""
+        if image_size is None or image_size == self.crop_size:
+            return self
+        ratio = self.crop_size / self.resize_size
+        return Preprocessing(
+            resize_size=int(round(image_size / ratio)),
+            crop_size=int(image_size),
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class View:
+    """One deterministic view of an image: flip, zoom and crop offset.
+
+    ``zoom`` > 1 crops a smaller part of the picture; ``dx``/``dy`` in
+    [-1, 1] move the crop towards the left/top (-1) or right/bottom (+1)
+    edge of the room left around it.
+    """
+
+    flip: bool = False
+    zoom: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+    @property
+    def key(self) -> str:
+        if self == PLAIN:
+            return "plain"
+        return f"flip={int(self.flip)},zoom={self.zoom:.4f},dx={self.dx:.4f},dy={self.dy:.4f}"
+
+
+PLAIN = View()
+
+
+def tta_views(n: int, max_zoom: float = 1.1) -> list[View]:
+    """The plain view followed by ``n`` fixed augmented views.
+
+    The first augmented view is the horizontal mirror (the most useful TTA
+    view for photos); the others add a mild zoom and an off-centre crop. The
+    parameters come from a fixed seed, so the views (and their cached
+    features) are the same in every process and every run.
+    """
+    views = [PLAIN]
+    rng = np.random.default_rng(20180101)
+    for i in range(n):
+        if i == 0:
+            views.append(View(flip=True))
+            continue
+        zoom = float(rng.uniform(1.0, max_zoom))
+        dx, dy = (float(v) for v in rng.uniform(-1.0, 1.0, size=2))
+        views.append(View(flip=bool(i % 2 == 0), zoom=zoom, dx=dx, dy=dy))
+    return views
+
+
+def crop_box(width: int, height: int, pre: Preprocessing, view: View) -> tuple:
+    """The region of the original image that becomes the network input.
+
+    Resizing the short side to ``resize_size`` and then centre-cropping
+    ``crop_size`` is the same as cropping a square of side
+    ``short * crop_size / resize_size`` from the original and resizing that
+    square once, which is what :func:`render` does (one resize, not two).
+    """
+    short = min(width, height)
+    side = short * pre.crop_size / pre.resize_size / view.zoom
+    side = min(side, short)
+    cx = width / 2 + view.dx * (width - side) / 2
+    cy = height / 2 + view.dy * (height - side) / 2
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarray:
+    """Return the ``(crop, crop, 3)`` uint8 network input for one RGB image."""
+    box = crop_box(img.width, img.height, pre, view)
+    size = (pre.crop_size, pre.crop_size)
+    out = img.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
+    if view.flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def to_tensor(batch: np.ndarray, pre: Preprocessing) -> torch.Tensor:
+    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)``, channels_last.
+
+    The NHWC buffer is used as it is: permuting it gives a channels_last
+    tensor with no copy, which is the layout the CPU convolution kernels like.
+    """
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return (x - mean) / std

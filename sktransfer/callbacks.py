@@ -1,0 +1,170 @@
+"""skorch callbacks: SGDR (cosine annealing with warm restarts)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+from skorch.callbacks import Callback
+
+__all__ = ["SGDR", "sgdr_factor"]
+
+
+def _cycle_lengths(cycle_len: float, cycle_mult: float, steps_per_epoch: int, n_steps: int):
+    """Cycle lengths in batches until ``n_steps`` are covered (at least one)."""
+    lengths, total, i = [], 0, 0
+    while total < n_steps or not lengths:
+        length = max(1, int(round(cycle_len * cycle_mult**i * steps_per_epoch)))
+        lengths.append(length)
+        total += length
+        i += 1
+    return lengths
+
+
+def sgdr_factor(step, *, steps_per_epoch, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0):
+    """The SGDR multiplier of the base learning rate at batch ``step``.
+
+    Cycle ``i`` lasts ``cycle_len * cycle_mult**i`` epochs; within a cycle the
+    factor falls from 1 to ``min_ratio`` along half a cosine, and jumps back
+    to 1 at the next cycle (a warm restart). A pure function of ``step``.
+
+    Examples
+    --------
+    >>> [round(sgdr_factor(s, steps_per_epoch=4), 3) for s in range(6)]
+    [1.0, 0.854, 0.5, 0.146, 1.0, 0.854]
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    start = 0
+    for length in _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, step + 1):
+        if step < start + length:
+            t = (step - start) / length
+            return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        start += length
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class SGDR(Callback):
+    """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017).
+
+    Sets the learning rate of every parameter group before each training
+    batch to ``base_lr * sgdr_factor(step)``, where ``base_lr`` is the
+    group's own rate when training began; so differential rates keep their
+    ratios through every restart.
+
+    Parameters
+    ----------
+    cycle_len : float, default=1
+        Length of the first cycle in epochs (fractions allowed).
+    cycle_mult : float, default=1
+        Each cycle is this many times longer than the one before.
+    min_ratio : float, default=0.0
+        The floor of each cycle as a fraction of the base rate.
+    steps_per_epoch : int, default=None
+        Batches per epoch; None infers it from the training data.
+    snapshot : bool, default=False
+        Keep a copy of the module's weights at the end of every cycle in
+        ``snapshots_`` (snapshot ensembles, Huang et al., 2017).
+
+    Examples
+    --------
+    >>> SGDR(cycle_len=1, cycle_mult=2).simulate(steps_per_epoch=2, n_epochs=3)
+    array([1. , 0.5, 1. , 0.85355339, 0.5, 0.14644661])
+
+    References
+    ----------
+    I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm
+    Restarts", ICLR 2017.
+    """
+
+    def __init__(self, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0, steps_per_epoch=None,
+                 snapshot=False):
+        self.cycle_len = cycle_len
+        self.cycle_mult = cycle_mult
+        self.min_ratio = min_ratio
+        self.steps_per_epoch = steps_per_epoch
+        self.snapshot = snapshot
+
+    def _check(self):
+        if not self.cycle_len > 0:
+            raise ValueError(f"cycle_len must be > 0, got {self.cycle_len!r}.")
+        if not self.cycle_mult >= 1:
+            raise ValueError(f"cycle_mult must be >= 1, got {self.cycle_mult!r}.")
+        if not 0 <= self.min_ratio <= 1:
+            raise ValueError(f"min_ratio must be in [0, 1], got {self.min_ratio!r}.")
+
+    def factor(self, step, steps_per_epoch):
+        return sgdr_factor(step, steps_per_epoch=steps_per_epoch, cycle_len=self.cycle_len,
+                           cycle_mult=self.cycle_mult, min_ratio=self.min_ratio)
+
+    def simulate(self, steps_per_epoch, n_epochs, base_lr=1.0):
+        """The learning rate of every batch of ``n_epochs`` epochs."""
+        self._check()
+        n = int(round(steps_per_epoch * n_epochs))
+        return np.array([base_lr * self.factor(s, steps_per_epoch) for s in range(n)])
+
+    def cycle_ends(self, steps_per_epoch, n_steps):
+        """Batch indices (exclusive) at which cycles end, up to ``n_steps``."""
+        ends, total = [], 0
+        for length in _cycle_lengths(self.cycle_len, self.cycle_mult, steps_per_epoch, n_steps):
+            total += length
+            if total <= n_steps:
+                ends.append(total)
+        return ends
+
+    def plot_schedule(self, steps_per_epoch, n_epochs, ax=None):
+        """Plot the schedule; returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        lrs = self.simulate(steps_per_epoch, n_epochs)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate / base rate")
+        ax.set_title(f"SGDR cycle_len={self.cycle_len}, cycle_mult={self.cycle_mult}")
+        return ax
+
+    # -- skorch hooks -------------------------------------------------------
+
+    def initialize(self):
+        self._check()
+        self.step_ = 0
+        self.snapshots_ = []
+        self.base_lrs_ = None
+        return self
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.step_ = 0
+        self.snapshots_ = []
+        self.base_lrs_ = [group["lr"] for group in net.optimizer_.param_groups]
+        spe = self.steps_per_epoch
+        if spe is None:
+            if net.train_split is not None and y is not None:
+                dataset, _ = net.get_split_datasets(X, y)
+            else:
+                dataset = net.get_dataset(X, y)
+            spe = len(net.get_iterator(dataset, training=True))
+        self.steps_per_epoch_ = max(1, int(spe))
+        n_steps = self.steps_per_epoch_ * max(1, int(net.max_epochs))
+        self.cycle_ends_ = set(self.cycle_ends(self.steps_per_epoch_, n_steps))
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        f = self.factor(self.step_, self.steps_per_epoch_)
+        for group, base in zip(net.optimizer_.param_groups, self.base_lrs_):
+            group["lr"] = base * f
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        net.history.record_batch("lr", net.optimizer_.param_groups[-1]["lr"])
+        self.step_ += 1
+        if self.snapshot and self.step_ in self.cycle_ends_:
+            self.snapshots_.append(copy.deepcopy(net.module_.state_dict()))
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        for group, base in zip(net.optimizer_.param_groups, self.base_lrs_ or []):
+            group["lr"] = base

@@ -78,10 +78,15 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
     """Build the frozen feature extractor ``name`` with ``weights``."""
     if not isinstance(name, str):
         raise TypeError(f"backbone must be a string name, got {type(name).__name__}.")
-    if name.startswith(_TIMM_PREFIX):
-        backbone = _load_timm(name[len(_TIMM_PREFIX) :], weights)
-    else:
-        backbone = _load_torchvision(name, weights)
+    # Building a model draws its initial parameters from torch's global RNG.
+    # A fixed seed inside fork_rng makes ``weights=None`` reproducible (so its
+    # cached features stay valid) and leaves the caller's RNG state as found.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if name.startswith(_TIMM_PREFIX):
+            backbone = _load_timm(name[len(_TIMM_PREFIX) :], weights)
+        else:
+            backbone = _load_torchvision(name, weights)
     if preprocessing:
         backbone.preprocessing = _override(backbone.preprocessing, preprocessing)
     backbone.body.eval()

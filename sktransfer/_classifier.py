@@ -56,7 +56,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         Sizes of the head's hidden layers; ``()`` for a linear head.
     dropout : float, default=0.5
         Dropout before the last Linear layer (half of it before the others).
-    lr : float, default=3e-3
+    lr : float, default=1e-3
         Learning rate of the head (Adam).
     epochs : int, default=8
         Epochs of head training on precomputed features, one cosine cycle.
@@ -81,7 +81,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         Seeds the head's initialisation and shuffling. Global RNG state is
         left untouched.
     verbose : int, default=0
-        1 prints a progress bar for feature extraction and the epoch table.
+        1 shows progress bars while features are computed; 2 also prints
+        the epoch table of head training.
 
     Attributes
     ----------
@@ -136,7 +137,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         precompute=True,
         hidden_sizes=(512,),
         dropout=0.5,
-        lr=3e-3,
+        lr=1e-3,
         epochs=8,
         batch_size=64,
         weight_decay=1e-2,
@@ -236,7 +237,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             callbacks=[("sgdr", SGDR(cycle_len=max(self.epochs, 1)))],
             classes=np.arange(n_classes),
             device=str(device),
-            verbose=int(self.verbose > 0),
+            verbose=int(self.verbose > 1),
         )
 
     # -- predict ------------------------------------------------------------

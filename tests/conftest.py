@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny generated images, a tiny backbone, a private cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+WEIGHTS = SHARED / "weights"
+DATA = SHARED / "data"
+MOBILENET = WEIGHTS / "mobilenet_v2-imagenet.pth"
+
+#: A backbone that runs in milliseconds: random-init ResNet-18 at 32 px.
+TINY = dict(backbone="resnet18", weights=None, image_size=32)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test gets its own default cache directory."""
+    monkeypatch.setenv("SKTRANSFER_CACHE", str(tmp_path / "cache"))
+
+
+def make_images(directory: Path, n_per_class: int = 6, classes=("a", "b"), size=40, seed=0):
+    """Write small JPEGs whose colour depends on the class; return (paths, labels).
+
+    The classes differ in mean colour, so even a random-init body separates
+    them well enough for tests that check learning.
+    """
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths, labels = [], []
+    for k, cls in enumerate(classes):
+        for i in range(n_per_class):
+            base = np.zeros((size, size, 3))
+            base[..., k % 3] = 200
+            arr = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+            path = directory / f"{cls}_{i}.jpg"
+            Image.fromarray(arr).save(path, quality=90)
+            paths.append(str(path))
+            labels.append(cls)
+    return paths, np.array(labels)
+
+
+@pytest.fixture
+def image_set(tmp_path):
+    return make_images(tmp_path / "images")
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    return dict(TINY, cache=str(tmp_path / "cache"), epochs=3, random_state=0)
+
+
+def shared_available(*parts) -> bool:
+    return SHARED.joinpath(*parts).exists()
+
+
+requires_shared = pytest.mark.skipif(
+    not (MOBILENET.exists() and DATA.exists()),
+    reason="../shared weights and photos are not present",
+)

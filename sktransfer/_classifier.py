@@ -9,21 +9,33 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, check_random_state
-from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
 from torch import nn
 
+from ._backbones import _override
+from ._cache import resolve_cache
 from ._features import (
     _COMMON_CONSTRAINTS,
+    FeatureExtractor,
     _check_not_empty,
     build_extractor,
     image_fingerprints,
 )
+from ._finetune import (
+    GroupedNet,
+    ImageDataset,
+    TransferNet,
+    group_parameters,
+    set_trainable,
+)
 from ._head import Head
 from ._images import as_image_list
-from ._transforms import PLAIN, tta_views
+from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 from .callbacks import SGDR
 
 
@@ -93,7 +105,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     extractor_ : FeatureExtractor
         The loaded body, its preprocessing and cache key.
     net_ : skorch.NeuralNetClassifier
-        The trained head.
+        The trained head (on pooled features of ``extractor_``'s body).
     history_ : list of dict
         One record per epoch: stage, epoch, lr, train_loss.
 
@@ -119,9 +131,21 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "epochs": [Interval(Integral, 0, None, closed="left")],
+        "n_cycles": [Interval(Integral, 0, None, closed="left")],
+        "cycle_len": [Interval(Real, 0, None, closed="neither")],
+        "cycle_mult": [Interval(Real, 1, None, closed="left")],
+        "unfreeze": ["boolean", Interval(Integral, 0, None, closed="left")],
+        "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
+        "finetune_lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_mult": [Interval(Real, 1, None, closed="left"), tuple, list],
+        "augment": [StrOptions(set(AUGMENTATIONS)), None],
+        "max_zoom": [Interval(Real, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "tta": [Interval(Integral, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "early_stopping": ["boolean"],
+        "warm_start": ["boolean"],
         "feature_batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -139,9 +163,21 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         dropout=0.5,
         lr=1e-3,
         epochs=8,
+        n_cycles=0,
+        cycle_len=1,
+        cycle_mult=1,
+        unfreeze=False,
+        unfrozen_cycles=0,
+        finetune_lr=1e-4,
+        lr_mult=10,
+        augment="side_on",
+        max_zoom=1.1,
         batch_size=64,
         weight_decay=1e-2,
         tta=0,
+        validation_fraction=None,
+        early_stopping=False,
+        warm_start=False,
         precision="auto",
         feature_batch_size=32,
         device="auto",
@@ -158,9 +194,21 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         self.dropout = dropout
         self.lr = lr
         self.epochs = epochs
+        self.n_cycles = n_cycles
+        self.cycle_len = cycle_len
+        self.cycle_mult = cycle_mult
+        self.unfreeze = unfreeze
+        self.unfrozen_cycles = unfrozen_cycles
+        self.finetune_lr = finetune_lr
+        self.lr_mult = lr_mult
+        self.augment = augment
+        self.max_zoom = max_zoom
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.tta = tta
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.warm_start = warm_start
         self.precision = precision
         self.feature_batch_size = feature_batch_size
         self.device = device
@@ -173,44 +221,189 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train the classifier on images ``X`` with labels ``y``.
 
+        The stages of the recipe run in order; a stage whose count is 0 is
+        skipped:
+
+        1. ``epochs`` epochs of the head on the body's precomputed (cached)
+           features (when ``precompute=True``);
+        2. ``n_cycles`` SGDR cycles of ``cycle_len`` epochs of the head on
+           augmented images through the frozen body;
+        3. with ``unfreeze`` set, ``unfrozen_cycles`` SGDR cycles (the first
+           ``cycle_len`` epochs long, each next one ``cycle_mult`` times
+           longer) of the unfrozen layer groups with differential rates.
+
         Every image is checked (and its features computed or read from the
         cache) before any training starts; all images that cannot be read
         are reported together in one error.
         """
         self._validate_params()
-        if not self.precompute:
-            raise NotImplementedError(
-                "precompute=False (training on augmented images) is not available yet."
-            )
         sources = as_image_list(X)
         classes, y_encoded = _encode_labels(y, len(sources))
         fingerprints = image_fingerprints(sources)
-        extractor = build_extractor(
-            self.backbone, self.weights, self.image_size, self.preprocessing,
-            self.precision, self.device, self.cache,
-        )
-        features = extractor.transform(
-            sources, views=[PLAIN], batch_size=self.feature_batch_size,
-            verbose=self.verbose, fingerprints=fingerprints,
-        )[0]
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        net = self._build_head(extractor.n_features, len(classes), extractor.device)
+        self._group_lrs(1.0)  # validates lr_mult before any work
+        continuing = self.warm_start and hasattr(self, "net_")
+        if continuing and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                "warm_start=True needs the same classes as the previous fit: "
+                f"had {self.classes_.tolist()}, got {classes.tolist()}."
+            )
+        extractor = self._make_extractor(continuing)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(0, 2**31 - 1))
+        train_idx, valid_idx = self._split(y_encoded, seed)
+        features = None
+        if self.precompute and self.epochs > 0:
+            features = extractor.transform(
+                sources, views=[PLAIN], batch_size=self.feature_batch_size,
+                verbose=self.verbose, fingerprints=fingerprints,
+            )[0]
+        history = list(self.history_) if continuing else []
         with _seeded(seed):
-            if self.epochs > 0:
-                net.fit(features, y_encoded)
-            else:
+            net = self.net_ if continuing else self._build_head(
+                extractor.n_features, len(classes), extractor.device
+            )
+            if not continuing:
                 net.initialize()
+            if features is not None:
+                self._fit_head_on_features(net, features, y_encoded, train_idx,
+                                           valid_idx, history)
+            tuned = self._fit_on_images(net, extractor, sources, y_encoded, train_idx,
+                                        valid_idx, seed, history)
+        if tuned:
+            extractor = extractor.with_tuned_body()
         self.classes_ = classes
         self.n_features_ = extractor.n_features
         self.extractor_ = extractor
         self.net_ = net
-        self.history_ = [
-            {"stage": "precomputed", "epoch": int(row["epoch"]),
-             "lr": float(row["batches"][-1]["lr"]) if row["batches"] else self.lr,
-             "train_loss": float(row["train_loss"])}
-            for row in net.history
-        ] if self.epochs > 0 else []
+        self.history_ = history
         return self
+
+    def _make_extractor(self, continuing):
+        if not continuing:
+            return build_extractor(
+                self.backbone, self.weights, self.image_size, self.preprocessing,
+                self.precision, self.device, self.cache,
+            )
+        # Continue from the current (possibly fine-tuned) body; a new image
+        # size or preprocessing gives new cache keys, never stale features.
+        old = self.extractor_
+        pre = old.backbone.preprocessing
+        if self.preprocessing:
+            pre = _override(pre, self.preprocessing)
+        pre = pre.with_image_size(self.image_size)
+        return FeatureExtractor(old.backbone, pre, old.precision, old.device,
+                                resolve_cache(self.cache))
+
+    def _split(self, y_encoded, seed):
+        n = len(y_encoded)
+        if self.validation_fraction is None:
+            return np.arange(n), None
+        from sklearn.model_selection import train_test_split
+
+        try:
+            train_idx, valid_idx = train_test_split(
+                np.arange(n), test_size=self.validation_fraction,
+                stratify=y_encoded, random_state=seed,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} cannot hold out a "
+                f"stratified validation set from {n} images: {exc}"
+            ) from None
+        return np.sort(train_idx), np.sort(valid_idx)
+
+    def _group_lrs(self, top_lr):
+        mult = self.lr_mult
+        if isinstance(mult, (tuple, list)):
+            if len(mult) != 3 or not all(isinstance(v, Real) and v > 0 for v in mult):
+                raise ValueError(
+                    "The 'lr_mult' parameter of PretrainedImageClassifier must be a "
+                    "number >= 1 or a tuple of 3 positive learning rates (early, "
+                    f"middle, late + head). Got {mult!r} instead."
+                )
+            # explicit rates: scaled so that the last equals top_lr
+            return [float(v) * top_lr / float(mult[-1]) for v in mult]
+        return [top_lr / mult**2, top_lr / mult, top_lr]
+
+    def _callbacks(self, sgdr, validating):
+        callbacks = [("sgdr", sgdr)]
+        if validating:
+            if self.early_stopping:
+                callbacks.append(("early_stopping", EarlyStopping(
+                    monitor="valid_loss", patience=3, load_best=True)))
+        return callbacks
+
+    def _fit_head_on_features(self, net, features, y, train_idx, valid_idx, history):
+        validating = valid_idx is not None
+        train_split = (
+            predefined_split(Dataset(features[valid_idx], y[valid_idx]))
+            if validating else None
+        )
+        net.set_params(max_epochs=self.epochs, train_split=train_split)
+        _set_callbacks(net, self._callbacks(SGDR(cycle_len=self.epochs), validating))
+        net.set_group_lrs([self.lr])
+        net.partial_fit(features[train_idx], y[train_idx])
+        history.extend(_epoch_rows(net, "precomputed"))
+
+    def _fit_on_images(self, net, extractor, sources, y, train_idx, valid_idx, seed,
+                       history):
+        unfreezing = self.unfreeze is not False and self.unfrozen_cycles > 0
+        if self.n_cycles == 0 and not unfreezing:
+            return False
+        pre = extractor.preprocessing
+        backbone = extractor.backbone
+        model = TransferNet(backbone.body, net.module_, pre.mean, pre.std)
+        groups = group_parameters(model, backbone.groups)
+        train_sources = [sources[i] for i in train_idx]
+        train_set = ImageDataset(train_sources, y[train_idx], pre, self.augment,
+                                 self.max_zoom, seed)
+        validating = valid_idx is not None
+        train_split = None
+        if validating:
+            valid_set = ImageDataset([sources[i] for i in valid_idx], y[valid_idx], pre)
+            train_split = predefined_split(valid_set)
+        image_net = GroupedNet(
+            model,
+            layer_groups=groups,
+            group_lrs=self._group_lrs(self.lr),
+            criterion=nn.CrossEntropyLoss,
+            optimizer=torch.optim.AdamW,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            batch_size=min(self.batch_size, 32),
+            train_split=train_split,
+            iterator_train__shuffle=True,
+            classes=np.arange(len(net.classes)),
+            device=str(extractor.device),
+            verbose=int(self.verbose > 1),
+        )
+        image_net.initialize()
+        stages = []
+        if self.n_cycles > 0:
+            epochs = _cycle_epochs(self.cycle_len, 1, self.n_cycles)
+            stages.append(("augmented", len(groups) - 1, self._group_lrs(self.lr),
+                           SGDR(cycle_len=self.cycle_len), epochs))
+        if unfreezing:
+            first = 0 if self.unfreeze is True else min(int(self.unfreeze), len(groups) - 1)
+            epochs = _cycle_epochs(self.cycle_len, self.cycle_mult, self.unfrozen_cycles)
+            stages.append(("unfrozen", first, self._group_lrs(self.finetune_lr),
+                           SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
+                           epochs))
+        tuned = False
+        try:
+            for stage, first_trainable, lrs, sgdr, epochs in stages:
+                set_trainable(groups, first_trainable)
+                tuned = tuned or first_trainable < len(groups) - 1 or stage == "unfrozen"
+                image_net.set_params(max_epochs=epochs)
+                _set_callbacks(image_net, self._callbacks(sgdr, validating))
+                image_net.set_group_lrs(lrs)
+                image_net.partial_fit(train_set, None)
+                history.extend(_epoch_rows(image_net, stage))
+                image_net.history.clear()
+        finally:
+            set_trainable(groups, len(groups))  # everything frozen again
+            model.eval()
+        return tuned
 
     def _build_head(self, n_features, n_classes, device):
         hidden = tuple(self.hidden_sizes)
@@ -219,12 +412,11 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 "The 'hidden_sizes' parameter of PretrainedImageClassifier must be a "
                 f"tuple of positive ints. Got {self.hidden_sizes!r} instead."
             )
-        return NeuralNetClassifier(
-            Head,
-            module__n_features=n_features,
-            module__n_classes=n_classes,
-            module__hidden_sizes=hidden,
-            module__dropout=self.dropout,
+        head = Head(n_features, n_classes, hidden, self.dropout)
+        return GroupedNet(
+            head,
+            layer_groups=None,
+            group_lrs=[self.lr],
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
@@ -233,8 +425,6 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             train_split=None,
             iterator_train__shuffle=True,
-            iterator_train__drop_last=False,
-            callbacks=[("sgdr", SGDR(cycle_len=max(self.epochs, 1)))],
             classes=np.arange(n_classes),
             device=str(device),
             verbose=int(self.verbose > 1),
@@ -340,6 +530,37 @@ def _encode_labels(y, n_samples):
         if classes.dtype.kind not in "USifb":
             classes = np.asarray(np.unique(y_arr), dtype=object)
     return classes, encoded.astype(np.int64)
+
+
+def _set_callbacks(net, callbacks) -> None:
+    """Replace a net's callbacks (skorch's set_params does not rebuild them)."""
+    net.callbacks = callbacks
+    net.initialize_callbacks()
+
+
+def _cycle_epochs(cycle_len, cycle_mult, n_cycles) -> int:
+    """Epochs of ``n_cycles`` SGDR cycles (at least one epoch)."""
+    total = sum(cycle_len * cycle_mult**i for i in range(n_cycles))
+    return max(1, int(np.ceil(total - 1e-9)))
+
+
+def _epoch_rows(net, stage) -> list[dict]:
+    rows = []
+    for row in net.history:
+        batches = row.get("batches") or []
+        first = batches[0] if batches else {}
+        lrs = first.get("lrs") or ([first["lr"]] if "lr" in first else [])
+        record = {
+            "stage": stage,
+            "epoch": int(row["epoch"]),
+            "lrs": [float(v) for v in lrs],
+            "train_loss": float(row.get("train_loss", float("nan"))),
+            "valid_loss": float(row.get("valid_loss", float("nan"))),
+            "valid_acc": float(row.get("valid_acc", float("nan"))),
+            "seconds": float(row.get("dur", float("nan"))),
+        }
+        rows.append(record)
+    return rows
 
 
 def _is_missing(v) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import queue
 import threading
@@ -79,6 +81,21 @@ class FeatureExtractor:
         if self.device.type == "cpu":
             body = body.to(memory_format=torch.channels_last)
         self.backbone.body = body.eval()
+
+    def with_tuned_body(self) -> FeatureExtractor:
+        """A new extractor for the body after fine-tuning.
+
+        Its cache key hashes the tuned parameters, so features of the tuned
+        body are cached under their own key and never mixed with those of
+        the pretrained weights.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in self.backbone.body.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        backbone = dataclasses.replace(self.backbone, weights_id="tuned:" + digest.hexdigest())
+        return FeatureExtractor(backbone, self.preprocessing, self.precision, self.device,
+                                self.cache)
 
     @property
     def n_features(self) -> int:

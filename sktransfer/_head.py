@@ -20,6 +20,13 @@ class Head(nn.Module):
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.BatchNorm1d(a), nn.Dropout(dropout / 2), nn.Linear(a, b), nn.ReLU()]
         layers += [nn.BatchNorm1d(sizes[-1]), nn.Dropout(dropout), nn.Linear(sizes[-1], n_classes)]
+        # momentum=None: running statistics are the exact average over all
+        # batches seen. On precomputed features (a fixed distribution) that is
+        # right after one epoch, where an exponential average needs dozens of
+        # steps, and small data sets have only a few steps per epoch.
+        for layer in layers:
+            if isinstance(layer, nn.BatchNorm1d):
+                layer.momentum = None
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -129,3 +129,54 @@ def to_tensor(batch: np.ndarray, pre: Preprocessing) -> torch.Tensor:
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     return (x - mean) / std
+
+
+AUGMENTATIONS = ("side_on", "top_down")
+
+
+def random_augment(
+    img: Image.Image,
+    pre: Preprocessing,
+    rng: np.random.Generator,
+    kind: str | None = "side_on",
+    max_zoom: float = 1.1,
+    max_rotate: float = 10.0,
+    max_lighting: float = 0.05,
+) -> np.ndarray:
+    """One randomly augmented ``(crop, crop, 3)`` uint8 training view.
+
+    ``"side_on"`` (photos taken from the side: animals, objects): horizontal
+    flips, rotations up to ``max_rotate`` degrees, zoom up to ``max_zoom``
+    with a random crop position, and small brightness/contrast changes.
+    ``"top_down"`` (satellite, microscope, medical images) adds vertical
+    flips and 90-degree rotations. ``None`` returns the plain view.
+    """
+    if kind is None:
+        return render(img, pre, PLAIN)
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS} or None; got {kind!r}.")
+    if max_rotate:
+        angle = float(rng.uniform(-max_rotate, max_rotate))
+        img = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
+    if kind == "top_down":
+        k = int(rng.integers(4))
+        if k:
+            img = img.transpose(
+                (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+                 Image.Transpose.ROTATE_270)[k - 1]
+            )
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    view = View(
+        flip=bool(rng.random() < 0.5),
+        zoom=float(rng.uniform(1.0, max(1.0, max_zoom))),
+        dx=float(rng.uniform(-1, 1)),
+        dy=float(rng.uniform(-1, 1)),
+    )
+    out = render(img, pre, view)
+    if max_lighting:
+        brightness = float(rng.uniform(-max_lighting, max_lighting)) * 255.0
+        contrast = 1.0 + float(rng.uniform(-max_lighting, max_lighting))
+        mean = out.mean()
+        out = np.clip((out - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+    return out

@@ -160,7 +160,10 @@ class SGDR(Callback):
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        net.history.record_batch("lr", net.optimizer_.param_groups[-1]["lr"])
+        groups = net.optimizer_.param_groups
+        net.history.record_batch("lr", groups[-1]["lr"])
+        if len(groups) > 1:
+            net.history.record_batch("lrs", [g["lr"] for g in groups])
         self.step_ += 1
         if self.snapshot and self.step_ in self.cycle_ends_:
             self.snapshots_.append(copy.deepcopy(net.module_.state_dict()))

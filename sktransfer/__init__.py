@@ -5,6 +5,7 @@ from ._cache import CacheWarning, FeatureCache, default_cache_dir
 from ._classifier import PretrainedImageClassifier
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
+from ._lr_finder import LRFinder
 from .callbacks import SGDR
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __all__ = [
     "CacheWarning",
     "FeatureCache",
     "ImageLoadError",
+    "LRFinder",
     "PretrainedFeatures",
     "PretrainedImageClassifier",
     "WeightsUnavailableError",

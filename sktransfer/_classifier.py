@@ -3,6 +3,7 @@ scikit-learn classifier."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -24,7 +25,9 @@ from ._features import (
     FeatureExtractor,
     _check_not_empty,
     build_extractor,
+    check_decodable,
     image_fingerprints,
+    raise_bad_images,
 )
 from ._finetune import (
     GroupedNet,
@@ -34,6 +37,7 @@ from ._finetune import (
     set_trainable,
 )
 from ._head import Head
+from ._lr_finder import _feature_batches, lr_sweep, suggest_lrs
 from ._images import as_image_list
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 from .callbacks import SGDR
@@ -129,14 +133,14 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         "precompute": ["boolean"],
         "hidden_sizes": [tuple, list],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "epochs": [Interval(Integral, 0, None, closed="left")],
         "n_cycles": [Interval(Integral, 0, None, closed="left")],
         "cycle_len": [Interval(Real, 0, None, closed="neither")],
         "cycle_mult": [Interval(Real, 1, None, closed="left")],
         "unfreeze": ["boolean", Interval(Integral, 0, None, closed="left")],
         "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
-        "finetune_lr": [Interval(Real, 0, None, closed="neither")],
+        "finetune_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "lr_mult": [Interval(Real, 1, None, closed="left"), tuple, list],
         "augment": [StrOptions(set(AUGMENTATIONS)), None],
         "max_zoom": [Interval(Real, 1, None, closed="left")],
@@ -239,7 +243,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         sources = as_image_list(X)
         classes, y_encoded = _encode_labels(y, len(sources))
-        fingerprints = image_fingerprints(sources)
+        bad: dict = {}
+        fingerprints = image_fingerprints(sources, bad)
         self._group_lrs(1.0)  # validates lr_mult before any work
         continuing = self.warm_start and hasattr(self, "net_")
         if continuing and not np.array_equal(classes, self.classes_):
@@ -250,13 +255,21 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         extractor = self._make_extractor(continuing)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
+        self._seed = seed
+        self.lr_ = None if self.lr == "auto" else float(self.lr)
+        self.finetune_lr_ = None if self.finetune_lr == "auto" else float(self.finetune_lr)
+        if continuing and self.lr == "auto" and not (self.precompute and self.epochs > 0):
+            self.lr_ = self.net_.lr
         train_idx, valid_idx = self._split(y_encoded, seed)
         features = None
         if self.precompute and self.epochs > 0:
             features = extractor.transform(
                 sources, views=[PLAIN], batch_size=self.feature_batch_size,
-                verbose=self.verbose, fingerprints=fingerprints,
+                verbose=self.verbose, fingerprints=fingerprints, bad=bad,
             )[0]
+        else:  # training reads the images later: check them all now
+            check_decodable(sources, fingerprints, bad, extractor.preprocessing.resize_size)
+            raise_bad_images(bad, len(sources))
         history = list(self.history_) if continuing else []
         with _seeded(seed):
             net = self.net_ if continuing else self._build_head(
@@ -339,9 +352,14 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             predefined_split(Dataset(features[valid_idx], y[valid_idx]))
             if validating else None
         )
+        if self.lr == "auto":
+            batches = _feature_batches(features[train_idx], y[train_idx], self.batch_size,
+                                       self._seed)
+            self.lr_ = self._find_lr(copy.deepcopy(net.module_), [(None, 1.0)], batches,
+                                     "cpu")
         net.set_params(max_epochs=self.epochs, train_split=train_split)
         _set_callbacks(net, self._callbacks(SGDR(cycle_len=self.epochs), validating))
-        net.set_group_lrs([self.lr])
+        net.set_group_lrs([self.lr_])
         net.partial_fit(features[train_idx], y[train_idx])
         history.extend(_epoch_rows(net, "precomputed"))
 
@@ -365,11 +383,11 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         image_net = GroupedNet(
             model,
             layer_groups=groups,
-            group_lrs=self._group_lrs(self.lr),
+            group_lrs=self._group_lrs(self.lr_),
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
+            lr=self.lr_,
             batch_size=min(self.batch_size, 32),
             train_split=train_split,
             iterator_train__shuffle=True,
@@ -381,18 +399,31 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         stages = []
         if self.n_cycles > 0:
             epochs = _cycle_epochs(self.cycle_len, 1, self.n_cycles)
-            stages.append(("augmented", len(groups) - 1, self._group_lrs(self.lr),
+            stages.append(("augmented", len(groups) - 1, self._group_lrs(self.lr_),
                            SGDR(cycle_len=self.cycle_len), epochs))
         if unfreezing:
             first = 0 if self.unfreeze is True else min(int(self.unfreeze), len(groups) - 1)
             epochs = _cycle_epochs(self.cycle_len, self.cycle_mult, self.unfrozen_cycles)
-            stages.append(("unfrozen", first, self._group_lrs(self.finetune_lr),
+            stages.append(("unfrozen", first, None,
                            SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
                            epochs))
         tuned = False
         try:
             for stage, first_trainable, lrs, sgdr, epochs in stages:
                 set_trainable(groups, first_trainable)
+                if lrs is None:
+                    if self.finetune_lr == "auto":
+                        ratios = self._group_lrs(1.0)
+                        sweep_model = copy.deepcopy(model)
+                        sweep_groups = group_parameters(sweep_model, _groups_of(
+                            sweep_model.body, model.body, backbone.groups))
+                        self.finetune_lr_ = self._find_lr(
+                            sweep_model, list(zip(sweep_groups, ratios)),
+                            _dataset_batches(train_set, image_net.batch_size, self._seed),
+                            extractor.device)
+                    else:
+                        self.finetune_lr_ = float(self.finetune_lr)
+                    lrs = self._group_lrs(self.finetune_lr_)
                 tuned = tuned or first_trainable < len(groups) - 1 or stage == "unfrozen"
                 image_net.set_params(max_epochs=epochs)
                 _set_callbacks(image_net, self._callbacks(sgdr, validating))
@@ -405,6 +436,35 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             model.eval()
         return tuned
 
+    def _find_lr(self, model, param_groups, batches, device):
+        """Run the LR finder's sweep on ``model`` (a copy) and return the
+        default suggestion."""
+        groups = [
+            (model.parameters() if params is None else params, ratio)
+            for params, ratio in param_groups
+        ]
+        lrs, _, smoothed = lr_sweep(model, groups, batches, weight_decay=self.weight_decay,
+                                    device=device)
+        return float(suggest_lrs(lrs, smoothed)["valley"])
+
+    def _unfrozen_sweep_setup(self, X, y, seed):
+        """Model copy, ratio groups and batches for an unfrozen LR sweep."""
+        check_is_fitted(self, "net_")
+        sources = as_image_list(X)
+        y_enc = np.searchsorted(self.classes_, np.asarray(y))
+        ext = self.extractor_
+        model = TransferNet(copy.deepcopy(ext.backbone.body), copy.deepcopy(self.net_.module_),
+                            ext.preprocessing.mean, ext.preprocessing.std)
+        body_groups = _groups_of(model.body, ext.backbone.body, ext.backbone.groups)
+        groups = group_parameters(model, body_groups)
+        first = 0 if self.unfreeze in (True, False) else int(self.unfreeze)
+        set_trainable(groups, min(first, len(groups) - 1))
+        dataset = ImageDataset(sources, y_enc, ext.preprocessing, self.augment,
+                               self.max_zoom, seed)
+        ratios = self._group_lrs(1.0)
+        return (model, list(zip(groups, ratios)),
+                _dataset_batches(dataset, min(self.batch_size, 32), seed), ext.device)
+
     def _build_head(self, n_features, n_classes, device):
         hidden = tuple(self.hidden_sizes)
         if any(not isinstance(h, Integral) or h < 1 for h in hidden):
@@ -413,14 +473,15 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 f"tuple of positive ints. Got {self.hidden_sizes!r} instead."
             )
         head = Head(n_features, n_classes, hidden, self.dropout)
+        lr = 1e-3 if self.lr == "auto" else self.lr
         return GroupedNet(
             head,
             layer_groups=None,
-            group_lrs=[self.lr],
+            group_lrs=[lr],
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
+            lr=lr,
             max_epochs=self.epochs,
             batch_size=self.batch_size,
             train_split=None,
@@ -447,7 +508,9 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         augmented views are averaged.
         """
         feats = self._features(X)
-        probs = np.mean([self.net_.predict_proba(f) for f in feats], axis=0)
+        # skorch's loader draws a seed from torch's global RNG: keep it as found
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            probs = np.mean([self.net_.predict_proba(f) for f in feats], axis=0)
         return probs.astype(np.float64)
 
     def predict_log_proba(self, X):
@@ -457,7 +520,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The most probable class of each image."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy on ``(X, y)``; labels never seen in ``fit`` count as
@@ -530,6 +594,34 @@ def _encode_labels(y, n_samples):
         if classes.dtype.kind not in "USifb":
             classes = np.asarray(np.unique(y_arr), dtype=object)
     return classes, encoded.astype(np.int64)
+
+
+def _groups_of(new_root, old_root, old_groups):
+    """The layer groups of ``old_root`` mapped onto its deep copy ``new_root``."""
+    names = {id(m): n for n, m in old_root.named_modules()}
+    lookup = dict(new_root.named_modules())
+    return [[lookup[names[id(m)]] for m in group] for group in old_groups]
+
+
+def _dataset_batches(dataset, batch_size, seed):
+    """Mini-batches of a dataset, cycling with a fresh shuffle every pass."""
+    n = len(dataset)
+    batch_size = min(batch_size, n)
+    per_pass = max(1, n // batch_size)
+    rng = np.random.default_rng(seed)
+    orders = {}
+
+    def batches(i):
+        p, b = divmod(i, per_pass)
+        if p not in orders:
+            orders.clear()
+            orders[p] = rng.permutation(n)
+        items = [dataset[j] for j in orders[p][b * batch_size : (b + 1) * batch_size]]
+        x = torch.stack([item[0] for item in items])
+        y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
+        return x, y
+
+    return batches
 
 
 def _set_callbacks(net, callbacks) -> None:

@@ -114,7 +114,8 @@ class FeatureExtractor:
                 out = self.backbone.body(x)
         return out.float().cpu().numpy()
 
-    def transform(self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None):
+    def transform(self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None,
+                  bad=None):
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
         Cached vectors are read; the rest are computed in batches whose
@@ -125,13 +126,14 @@ class FeatureExtractor:
         in one error, after every good image has been computed and cached.
         """
         sources = as_image_list(X) if fingerprints is None else X
+        bad = {} if bad is None else bad
         if fingerprints is None:
-            fingerprints = image_fingerprints(sources)
+            fingerprints = image_fingerprints(sources, bad)
         out = np.empty((len(views), len(sources), self.n_features), dtype=np.float32)
-        bad: dict[int, str] = {}
+        readable = [i for i, fp in enumerate(fingerprints) if fp is not None]
         for v, view in enumerate(views):
             key = self.view_key(view)
-            todo = self._fill_from_cache(out[v], key, fingerprints)
+            todo = self._fill_from_cache(out[v], key, fingerprints, readable)
             if not todo:
                 continue
             cache = self.cache
@@ -141,13 +143,7 @@ class FeatureExtractor:
                 todo = [i for i in todo if i not in bad]
                 self._compute(out[v], sources, fingerprints, todo, view, key,
                               batch_size, verbose, bad)
-        if bad:
-            lines = "\n".join(f"  {msg}" for msg in list(bad.values())[:50])
-            more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
-            raise ImageLoadError(
-                f"{len(bad)} of {len(sources)} images could not be used "
-                f"(the features of the others are cached):\n{lines}{more}"
-            )
+        raise_bad_images(bad, len(sources), cached=self.cache is not None)
         return out
 
     def _fill_from_cache(self, out, key, fingerprints, todo=None):
@@ -212,24 +208,45 @@ class FeatureExtractor:
         for i, dups in copies.items():
             if i in bad:
                 for c in dups:
-                    bad[c] = bad[i]
+                    bad[c] = bad[i].replace(describe(sources[i], i), describe(sources[c], c), 1)
 
 
-def image_fingerprints(sources) -> list[str]:
-    """Fingerprint every image; unreadable files are reported together."""
-    fps, bad = [], []
-    for s in sources:
+def image_fingerprints(sources, bad: dict) -> list:
+    """Fingerprint every image. Unreadable ones get None and their error
+    message goes into ``bad`` (index -> message), to be reported together
+    with every other bad image."""
+    fps = []
+    for i, s in enumerate(sources):
         try:
             fps.append(fingerprint(s))
         except ImageLoadError as exc:
-            bad.append(str(exc))
-    if bad:
-        lines = "\n".join(f"  {msg}" for msg in bad[:50])
-        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
-        raise ImageLoadError(
-            f"{len(bad)} of {len(sources)} images could not be read:\n{lines}{more}"
-        )
+            fps.append(None)
+            bad[i] = str(exc)
     return fps
+
+
+def check_decodable(sources, fingerprints, bad: dict, draft_size=None) -> None:
+    """Decode every readable image once, collecting failures in ``bad``."""
+    for i, fp in enumerate(fingerprints):
+        if fp is None:
+            continue
+        try:
+            load_image(sources[i], draft_size=draft_size, index=i)
+        except ImageLoadError as exc:
+            bad[i] = str(exc)
+
+
+def raise_bad_images(bad: dict, n_images: int, cached: bool = False) -> None:
+    """One error listing every image that could not be used."""
+    if not bad:
+        return
+    messages = [bad[i] for i in sorted(bad)]
+    lines = "\n".join(f"  {msg}" for msg in messages[:50])
+    more = f"\n  ... and {len(messages) - 50} more" if len(messages) > 50 else ""
+    kept = " (the features of the others are cached)" if cached else ""
+    raise ImageLoadError(
+        f"{len(messages)} of {n_images} images could not be used{kept}:\n{lines}{more}"
+    )
 
 
 class _nullcontext:

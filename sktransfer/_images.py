@@ -39,8 +39,10 @@ def as_image_list(X) -> list:
     if isinstance(X, Image.Image):
         raise ValueError("X must be a sequence of images; wrap the PIL image in a list.")
     if isinstance(X, np.ndarray) and X.dtype != object:
-        if X.ndim == 1 and X.dtype.kind in "US":
+        if X.ndim == 1 and X.dtype.kind == "U":
             return [str(x) for x in X]
+        if X.ndim == 1 and X.dtype.kind == "S":
+            return [os.fsdecode(x) for x in X]
         if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] not in (1, 3, 4)):
             raise ValueError(
                 "an array X must have shape (n_samples, height, width, 3) or "

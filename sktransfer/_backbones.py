@@ -124,10 +124,11 @@ def _load_torchvision(name: str, weights) -> Backbone:
             "See sktransfer.available_backbones()."
         )
     enum = tvm.get_model_weights(name)
-    kwargs = {"aux_logits": False, "init_weights": False} if name in (
-        "googlenet",
-        "inception_v3",
-    ) else {}
+    aux = name in ("googlenet", "inception_v3")
+    kwargs = {"aux_logits": False, "init_weights": False} if aux else {}
+    if aux and weights is not None:
+        # torchvision's pretrained GoogLeNet/Inception expect this input remap
+        kwargs["transform_input"] = True
     if weights is None:
         model = tvm.get_model(name, weights=None, **kwargs)
         weights_id = "random-init"
@@ -136,6 +137,8 @@ def _load_torchvision(name: str, weights) -> Backbone:
         model = tvm.get_model(name, weights=None, **kwargs)
         path = Path(weights).expanduser()
         state = _read_state_dict(path)
+        if aux:
+            state = _drop_aux_heads(state)
         _load_state(model, state, path, name)
         weights_id = "file:" + _file_digest(path)
         pre = _preset_from_enum(list(enum)[0])
@@ -143,8 +146,8 @@ def _load_torchvision(name: str, weights) -> Backbone:
         member = _resolve_enum_member(enum, weights, name)
         model = tvm.get_model(name, weights=None, **kwargs)
         state = _download_state_dict(member, name)
-        if name in ("googlenet", "inception_v3"):
-            state = {k: v for k, v in state.items() if not k.startswith("aux")}
+        if aux:
+            state = _drop_aux_heads(state)
         model.load_state_dict(state)
         weights_id = f"torchvision:{member}"
         pre = _preset_from_enum(member)
@@ -157,6 +160,12 @@ def _load_torchvision(name: str, weights) -> Backbone:
         preprocessing=pre,
         weights_id=weights_id,
     )
+
+
+def _drop_aux_heads(state: dict) -> dict:
+    """GoogLeNet/Inception files carry auxiliary training heads
+    (``aux1.*``, ``AuxLogits.*``) that the feature extractor does not use."""
+    return {k: v for k, v in state.items() if not k.lower().startswith("aux")}
 
 
 def _preset_from_enum(member) -> Preprocessing:
@@ -231,18 +240,30 @@ def _strip_classifier(model: nn.Module) -> int:
 def _split_groups(model: nn.Module) -> list[list[nn.Module]]:
     """Split the body into early, middle and late layer groups.
 
-    Top-level children that are long Sequentials (``features``, ``layers``,
-    ``trunk_output``, ``blocks``) are opened up so the split falls between
-    blocks; the blocks that hold parameters are then cut into three runs
-    of equal length, each child staying whole.
+    Starting from the model's top-level children, the container holding the
+    most parameters is opened up (replaced in place by its children) until
+    there are at least ``3 * _N_GROUPS`` blocks with parameters or nothing is
+    left to open; forward order is kept. The blocks are then cut into three
+    runs of equal length, each block staying whole. This finds ResNet stages,
+    MobileNet/EfficientNet blocks, ConvNeXt stages and ViT encoder layers
+    alike, with no per-family table.
     """
-    blocks = []
-    for _, child in model.named_children():
-        if isinstance(child, nn.Sequential) and len(child) >= _N_GROUPS:
-            blocks.extend(child.children())
-        else:
-            blocks.append(child)
-    blocks = [b for b in blocks if any(True for _ in b.parameters())]
+
+    def n_params(module):
+        return sum(p.numel() for p in module.parameters())
+
+    blocks = [child for child in model.children() if n_params(child) > 0]
+    while len(blocks) < 3 * _N_GROUPS:
+        openable = [
+            (n_params(b), i)
+            for i, b in enumerate(blocks)
+            if sum(1 for c in b.children() if n_params(c) > 0) > 1
+        ]
+        if not openable:
+            break
+        _, i = max(openable)
+        children = [c for c in blocks[i].children() if n_params(c) > 0]
+        blocks[i : i + 1] = children
     if not blocks:
         return [[] for _ in range(_N_GROUPS)]
     n = len(blocks)

@@ -272,14 +272,27 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             raise_bad_images(bad, len(sources))
         history = list(self.history_) if continuing else []
         with _seeded(seed):
-            net = self.net_ if continuing else self._build_head(
+            net = copy.deepcopy(self.net_) if continuing else self._build_head(
                 extractor.n_features, len(classes), extractor.device
             )
             if not continuing:
                 net.initialize()
             if features is not None:
                 self._fit_head_on_features(net, features, y_encoded, train_idx,
-                                           valid_idx, history)
+                                           valid_idx, history, extractor.device)
+            image_stages = self.n_cycles > 0 or (
+                self.unfreeze is not False and self.unfrozen_cycles > 0
+            )
+            if self.lr_ is None and image_stages:
+                # lr="auto" with no precomputed stage: sweep the head on the
+                # (cached) features of the training images all the same
+                train_features = extractor.transform(
+                    [sources[i] for i in train_idx], batch_size=self.feature_batch_size,
+                    verbose=self.verbose,
+                    fingerprints=[fingerprints[i] for i in train_idx],
+                )[0]
+                self._find_head_lr(net, train_features, y_encoded[train_idx],
+                                   extractor.device)
             tuned = self._fit_on_images(net, extractor, sources, y_encoded, train_idx,
                                         valid_idx, seed, history)
         if tuned:
@@ -299,12 +312,15 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             )
         # Continue from the current (possibly fine-tuned) body; a new image
         # size or preprocessing gives new cache keys, never stale features.
+        # Work on copies: an error or Ctrl-C mid-fit leaves the fitted model
+        # as it was, and its cache key keeps matching its weights.
         old = self.extractor_
+        backbone = copy.deepcopy(old.backbone)
         pre = old.backbone.preprocessing
         if self.preprocessing:
             pre = _override(pre, self.preprocessing)
         pre = pre.with_image_size(self.image_size)
-        return FeatureExtractor(old.backbone, pre, old.precision, old.device,
+        return FeatureExtractor(backbone, pre, old.precision, old.device,
                                 resolve_cache(self.cache))
 
     def _split(self, y_encoded, seed):
@@ -335,8 +351,10 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     f"middle, late + head). Got {mult!r} instead."
                 )
             # explicit rates: scaled so that the last equals top_lr
-            return [float(v) * top_lr / float(mult[-1]) for v in mult]
-        return [top_lr / mult**2, top_lr / mult, top_lr]
+            rates = [float(v) * top_lr / float(mult[-1]) for v in mult]
+        else:
+            rates = [top_lr / mult**2, top_lr / mult, top_lr]
+        return [*rates, top_lr]  # the head trains at the late group's rate
 
     def _callbacks(self, sgdr, validating):
         callbacks = [("sgdr", sgdr)]
@@ -346,22 +364,26 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     monitor="valid_loss", patience=3, load_best=True)))
         return callbacks
 
-    def _fit_head_on_features(self, net, features, y, train_idx, valid_idx, history):
+    def _fit_head_on_features(self, net, features, y, train_idx, valid_idx, history,
+                              device):
         validating = valid_idx is not None
         train_split = (
             predefined_split(Dataset(features[valid_idx], y[valid_idx]))
             if validating else None
         )
         if self.lr == "auto":
-            batches = _feature_batches(features[train_idx], y[train_idx], self.batch_size,
-                                       self._seed)
-            self.lr_ = self._find_lr(copy.deepcopy(net.module_), [(None, 1.0)], batches,
-                                     "cpu")
+            self._find_head_lr(net, features[train_idx], y[train_idx], device)
         net.set_params(max_epochs=self.epochs, train_split=train_split)
         _set_callbacks(net, self._callbacks(SGDR(cycle_len=self.epochs), validating))
         net.set_group_lrs([self.lr_])
+        _drop_lone_last_batch(net, len(train_idx))
+        done = len(net.history)
         net.partial_fit(features[train_idx], y[train_idx])
-        history.extend(_epoch_rows(net, "precomputed"))
+        history.extend(_epoch_rows(net, "precomputed", done))
+
+    def _find_head_lr(self, net, features, y, device):
+        batches = _feature_batches(features, y, self.batch_size, self._seed)
+        self.lr_ = self._find_lr(copy.deepcopy(net.module_), [(None, 1.0)], batches, device)
 
     def _fit_on_images(self, net, extractor, sources, y, train_idx, valid_idx, seed,
                        history):
@@ -402,7 +424,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             stages.append(("augmented", len(groups) - 1, self._group_lrs(self.lr_),
                            SGDR(cycle_len=self.cycle_len), epochs))
         if unfreezing:
-            first = 0 if self.unfreeze is True else min(int(self.unfreeze), len(groups) - 1)
+            n_body = len(groups) - 1
+            first = 0 if self.unfreeze is True else min(int(self.unfreeze), n_body - 1)
             epochs = _cycle_epochs(self.cycle_len, self.cycle_mult, self.unfrozen_cycles)
             stages.append(("unfrozen", first, None,
                            SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
@@ -424,15 +447,16 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     else:
                         self.finetune_lr_ = float(self.finetune_lr)
                     lrs = self._group_lrs(self.finetune_lr_)
-                tuned = tuned or first_trainable < len(groups) - 1 or stage == "unfrozen"
+                tuned = tuned or first_trainable < len(groups) - 1
                 image_net.set_params(max_epochs=epochs)
                 _set_callbacks(image_net, self._callbacks(sgdr, validating))
                 image_net.set_group_lrs(lrs)
+                _drop_lone_last_batch(image_net, len(train_set))
+                done = len(image_net.history)
                 image_net.partial_fit(train_set, None)
-                history.extend(_epoch_rows(image_net, stage))
-                image_net.history.clear()
+                history.extend(_epoch_rows(image_net, stage, done))
         finally:
-            set_trainable(groups, len(groups))  # everything frozen again
+            set_trainable(groups, len(groups) - 1)  # the body frozen again, the head not
             model.eval()
         return tuned
 
@@ -457,8 +481,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                             ext.preprocessing.mean, ext.preprocessing.std)
         body_groups = _groups_of(model.body, ext.backbone.body, ext.backbone.groups)
         groups = group_parameters(model, body_groups)
-        first = 0 if self.unfreeze in (True, False) else int(self.unfreeze)
-        set_trainable(groups, min(first, len(groups) - 1))
+        first = 0 if isinstance(self.unfreeze, bool) else int(self.unfreeze)
+        set_trainable(groups, min(first, len(groups) - 2))
         dataset = ImageDataset(sources, y_enc, ext.preprocessing, self.augment,
                                self.max_zoom, seed)
         ratios = self._group_lrs(1.0)
@@ -624,6 +648,12 @@ def _dataset_batches(dataset, batch_size, seed):
     return batches
 
 
+def _drop_lone_last_batch(net, n_train) -> None:
+    """Drop a last mini-batch of one sample: BatchNorm cannot train on it."""
+    # set as an attribute: skorch's set_params would re-initialise the net
+    vars(net)["iterator_train__drop_last"] = n_train % net.batch_size == 1
+
+
 def _set_callbacks(net, callbacks) -> None:
     """Replace a net's callbacks (skorch's set_params does not rebuild them)."""
     net.callbacks = callbacks
@@ -636,15 +666,17 @@ def _cycle_epochs(cycle_len, cycle_mult, n_cycles) -> int:
     return max(1, int(np.ceil(total - 1e-9)))
 
 
-def _epoch_rows(net, stage) -> list[dict]:
+def _epoch_rows(net, stage, done=0) -> list[dict]:
+    """History rows of the epochs after the first ``done``, numbered from 1
+    within the stage."""
     rows = []
-    for row in net.history:
+    for row in net.history[done:]:
         batches = row.get("batches") or []
         first = batches[0] if batches else {}
         lrs = first.get("lrs") or ([first["lr"]] if "lr" in first else [])
         record = {
             "stage": stage,
-            "epoch": int(row["epoch"]),
+            "epoch": len(rows) + 1,
             "lrs": [float(v) for v in lrs],
             "train_loss": float(row.get("train_loss", float("nan"))),
             "valid_loss": float(row.get("valid_loss", float("nan"))),

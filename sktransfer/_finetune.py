@@ -77,7 +77,10 @@ class ImageDataset(Dataset):
 
 
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:
-    """Parameters of each layer group; the head joins the last group.
+    """Parameters of each body layer group, then the head's as a last group.
+
+    The head gets the rate of the late group; it is a group of its own so
+    that the head can train while the whole body stays frozen.
 
     Body parameters outside every group (a ViT's position embedding, say)
     join the group of the parameters registered next to them: the first
@@ -93,7 +96,7 @@ def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]
     for p in model.body.parameters():
         current = owner.get(id(p), current)
         groups[current].append(p)
-    groups[-1].extend(model.head.parameters())
+    groups.append(list(model.head.parameters()))
     return groups
 
 

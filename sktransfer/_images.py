@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -96,9 +95,10 @@ def describe(source, index: int | None = None) -> str:
 def fingerprint(source) -> str:
     """A content fingerprint of one image source.
 
-    Files are hashed by their bytes (together with their resolved path), so
-    a file that is rewritten, replaced or edited in place gets a new
-    fingerprint even when its size and modification time do not change.
+    Files are hashed by their bytes, so a file that is rewritten, replaced
+    or edited in place gets a new fingerprint even when its size and
+    modification time do not change, and copies of one photo share their
+    cached features.
     Arrays and PIL images are hashed by their pixels.
     """
     h = hashlib.blake2b(digest_size=16)
@@ -225,6 +225,3 @@ def to_rgb(img: Image.Image, name) -> Image.Image:
             f"image {name} has mode {mode!r}, which could not be converted to RGB: {exc}"
         ) from None
 
-
-def resolve_path(path: str) -> str:
-    return str(Path(path).resolve())

@@ -22,6 +22,15 @@ def _cycle_lengths(cycle_len: float, cycle_mult: float, steps_per_epoch: int, n_
     return lengths
 
 
+def _check_schedule(cycle_len, cycle_mult, min_ratio) -> None:
+    if not cycle_len > 0:
+        raise ValueError(f"cycle_len must be > 0, got {cycle_len!r}.")
+    if not cycle_mult >= 1:
+        raise ValueError(f"cycle_mult must be >= 1, got {cycle_mult!r}.")
+    if not 0 <= min_ratio <= 1:
+        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio!r}.")
+
+
 def sgdr_factor(step, *, steps_per_epoch, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0):
     """The SGDR multiplier of the base learning rate at batch ``step``.
 
@@ -36,6 +45,7 @@ def sgdr_factor(step, *, steps_per_epoch, cycle_len=1.0, cycle_mult=1.0, min_rat
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    _check_schedule(cycle_len, cycle_mult, min_ratio)
     start = 0
     for length in _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, step + 1):
         if step < start + length:
@@ -66,6 +76,11 @@ class SGDR(Callback):
     snapshot : bool, default=False
         Keep a copy of the module's weights at the end of every cycle in
         ``snapshots_`` (snapshot ensembles, Huang et al., 2017).
+    keep_best : bool, default=False
+        Remember the weights of the epoch with the best ``monitor`` value
+        and restore them when training ends.
+    monitor : str, default="valid_loss"
+        History key watched by ``keep_best`` (lower is better).
 
     Examples
     --------
@@ -79,20 +94,17 @@ class SGDR(Callback):
     """
 
     def __init__(self, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0, steps_per_epoch=None,
-                 snapshot=False):
+                 snapshot=False, keep_best=False, monitor="valid_loss"):
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
         self.min_ratio = min_ratio
         self.steps_per_epoch = steps_per_epoch
         self.snapshot = snapshot
+        self.keep_best = keep_best
+        self.monitor = monitor
 
     def _check(self):
-        if not self.cycle_len > 0:
-            raise ValueError(f"cycle_len must be > 0, got {self.cycle_len!r}.")
-        if not self.cycle_mult >= 1:
-            raise ValueError(f"cycle_mult must be >= 1, got {self.cycle_mult!r}.")
-        if not 0 <= self.min_ratio <= 1:
-            raise ValueError(f"min_ratio must be in [0, 1], got {self.min_ratio!r}.")
+        _check_schedule(self.cycle_len, self.cycle_mult, self.min_ratio)
 
     def factor(self, step, steps_per_epoch):
         return sgdr_factor(step, steps_per_epoch=steps_per_epoch, cycle_len=self.cycle_len,
@@ -138,6 +150,9 @@ class SGDR(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.step_ = 0
         self.snapshots_ = []
+        self.best_score_ = None
+        self.best_epoch_ = None
+        self._best_state = None
         self.base_lrs_ = [group["lr"] for group in net.optimizer_.param_groups]
         spe = self.steps_per_epoch
         if spe is None:
@@ -168,6 +183,23 @@ class SGDR(Callback):
         if self.snapshot and self.step_ in self.cycle_ends_:
             self.snapshots_.append(copy.deepcopy(net.module_.state_dict()))
 
+    def on_epoch_end(self, net, **kwargs):
+        if not self.keep_best:
+            return
+        row = net.history[-1]
+        if self.monitor not in row:
+            raise ValueError(
+                f"SGDR(keep_best=True) monitors {self.monitor!r}, which the history "
+                f"does not record; it has {sorted(k for k in row if k != 'batches')}."
+            )
+        score = float(row[self.monitor])
+        if self.best_score_ is None or score < self.best_score_:
+            self.best_score_, self.best_epoch_ = score, int(row["epoch"])
+            self._best_state = copy.deepcopy(net.module_.state_dict())
+
     def on_train_end(self, net, X=None, y=None, **kwargs):
         for group, base in zip(net.optimizer_.param_groups, self.base_lrs_ or []):
             group["lr"] = base
+        if self.keep_best and self._best_state is not None:
+            net.module_.load_state_dict(self._best_state)
+            self._best_state = None

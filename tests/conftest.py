@@ -17,13 +17,24 @@ MOBILENET = WEIGHTS / "mobilenet_v2-imagenet.pth"
 TINY = dict(backbone="resnet18", weights=None, image_size=32)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run faster on one thread than on two busy cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     """Every test gets its own default cache directory."""
     monkeypatch.setenv("SKTRANSFER_CACHE", str(tmp_path / "cache"))
 
 
-def make_images(directory: Path, n_per_class: int = 6, classes=("a", "b"), size=40, seed=0):
+def make_images(directory: Path, n_per_class=6, classes=("a", "b"), size=40, seed=0):
     """Write small JPEGs whose colour depends on the class; return (paths, labels).
 
     The classes differ in mean colour, so even a random-init body separates

@@ -72,7 +72,7 @@ def db_files(root):
     return sorted(p for p in root.rglob("*.sqlite*"))
 
 
-# -- clones, cross-validation and grid search ---------------------------------
+# -- clones, cross-validation and grid search ----------------------------------
 
 
 def test_refitting_a_clone_on_the_same_images_computes_no_features(
@@ -136,7 +136,7 @@ def test_grid_search_over_head_params_computes_each_image_once_two_workers(
     assert stats["entries"] == N_IMAGES
 
 
-# -- what a key is made of ------------------------------------------------------
+# -- what a key is made of -----------------------------------------------------
 
 
 def test_file_rewritten_in_place_with_same_size_and_mtime_is_recomputed(
@@ -329,7 +329,7 @@ def test_cache_auto_uses_the_SKTRANSFER_CACHE_directory(
     assert FeatureCache(tmp_path / "cache").stats()["entries"] == 3
 
 
-# -- concurrency --------------------------------------------------------------
+# -- concurrency ---------------------------------------------------------------
 
 
 # The writer processes load ``_cache.py`` on its own: it needs only sqlite3 and
@@ -410,7 +410,7 @@ def test_two_processes_writing_the_same_keys_both_succeed(tmp_path):
         np.testing.assert_array_equal(found[k], _expected_vector(k))
 
 
-# -- a cache that cannot be used --------------------------------------------------
+# -- a cache that cannot be used -----------------------------------------------
 
 
 def test_read_only_cache_directory_degrades_to_computing_with_warning(
@@ -435,21 +435,22 @@ def test_read_only_cache_directory_degrades_to_computing_with_warning(
         directory.chmod(0o755)
 
 
+@pytest.mark.parametrize("below", [False, True], ids=["the-file", "below-the-file"])
 def test_cache_path_that_is_a_regular_file_degrades_with_warning(
-    tmp_path, image_set, forward_count
+    tmp_path, image_set, forward_count, below
 ):
     X, y = image_set
     not_a_dir = tmp_path / "cache-file"
     not_a_dir.write_bytes(b"not a directory")
-    clf = PretrainedImageClassifier(
-        **TINY, cache=str(not_a_dir), epochs=1, random_state=0
-    )
+    cache = not_a_dir / "sub" if below else not_a_dir
+    clf = PretrainedImageClassifier(**TINY, cache=str(cache), epochs=1, random_state=0)
 
     with pytest.warns(CacheWarning, match="cache-file"):
         clf.fit(X, y)
 
     assert forward_count["n"] == len(X)
     assert set(clf.predict(X)) <= set(y)
+    assert forward_count["n"] == 2 * len(X)  # nothing was cached
     assert not_a_dir.read_bytes() == b"not a directory"
 
 
@@ -465,7 +466,7 @@ def test_corrupt_database_file_degrades_with_warning(tmp_path, image_set):
     np.testing.assert_allclose(out, features(X[:3], None), rtol=1e-4, atol=1e-4)
 
 
-# -- inspection -------------------------------------------------------------------
+# -- inspection ----------------------------------------------------------------
 
 
 def test_stats_report_entries_models_bytes_and_computed_and_clear_empties(

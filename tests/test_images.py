@@ -1,0 +1,481 @@
+"""Decoding images into RGB, turning ``X`` into a list of sources, fingerprints
+and the deterministic views (crop boxes, rendering, TTA, normalisation)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import sktransfer._images as images
+from sktransfer._images import ImageLoadError, as_image_list, fingerprint, load_image
+from sktransfer._transforms import (
+    PLAIN,
+    Preprocessing,
+    View,
+    crop_box,
+    render,
+    to_tensor,
+    tta_views,
+)
+
+WHITE = (255, 255, 255)
+
+
+def decode_file(img: Image.Image, path: Path, **save) -> Image.Image:
+    img.save(path, **save)
+    out = load_image(str(path))
+    assert out.mode == "RGB"
+    assert out.size == img.size
+    return out
+
+
+def rgb(img: Image.Image, x: int, y: int = 0) -> tuple:
+    return tuple(int(v) for v in img.getpixel((x, y)))
+
+
+# -- every mode becomes RGB ----------------------------------------------------
+
+
+def _palette_image() -> Image.Image:
+    img = Image.new("P", (3, 1))
+    img.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (3 * 253))
+    img.putdata([0, 1, 2])
+    return img
+
+
+def test_palette_image_without_transparency_uses_palette_colours(tmp_path):
+    out = decode_file(_palette_image(), tmp_path / "p.png")
+    assert [rgb(out, x) for x in range(3)] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def test_palette_image_with_transparency_composites_over_white(tmp_path):
+    out = decode_file(_palette_image(), tmp_path / "p.png", transparency=1)
+    assert [rgb(out, x) for x in range(3)] == [(255, 0, 0), WHITE, (0, 0, 255)]
+
+
+def test_grayscale_L_image_repeats_gray_in_every_channel(tmp_path):
+    img = Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8), "L")
+    out = decode_file(img, tmp_path / "l.png")
+    assert [rgb(out, x) for x in range(3)] == [(0, 0, 0), (77, 77, 77), WHITE]
+
+
+def test_LA_image_composites_transparent_pixels_over_white(tmp_path):
+    img = Image.new("LA", (2, 1))
+    img.putdata([(77, 0), (77, 255)])
+    out = decode_file(img, tmp_path / "la.png")
+    assert rgb(out, 0) == WHITE
+    assert rgb(out, 1) == (77, 77, 77)
+
+
+def test_RGBA_image_composites_over_white(tmp_path):
+    img = Image.new("RGBA", (3, 1))
+    img.putdata([(10, 20, 30, 0), (10, 20, 30, 255), (0, 0, 0, 128)])
+    out = decode_file(img, tmp_path / "rgba.png")
+    assert rgb(out, 0) == WHITE  # fully transparent -> white, not black
+    assert rgb(out, 1) == (10, 20, 30)
+    half = np.array(rgb(out, 2))
+    assert np.all(np.abs(half - 127) <= 1)
+
+
+def test_RGBA_pil_image_and_array_composite_over_white():
+    arr = np.zeros((1, 2, 4), dtype=np.uint8)
+    arr[0, 1] = (10, 20, 30, 255)
+    for source in (Image.fromarray(arr, "RGBA"), arr):
+        out = load_image(source)
+        assert out.mode == "RGB"
+        assert rgb(out, 0) == WHITE
+        assert rgb(out, 1) == (10, 20, 30)
+
+
+def test_CMYK_image_converts_to_RGB(tmp_path):
+    img = Image.new("CMYK", (3, 1))
+    img.putdata([(255, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 255)])
+    out = decode_file(img, tmp_path / "cmyk.tif")
+    assert [rgb(out, x) for x in range(3)] == [(0, 255, 255), WHITE, (0, 0, 0)]
+
+
+def test_CMYK_jpeg_decodes_to_RGB(tmp_path):
+    img = Image.new("CMYK", (16, 16), (255, 0, 0, 0))
+    out = decode_file(img, tmp_path / "cmyk.jpg", quality=95)
+    r, g, b = rgb(out, 8, 8)
+    assert r < 40 and g > 215 and b > 215  # cyan
+
+
+def test_16_bit_png_scales_full_range_to_8_bits(tmp_path):
+    img = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert img.mode == "I;16"
+    out = decode_file(img, tmp_path / "deep.png")
+    grays = [rgb(out, x) for x in range(3)]
+    assert all(r == g == b for r, g, b in grays)
+    assert grays[0][0] == 0
+    assert abs(grays[1][0] - 128) <= 1
+    assert grays[2][0] == 255
+
+
+@pytest.mark.parametrize("as_file", [True, False], ids=["tiff", "pil"])
+def test_32_bit_integer_I_image_becomes_gray_RGB(tmp_path, as_file):
+    img = Image.fromarray(np.array([[0, 1000, 2000]], dtype=np.int32))
+    assert img.mode == "I"
+    out = decode_file(img, tmp_path / "i.tif") if as_file else load_image(img)
+    grays = [rgb(out, x) for x in range(3)]
+    assert out.mode == "RGB"
+    assert all(r == g == b for r, g, b in grays)
+    assert grays[0][0] == 0 and grays[2][0] == 255
+    assert abs(grays[1][0] - 128) <= 1
+
+
+@pytest.mark.parametrize("as_file", [True, False], ids=["tiff", "pil"])
+def test_float_F_image_is_rescaled_to_gray_RGB(tmp_path, as_file):
+    img = Image.fromarray(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32))
+    assert img.mode == "F"
+    out = decode_file(img, tmp_path / "f.tif") if as_file else load_image(img)
+    grays = [rgb(out, x) for x in range(3)]
+    assert out.mode == "RGB"
+    assert all(r == g == b for r, g, b in grays)
+    assert grays[0][0] == 0 and grays[2][0] == 255
+    assert abs(grays[1][0] - 127.5) <= 1
+
+
+def test_bilevel_1_image_becomes_black_and_white(tmp_path):
+    img = Image.new("1", (2, 1))
+    img.putdata([0, 1])
+    out = decode_file(img, tmp_path / "bw.png")
+    assert rgb(out, 0) == (0, 0, 0)
+    assert rgb(out, 1) == WHITE
+
+
+# -- EXIF orientation and draft decoding ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "orientation, marker_xy",
+    [
+        (6, (40 - 1 - 5, 5)),  # rotate 90 clockwise: top-left -> top-right
+        (8, (5, 60 - 1 - 5)),  # rotate 90 counter-clockwise: -> bottom-left
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path, orientation, marker_xy):
+    img = Image.new("RGB", (60, 40), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 12, 12))  # a red marker in the top-left corner
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "rotated.jpg"
+    img.save(path, quality=95, exif=exif)
+
+    out = load_image(str(path))
+
+    assert out.size == (40, 60)
+    r, g, b = rgb(out, *marker_xy)
+    assert r > 200 and b < 60  # the marker moved with the rotation
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_but_not_below_draft_size(tmp_path):
+    w, h = 2000, 1500
+    gradient = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+    arr = np.broadcast_to(gradient, (h, w, 3)).astype(np.uint8)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(arr).save(path, quality=80)
+
+    full = load_image(str(path))
+    small = load_image(str(path), draft_size=256)
+
+    assert full.size == (w, h)
+    assert small.size[0] < w and small.size[1] < h
+    assert min(small.size) >= 256
+    assert small.size[0] / small.size[1] == pytest.approx(w / h, rel=0.02)
+    assert small.mode == "RGB"
+
+
+def test_decompression_bomb_guard_raises_naming_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (20, 20)).save(path)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100)
+
+    with pytest.raises(ImageLoadError, match="bomb.png") as info:
+        load_image(str(path))
+    assert "400" in str(info.value)  # the pixel count that was refused
+    with pytest.raises(ImageLoadError, match=r"X\[3\]"):
+        load_image(Image.new("RGB", (20, 20)), index=3)
+
+
+def test_missing_empty_and_undecodable_files_raise_ImageLoadError_naming_them(
+    tmp_path,
+):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture")
+    for path, words in [
+        (tmp_path / "missing.jpg", "does not exist"),
+        (empty, "empty"),
+        (text, "could not be decoded"),
+        (tmp_path, "directory"),
+    ]:
+        with pytest.raises(ImageLoadError, match=words) as info:
+            load_image(str(path))
+        assert str(path) in str(info.value)
+
+
+# -- as_image_list -------------------------------------------------------------
+
+
+def test_as_image_list_accepts_paths_as_str_and_Path():
+    out = as_image_list(["a.jpg", Path("dir/b.png")])
+    assert out == ["a.jpg", str(Path("dir/b.png"))]
+    assert all(type(p) is str for p in out)
+
+
+def test_as_image_list_accepts_numpy_string_array():
+    out = as_image_list(np.array(["a.jpg", "b.jpg"]))
+    assert out == ["a.jpg", "b.jpg"]
+    assert all(type(p) is str for p in out)
+
+
+def test_as_image_list_decodes_numpy_bytes_array_to_paths():
+    out = as_image_list(np.array([b"a.jpg", b"dir/b.jpg"]))
+    assert out == ["a.jpg", "dir/b.jpg"]
+
+
+def test_as_image_list_accepts_pandas_series_of_str_and_Path():
+    assert as_image_list(pd.Series(["a.jpg", "b.jpg"], index=[10, 20])) == [
+        "a.jpg",
+        "b.jpg",
+    ]
+    assert as_image_list(pd.Series([Path("a.jpg"), Path("b.jpg")])) == [
+        "a.jpg",
+        "b.jpg",
+    ]
+
+
+def test_as_image_list_keeps_pil_images():
+    imgs = [Image.new("RGB", (4, 4)), Image.new("L", (5, 5))]
+    out = as_image_list(imgs)
+    assert len(out) == 2
+    assert out[0] is imgs[0] and out[1] is imgs[1]
+
+
+def test_as_image_list_splits_uint8_arrays_into_images():
+    color = np.zeros((3, 8, 9, 3), dtype=np.uint8)
+    gray = np.zeros((2, 8, 9), dtype=np.uint8)
+    assert [a.shape for a in as_image_list(color)] == [(8, 9, 3)] * 3
+    assert [a.shape for a in as_image_list(gray)] == [(8, 9)] * 2
+    out = load_image(as_image_list(gray)[0])
+    assert out.mode == "RGB" and out.size == (9, 8)
+
+
+@pytest.mark.parametrize(
+    "X, words",
+    [
+        ("a.jpg", "wrap it in a list"),
+        (Path("a.jpg"), "wrap it in a list"),
+        (pd.DataFrame({"path": ["a.jpg"], "other": [1]}), "df\\['path'\\]"),
+        (np.zeros((2, 8, 8, 3), dtype=np.float32), "uint8"),
+        (np.zeros((2, 8, 8, 3), dtype=np.int64), "uint8"),
+        (np.zeros((2, 8, 8, 2), dtype=np.uint8), "shape"),
+        (np.zeros((8, 8), dtype=np.uint8), "shape"),
+        (np.zeros((1, 2, 8, 8, 3), dtype=np.uint8), "shape"),
+        (["a.jpg", 3], r"X\[1\] is a int"),
+        ([np.zeros((8, 8, 3), dtype=np.float64)], r"X\[0\]"),
+        (42, "got int"),
+    ],
+    ids=[
+        "single-str",
+        "single-Path",
+        "dataframe",
+        "float-array",
+        "int64-array",
+        "two-channels",
+        "2d-array",
+        "5d-array",
+        "int-item",
+        "float-item",
+        "scalar",
+    ],
+)
+def test_as_image_list_rejects_bad_inputs_with_a_message(X, words):
+    with pytest.raises(ValueError, match=words):
+        as_image_list(X)
+
+
+# -- fingerprints --------------------------------------------------------------
+
+
+def test_fingerprint_changes_when_file_bytes_change(tmp_path):
+    path = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    before = fingerprint(str(path))
+    assert fingerprint(str(path)) == before  # stable
+
+    Image.new("RGB", (8, 8), (1, 2, 4)).save(path)
+    changed = fingerprint(str(path))
+    assert changed != before
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)  # the original bytes again
+    assert fingerprint(str(path)) == before
+
+
+def test_fingerprint_is_equal_for_identical_arrays_and_pil_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    assert fingerprint(a) == fingerprint(a.copy())
+    assert fingerprint(Image.fromarray(a)) == fingerprint(Image.fromarray(a.copy()))
+    b = a.copy()
+    b[0, 0, 0] ^= 1
+    assert fingerprint(b) != fingerprint(a)
+    assert fingerprint(Image.fromarray(b)) != fingerprint(Image.fromarray(a))
+
+
+def test_fingerprint_of_arrays_depends_on_shape_not_only_bytes():
+    a = np.arange(2 * 6 * 3, dtype=np.uint8).reshape(2, 6, 3)
+    assert fingerprint(a) != fingerprint(a.reshape(6, 2, 3))
+
+
+def test_fingerprint_of_missing_file_raises_ImageLoadError(tmp_path):
+    with pytest.raises(ImageLoadError, match="nope.jpg"):
+        fingerprint(str(tmp_path / "nope.jpg"))
+
+
+# -- views ---------------------------------------------------------------------
+
+IMAGENET = Preprocessing(resize_size=256, crop_size=224)
+
+
+def test_plain_crop_box_is_centred_with_short_side_times_crop_over_resize():
+    side = 300 * 224 / 256
+    box = crop_box(400, 300, IMAGENET, PLAIN)
+    assert box == pytest.approx(
+        (200 - side / 2, 150 - side / 2, 200 + side / 2, 150 + side / 2)
+    )
+    portrait = crop_box(300, 400, IMAGENET, PLAIN)
+    assert portrait == pytest.approx(
+        (150 - side / 2, 200 - side / 2, 150 + side / 2, 200 + side / 2)
+    )
+
+
+def test_zoomed_and_shifted_views_stay_inside_the_image():
+    side = 300 * 224 / 256 / 1.1
+    left_top = crop_box(400, 300, IMAGENET, View(zoom=1.1, dx=-1, dy=-1))
+    right_bottom = crop_box(400, 300, IMAGENET, View(zoom=1.1, dx=1, dy=1))
+    assert left_top == pytest.approx((0, 0, side, side))
+    assert right_bottom == pytest.approx((400 - side, 300 - side, 400, 300))
+
+
+def _photo(w=80, h=60, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_render_returns_crop_by_crop_uint8():
+    pre = Preprocessing(resize_size=64, crop_size=56)
+    for view in tta_views(3):
+        out = render(_photo(), pre, view)
+        assert out.shape == (56, 56, 3)
+        assert out.dtype == np.uint8
+
+
+def test_flipped_view_is_the_mirror_of_the_plain_view():
+    pre = Preprocessing(resize_size=40, crop_size=32)
+    img = _photo()
+    plain = render(img, pre, PLAIN)
+    flipped = render(img, pre, View(flip=True))
+    np.testing.assert_array_equal(flipped, plain[:, ::-1])
+    assert not np.array_equal(flipped, plain)
+
+
+def test_tta_views_are_distinct_deterministic_and_start_with_plain():
+    for n in (0, 1, 2, 5):
+        views = tta_views(n)
+        assert len(views) == n + 1
+        assert views[0] == PLAIN
+        assert len(set(views)) == n + 1
+        assert len({v.key for v in views}) == n + 1  # distinct cache keys
+        assert tta_views(n) == views
+    assert tta_views(1)[1] == View(flip=True)
+    assert tta_views(5)[:3] == tta_views(2)  # more views extend, never reshuffle
+
+
+def test_to_tensor_normalises_with_mean_and_std():
+    mean = (100 / 255, 50 / 255, 200 / 255)
+    std = (0.5, 0.25, 0.125)
+    pre = Preprocessing(mean=mean, std=std)
+    batch = np.zeros((2, 3, 4, 3), dtype=np.uint8)
+    batch[0, 1, 2] = (100, 50, 200)  # the mean -> 0
+    batch[1, 0, 0] = (255, 255, 255)
+
+    x = to_tensor(batch, pre)
+
+    assert x.shape == (2, 3, 3, 4)
+    assert x.dtype == torch.float32
+    assert torch.allclose(x[0, :, 1, 2], torch.zeros(3), atol=1e-6)
+    expected = torch.tensor([(1 - m) / s for m, s in zip(mean, std, strict=True)])
+    assert torch.allclose(x[1, :, 0, 0], expected, atol=1e-5)
+
+
+# -- fuzzing the decoder -------------------------------------------------------
+
+
+def _valid_file(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    _photo(24, 16, seed=1).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+SEEDS = {"JPEG": _valid_file("JPEG"), "PNG": _valid_file("PNG")}
+
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10**6), st.integers(0, 7)),
+    st.tuples(st.just("truncate"), st.integers(0, 10**6)),
+    st.tuples(
+        st.just("insert"), st.integers(0, 10**6), st.binary(min_size=1, max_size=16)
+    ),
+)
+
+
+def _mutate(data: bytes, mutations) -> bytes:
+    buf = bytearray(data)
+    for m in mutations:
+        if not buf:
+            break
+        pos = m[1] % len(buf)
+        if m[0] == "flip":
+            buf[pos] ^= 1 << m[2]
+        elif m[0] == "truncate":
+            del buf[pos:]
+        else:
+            buf[pos:pos] = m[2]
+    return bytes(buf)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    fmt=st.sampled_from(sorted(SEEDS)),
+    mutations=st.lists(mutation, min_size=1, max_size=4),
+    draft=st.sampled_from([None, 8]),
+)
+def test_mutated_files_decode_to_RGB_or_raise_ImageLoadError(
+    tmp_path, fmt, mutations, draft
+):
+    data = _mutate(SEEDS[fmt], mutations)
+    path = tmp_path / f"fuzz.{fmt.lower()}"
+    path.write_bytes(data)
+    try:
+        img = load_image(str(path), draft_size=draft)
+    except ImageLoadError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert isinstance(img, Image.Image)
+        assert img.mode == "RGB"
+        assert img.width > 0 and img.height > 0
+        np.asarray(img)  # the pixels are really there

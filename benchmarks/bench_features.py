@@ -64,18 +64,29 @@ def main():
     rng = np.random.default_rng(0)
     order = rng.permutation(len(X))[: args.n_images]
     X, y = X[order], y[order]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"bf16 native on this CPU: {bf16_is_fast(torch.device('cpu'))}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"bf16 native on this CPU: {bf16_is_fast(torch.device('cpu'))}"
+    )
 
-    print("\n## 1. Bare forward vs end-to-end (fp32, cache off, "
-          f"batch {args.batch_size}, {len(X)} photos)\n")
-    print(f"| backbone | bare forward img/s | end-to-end img/s | ratio |")
+    print(
+        "\n## 1. Bare forward vs end-to-end (fp32, cache off, "
+        f"batch {args.batch_size}, {len(X)} photos)\n"
+    )
+    print("| backbone | bare forward img/s | end-to-end img/s | ratio |")
     print("|---|---|---|---|")
     for name, weights in (("mobilenet_v2", str(WEIGHTS)), ("resnet34", None)):
-        tr = PretrainedFeatures(name, weights=weights, precision="fp32",
-                                batch_size=args.batch_size, cache=None).fit()
+        tr = PretrainedFeatures(
+            name,
+            weights=weights,
+            precision="fp32",
+            batch_size=args.batch_size,
+            cache=None,
+        ).fit()
         n = len(X) if name == "mobilenet_v2" else min(len(X), 600)
-        bare = bare_forward(tr.extractor_, args.batch_size, max(3, n // args.batch_size // 2))
+        bare = bare_forward(
+            tr.extractor_, args.batch_size, max(3, n // args.batch_size // 2)
+        )
         e2e = end_to_end(tr, X[:n])
         print(f"| {name} | {bare:.1f} | {e2e:.1f} | {e2e / bare:.2f} |", flush=True)
 
@@ -83,8 +94,13 @@ def main():
     sub_X, sub_y = X[: args.bf16_images], y[: args.bf16_images]
     feats, speed = {}, {}
     for precision in ("fp32", "bf16"):
-        tr = PretrainedFeatures("mobilenet_v2", weights=str(WEIGHTS), precision=precision,
-                                batch_size=args.batch_size, cache=None).fit()
+        tr = PretrainedFeatures(
+            "mobilenet_v2",
+            weights=str(WEIGHTS),
+            precision=precision,
+            batch_size=args.batch_size,
+            cache=None,
+        ).fit()
         start = time.perf_counter()
         feats[precision] = tr.transform(sub_X)
         speed[precision] = len(sub_X) / (time.perf_counter() - start)
@@ -94,16 +110,20 @@ def main():
     print("| precision | img/s | 5-fold LogisticRegression accuracy |")
     print("|---|---|---|")
     for precision in ("fp32", "bf16"):
-        acc = cross_val_score(LogisticRegression(C=0.1, max_iter=3000), feats[precision],
-                              sub_y, cv=cv).mean()
+        acc = cross_val_score(
+            LogisticRegression(C=0.1, max_iter=3000), feats[precision], sub_y, cv=cv
+        ).mean()
         print(f"| {precision} | {speed[precision]:.1f} | {acc:.4f} |")
-    print(f"\nbf16 vs fp32 features: mean cosine similarity {cos.mean():.5f}, "
-          f"min {cos.min():.5f}")
+    print(
+        f"\nbf16 vs fp32 features: mean cosine similarity {cos.mean():.5f}, "
+        f"min {cos.min():.5f}"
+    )
 
     print(f"\n## 3. First fit vs second fit on the same {len(X)} photos\n")
     with tempfile.TemporaryDirectory() as tmp:
-        clf = PretrainedImageClassifier("mobilenet_v2", weights=str(WEIGHTS), cache=tmp,
-                                        random_state=0)
+        clf = PretrainedImageClassifier(
+            "mobilenet_v2", weights=str(WEIGHTS), cache=tmp, random_state=0
+        )
         start = time.perf_counter()
         clf.fit(X, y)
         first = time.perf_counter() - start
@@ -119,13 +139,17 @@ def main():
     print("| run | distinct images | images through the body |\n|---|---|---|")
     for label, run in (
         ("5-fold cross_val_score", lambda clf: cross_val_score(clf, X, y, cv=5)),
-        ("GridSearchCV, 4 candidates x 3 folds, n_jobs=2",
-         lambda clf: GridSearchCV(clf, {"lr": [1e-3, 3e-3], "dropout": [0.25, 0.5]},
-                                  cv=3, n_jobs=2).fit(X, y)),
+        (
+            "GridSearchCV, 4 candidates x 3 folds, n_jobs=2",
+            lambda clf: GridSearchCV(
+                clf, {"lr": [1e-3, 3e-3], "dropout": [0.25, 0.5]}, cv=3, n_jobs=2
+            ).fit(X, y),
+        ),
     ):
         with tempfile.TemporaryDirectory() as tmp:
-            clf = PretrainedImageClassifier("mobilenet_v2", weights=str(WEIGHTS), cache=tmp,
-                                            random_state=0)
+            clf = PretrainedImageClassifier(
+                "mobilenet_v2", weights=str(WEIGHTS), cache=tmp, random_state=0
+            )
             run(clf)
             computed = FeatureCache(tmp).stats()["computed"]
             print(f"| {label} | {len(set(X))} | {computed} |", flush=True)

@@ -35,10 +35,13 @@ RULES = ("valley", "minimum", "steepest")
 
 
 def split(name, limit=None):
-    X, y = load_image_folder(SHARED / "data" / ("dogscats/train" if name == "dogscats" else name))
+    X, y = load_image_folder(
+        SHARED / "data" / ("dogscats/train" if name == "dogscats" else name)
+    )
     if limit:
-        keep, _ = train_test_split(np.arange(len(X)), train_size=limit, stratify=y,
-                                   random_state=0)
+        keep, _ = train_test_split(
+            np.arange(len(X)), train_size=limit, stratify=y, random_state=0
+        )
         X, y = X[keep], y[keep]
     return train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
 
@@ -59,17 +62,24 @@ def study(base, stage, rate_param, X_tr, X_te, y_tr, y_te, seeds):
     print("| rate | accuracy |\n|---|---|")
     for lr, acc in grid.items():
         print(f"| grid {lr:g} | {acc:.4f} |")
-    print(f"\nbest grid rate {best_lr:g}: accuracy {grid[best_lr]:.4f}; "
-          f"one sweep takes {finder_seconds:.1f} s\n")
-    print("| rule | suggestion (seed 0) | spread over seeds (max/min) | accuracy | "
-          "gap to grid best |")
+    print(
+        f"\nbest grid rate {best_lr:g}: accuracy {grid[best_lr]:.4f}; "
+        f"one sweep takes {finder_seconds:.1f} s\n"
+    )
+    print(
+        "| rule | suggestion (seed 0) | spread over seeds (max/min) | accuracy | "
+        "gap to grid best |"
+    )
     print("|---|---|---|---|---|")
     for rule in RULES:
         values = np.asarray(suggestions[rule])
         clf = clone(base).set_params(**{rate_param: float(values[0])}).fit(X_tr, y_tr)
         acc = clf.score(X_te, y_te)
-        print(f"| {rule} | {values[0]:.3g} | {values.max() / values.min():.2f}x | "
-              f"{acc:.4f} | {acc - grid[best_lr]:+.4f} |", flush=True)
+        print(
+            f"| {rule} | {values[0]:.3g} | {values.max() / values.min():.2f}x | "
+            f"{acc:.4f} | {acc - grid[best_lr]:+.4f} |",
+            flush=True,
+        )
 
 
 def main():
@@ -82,18 +92,25 @@ def main():
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     with tempfile.TemporaryDirectory() as cache:
-        base = PretrainedImageClassifier("mobilenet_v2", weights=str(WEIGHTS), cache=cache,
-                                         random_state=0)
+        base = PretrainedImageClassifier(
+            "mobilenet_v2", weights=str(WEIGHTS), cache=cache, random_state=0
+        )
         X_tr, X_te, y_tr, y_te = split(args.data)
-        print(f"## {args.data}: head on precomputed features "
-              f"({len(X_tr)} train / {len(X_te)} test)\n")
+        print(
+            f"## {args.data}: head on precomputed features "
+            f"({len(X_tr)} train / {len(X_te)} test)\n"
+        )
         study(base, "precomputed", "lr", X_tr, X_te, y_tr, y_te, seeds)
         if args.skip_unfrozen:
             return
         X_tr, X_te, y_tr, y_te = split(args.data, args.unfrozen_limit)
-        print(f"\n## {args.data}: unfrozen, {args.unfrozen_epochs} epoch(s) "
-              f"({len(X_tr)} train / {len(X_te)} test)\n")
-        tuned = clone(base).set_params(unfreeze=True, unfrozen_cycles=args.unfrozen_epochs)
+        print(
+            f"\n## {args.data}: unfrozen, {args.unfrozen_epochs} epoch(s) "
+            f"({len(X_tr)} train / {len(X_te)} test)\n"
+        )
+        tuned = clone(base).set_params(
+            unfreeze=True, unfrozen_cycles=args.unfrozen_epochs
+        )
         study(tuned, "unfrozen", "finetune_lr", X_tr, X_te, y_tr, y_te, seeds[:3])
 
 

@@ -39,17 +39,21 @@ def load(name, limit=None):
         return X_tr, X_te, y_tr, y_te
     X, y = load_image_folder(data / ("dogscats/train" if name == "dogscats" else name))
     if limit:
-        keep, _ = train_test_split(np.arange(len(X)), train_size=limit, stratify=y,
-                                   random_state=0)
+        keep, _ = train_test_split(
+            np.arange(len(X)), train_size=limit, stratify=y, random_state=0
+        )
         X, y = X[keep], y[keep]
     return train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="dogscats",
-                        choices=["dogscats", "hymenoptera", "flowers"])
-    parser.add_argument("--limit", type=int, default=None, help="use a stratified subset")
+    parser.add_argument(
+        "--data", default="dogscats", choices=["dogscats", "hymenoptera", "flowers"]
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use a stratified subset"
+    )
     parser.add_argument("--cycles", type=int, default=2, help="augmented head cycles")
     parser.add_argument("--unfrozen-cycles", type=int, default=2)
     parser.add_argument("--cycle-mult", type=float, default=2)
@@ -59,22 +63,40 @@ def main():
     args = parser.parse_args()
 
     X_tr, X_te, y_tr, y_te = load(args.data, args.limit)
-    print(f"{args.data}: {len(X_tr)} train / {len(X_te)} test photos, "
-          f"{len(np.unique(y_tr))} classes, mobilenet_v2 ({WEIGHTS.name})\n")
+    print(
+        f"{args.data}: {len(X_tr)} train / {len(X_te)} test photos, "
+        f"{len(np.unique(y_tr))} classes, mobilenet_v2 ({WEIGHTS.name})\n"
+    )
     with tempfile.TemporaryDirectory() as cache:
         clf = PretrainedImageClassifier(
-            "mobilenet_v2", weights=str(WEIGHTS), cache=cache, random_state=0,
-            warm_start=True, finetune_lr=args.finetune_lr, lr_mult=args.lr_mult,
+            "mobilenet_v2",
+            weights=str(WEIGHTS),
+            cache=cache,
+            random_state=0,
+            warm_start=True,
+            finetune_lr=args.finetune_lr,
+            lr_mult=args.lr_mult,
             cycle_mult=args.cycle_mult,
         )
         steps = [
             ("precompute only (8 epochs on cached features)", {}, None),
-            (f"+ augmented head, {args.cycles} cycles of 1 epoch",
-             dict(epochs=0, n_cycles=args.cycles), None),
-            (f"+ unfrozen, {args.unfrozen_cycles} cycles, cycle_mult={args.cycle_mult:g}, "
-             f"lrs {args.finetune_lr:g}/{args.lr_mult:g}^k",
-             dict(epochs=0, n_cycles=0, unfreeze=True,
-                  unfrozen_cycles=args.unfrozen_cycles), None),
+            (
+                f"+ augmented head, {args.cycles} cycles of 1 epoch",
+                dict(epochs=0, n_cycles=args.cycles),
+                None,
+            ),
+            (
+                f"+ unfrozen, {args.unfrozen_cycles} cycles, "
+                f"cycle_mult={args.cycle_mult:g}, "
+                f"lrs {args.finetune_lr:g}/{args.lr_mult:g}^k",
+                dict(
+                    epochs=0,
+                    n_cycles=0,
+                    unfreeze=True,
+                    unfrozen_cycles=args.unfrozen_cycles,
+                ),
+                None,
+            ),
             (f"+ TTA ({args.tta} augmented views)", None, args.tta),
         ]
         print("| step | accuracy | log loss | seconds (fit + predict) |")
@@ -90,9 +112,11 @@ def main():
             seconds = time.perf_counter() - start
             total += seconds
             pred = clf.classes_[proba.argmax(1)]
-            print(f"| {label} | {accuracy_score(y_te, pred):.4f} | "
-                  f"{log_loss(y_te, proba, labels=clf.classes_):.4f} | {seconds:.0f} |",
-                  flush=True)
+            print(
+                f"| {label} | {accuracy_score(y_te, pred):.4f} | "
+                f"{log_loss(y_te, proba, labels=clf.classes_):.4f} | {seconds:.0f} |",
+                flush=True,
+            )
         print(f"\ntotal {total:.0f} s")
 
 

@@ -7,6 +7,8 @@ from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
 from .callbacks import SGDR
+from .datasets import image_size_summary, load_image_csv, load_image_folder
+from .plotting import plot_image_sizes
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,8 @@ __all__ = [
     "WeightsUnavailableError",
     "available_backbones",
     "default_cache_dir",
+    "image_size_summary",
+    "load_image_csv",
+    "load_image_folder",
+    "plot_image_sizes",
 ]

@@ -100,7 +100,8 @@ def _override(pre: Preprocessing, overrides: dict) -> Preprocessing:
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(
-            f"preprocessing has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}."
+            f"preprocessing has unknown keys {sorted(unknown)}; "
+            f"allowed: {sorted(allowed)}."
         )
     values = {**pre.as_dict(), **overrides}
     values["mean"] = tuple(float(v) for v in values["mean"])
@@ -208,7 +209,8 @@ def _download_state_dict(member, name):
             f"({torch.hub.get_dir()}) and could not be downloaded from "
             f"{member.url} ({type(exc).__name__}: {exc}). On a machine without "
             "internet, download the file elsewhere and pass its path: "
-            f"PretrainedImageClassifier(backbone={name!r}, weights='/path/to/file.pth')."
+            f"PretrainedImageClassifier(backbone={name!r}, "
+            "weights='/path/to/file.pth')."
         ) from exc
 
 
@@ -228,7 +230,9 @@ def _strip_classifier(model: nn.Module) -> int:
         model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         return 512 if model.features[-1].expand1x1.out_channels == 256 else 512
     if last is None:
-        raise ValueError(f"could not find the classifier layer of {type(model).__name__}.")
+        raise ValueError(
+            f"could not find the classifier layer of {type(model).__name__}."
+        )
     parent = model
     *path, leaf = last_name.split(".")
     for part in path:
@@ -285,7 +289,9 @@ def _load_timm(name: str, weights) -> Backbone:
     if name not in timm.list_models(pretrained=False) and name not in timm.list_models(
         pretrained=True
     ):
-        raise ValueError(f"unknown backbone 'timm:{name}': timm has no model of that name.")
+        raise ValueError(
+            f"unknown backbone 'timm:{name}': timm has no model of that name."
+        )
     if weights is None or _is_path(weights):
         model = timm.create_model(name, pretrained=False)
         if weights is None:
@@ -335,8 +341,10 @@ def _is_path(weights) -> bool:
         return True
     if not isinstance(weights, str):
         return False
-    return os.sep in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or (
-        Path(weights).expanduser().exists()
+    return (
+        os.sep in weights
+        or weights.endswith((".pth", ".pt", ".bin", ".safetensors"))
+        or (Path(weights).expanduser().exists())
     )
 
 
@@ -347,7 +355,9 @@ def _read_state_dict(path: Path) -> dict:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ImportError("reading .safetensors weights needs: pip install safetensors") from None
+            raise ImportError(
+                "reading .safetensors weights needs: pip install safetensors"
+            ) from None
         state = load_file(str(path))
     else:
         try:
@@ -360,8 +370,12 @@ def _read_state_dict(path: Path) -> dict:
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"weights file {str(path)!r} does not hold a state_dict of tensors.")
+    if not isinstance(state, dict) or not all(
+        torch.is_tensor(v) for v in state.values()
+    ):
+        raise ValueError(
+            f"weights file {str(path)!r} does not hold a state_dict of tensors."
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

@@ -18,35 +18,67 @@ advisory lock for that model; a second process asking for the same images
 waits, then reads what the first one wrote instead of running the backbone
 again. That is what makes ``GridSearchCV(n_jobs=2)`` run the backbone once
 per image in total.
+
+A cache is a convenience, never a reason for a fit to fail: a database of
+another format version, or a file that is not a database, is deleted and
+rebuilt with a :class:`CacheWarning`; a location that cannot be written (read
+only, disk full) gives a warning and features are computed without caching.
+
+This module needs only the standard library and numpy (the fault tests load
+it on its own in subprocesses, without importing torch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import sqlite3
+import threading
 import time
 import warnings
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+#: Version 2: rowid table (insertion order = eviction order), 64 KiB pages,
+#: incremental auto-vacuum (evicted space is given back to the file system).
+FORMAT_VERSION = 2
 _DB_NAME = f"features-v{FORMAT_VERSION}.sqlite"
 _CHUNK = 500
+_BUSY_TIMEOUT = 120.0  # seconds a writer waits for another one
+#: 64 KiB pages waste little space whatever the vector length: at 4 KiB, a
+#: 512-float vector (2,048 bytes plus its keys) takes a page of its own.
+_PAGE_SIZE = 65536
+_WAL_AUTOCHECKPOINT = 256  # pages (16 MiB of write-ahead log)
+#: Eviction triggered by a write goes down to this fraction of the limit, so
+#: that it runs once per tenth of the limit written, not after every write.
+_EVICT_TO = 0.9
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS features (
-    model TEXT NOT NULL,
-    image TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (model, image)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+_TABLES = frozenset({"meta", "features", "counters"})
+_COLUMNS = ("id", "model", "image", "dim", "data", "created")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # ``id`` grows with every insert (SQLite hands out max(id) + 1 under the
+    # write lock), so ``ORDER BY id`` is the order of creation across
+    # processes, independent of the clocks behind ``created``.
+    """CREATE TABLE IF NOT EXISTS features (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        image TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE (model, image)
+    )""",
+    "CREATE TABLE IF NOT EXISTS counters "
+    "(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
+_MAX_BYTES_ENV = "SKTRANSFER_CACHE_MAX_BYTES"
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 class CacheWarning(UserWarning):
@@ -73,8 +105,27 @@ def resolve_cache(cache) -> FeatureCache | None:
         return FeatureCache(default_cache_dir())
     if isinstance(cache, (str, os.PathLike)):
         return FeatureCache(cache)
+    raise ValueError(f"cache must be 'auto', a directory path or None; got {cache!r}.")
+
+
+def parse_size(value, what: str = "max_bytes") -> int | None:
+    """Bytes from an int or a string such as ``"500M"`` or ``"2GiB"``
+    (binary units: K = 1024). None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value >= 0:
+            return int(value)
+    elif isinstance(value, (float, np.floating)):
+        if math.isfinite(value) and value >= 0:
+            return int(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?\s*", value, re.I)
+        if match:
+            return int(float(match[1]) * _UNITS[match[2].lower()])
     raise ValueError(
-        f"cache must be 'auto', a directory path or None; got {cache!r}."
+        f"{what} must be a number of bytes >= 0, such as 2000000000 or '2G' "
+        f"(binary units); got {value!r}."
     )
 
 
@@ -85,29 +136,54 @@ class FeatureCache:
     ----------
     directory : str or path-like
         Where the database lives. Created on first use.
+    max_bytes : int or str, default=None
+        Size limit of the database files (``stats()["bytes"]``), as a number
+        of bytes or a string such as ``"20G"``. When a write takes the cache
+        past it, the oldest entries are deleted until it is back under 90%
+        of the limit. None reads ``$SKTRANSFER_CACHE_MAX_BYTES``; when that
+        is unset too, the cache grows without limit.
+
+    Notes
+    -----
+    Problems never fail a fit: a database file of another format version,
+    or one that is not a database, is deleted and rebuilt with a
+    :class:`CacheWarning`; a location that cannot be written (read-only,
+    disk full) gives a :class:`CacheWarning` and the features are computed
+    without caching from then on.
 
     Examples
     --------
     >>> import tempfile
-    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> cache = FeatureCache(tempfile.mkdtemp(), max_bytes="1G")
     >>> cache.stats()["entries"]
     0
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, max_bytes=None):
         self.directory = Path(directory).expanduser()
+        if max_bytes is None:
+            env = os.environ.get(_MAX_BYTES_ENV) or None
+            self.max_bytes = parse_size(env, f"${_MAX_BYTES_ENV}")
+        else:
+            self.max_bytes = parse_size(max_bytes)
         self._conn = None
         self._pid = None
-        self._disabled = False
+        self._inode = None
+        self._disabled = False  # no reads, no writes
+        self._writable = True
+        # One connection per process, used by any thread: the lock keeps a
+        # transaction of one thread from swallowing another thread's work.
+        self._mutex = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"FeatureCache({str(self.directory)!r})"
+        limit = f", max_bytes={self.max_bytes}" if self.max_bytes is not None else ""
+        return f"FeatureCache({str(self.directory)!r}{limit})"
 
     def __getstate__(self):
-        return {"directory": self.directory}
+        return {"directory": self.directory, "max_bytes": self.max_bytes}
 
     def __setstate__(self, state):
-        self.__init__(state["directory"])
+        self.__init__(state["directory"], state.get("max_bytes"))
 
     # -- connection ---------------------------------------------------------
 
@@ -120,106 +196,120 @@ class FeatureCache:
             return None
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
+        self._conn = None  # never use a connection inherited through fork
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)",
-                (str(FORMAT_VERSION),),
-            )
+            with self._file_lock(".open"):
+                conn = self._open()
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
             return None
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    def _open(self):
+        """Connect, checking the format; a database that cannot be ours is
+        deleted and created again (under the open lock, so two processes
+        never rebuild over each other)."""
+        conn = _raw_connect(self.path)
+        try:
+            problem = _format_problem(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if not _is_corrupt(exc):
+                raise
+            problem = f"is not a valid SQLite database ({exc})"
+        except BaseException:
+            conn.close()
+            raise
+        if problem is not None:
+            conn.close()
+            self._warn(
+                f"the feature cache database {str(self.path)!r} {problem}; it is "
+                "deleted and rebuilt (its features will be computed again)."
+            )
+            self._remove_files()
+            conn = _raw_connect(self.path)
+            try:
+                problem = _format_problem(conn)
+                if problem is not None:
+                    raise sqlite3.DatabaseError(f"a new database {problem}")
+            except BaseException:
+                conn.close()
+                raise
+        self._inode = os.stat(self.path).st_ino
+        return conn
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{self.path}{suffix}")
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(message, CacheWarning, stacklevel=5)
+
     def _disable(self, exc) -> None:
         self._disabled = True
-        warnings.warn(
+        self.close()
+        self._warn(
             f"the feature cache at {str(self.directory)!r} cannot be used "
-            f"({type(exc).__name__}: {exc}); features are computed without caching.",
-            CacheWarning,
-            stacklevel=4,
+            f"({type(exc).__name__}: {exc}); features are computed without caching."
         )
+
+    def _failed(self, exc, writing: bool) -> None:
+        """React to an error of an open database."""
+        if _is_corrupt(exc):
+            self._rebuild_after(exc)
+        elif writing:
+            self._writable = False
+            self._warn(
+                f"the feature cache at {str(self.directory)!r} cannot be used to "
+                f"store new features ({type(exc).__name__}: {exc}); features are "
+                "computed without caching from now on."
+            )
+        else:
+            self._disable(exc)
+
+    def _rebuild_after(self, exc) -> None:
+        """A corrupt page found while working: start a new database (the
+        next call creates it) unless another process did so already."""
+        self._warn(
+            f"the feature cache database {str(self.path)!r} is corrupt "
+            f"({type(exc).__name__}: {exc}); it is deleted and rebuilt."
+        )
+        self.close()
+        try:
+            with self._file_lock(".open"):
+                if os.stat(self.path).st_ino == self._inode:
+                    self._remove_files()
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
         self._conn = None
 
-    # -- reads and writes ---------------------------------------------------
-
-    def get_many(self, model: str, images: list[str]) -> dict[str, np.ndarray]:
-        """Cached vectors for ``images`` under ``model`` (missing ones absent)."""
-        conn = self._connect()
-        found: dict[str, np.ndarray] = {}
-        if conn is None or not images:
-            return found
-        unique = list(dict.fromkeys(images))
-        try:
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT image, dim, data FROM features WHERE model = ? "
-                    f"AND image IN ({marks})",
-                    [model, *chunk],
-                ).fetchall()
-                for image, dim, data in rows:
-                    vec = np.frombuffer(data, dtype=np.float32)
-                    if vec.shape[0] == dim:  # a complete entry, never a torn one
-                        found[image] = vec
-        except sqlite3.Error as exc:
-            self._disable(exc)
-            return {}
-        return found
-
-    def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
-        """Store vectors in one transaction (all of them or none)."""
-        conn = self._connect()
-        if conn is None or not items:
-            return
-        now = time.time()
-        rows = []
-        for image, vec in items:
-            vec = np.ascontiguousarray(vec, dtype=np.float32).ravel()
-            rows.append((model, image, int(vec.shape[0]), vec.tobytes(), now))
-        try:
-            with _transaction(conn):
-                conn.executemany(
-                    "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", rows
-                )
-                conn.execute(
-                    "INSERT INTO counters VALUES ('computed', ?) ON CONFLICT(name) "
-                    "DO UPDATE SET value = value + excluded.value",
-                    (len(rows),),
-                )
-        except sqlite3.Error as exc:
-            self._disable(exc)
-
     @contextlib.contextmanager
-    def lock(self, model: str):
-        """Hold the compute lock of ``model`` (advisory, across processes).
-
-        The operating system releases it if the holder dies, so a killed
-        worker never blocks the others.
-        """
-        if self._disabled or self._connect() is None:
-            yield
-            return
+    def _file_lock(self, name: str):
+        """An advisory lock held across processes. The operating system
+        releases it if the holder dies, so a killed process never blocks
+        the others. Without ``fcntl`` (Windows) or a writable directory,
+        there is no lock, which is still correct, only slower."""
         try:
             import fcntl
-        except ImportError:  # Windows: no cross-process lock, still correct
-            yield
-            return
-        lock_dir = self.directory / "locks"
-        try:
-            lock_dir.mkdir(exist_ok=True)
-            fd = os.open(lock_dir / f"{model}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+        except ImportError:
+            fcntl = None
+        fd = None
+        if fcntl is not None:
+            lock_dir = self.directory / "locks"
+            try:
+                lock_dir.mkdir(exist_ok=True)
+                fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                fd = None
+        if fd is None:
             yield
             return
         try:
@@ -229,40 +319,295 @@ class FeatureCache:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    # -- reads and writes ---------------------------------------------------
+
+    def iter_many(self, model: str, images):
+        """Yield ``(image, vector)`` for each of ``images`` cached under
+        ``model``, 500 at a time; at most 500 vectors are held at once.
+
+        The vectors are read-only float32 arrays over the database's bytes
+        (no copy). An image given twice may be yielded twice.
+        """
+        keys = iter(images)
+        while True:
+            chunk = list(islice(keys, _CHUNK))
+            if not chunk:
+                return
+            with self._mutex:
+                conn = self._connect()
+                if conn is None:
+                    return
+                marks = ",".join("?" * len(chunk))
+                try:
+                    rows = conn.execute(
+                        f"SELECT image, dim, data FROM features WHERE model = ? "
+                        f"AND image IN ({marks})",
+                        [model, *chunk],
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    self._failed(exc, writing=False)
+                    return
+            for image, dim, data in rows:
+                if len(data) == 4 * dim:  # a complete entry, never a torn one
+                    yield image, np.frombuffer(data, dtype=np.float32)
+
+    def get_many(self, model: str, images) -> dict[str, np.ndarray]:
+        """Cached vectors for ``images`` under ``model`` (missing ones absent).
+
+        The vectors are read-only views of the bytes read from the database;
+        nothing else is copied. To fill a large array, :meth:`iter_many`
+        avoids holding all vectors at once.
+        """
+        return dict(self.iter_many(model, images))
+
+    def put_many(self, model: str, items) -> None:
+        """Store ``(image, vector)`` pairs in one transaction (all or none);
+        then, past ``max_bytes``, evict the oldest entries."""
+        if self._disabled or not self._writable:
+            return
+        rows = []
+        now = time.time()
+        for image, vec in items:
+            vec = np.ascontiguousarray(vec, dtype=np.float32).ravel()
+            rows.append((model, image, int(vec.shape[0]), vec, now))
+        if not rows:
+            return
+        with self._mutex:
+            conn = self._connect()
+            if conn is None or not self._writable:
+                return
+            try:
+                with _transaction(conn):
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO features "
+                        "(model, image, dim, data, created) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    _count(conn, "computed", len(rows))
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=True)
+                return
+            if self.max_bytes is not None and self._disk_bytes() > self.max_bytes:
+                target = int(self.max_bytes * _EVICT_TO) - self._shm_bytes()
+                try:
+                    _shrink(conn, target)
+                except sqlite3.Error as exc:
+                    self._failed(exc, writing=True)
+
+    def evict(self, max_bytes) -> int:
+        """Delete the oldest entries until the files take at most
+        ``max_bytes`` (int, or a string such as ``"5G"``); return how many
+        entries were deleted.
+
+        The files shrink at once unless another process is reading at that
+        moment; then the write-ahead log is truncated by a later checkpoint.
+        """
+        limit = parse_size(max_bytes)
+        if limit is None:
+            raise ValueError("evict needs a size: max_bytes must not be None.")
+        with self._mutex:
+            conn = self._connect()
+            if conn is None or not self._writable:
+                return 0
+            try:
+                return _shrink(conn, limit - self._shm_bytes())
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=True)
+                return 0
+
+    @contextlib.contextmanager
+    def lock(self, model: str):
+        """Hold the compute lock of ``model`` (advisory, across processes).
+
+        The operating system releases it if the holder dies, so a killed
+        worker never blocks the others.
+        """
+        if self._connect() is None or not self._writable:
+            yield  # nothing will be stored: waiting for others gains nothing
+            return
+        with self._file_lock(model):
+            yield
+
     # -- inspection ---------------------------------------------------------
+
+    def _files(self) -> list[Path]:
+        return [p for p in self.directory.glob(_DB_NAME + "*") if p.is_file()]
+
+    def _disk_bytes(self) -> int:
+        total = 0
+        for p in self._files():
+            with contextlib.suppress(OSError):
+                total += p.stat().st_size
+        return total
+
+    def _shm_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-shm").st_size
+        except OSError:
+            return 0
 
     def stats(self) -> dict:
         """``entries`` (vectors stored), ``models`` (distinct model
-        fingerprints), ``bytes`` (size on disk) and ``computed`` (vectors
-        written since the cache was created or cleared)."""
-        conn = self._connect()
-        if conn is None:
-            return {"entries": 0, "models": 0, "bytes": 0, "computed": 0}
-        entries, models = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT model) FROM features"
-        ).fetchone()
-        row = conn.execute("SELECT value FROM counters WHERE name = 'computed'").fetchone()
-        size = sum(
-            p.stat().st_size
-            for p in self.directory.glob(_DB_NAME + "*")
-            if p.is_file()
-        )
+        fingerprints), ``bytes`` (size of the database files on disk),
+        ``computed`` (vectors written since the cache was created or
+        cleared), ``evicted`` (entries deleted by the size limit since then)
+        and ``max_bytes`` (the limit, or None)."""
+        empty = {"entries": 0, "models": 0, "bytes": 0, "computed": 0, "evicted": 0}
+        with self._mutex:
+            conn = self._connect()
+            if conn is None:
+                return {**empty, "max_bytes": self.max_bytes}
+            try:
+                entries, models = conn.execute(
+                    "SELECT COUNT(*), COUNT(DISTINCT model) FROM features"
+                ).fetchone()
+                counters = dict(conn.execute("SELECT name, value FROM counters"))
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=False)
+                return {**empty, "max_bytes": self.max_bytes}
         return {
             "entries": int(entries),
             "models": int(models),
-            "bytes": int(size),
-            "computed": int(row[0]) if row else 0,
+            "bytes": self._disk_bytes(),
+            "computed": int(counters.get("computed", 0)),
+            "evicted": int(counters.get("evicted", 0)),
+            "max_bytes": self.max_bytes,
         }
 
     def clear(self) -> None:
         """Delete every cached vector and reset the counters."""
-        conn = self._connect()
-        if conn is None:
-            return
+        with self._mutex:
+            conn = self._connect()
+            if conn is None:
+                return
+            try:
+                with _transaction(conn):
+                    conn.execute("DELETE FROM features")
+                    conn.execute("DELETE FROM counters")
+                _reclaim(conn)
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=True)
+
+
+# -- SQLite helpers -------------------------------------------------------------
+
+
+def _raw_connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+
+
+def _format_problem(conn) -> str | None:
+    """None when ``conn`` holds a cache of this format (creating one in an
+    empty database); else what is wrong with it. Raises
+    ``sqlite3.DatabaseError`` for a file that is not a database."""
+    tables = _tables(conn)
+    if not tables:
+        # Only possible before the first table exists.
+        conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT}")
+    conn.execute(f"PRAGMA journal_size_limit = {_WAL_AUTOCHECKPOINT * _PAGE_SIZE}")
+    if not tables:
         with _transaction(conn):
-            conn.execute("DELETE FROM features")
-            conn.execute("DELETE FROM counters")
-        conn.execute("VACUUM")
+            if not _tables(conn):  # nobody was faster
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta VALUES ('format_version', ?)",
+                    (str(FORMAT_VERSION),),
+                )
+        tables = _tables(conn)
+    missing = sorted(_TABLES - tables)
+    if missing:
+        return f"lacks the table(s) {', '.join(missing)}"
+    row = conn.execute(
+        "SELECT value FROM meta WHERE name = 'format_version'"
+    ).fetchone()
+    if row is None:
+        return "has no format version"
+    if row[0] != str(FORMAT_VERSION):
+        return (
+            f"has format version {row[0]!r}; this version of sktransfer reads "
+            f"version {FORMAT_VERSION}"
+        )
+    columns = tuple(r[1] for r in conn.execute("PRAGMA table_info(features)"))
+    if columns != _COLUMNS:
+        return f"has a features table with columns {columns}, not {_COLUMNS}"
+    return None
+
+
+def _tables(conn) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {name for (name,) in rows}
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """True for a file that is not a database or a damaged one (as opposed
+    to one that cannot be opened, written or locked)."""
+    name = getattr(exc, "sqlite_errorname", None)  # Python >= 3.11
+    if name is not None:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    text = str(exc)
+    return "not a database" in text or "malformed" in text
+
+
+def _count(conn, name: str, n: int) -> None:
+    conn.execute(
+        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
+        "DO UPDATE SET value = value + excluded.value",
+        (name, n),
+    )
+
+
+def _content_bytes(conn) -> int:
+    """Bytes of the pages in use (the file size once free pages are given
+    back and the write-ahead log is checkpointed)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return (pages - free) * size
+
+
+def _shrink(conn, target: int) -> int:
+    """Delete the oldest entries until the pages in use fit in ``target``
+    bytes, give the freed pages back to the file system, and return the
+    number of entries deleted."""
+    deleted = 0
+    for _ in range(16):  # each pass estimates better; a few always suffice
+        with _transaction(conn):
+            used = _content_bytes(conn)
+            if used <= target:
+                break
+            (n,) = conn.execute("SELECT COUNT(*) FROM features").fetchone()
+            if n == 0:
+                break
+            k = min(n, max(1, math.ceil((used - target) / (used / n))))
+            conn.execute(
+                "DELETE FROM features WHERE id IN "
+                "(SELECT id FROM features ORDER BY id LIMIT ?)",
+                (k,),
+            )
+            _count(conn, "evicted", k)
+        deleted += k
+    _reclaim(conn)
+    return deleted
+
+
+def _reclaim(conn) -> None:
+    """Give free pages back and fold the write-ahead log into the database.
+    The checkpoint does not wait: with a reader active, the log is
+    truncated by a later one."""
+    # executescript steps the pragma to the end; execute() frees one page.
+    conn.executescript("PRAGMA incremental_vacuum;")
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
 
 
 @contextlib.contextmanager
@@ -270,8 +615,10 @@ def _transaction(conn):
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
         conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (disk full, I/O error).
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

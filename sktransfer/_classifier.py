@@ -37,8 +37,8 @@ from ._finetune import (
     set_trainable,
 )
 from ._head import Head
-from ._lr_finder import _feature_batches, lr_sweep, suggest_lrs
 from ._images import as_image_list
+from ._lr_finder import _feature_batches, lr_sweep, suggest_lrs
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 from .callbacks import SGDR
 
@@ -124,7 +124,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     >>> clf = PretrainedImageClassifier(
     ...     "mobilenet_v2", weights="mobilenet_v2-imagenet.pth", tta=2
     ... )  # doctest: +SKIP
-    >>> clf.fit(train_paths, train_labels).score(test_paths, test_labels)  # doctest: +SKIP
+    >>> clf.fit(train_paths, train_labels)  # doctest: +SKIP
+    >>> clf.score(test_paths, test_labels)  # doctest: +SKIP
     0.98...
     """
 
@@ -140,7 +141,10 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         "cycle_mult": [Interval(Real, 1, None, closed="left")],
         "unfreeze": ["boolean", Interval(Integral, 0, None, closed="left")],
         "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
-        "finetune_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "finetune_lr": [
+            Interval(Real, 0, None, closed="neither"),
+            StrOptions({"auto"}),
+        ],
         "lr_mult": [Interval(Real, 1, None, closed="left"), tuple, list],
         "augment": [StrOptions(set(AUGMENTATIONS)), None],
         "max_zoom": [Interval(Real, 1, None, closed="left")],
@@ -225,6 +229,10 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train the classifier on images ``X`` with labels ``y``.
 
+        An error or a KeyboardInterrupt leaves the estimator as it was
+        before the call (unfitted, or with its previous fit); the feature
+        cache keeps every batch computed before it.
+
         The stages of the recipe run in order; a stage whose count is 0 is
         skipped:
 
@@ -240,6 +248,17 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         cache) before any training starts; all images that cannot be read
         are reported together in one error.
         """
+        scratch = ("lr_", "finetune_lr_", "_seed")
+        saved = {k: self.__dict__[k] for k in scratch if k in self.__dict__}
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            for k in scratch:
+                self.__dict__.pop(k, None)
+            self.__dict__.update(saved)
+            raise
+
+    def _fit(self, X, y):
         self._validate_params()
         sources = as_image_list(X)
         classes, y_encoded = _encode_labels(y, len(sources))
@@ -257,29 +276,52 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         seed = int(rng.randint(0, 2**31 - 1))
         self._seed = seed
         self.lr_ = None if self.lr == "auto" else float(self.lr)
-        self.finetune_lr_ = None if self.finetune_lr == "auto" else float(self.finetune_lr)
-        if continuing and self.lr == "auto" and not (self.precompute and self.epochs > 0):
+        self.finetune_lr_ = (
+            None if self.finetune_lr == "auto" else float(self.finetune_lr)
+        )
+        if (
+            continuing
+            and self.lr == "auto"
+            and not (self.precompute and self.epochs > 0)
+        ):
             self.lr_ = self.net_.lr
         train_idx, valid_idx = self._split(y_encoded, seed)
         features = None
         if self.precompute and self.epochs > 0:
             features = extractor.transform(
-                sources, views=[PLAIN], batch_size=self.feature_batch_size,
-                verbose=self.verbose, fingerprints=fingerprints, bad=bad,
+                sources,
+                views=[PLAIN],
+                batch_size=self.feature_batch_size,
+                verbose=self.verbose,
+                fingerprints=fingerprints,
+                bad=bad,
             )[0]
         else:  # training reads the images later: check them all now
-            check_decodable(sources, fingerprints, bad, extractor.preprocessing.resize_size)
+            check_decodable(
+                sources, fingerprints, bad, extractor.preprocessing.resize_size
+            )
             raise_bad_images(bad, len(sources))
         history = list(self.history_) if continuing else []
         with _seeded(seed):
-            net = copy.deepcopy(self.net_) if continuing else self._build_head(
-                extractor.n_features, len(classes), extractor.device
+            net = (
+                copy.deepcopy(self.net_)
+                if continuing
+                else self._build_head(
+                    extractor.n_features, len(classes), extractor.device
+                )
             )
             if not continuing:
                 net.initialize()
             if features is not None:
-                self._fit_head_on_features(net, features, y_encoded, train_idx,
-                                           valid_idx, history, extractor.device)
+                self._fit_head_on_features(
+                    net,
+                    features,
+                    y_encoded,
+                    train_idx,
+                    valid_idx,
+                    history,
+                    extractor.device,
+                )
             image_stages = self.n_cycles > 0 or (
                 self.unfreeze is not False and self.unfrozen_cycles > 0
             )
@@ -287,14 +329,17 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 # lr="auto" with no precomputed stage: sweep the head on the
                 # (cached) features of the training images all the same
                 train_features = extractor.transform(
-                    [sources[i] for i in train_idx], batch_size=self.feature_batch_size,
+                    [sources[i] for i in train_idx],
+                    batch_size=self.feature_batch_size,
                     verbose=self.verbose,
                     fingerprints=[fingerprints[i] for i in train_idx],
                 )[0]
-                self._find_head_lr(net, train_features, y_encoded[train_idx],
-                                   extractor.device)
-            tuned = self._fit_on_images(net, extractor, sources, y_encoded, train_idx,
-                                        valid_idx, seed, history)
+                self._find_head_lr(
+                    net, train_features, y_encoded[train_idx], extractor.device
+                )
+            tuned = self._fit_on_images(
+                net, extractor, sources, y_encoded, train_idx, valid_idx, seed, history
+            )
         if tuned:
             extractor = extractor.with_tuned_body()
         self.classes_ = classes
@@ -307,8 +352,13 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     def _make_extractor(self, continuing):
         if not continuing:
             return build_extractor(
-                self.backbone, self.weights, self.image_size, self.preprocessing,
-                self.precision, self.device, self.cache,
+                self.backbone,
+                self.weights,
+                self.image_size,
+                self.preprocessing,
+                self.precision,
+                self.device,
+                self.cache,
             )
         # Continue from the current (possibly fine-tuned) body; a new image
         # size or preprocessing gives new cache keys, never stale features.
@@ -320,8 +370,9 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         if self.preprocessing:
             pre = _override(pre, self.preprocessing)
         pre = pre.with_image_size(self.image_size)
-        return FeatureExtractor(backbone, pre, old.precision, old.device,
-                                resolve_cache(self.cache))
+        return FeatureExtractor(
+            backbone, pre, old.precision, old.device, resolve_cache(self.cache)
+        )
 
     def _split(self, y_encoded, seed):
         n = len(y_encoded)
@@ -331,8 +382,10 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
 
         try:
             train_idx, valid_idx = train_test_split(
-                np.arange(n), test_size=self.validation_fraction,
-                stratify=y_encoded, random_state=seed,
+                np.arange(n),
+                test_size=self.validation_fraction,
+                stratify=y_encoded,
+                random_state=seed,
             )
         except ValueError as exc:
             raise ValueError(
@@ -360,16 +413,22 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         callbacks = [("sgdr", sgdr)]
         if validating:
             if self.early_stopping:
-                callbacks.append(("early_stopping", EarlyStopping(
-                    monitor="valid_loss", patience=3, load_best=True)))
+                callbacks.append(
+                    (
+                        "early_stopping",
+                        EarlyStopping(monitor="valid_loss", patience=3, load_best=True),
+                    )
+                )
         return callbacks
 
-    def _fit_head_on_features(self, net, features, y, train_idx, valid_idx, history,
-                              device):
+    def _fit_head_on_features(
+        self, net, features, y, train_idx, valid_idx, history, device
+    ):
         validating = valid_idx is not None
         train_split = (
             predefined_split(Dataset(features[valid_idx], y[valid_idx]))
-            if validating else None
+            if validating
+            else None
         )
         if self.lr == "auto":
             self._find_head_lr(net, features[train_idx], y[train_idx], device)
@@ -383,20 +442,30 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
 
     def _find_head_lr(self, net, features, y, device):
         batches = _feature_batches(features, y, self.batch_size, self._seed)
-        self.lr_ = self._find_lr(copy.deepcopy(net.module_), [(None, 1.0)], batches, device)
+        self.lr_ = self._find_lr(
+            copy.deepcopy(net.module_), [(None, 1.0)], batches, device
+        )
 
-    def _fit_on_images(self, net, extractor, sources, y, train_idx, valid_idx, seed,
-                       history):
+    def _fit_on_images(
+        self, net, extractor, sources, y, train_idx, valid_idx, seed, history
+    ):
         unfreezing = self.unfreeze is not False and self.unfrozen_cycles > 0
         if self.n_cycles == 0 and not unfreezing:
             return False
         pre = extractor.preprocessing
         backbone = extractor.backbone
+        # The head's BatchNorm averaged all batches so far (right for fixed,
+        # precomputed features). On images the features move with the
+        # augmentation and, unfrozen, with the body: track recent batches.
+        for module in net.module_.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.momentum = 0.1
         model = TransferNet(backbone.body, net.module_, pre.mean, pre.std)
         groups = group_parameters(model, backbone.groups)
         train_sources = [sources[i] for i in train_idx]
-        train_set = ImageDataset(train_sources, y[train_idx], pre, self.augment,
-                                 self.max_zoom, seed)
+        train_set = ImageDataset(
+            train_sources, y[train_idx], pre, self.augment, self.max_zoom, seed
+        )
         validating = valid_idx is not None
         train_split = None
         if validating:
@@ -421,15 +490,30 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         stages = []
         if self.n_cycles > 0:
             epochs = _cycle_epochs(self.cycle_len, 1, self.n_cycles)
-            stages.append(("augmented", len(groups) - 1, self._group_lrs(self.lr_),
-                           SGDR(cycle_len=self.cycle_len), epochs))
+            stages.append(
+                (
+                    "augmented",
+                    len(groups) - 1,
+                    self._group_lrs(self.lr_),
+                    SGDR(cycle_len=self.cycle_len),
+                    epochs,
+                )
+            )
         if unfreezing:
             n_body = len(groups) - 1
             first = 0 if self.unfreeze is True else min(int(self.unfreeze), n_body - 1)
-            epochs = _cycle_epochs(self.cycle_len, self.cycle_mult, self.unfrozen_cycles)
-            stages.append(("unfrozen", first, None,
-                           SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
-                           epochs))
+            epochs = _cycle_epochs(
+                self.cycle_len, self.cycle_mult, self.unfrozen_cycles
+            )
+            stages.append(
+                (
+                    "unfrozen",
+                    first,
+                    None,
+                    SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
+                    epochs,
+                )
+            )
         tuned = False
         try:
             for stage, first_trainable, lrs, sgdr, epochs in stages:
@@ -438,12 +522,18 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     if self.finetune_lr == "auto":
                         ratios = self._group_lrs(1.0)
                         sweep_model = copy.deepcopy(model)
-                        sweep_groups = group_parameters(sweep_model, _groups_of(
-                            sweep_model.body, model.body, backbone.groups))
+                        sweep_groups = group_parameters(
+                            sweep_model,
+                            _groups_of(sweep_model.body, model.body, backbone.groups),
+                        )
                         self.finetune_lr_ = self._find_lr(
-                            sweep_model, list(zip(sweep_groups, ratios)),
-                            _dataset_batches(train_set, image_net.batch_size, self._seed),
-                            extractor.device)
+                            sweep_model,
+                            list(zip(sweep_groups, ratios)),
+                            _dataset_batches(
+                                train_set, image_net.batch_size, self._seed
+                            ),
+                            extractor.device,
+                        )
                     else:
                         self.finetune_lr_ = float(self.finetune_lr)
                     lrs = self._group_lrs(self.finetune_lr_)
@@ -456,7 +546,9 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 image_net.partial_fit(train_set, None)
                 history.extend(_epoch_rows(image_net, stage, done))
         finally:
-            set_trainable(groups, len(groups) - 1)  # the body frozen again, the head not
+            set_trainable(
+                groups, len(groups) - 1
+            )  # the body frozen again, the head not
             model.eval()
         return tuned
 
@@ -467,8 +559,9 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             (model.parameters() if params is None else params, ratio)
             for params, ratio in param_groups
         ]
-        lrs, _, smoothed = lr_sweep(model, groups, batches, weight_decay=self.weight_decay,
-                                    device=device)
+        lrs, _, smoothed = lr_sweep(
+            model, groups, batches, weight_decay=self.weight_decay, device=device
+        )
         return float(suggest_lrs(lrs, smoothed)["valley"])
 
     def _unfrozen_sweep_setup(self, X, y, seed):
@@ -477,17 +570,26 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         sources = as_image_list(X)
         y_enc = np.searchsorted(self.classes_, np.asarray(y))
         ext = self.extractor_
-        model = TransferNet(copy.deepcopy(ext.backbone.body), copy.deepcopy(self.net_.module_),
-                            ext.preprocessing.mean, ext.preprocessing.std)
+        model = TransferNet(
+            copy.deepcopy(ext.backbone.body),
+            copy.deepcopy(self.net_.module_),
+            ext.preprocessing.mean,
+            ext.preprocessing.std,
+        )
         body_groups = _groups_of(model.body, ext.backbone.body, ext.backbone.groups)
         groups = group_parameters(model, body_groups)
         first = 0 if isinstance(self.unfreeze, bool) else int(self.unfreeze)
         set_trainable(groups, min(first, len(groups) - 2))
-        dataset = ImageDataset(sources, y_enc, ext.preprocessing, self.augment,
-                               self.max_zoom, seed)
+        dataset = ImageDataset(
+            sources, y_enc, ext.preprocessing, self.augment, self.max_zoom, seed
+        )
         ratios = self._group_lrs(1.0)
-        return (model, list(zip(groups, ratios)),
-                _dataset_batches(dataset, min(self.batch_size, 32), seed), ext.device)
+        return (
+            model,
+            list(zip(groups, ratios)),
+            _dataset_batches(dataset, min(self.batch_size, 32), seed),
+            ext.device,
+        )
 
     def _build_head(self, n_features, n_classes, device):
         hidden = tuple(self.hidden_sizes)
@@ -535,7 +637,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         # skorch's loader draws a seed from torch's global RNG: keep it as found
         with torch.random.fork_rng(devices=_cuda_devices()):
             probs = np.mean([self.net_.predict_proba(f) for f in feats], axis=0)
-        return probs.astype(np.float64)
+        probs = probs.astype(np.float64)
+        return probs / probs.sum(axis=1, keepdims=True)  # exact in float64
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`."""
@@ -552,7 +655,11 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         errors (and are named in a warning)."""
         check_is_fitted(self, "net_")
         y_arr = np.asarray(y, dtype=object)
-        unseen = [v for v in dict.fromkeys(y_arr.tolist()) if v not in set(self.classes_.tolist())]
+        unseen = [
+            v
+            for v in dict.fromkeys(y_arr.tolist())
+            if v not in set(self.classes_.tolist())
+        ]
         if unseen:
             warnings.warn(
                 f"y contains labels not seen during fit: {unseen[:10]}; "
@@ -581,12 +688,15 @@ def _encode_labels(y, n_samples):
         )
         y_arr = y_arr.ravel()
     if y_arr.ndim != 1:
-        raise ValueError(f"y must be 1-D (one label per image); got shape {y_arr.shape}.")
+        raise ValueError(
+            f"y must be 1-D (one label per image); got shape {y_arr.shape}."
+        )
     if n_samples == 0:
         raise ValueError("X is empty: at least one image per class is required.")
     if len(y_arr) != n_samples:
         raise ValueError(
-            f"X and y have different lengths: {n_samples} images but {len(y_arr)} labels."
+            f"X and y have different lengths: {n_samples} images but "
+            f"{len(y_arr)} labels."
         )
     missing = [i for i, v in enumerate(y_arr.tolist()) if _is_missing(v)]
     if missing:
@@ -716,4 +826,3 @@ def _cuda_devices():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return list(range(torch.cuda.device_count()))
     return []
-

@@ -92,10 +92,15 @@ class FeatureExtractor:
         digest = hashlib.blake2b(digest_size=16)
         for name, tensor in self.backbone.body.state_dict().items():
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        backbone = dataclasses.replace(self.backbone, weights_id="tuned:" + digest.hexdigest())
-        return FeatureExtractor(backbone, self.preprocessing, self.precision, self.device,
-                                self.cache)
+            digest.update(
+                tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+            )
+        backbone = dataclasses.replace(
+            self.backbone, weights_id="tuned:" + digest.hexdigest()
+        )
+        return FeatureExtractor(
+            backbone, self.preprocessing, self.precision, self.device, self.cache
+        )
 
     @property
     def n_features(self) -> int:
@@ -114,8 +119,9 @@ class FeatureExtractor:
                 out = self.backbone.body(x)
         return out.float().cpu().numpy()
 
-    def transform(self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None,
-                  bad=None):
+    def transform(
+        self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None, bad=None
+    ):
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
         Cached vectors are read; the rest are computed in batches whose
@@ -141,25 +147,37 @@ class FeatureExtractor:
             with lock:
                 todo = self._fill_from_cache(out[v], key, fingerprints, todo)
                 todo = [i for i in todo if i not in bad]
-                self._compute(out[v], sources, fingerprints, todo, view, key,
-                              batch_size, verbose, bad)
+                self._compute(
+                    out[v],
+                    sources,
+                    fingerprints,
+                    todo,
+                    view,
+                    key,
+                    batch_size,
+                    verbose,
+                    bad,
+                )
         raise_bad_images(bad, len(sources), cached=self.cache is not None)
         return out
 
     def _fill_from_cache(self, out, key, fingerprints, todo=None):
+        """Copy cached vectors into ``out``; return the indices still missing.
+
+        Vectors stream from the database straight into ``out``, so reading a
+        large cached set needs no second copy of the features in memory.
+        """
         if todo is None:
             todo = range(len(fingerprints))
         if self.cache is None:
             return list(todo)
-        found = self.cache.get_many(key, [fingerprints[i] for i in todo])
-        missing = []
+        where: dict[str, list[int]] = {}
         for i in todo:
-            vec = found.get(fingerprints[i])
-            if vec is not None and vec.shape[0] == out.shape[1]:
-                out[i] = vec
-            else:
-                missing.append(i)
-        return missing
+            where.setdefault(fingerprints[i], []).append(i)
+        for fp, vec in self.cache.iter_many(key, list(where)):
+            if vec.shape[0] == out.shape[1] and fp in where:
+                out[where.pop(fp)] = vec
+        return sorted(i for rows in where.values() for i in rows)
 
     def _compute(self, out, sources, fps, todo, view, key, batch_size, verbose, bad):
         # Duplicate images (same fingerprint) are computed once.
@@ -173,7 +191,9 @@ class FeatureExtractor:
             else:
                 copies.setdefault(j, []).append(i)
         pre = self.preprocessing
-        batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
+        batches = [
+            unique[s : s + batch_size] for s in range(0, len(unique), batch_size)
+        ]
 
         def decode(batch):
             arrays, kept = [], []
@@ -188,7 +208,9 @@ class FeatureExtractor:
                     bad[i] = f"{describe(sources[i], i)}: {exc}"
             return kept, (np.stack(arrays) if arrays else None)
 
-        bar = _progress(len(unique), verbose, "features" if view == PLAIN else "TTA view")
+        bar = _progress(
+            len(unique), verbose, "features" if view == PLAIN else "TTA view"
+        )
         try:
             for kept, batch in _prefetch(decode, batches):
                 if batch is None:
@@ -196,7 +218,9 @@ class FeatureExtractor:
                 feats = self.forward(batch)
                 out[kept] = feats
                 if self.cache is not None:
-                    self.cache.put_many(key, [(fps[i], feats[k]) for k, i in enumerate(kept)])
+                    self.cache.put_many(
+                        key, [(fps[i], feats[k]) for k, i in enumerate(kept)]
+                    )
                 for i in kept:
                     for c in copies.get(i, ()):
                         out[c] = out[i]
@@ -208,7 +232,9 @@ class FeatureExtractor:
         for i, dups in copies.items():
             if i in bad:
                 for c in dups:
-                    bad[c] = bad[i].replace(describe(sources[i], i), describe(sources[c], c), 1)
+                    bad[c] = bad[i].replace(
+                        describe(sources[i], i), describe(sources[c], c), 1
+                    )
 
 
 def image_fingerprints(sources, bad: dict) -> list:
@@ -306,11 +332,15 @@ def _progress(total, verbose, desc):
     return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
-def build_extractor(backbone, weights, image_size, preprocessing, precision, device, cache):
+def build_extractor(
+    backbone, weights, image_size, preprocessing, precision, device, cache
+):
     dev = resolve_device(device)
     bb = load_backbone(backbone, weights, preprocessing)
     pre = bb.preprocessing.with_image_size(image_size)
-    return FeatureExtractor(bb, pre, resolve_precision(precision, dev), dev, resolve_cache(cache))
+    return FeatureExtractor(
+        bb, pre, resolve_precision(precision, dev), dev, resolve_cache(cache)
+    )
 
 
 _COMMON_CONSTRAINTS = {
@@ -411,8 +441,13 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         """Load the backbone. ``X`` and ``y`` are not used."""
         self._validate_params()
         self.extractor_ = build_extractor(
-            self.backbone, self.weights, self.image_size, self.preprocessing,
-            self.precision, self.device, self.cache,
+            self.backbone,
+            self.weights,
+            self.image_size,
+            self.preprocessing,
+            self.precision,
+            self.device,
+            self.cache,
         )
         self.n_features_out_ = self.extractor_.n_features
         self.preprocessing_ = self.extractor_.preprocessing
@@ -430,7 +465,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "extractor_")
-        return np.asarray([f"feature{i}" for i in range(self.n_features_out_)], dtype=object)
+        return np.asarray(
+            [f"feature{i}" for i in range(self.n_features_out_)], dtype=object
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -55,7 +55,9 @@ class ImageDataset(Dataset):
     sequence of augmented images.
     """
 
-    def __init__(self, sources, y, pre: Preprocessing, augment=None, max_zoom=1.1, seed=0):
+    def __init__(
+        self, sources, y, pre: Preprocessing, augment=None, max_zoom=1.1, seed=0
+    ):
         self.sources = sources
         self.y = None if y is None else np.asarray(y, dtype=np.int64)
         self.pre = pre

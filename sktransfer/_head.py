@@ -18,8 +18,17 @@ class Head(nn.Module):
         layers = []
         sizes = [int(n_features), *(int(h) for h in hidden_sizes)]
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.BatchNorm1d(a), nn.Dropout(dropout / 2), nn.Linear(a, b), nn.ReLU()]
-        layers += [nn.BatchNorm1d(sizes[-1]), nn.Dropout(dropout), nn.Linear(sizes[-1], n_classes)]
+            layers += [
+                nn.BatchNorm1d(a),
+                nn.Dropout(dropout / 2),
+                nn.Linear(a, b),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.BatchNorm1d(sizes[-1]),
+            nn.Dropout(dropout),
+            nn.Linear(sizes[-1], n_classes),
+        ]
         # momentum=None: running statistics are the exact average over all
         # batches seen. On precomputed features (a fixed distribution) that is
         # right after one epoch, where an exponential average needs dozens of

@@ -36,7 +36,9 @@ def as_image_list(X) -> list:
             f"got a single path {str(X)!r}; wrap it in a list."
         )
     if isinstance(X, Image.Image):
-        raise ValueError("X must be a sequence of images; wrap the PIL image in a list.")
+        raise ValueError(
+            "X must be a sequence of images; wrap the PIL image in a list."
+        )
     if isinstance(X, np.ndarray) and X.dtype != object:
         if X.ndim == 1 and X.dtype.kind == "U":
             return [str(x) for x in X]
@@ -72,7 +74,11 @@ def as_image_list(X) -> list:
             out.append(os.fspath(item))
         elif isinstance(item, Image.Image):
             out.append(item)
-        elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
+        elif (
+            isinstance(item, np.ndarray)
+            and item.dtype == np.uint8
+            and item.ndim in (2, 3)
+        ):
             out.append(item)
         else:
             raise ValueError(
@@ -123,7 +129,9 @@ def read_bytes(path: str) -> bytes:
     except FileNotFoundError:
         raise ImageLoadError(f"image {path!r} does not exist.") from None
     except IsADirectoryError:
-        raise ImageLoadError(f"image {path!r} is a directory, not an image file.") from None
+        raise ImageLoadError(
+            f"image {path!r} is a directory, not an image file."
+        ) from None
     except OSError as exc:
         raise ImageLoadError(f"image {path!r} could not be read: {exc}") from None
     if not data:
@@ -131,7 +139,9 @@ def read_bytes(path: str) -> bytes:
     return data
 
 
-def load_image(source, draft_size: int | None = None, index: int | None = None, data=None):
+def load_image(
+    source, draft_size: int | None = None, index: int | None = None, data=None
+):
     """Decode ``source`` into an RGB PIL image.
 
     Parameters
@@ -160,7 +170,9 @@ def load_image(source, draft_size: int | None = None, index: int | None = None, 
         except ImageLoadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(f"image {source!r} is too large to decode safely: {exc}") from None
+            raise ImageLoadError(
+                f"image {source!r} is too large to decode safely: {exc}"
+            ) from None
         except Exception as exc:  # PIL raises many types for bad files
             raise ImageLoadError(
                 f"image {source!r} could not be decoded ({type(exc).__name__}: {exc})."
@@ -222,6 +234,6 @@ def to_rgb(img: Image.Image, name) -> Image.Image:
         return img.convert("RGB")
     except Exception as exc:
         raise ImageLoadError(
-            f"image {name} has mode {mode!r}, which could not be converted to RGB: {exc}"
+            f"image {name} has mode {mode!r}, which could not be converted to "
+            f"RGB: {exc}"
         ) from None
-

@@ -25,8 +25,19 @@ __all__ = ["LRFinder", "lr_sweep", "suggest_lrs"]
 RULES = ("valley", "minimum", "steepest")
 
 
-def lr_sweep(model, param_groups, batches, *, start_lr=1e-7, end_lr=10.0, num_it=100,
-             smooth=0.98, diverge=4.0, weight_decay=0.0, device="cpu"):
+def lr_sweep(
+    model,
+    param_groups,
+    batches,
+    *,
+    start_lr=1e-7,
+    end_lr=10.0,
+    num_it=100,
+    smooth=0.98,
+    diverge=4.0,
+    weight_decay=0.0,
+    device="cpu",
+):
     """Train ``model`` on ``batches`` while the base rate sweeps up.
 
     Parameters
@@ -47,7 +58,10 @@ def lr_sweep(model, param_groups, batches, *, start_lr=1e-7, end_lr=10.0, num_it
         loss of every iteration run. The sweep stops early when the loss
         is NaN/inf or the smoothed loss exceeds ``diverge`` times its best.
     """
-    groups = [{"params": list(params), "lr": start_lr * ratio} for params, ratio in param_groups]
+    groups = [
+        {"params": list(params), "lr": start_lr * ratio}
+        for params, ratio in param_groups
+    ]
     ratios = [ratio for _, ratio in param_groups]
     optimizer = torch.optim.AdamW(groups, lr=start_lr, weight_decay=weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -159,8 +173,18 @@ class LRFinder:
     >>> finder.suggestion_, finder.plot()  # doctest: +SKIP
     """
 
-    def __init__(self, estimator, *, start_lr=1e-7, end_lr=10.0, num_it=100,
-                 stage="precomputed", smooth=0.98, diverge=4.0, random_state=None):
+    def __init__(
+        self,
+        estimator,
+        *,
+        start_lr=1e-7,
+        end_lr=10.0,
+        num_it=100,
+        stage="precomputed",
+        smooth=0.98,
+        diverge=4.0,
+        random_state=None,
+    ):
         self.estimator = estimator
         self.start_lr = start_lr
         self.end_lr = end_lr
@@ -171,20 +195,29 @@ class LRFinder:
         self.random_state = random_state
 
     def _check(self):
-        if not (isinstance(self.start_lr, Real) and isinstance(self.end_lr, Real)
-                and 0 < self.start_lr < self.end_lr):
+        if not (
+            isinstance(self.start_lr, Real)
+            and isinstance(self.end_lr, Real)
+            and 0 < self.start_lr < self.end_lr
+        ):
             raise ValueError(
-                f"LRFinder needs 0 < start_lr < end_lr; got start_lr={self.start_lr!r}, "
+                "LRFinder needs 0 < start_lr < end_lr; "
+                f"got start_lr={self.start_lr!r}, "
                 f"end_lr={self.end_lr!r}."
             )
         if not isinstance(self.num_it, Integral) or self.num_it < 5:
-            raise ValueError(f"LRFinder's num_it must be an int >= 5; got {self.num_it!r}.")
+            raise ValueError(
+                f"LRFinder's num_it must be an int >= 5; got {self.num_it!r}."
+            )
         if self.stage not in ("precomputed", "unfrozen"):
             raise ValueError(
-                f"LRFinder's stage must be 'precomputed' or 'unfrozen'; got {self.stage!r}."
+                "LRFinder's stage must be 'precomputed' or 'unfrozen'; "
+                f"got {self.stage!r}."
             )
         if not 0 <= self.smooth < 1:
-            raise ValueError(f"LRFinder's smooth must be in [0, 1); got {self.smooth!r}.")
+            raise ValueError(
+                f"LRFinder's smooth must be in [0, 1); got {self.smooth!r}."
+            )
 
     def fit(self, X, y):
         """Run the sweep on ``(X, y)`` and compute the suggestions."""
@@ -194,26 +227,44 @@ class LRFinder:
         est = clone(self.estimator)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         if self.stage == "precomputed":
-            est.set_params(epochs=0, n_cycles=0, unfrozen_cycles=0, lr=1e-3,
-                           finetune_lr=1e-4, random_state=seed)
+            est.set_params(
+                epochs=0,
+                n_cycles=0,
+                unfrozen_cycles=0,
+                lr=1e-3,
+                finetune_lr=1e-4,
+                random_state=seed,
+            )
             est.fit(X, y)  # loads the body, caches features, builds the head
             features = est.extractor_.transform(
-                X, batch_size=est.feature_batch_size, verbose=est.verbose)[0]
+                X, batch_size=est.feature_batch_size, verbose=est.verbose
+            )[0]
             y_enc = np.searchsorted(est.classes_, np.asarray(y))
             model = copy.deepcopy(est.net_.module_)
             groups = [(model.parameters(), 1.0)]
             batches = _feature_batches(features, y_enc, est.batch_size, seed)
             device = est.extractor_.device
         else:
-            est.set_params(n_cycles=0, unfrozen_cycles=0, lr=est.lr if est.lr != "auto" else 1e-3,
-                           random_state=seed)
+            est.set_params(
+                n_cycles=0,
+                unfrozen_cycles=0,
+                lr=est.lr if est.lr != "auto" else 1e-3,
+                random_state=seed,
+            )
             est.fit(X, y)
             model, groups, batches, device = est._unfrozen_sweep_setup(X, y, seed)
         with _seeded(seed):
             lrs, losses, smoothed = lr_sweep(
-                model, groups, batches, start_lr=self.start_lr, end_lr=self.end_lr,
-                num_it=self.num_it, smooth=self.smooth, diverge=self.diverge,
-                weight_decay=est.weight_decay, device=device,
+                model,
+                groups,
+                batches,
+                start_lr=self.start_lr,
+                end_lr=self.end_lr,
+                num_it=self.num_it,
+                smooth=self.smooth,
+                diverge=self.diverge,
+                weight_decay=est.weight_decay,
+                device=device,
             )
         self.lrs_, self.losses_, self.smoothed_losses_ = lrs, losses, smoothed
         self.suggestions_ = suggest_lrs(lrs, smoothed)
@@ -226,7 +277,11 @@ class LRFinder:
 
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4))
-        end = len(self.lrs_) - skip_end if len(self.lrs_) > skip_start + skip_end + 2 else None
+        end = (
+            len(self.lrs_) - skip_end
+            if len(self.lrs_) > skip_start + skip_end + 2
+            else None
+        )
         lrs, loss = self.lrs_[skip_start:end], self.smoothed_losses_[skip_start:end]
         ax.plot(lrs, loss, label="smoothed loss")
         ax.set_xscale("log")
@@ -234,7 +289,9 @@ class LRFinder:
         ax.set_ylabel("loss")
         for (name, lr), marker in zip(self.suggestions_.items(), "ovs"):
             y_at = np.interp(np.log(lr), np.log(self.lrs_), self.smoothed_losses_)
-            ax.plot([lr], [y_at], marker=marker, linestyle="none", label=f"{name}: {lr:.2g}")
+            ax.plot(
+                [lr], [y_at], marker=marker, linestyle="none", label=f"{name}: {lr:.2g}"
+            )
         ax.legend()
         return ax
 

@@ -67,7 +67,10 @@ class View:
     def key(self) -> str:
         if self == PLAIN:
             return "plain"
-        return f"flip={int(self.flip)},zoom={self.zoom:.4f},dx={self.dx:.4f},dy={self.dy:.4f}"
+        return (
+            f"flip={int(self.flip)},zoom={self.zoom:.4f},"
+            f"dx={self.dx:.4f},dy={self.dy:.4f}"
+        )
 
 
 PLAIN = View()
@@ -154,7 +157,9 @@ def random_augment(
     if kind is None:
         return render(img, pre, PLAIN)
     if kind not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {AUGMENTATIONS} or None; got {kind!r}.")
+        raise ValueError(
+            f"augment must be one of {AUGMENTATIONS} or None; got {kind!r}."
+        )
     if max_rotate:
         angle = float(rng.uniform(-max_rotate, max_rotate))
         img = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
@@ -162,8 +167,11 @@ def random_augment(
         k = int(rng.integers(4))
         if k:
             img = img.transpose(
-                (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-                 Image.Transpose.ROTATE_270)[k - 1]
+                (
+                    Image.Transpose.ROTATE_90,
+                    Image.Transpose.ROTATE_180,
+                    Image.Transpose.ROTATE_270,
+                )[k - 1]
             )
         if rng.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
@@ -178,5 +186,7 @@ def random_augment(
         brightness = float(rng.uniform(-max_lighting, max_lighting)) * 255.0
         contrast = 1.0 + float(rng.uniform(-max_lighting, max_lighting))
         mean = out.mean()
-        out = np.clip((out - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+        out = np.clip((out - mean) * contrast + mean + brightness, 0, 255).astype(
+            np.uint8
+        )
     return out

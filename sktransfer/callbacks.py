@@ -11,7 +11,9 @@ from skorch.callbacks import Callback
 __all__ = ["SGDR", "sgdr_factor"]
 
 
-def _cycle_lengths(cycle_len: float, cycle_mult: float, steps_per_epoch: int, n_steps: int):
+def _cycle_lengths(
+    cycle_len: float, cycle_mult: float, steps_per_epoch: int, n_steps: int
+):
     """Cycle lengths in batches until ``n_steps`` are covered (at least one)."""
     lengths, total, i = [], 0, 0
     while total < n_steps or not lengths:
@@ -93,8 +95,16 @@ class SGDR(Callback):
     Restarts", ICLR 2017.
     """
 
-    def __init__(self, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0, steps_per_epoch=None,
-                 snapshot=False, keep_best=False, monitor="valid_loss"):
+    def __init__(
+        self,
+        cycle_len=1.0,
+        cycle_mult=1.0,
+        min_ratio=0.0,
+        steps_per_epoch=None,
+        snapshot=False,
+        keep_best=False,
+        monitor="valid_loss",
+    ):
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
         self.min_ratio = min_ratio
@@ -107,8 +117,13 @@ class SGDR(Callback):
         _check_schedule(self.cycle_len, self.cycle_mult, self.min_ratio)
 
     def factor(self, step, steps_per_epoch):
-        return sgdr_factor(step, steps_per_epoch=steps_per_epoch, cycle_len=self.cycle_len,
-                           cycle_mult=self.cycle_mult, min_ratio=self.min_ratio)
+        return sgdr_factor(
+            step,
+            steps_per_epoch=steps_per_epoch,
+            cycle_len=self.cycle_len,
+            cycle_mult=self.cycle_mult,
+            min_ratio=self.min_ratio,
+        )
 
     def simulate(self, steps_per_epoch, n_epochs, base_lr=1.0):
         """The learning rate of every batch of ``n_epochs`` epochs."""
@@ -119,7 +134,9 @@ class SGDR(Callback):
     def cycle_ends(self, steps_per_epoch, n_steps):
         """Batch indices (exclusive) at which cycles end, up to ``n_steps``."""
         ends, total = [], 0
-        for length in _cycle_lengths(self.cycle_len, self.cycle_mult, steps_per_epoch, n_steps):
+        for length in _cycle_lengths(
+            self.cycle_len, self.cycle_mult, steps_per_epoch, n_steps
+        ):
             total += length
             if total <= n_steps:
                 ends.append(total)

@@ -1,17 +1,41 @@
-"""Loaders that turn photo collections on disk into ``(X, y)``."""
+"""Loaders that turn photo collections on disk into ``(X, y)``, and a quick
+look at the sizes of the images before choosing ``image_size``."""
 
 from __future__ import annotations
 
+import csv
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageSizeSummary",
+    "image_size_summary",
+    "load_image_csv",
+    "load_image_folder",
+]
 
 #: File name endings treated as images (case-insensitive).
 IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
 )
+
+#: Most items named in one error message; the rest are counted.
+_LIST_AT_MOST = 50
 
 
 def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
@@ -35,6 +59,10 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     y : ndarray of str, shape (n_images,)
         The class (sub-folder name) of each image.
 
+    See Also
+    --------
+    load_image_csv : images in one folder, labels in a CSV file.
+
     Examples
     --------
     >>> X, y = load_image_folder("data/dogscats", split="train")  # doctest: +SKIP
@@ -46,7 +74,9 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
     exts = tuple(e.lower() for e in extensions)
     paths, labels, empty = [], [], []
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not class_dirs:
         raise ValueError(f"image folder {str(root)!r} has no class sub-folders.")
     for class_dir in class_dirs:
@@ -63,3 +93,460 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
             f"(looked for {', '.join(exts)})."
         )
     return np.asarray(paths), np.asarray(labels)
+
+
+# -- labels in a CSV file -------------------------------------------------------
+
+
+def load_image_csv(
+    csv_path,
+    image_dir,
+    *,
+    id_column=None,
+    label_column=None,
+    suffix=None,
+    label_sep=None,
+):
+    """Paths and labels from a Kaggle-style ``labels.csv`` and a folder of images.
+
+    Each row names an image (its id, with or without the file extension) and
+    its label(s). The file must have a header row; ``.tsv`` files are read
+    tab-separated, all others comma-separated.
+
+    Parameters
+    ----------
+    csv_path : str or path-like
+        The CSV file.
+    image_dir : str or path-like
+        The folder the ids are relative to (ids may hold sub-folders).
+    id_column : str or int, default=None
+        The column of image ids, by header name or position; None is the
+        first column.
+    label_column : str or int, default=None
+        The column of labels, by header name or position; None is the second
+        column.
+    suffix : str, default=None
+        Appended to every id to make the file name (``".jpg"``, or
+        ``"_rgb.png"``). None: an id that names a file is used as it is, and
+        an id without an image extension matches the one image file named
+        ``id + extension`` (any of :data:`IMAGE_EXTENSIONS`).
+    label_sep : str, default=None
+        For multi-label data: the separator between the labels of one image
+        (``" "`` splits on any whitespace). Labels are stripped, empty ones
+        and repeats dropped.
+
+    Returns
+    -------
+    X : ndarray of str, shape (n_images,)
+        Image paths, in the order of the rows.
+    y : ndarray of str, shape (n_images,), or list of lists of str
+        The label of each image, or with ``label_sep`` the list of its
+        labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        The CSV file or the image folder does not exist, or images named in
+        the CSV are missing (all of them are counted in one error, the first
+        50 named; the full list is the error's ``missing`` attribute).
+    ValueError
+        A column is not in the file, an id appears twice (or two ids name
+        the same file), a row has an empty id or label, an id matches
+        several files, or the file has no rows.
+
+    See Also
+    --------
+    load_image_folder : images sorted into one sub-folder per class.
+
+    Examples
+    --------
+    >>> X, y = load_image_csv("labels.csv", "train", suffix=".jpg")  # doctest: +SKIP
+    >>> X, tags = load_image_csv(
+    ...     "train_v2.csv", "train-jpg", label_column="tags", label_sep=" "
+    ... )  # doctest: +SKIP
+    """
+    csv_path = Path(csv_path).expanduser()
+    image_dir = Path(image_dir).expanduser()
+    name = repr(str(csv_path))
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV file {name} does not exist.")
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder {str(image_dir)!r} does not exist.")
+    header, rows = _read_csv(csv_path)
+    id_at = _column(header, id_column, 0, "id_column", name)
+    label_at = _column(header, label_column, 1, "label_column", name)
+    if id_at == label_at:
+        raise ValueError(
+            f"id_column and label_column are the same column ({header[id_at]!r}) "
+            f"of {name}."
+        )
+    if not rows:
+        raise ValueError(f"CSV file {name} has a header but no rows.")
+
+    ids, labels, short, blank_ids, blank_labels = [], [], [], [], []
+    for line, row in rows:
+        if len(row) <= max(id_at, label_at):
+            short.append(line)
+            continue
+        image_id, label = row[id_at].strip(), row[label_at].strip()
+        if label_sep is not None:
+            label = _split_labels(label, label_sep)
+        if not image_id:
+            blank_ids.append(line)
+        if not label:
+            blank_labels.append(line)
+        ids.append((line, image_id))
+        labels.append(label)
+    if short:
+        raise ValueError(
+            f"{len(short)} rows of {name} have fewer than "
+            f"{max(id_at, label_at) + 1} fields: lines {_some(short)}."
+        )
+    if blank_ids:
+        raise ValueError(
+            f"{len(blank_ids)} rows of {name} have an empty id "
+            f"(column {header[id_at]!r}): lines {_some(blank_ids)}."
+        )
+    if blank_labels:
+        raise ValueError(
+            f"{len(blank_labels)} rows of {name} have an empty label "
+            f"(column {header[label_at]!r}): lines {_some(blank_labels)}; drop those "
+            "rows or give them a class."
+        )
+    _check_unique(ids, f"ids in column {header[id_at]!r} of {name}")
+
+    resolver = _FileResolver(image_dir, suffix)
+    paths, missing, ambiguous = [], [], []
+    for line, image_id in ids:
+        path, matches = resolver.resolve(image_id)
+        if path is None and matches:
+            ambiguous.append(f"{image_id!r} (line {line}): {', '.join(matches)}")
+        elif path is None:
+            missing.append(image_id)
+        paths.append(path)
+    if ambiguous:
+        raise ValueError(
+            f"{len(ambiguous)} ids in {name} match several image files in "
+            f"{str(image_dir)!r}; pass suffix= to choose: {_some(ambiguous)}."
+        )
+    if missing:
+        hint = (
+            " None was found: is image_dir right, or do the files need suffix=?"
+            if len(missing) == len(ids)
+            else ""
+        )
+        error = FileNotFoundError(
+            f"{len(missing)} of {len(ids)} images named in {name} (column "
+            f"{header[id_at]!r}) are not in {str(image_dir)!r}"
+            f"{f' with suffix {suffix!r}' if suffix else ''}: "
+            f"{_some([repr(m) for m in missing])}.{hint}"
+        )
+        error.missing = missing
+        raise error
+    _check_unique(
+        [(line, p) for (line, _), p in zip(ids, paths, strict=True)],
+        f"image files named in {name}",
+    )
+    y = labels if label_sep is not None else np.asarray(labels)
+    return np.asarray(paths), y
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"CSV file {str(path)!r} is empty.") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"CSV file {str(path)!r} could not be read: {exc}"
+            ) from None
+        rows = []
+        try:
+            for row in reader:
+                if any(cell.strip() for cell in row):  # blank lines are skipped
+                    rows.append((reader.line_num, row))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"CSV file {str(path)!r} could not be read near line "
+                f"{reader.line_num}: {exc}"
+            ) from None
+    return [h.strip() for h in header], rows
+
+
+def _column(header: list[str], column, default: int, param: str, name: str) -> int:
+    if column is None:
+        column = default
+    if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
+        if -len(header) <= column < len(header):
+            return int(column) % len(header)
+        raise ValueError(
+            f"{param}={column} is not a column of {name}, which has "
+            f"{len(header)} column(s): {header}."
+        )
+    if isinstance(column, str):
+        if column in header:
+            return header.index(column)
+        raise ValueError(
+            f"{param}={column!r} is not a column of {name}; its columns are {header}."
+        )
+    raise ValueError(
+        f"{param} must be a column name (str) or position (int); got {column!r}."
+    )
+
+
+def _split_labels(cell: str, sep: str) -> list[str]:
+    parts = cell.split() if sep.isspace() else cell.split(sep)
+    return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def _check_unique(items: list[tuple[int, str]], what: str) -> None:
+    first: dict[str, int] = {}
+    repeated = []
+    for line, item in items:
+        if item in first:
+            repeated.append(f"{item!r} (lines {first[item]} and {line})")
+        else:
+            first[item] = line
+    if repeated:
+        raise ValueError(f"{len(repeated)} {what} appear twice: {_some(repeated)}.")
+
+
+def _some(items: list) -> str:
+    shown = ", ".join(str(i) for i in items[:_LIST_AT_MOST])
+    more = len(items) - _LIST_AT_MOST
+    return shown + (f", ... and {more} more" if more > 0 else "")
+
+
+class _FileResolver:
+    """Turns ids into file paths, listing each folder once (an ``exists``
+    call per id is slow on network file systems with 100,000 images)."""
+
+    def __init__(self, image_dir: Path, suffix: str | None):
+        self.image_dir = image_dir
+        self.suffix = suffix
+        self._listings: dict[Path, tuple[set[str], dict[str, list[str]]]] = {}
+
+    def _listing(self, folder: Path):
+        if folder not in self._listings:
+            names: set[str] = set()
+            by_stem: dict[str, list[str]] = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if not entry.is_file():
+                            continue
+                        names.add(entry.name)
+                        stem, ext = os.path.splitext(entry.name)
+                        if ext.lower() in IMAGE_EXTENSIONS:
+                            by_stem.setdefault(stem, []).append(entry.name)
+            except OSError:
+                pass  # a missing sub-folder: its ids are reported missing
+            self._listings[folder] = names, by_stem
+        return self._listings[folder]
+
+    def resolve(self, image_id: str) -> tuple[str | None, list[str]]:
+        """``(path, [])`` when found, ``(None, candidates)`` when ambiguous,
+        ``(None, [])`` when missing."""
+        file_name = image_id + self.suffix if self.suffix else image_id
+        target = self.image_dir / file_name
+        names, by_stem = self._listing(target.parent)
+        if target.name in names:
+            return str(target), []
+        if self.suffix or Path(target.name).suffix.lower() in IMAGE_EXTENSIONS:
+            return None, []
+        matches = sorted(by_stem.get(target.name, []))
+        if len(matches) == 1:
+            return str(target.parent / matches[0]), []
+        return None, matches
+
+
+# -- image sizes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSizeSummary:
+    """Sizes, modes and formats of a collection of images.
+
+    Sizes are as the images are used: width and height are swapped for JPEG
+    and TIFF files whose EXIF orientation turns them by 90 degrees.
+
+    Attributes
+    ----------
+    n_images : int
+        Images looked at.
+    n_readable : int
+        Images whose header could be read.
+    width, height : dict
+        ``min``, ``q05``, ``q25``, ``median``, ``q75``, ``q95`` and ``max``
+        in pixels (None when no image could be read).
+    modes : dict
+        Number of images per PIL mode (``"RGB"``, ``"L"``, ``"P"``, ...),
+        most frequent first.
+    formats : dict
+        Number of images per file format (``"JPEG"``, ``"PNG"``, ...), most
+        frequent first; ``"array"`` and ``"PIL"`` for in-memory images.
+    unreadable : list of (str, str)
+        Each image that could not be opened, with the reason.
+    widths, heights : ndarray of int
+        The size of each readable image, in input order.
+    """
+
+    n_images: int
+    n_readable: int
+    width: dict
+    height: dict
+    modes: dict
+    formats: dict
+    unreadable: list
+    widths: np.ndarray = field(repr=False)
+    heights: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """Everything but the per-image arrays, as plain Python values."""
+        return {
+            "n_images": self.n_images,
+            "n_readable": self.n_readable,
+            "width": dict(self.width),
+            "height": dict(self.height),
+            "modes": dict(self.modes),
+            "formats": dict(self.formats),
+            "unreadable": list(self.unreadable),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{self.n_readable} of {self.n_images} images readable"]
+        if self.n_readable:
+            keys = list(self.width)
+            lines.append("        " + "".join(f"{k:>8}" for k in keys))
+            for axis, stats in (("width", self.width), ("height", self.height)):
+                lines.append(f"{axis:<8}" + "".join(f"{stats[k]:>8g}" for k in keys))
+        lines.append("modes:   " + _counts(self.modes))
+        lines.append("formats: " + _counts(self.formats))
+        for image, reason in self.unreadable[:10]:
+            lines.append(f"unreadable: {image}: {reason}")
+        if len(self.unreadable) > 10:
+            lines.append(f"... and {len(self.unreadable) - 10} more unreadable")
+        return "\n".join(lines)
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+
+def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
+    """Sizes, modes and formats of images, from their headers only.
+
+    Opens each file without decoding its pixels, so it takes seconds for
+    100,000 photos. Files that cannot be opened are listed, never raised:
+    decoding errors further into a file (a truncated JPEG) are not seen
+    here.
+
+    Parameters
+    ----------
+    X : sequence of images
+        Paths (or PIL images, or uint8 arrays), as passed to ``fit``.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Returns
+    -------
+    ImageSizeSummary
+
+    See Also
+    --------
+    sktransfer.plotting.plot_image_sizes : histograms of widths and heights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> summary = image_size_summary(np.zeros((3, 20, 30, 3), dtype=np.uint8))
+    >>> summary.width["median"], summary.height["max"], summary.formats
+    (30.0, 20, {'array': 3})
+    """
+    from ._images import MAX_IMAGE_PIXELS, as_image_list
+
+    sources = as_image_list(X)
+    widths, heights, unreadable = [], [], []
+    modes: Counter = Counter()
+    formats: Counter = Counter()
+    items = sources
+    if verbose:
+        from tqdm.auto import tqdm
+
+        items = tqdm(sources, desc="image sizes", unit="img", leave=False)
+    for i, source in enumerate(items):
+        try:
+            width, height, mode, fmt = _header(source)
+        except Exception as exc:  # PIL raises many types for bad files
+            name = source if isinstance(source, str) else f"X[{i}]"
+            unreadable.append((name, f"{type(exc).__name__}: {exc}"))
+            continue
+        if width * height > MAX_IMAGE_PIXELS:
+            unreadable.append(
+                (
+                    source if isinstance(source, str) else f"X[{i}]",
+                    f"{width}x{height} is more than {MAX_IMAGE_PIXELS:,} pixels",
+                )
+            )
+            continue
+        widths.append(width)
+        heights.append(height)
+        modes[mode] += 1
+        formats[fmt] += 1
+    widths_arr = np.asarray(widths, dtype=np.int64)
+    heights_arr = np.asarray(heights, dtype=np.int64)
+    return ImageSizeSummary(
+        n_images=len(sources),
+        n_readable=len(widths),
+        width=_size_stats(widths_arr),
+        height=_size_stats(heights_arr),
+        modes=dict(modes.most_common()),
+        formats=dict(formats.most_common()),
+        unreadable=unreadable,
+        widths=widths_arr,
+        heights=heights_arr,
+    )
+
+
+#: EXIF orientations that turn the picture by 90 or 270 degrees.
+_TRANSPOSING = {5, 6, 7, 8}
+
+
+def _header(source) -> tuple[int, int, str, str]:
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return source.size[0], source.size[1], source.mode, source.format or "PIL"
+    if isinstance(source, np.ndarray):
+        height, width = source.shape[:2]
+        channels = source.shape[2] if source.ndim == 3 else 1
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
+        return int(width), int(height), mode, "array"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(source) as img:  # reads the header, not the pixels
+            width, height = img.size
+            if img.format in ("JPEG", "MPO", "TIFF"):
+                # EXIF of these sits before the pixels: no decoding needed
+                if img.getexif().get(0x0112, 1) in _TRANSPOSING:
+                    width, height = height, width
+            return width, height, img.mode, img.format or "unknown"
+
+
+def _size_stats(values: np.ndarray) -> dict:
+    keys = ("min", "q05", "q25", "median", "q75", "q95", "max")
+    if values.size == 0:
+        return dict.fromkeys(keys)
+    q05, q25, median, q75, q95 = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {
+        "min": int(values.min()),
+        "q05": float(q05),
+        "q25": float(q25),
+        "median": float(median),
+        "q75": float(q75),
+        "q95": float(q95),
+        "max": int(values.max()),
+    }

@@ -31,6 +31,7 @@ from ._features import (
 )
 from ._finetune import (
     GroupedNet,
+    adamw_options,
     ImageDataset,
     TransferNet,
     group_parameters,
@@ -478,6 +479,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
+            **{f"optimizer__{k}": v for k, v in adamw_options().items()},
             lr=self.lr_,
             batch_size=min(self.batch_size, 32),
             train_split=train_split,
@@ -607,6 +609,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
+            **{f"optimizer__{k}": v for k, v in adamw_options().items()},
             lr=lr,
             max_epochs=self.epochs,
             batch_size=self.batch_size,

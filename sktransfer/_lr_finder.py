@@ -103,7 +103,8 @@ def suggest_lrs(lrs, smoothed) -> dict:
 
     ``"minimum"``: a tenth of the rate at the lowest smoothed loss (the
     lesson's reading of the plot). ``"steepest"``: the rate where the
-    smoothed loss falls fastest per log-rate step, before the minimum.
+    smoothed loss falls fastest per log-rate step, between the first tenth
+    of the sweep (where the smoothing is still warming up) and the minimum.
     ``"valley"``: two thirds of the way down the longest stretch over which
     the smoothed loss only falls (small bumps below 1% of the loss range
     allowed).
@@ -117,9 +118,12 @@ def suggest_lrs(lrs, smoothed) -> dict:
         )
     i_min = int(np.argmin(loss))
     out = {"minimum": float(lrs[i_min] / 10)}
-    upto = max(i_min, 2)
-    slope = np.gradient(loss[: upto + 1], np.log(lrs[: upto + 1]))
-    out["steepest"] = float(lrs[int(np.argmin(slope))])
+    # The first tenth of the sweep is skipped: there the smoothed loss is
+    # still warming up and its noise, not the rate, sets the slope.
+    skip = min(len(loss) // 10, max(i_min - 2, 0))
+    upto = max(i_min, skip + 2)
+    slope = np.gradient(loss[skip : upto + 1], np.log(lrs[skip : upto + 1]))
+    out["steepest"] = float(lrs[skip + int(np.argmin(slope))])
     # Longest run where the loss keeps falling (allowing tiny bumps).
     tol = 0.01 * (np.nanmax(loss) - np.nanmin(loss) + 1e-12)
     best_start, best_len, start = 0, 1, 0
@@ -246,7 +250,7 @@ class LRFinder:
             y_enc = np.searchsorted(est.classes_, np.asarray(y))
             model = copy.deepcopy(est.net_.module_)
             groups = [(model.parameters(), 1.0)]
-            batches = _feature_batches(features, y_enc, est.batch_size, seed)
+            batches = feature_batches(features, y_enc, est.batch_size, seed)
             device = est.extractor_.device
         else:
             est.set_params(
@@ -312,22 +316,41 @@ class LRFinder:
         return ax
 
 
-def _feature_batches(features, y, batch_size, seed):
-    """Mini-batches cycling through shuffled data, reshuffled every pass."""
-    n = len(features)
+def cycling_batches(n, batch_size, seed, take):
+    """``batches(i)``: the i-th mini-batch of a sweep over ``n`` samples.
+
+    The data is cycled with a fresh seeded shuffle on every pass, so small
+    data sets still give as many iterations as the sweep needs; ``take``
+    turns an index array into an ``(x, y)`` pair.
+    """
     batch_size = min(batch_size, n)
-    rng = np.random.default_rng(seed)
     per_pass = max(1, n // batch_size)
+    rng = np.random.default_rng(seed)
     orders = {}
-    X_t = torch.as_tensor(features)
-    y_t = torch.as_tensor(y, dtype=torch.int64)
 
     def batches(i):
         p, b = divmod(i, per_pass)
         if p not in orders:
             orders.clear()
             orders[p] = rng.permutation(n)
-        idx = orders[p][b * batch_size : (b + 1) * batch_size]
-        return X_t[idx], y_t[idx]
+        return take(orders[p][b * batch_size : (b + 1) * batch_size])
 
     return batches
+
+
+def feature_batches(features, y, batch_size, seed):
+    X_t = torch.as_tensor(features)
+    y_t = torch.as_tensor(y, dtype=torch.int64)
+    return cycling_batches(
+        len(features), batch_size, seed, lambda idx: (X_t[idx], y_t[idx])
+    )
+
+
+def dataset_batches(dataset, batch_size, seed):
+    def take(idx):
+        items = [dataset[j] for j in idx]
+        x = torch.stack([item[0] for item in items])
+        y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
+        return x, y
+
+    return cycling_batches(len(dataset), batch_size, seed, take)

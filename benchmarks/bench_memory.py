@@ -14,9 +14,8 @@ Modes:
   images whatever the size, which keeps 50,000 images quick on a CPU.
 * ``warm``: distinct generated 8x8 PNGs, every feature already in a
   temporary cache (filled beforehand with random vectors under the right
-  keys): the body never runs, ``transform`` is fingerprints plus cache reads.
-  ``--streaming`` runs it with the cache-filling step that streams vectors
-  into the output (the change suggested for ``_features.py``).
+  keys): the body never runs, ``transform`` is fingerprints plus cache reads,
+  streamed from the database straight into the output array.
 
 Run alone on an idle machine::
 
@@ -87,32 +86,11 @@ def transformer(cache):
     ).fit()
 
 
-def streaming_fill_from_cache(self, out, key, fingerprints, todo=None):
-    """The suggested ``FeatureExtractor._fill_from_cache``: vectors go from
-    the cache straight into ``out``, 500 at a time, instead of a dict of all
-    of them first."""
-    if todo is None:
-        todo = range(len(fingerprints))
-    if self.cache is None:
-        return list(todo)
-    where: dict[str, list[int]] = {}
-    for i in todo:
-        where.setdefault(fingerprints[i], []).append(i)
-    for fp, vec in self.cache.iter_many(key, list(where)):
-        if vec.shape[0] == out.shape[1] and fp in where:
-            out[where.pop(fp)] = vec
-    return sorted(i for rows in where.values() for i in rows)
-
-
 def child(args) -> None:
     """Measure one size; print one JSON line."""
     import numpy as np
 
     paths = Path(args.list).read_text().split("\n")[: args.n]
-    if args.streaming:
-        from sktransfer._features import FeatureExtractor
-
-        FeatureExtractor._fill_from_cache = streaming_fill_from_cache
     model = transformer(args.cache)
     model.transform(paths[:32])  # warm-up: allocator pools, oneDNN primitives
     before = reset_peak_rss()
@@ -181,7 +159,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--mode", choices=["cold", "warm"], default="cold")
-    parser.add_argument("--streaming", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--list", help=argparse.SUPPRESS)
@@ -209,10 +186,7 @@ def main():
         what = (
             "cache=None, symlinks to 2,000 photos"
             if args.mode == "cold"
-            else (
-                "warm cache, distinct generated images"
-                + (", streaming fill" if args.streaming else "")
-            )
+            else "warm cache, distinct generated images"
         )
         print(f"\nmobilenet_v2, image_size=64, fp32, CPU; {what}\n")
         print(
@@ -232,8 +206,6 @@ def main():
                 str(listing),
                 *cache_args,
             ]
-            if args.streaming:
-                command.append("--streaming")
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             result = subprocess.run(command, capture_output=True, text=True, env=env)
             if result.returncode != 0:

@@ -28,6 +28,22 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def forward_count(monkeypatch):
+    """Number of images that went through the body in this process."""
+    from sktransfer._features import FeatureExtractor
+
+    counter = {"n": 0}
+    original = FeatureExtractor.forward
+
+    def counting_forward(self, batch):
+        counter["n"] += len(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(FeatureExtractor, "forward", counting_forward)
+    return counter
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     """Every test gets its own default cache directory."""

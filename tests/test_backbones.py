@@ -21,16 +21,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EFFICIENTNET_LITE0 = WEIGHTS / "tf_efficientnet_lite0-imagenet.pth"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared cores of the test machines, more
-    threads oversubscribe and make each forward pass many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty torch hub directory, and a network that always fails."""

@@ -23,16 +23,6 @@ from sktransfer import (
 from sktransfer._features import FeatureExtractor
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is several
-    times faster than two competing ones. Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def images(tmp_path):
     X, y = make_images(tmp_path / "images")

@@ -28,33 +28,8 @@ from sktransfer import (
     PretrainedFeatures,
     PretrainedImageClassifier,
 )
-from sktransfer._features import FeatureExtractor
 
 N_IMAGES = 12  # make_images' default: 6 per class, 2 classes
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared cores of the test machines, more
-    threads oversubscribe and make each tiny forward pass ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def forward_count(monkeypatch):
-    """Number of images that went through the body in this process."""
-    counter = {"n": 0}
-    original = FeatureExtractor.forward
-
-    def counting_forward(self, batch):
-        counter["n"] += len(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(FeatureExtractor, "forward", counting_forward)
-    return counter
 
 
 def transformer(cache, **params):

@@ -17,15 +17,6 @@ from torch import nn
 from sktransfer.callbacks import SGDR, sgdr_factor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the test machines have 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def closed_form(step, spe, cycle_len, cycle_mult):
     """SGDR in closed form (cycle lengths that are whole numbers of batches).
 

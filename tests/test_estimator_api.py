@@ -40,16 +40,6 @@ LEARNS = dict(epochs=10, lr=3e-2, hidden_sizes=(), dropout=0.0)
 # --- fixtures ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is several
-    times faster than two competing ones. Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("api")

@@ -42,29 +42,6 @@ from sktransfer._images import fingerprint
 CACHE_MODULE = sktransfer._cache.__file__
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: more oversubscribe the 2 shared test cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def forward_count(monkeypatch):
-    """Number of images that went through the body in this process."""
-    counter = {"n": 0}
-    original = FeatureExtractor.forward
-
-    def counting_forward(self, batch):
-        counter["n"] += len(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(FeatureExtractor, "forward", counting_forward)
-    return counter
-
-
 def expected(key: str, dim: int = 64) -> np.ndarray:
     """The vector stored under ``key``: its first value is the key's number,
     the rest follow from it, so any mix-up or truncation shows."""

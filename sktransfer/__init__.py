@@ -6,9 +6,10 @@ from ._classifier import PretrainedImageClassifier
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
+from ._transforms import augmented_copies
 from .callbacks import SGDR
 from .datasets import image_size_summary, load_image_csv, load_image_folder
-from .plotting import plot_image_sizes
+from .plotting import plot_augmentations, plot_image_sizes
 
 __version__ = "0.1.0"
 
@@ -21,10 +22,12 @@ __all__ = [
     "PretrainedFeatures",
     "PretrainedImageClassifier",
     "WeightsUnavailableError",
+    "augmented_copies",
     "available_backbones",
     "default_cache_dir",
     "image_size_summary",
     "load_image_csv",
     "load_image_folder",
+    "plot_augmentations",
     "plot_image_sizes",
 ]

@@ -52,6 +52,9 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     pooled features are computed once per image (and cached on disk, shared
     by clones, folds and grid candidates); a new head of BatchNorm, Dropout
     and Linear layers is trained on them with Adam and cosine annealing.
+    Optional further stages train the head on augmented photos, then
+    fine-tune the unfrozen network with SGDR and differential learning
+    rates (the fast.ai 2018 recipe); see :meth:`fit`.
 
     Parameters
     ----------
@@ -68,15 +71,39 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         Overrides of the weights' preset (``resize_size``, ``crop_size``,
         ``mean``, ``std``, ``interpolation``).
     precompute : bool, default=True
-        Train the head on cached features of the frozen body.
+        Run stage 1: train the head on cached features of the frozen body.
+        With False the head starts on augmented images (stage 2).
     hidden_sizes : tuple of int, default=(512,)
         Sizes of the head's hidden layers; ``()`` for a linear head.
     dropout : float, default=0.5
         Dropout before the last Linear layer (half of it before the others).
-    lr : float, default=1e-3
-        Learning rate of the head (Adam).
+    lr : float or "auto", default=1e-3
+        Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
+        the learning-rate finder on the training data inside ``fit``.
     epochs : int, default=8
-        Epochs of head training on precomputed features, one cosine cycle.
+        Stage 1: epochs on precomputed features, one cosine cycle.
+    n_cycles : int, default=0
+        Stage 2: SGDR cycles of ``cycle_len`` epochs training the head on
+        augmented images through the frozen body.
+    cycle_len : float, default=1
+        Epochs of the first SGDR cycle of stages 2 and 3 (fractions allowed).
+    cycle_mult : float, default=1
+        Stage 3: each cycle is ``cycle_mult`` times longer than the last.
+    unfreeze : bool or int, default=False
+        Stage 3 trains the body too: True unfreezes every layer group, an
+        int ``k`` only groups ``k`` and later (0 early, 1 middle, 2 late).
+    unfrozen_cycles : int, default=0
+        Stage 3: number of SGDR cycles with the body unfrozen.
+    finetune_lr : float or "auto", default=1e-4
+        Stage 3 learning rate of the late group and the head.
+    lr_mult : float or tuple of 3 floats, default=10
+        Ratio between neighbouring layer groups' rates (``10`` gives
+        ``[lr/100, lr/10, lr]``), or explicit rates for the early, middle and
+        late groups.
+    augment : {"side_on", "top_down"} or None, default="side_on"
+        Augmentation of training images in stages 2 and 3.
+    max_zoom : float, default=1.1
+        Largest random zoom of the augmentation.
     batch_size : int, default=64
         Mini-batch size of head training.
     weight_decay : float, default=1e-2
@@ -84,6 +111,18 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     tta : int, default=0
         Number of augmented views (mirror, zoomed and shifted crops)
         averaged with the plain view in ``predict_proba``.
+    validation_fraction : float, default=None
+        Hold out this stratified fraction of the training data; its loss and
+        accuracy are recorded per epoch in ``history_``.
+    early_stopping : bool, default=False
+        With a validation fraction, stop a stage after 3 epochs without
+        improvement of the validation loss and keep its best weights.
+    warm_start : bool, default=False
+        A new ``fit`` continues from the current head and body weights.
+    on_error : {"raise", "skip"}, default="raise"
+        What ``fit`` does with images that cannot be read or decoded:
+        ``"raise"`` lists them all in one error before training; ``"skip"``
+        leaves them out, warns, and lists them in ``skipped_``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Numeric precision of the body's forward pass. ``"auto"`` uses bf16
         autocast where the hardware runs bf16 natively, fp32 elsewhere.
@@ -112,7 +151,13 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     net_ : skorch.NeuralNetClassifier
         The trained head (on pooled features of ``extractor_``'s body).
     history_ : list of dict
-        One record per epoch: stage, epoch, lr, train_loss.
+        One record per epoch: stage (``"precomputed"``, ``"augmented"``,
+        ``"unfrozen"``), epoch, lrs (per layer group), train_loss,
+        valid_loss, valid_acc, seconds.
+    lr_, finetune_lr_ : float or None
+        The rates used (found by the finder when set to ``"auto"``).
+    skipped_ : list
+        Images left out with ``on_error="skip"``.
 
     See Also
     --------
@@ -155,6 +200,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "early_stopping": ["boolean"],
         "warm_start": ["boolean"],
+        "on_error": [StrOptions({"raise", "skip"})],
         "feature_batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -187,6 +233,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction=None,
         early_stopping=False,
         warm_start=False,
+        on_error="raise",
         precision="auto",
         feature_batch_size=32,
         device="auto",
@@ -218,6 +265,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
         self.warm_start = warm_start
+        self.on_error = on_error
         self.precision = precision
         self.feature_batch_size = feature_batch_size
         self.device = device
@@ -267,11 +315,6 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         fingerprints = image_fingerprints(sources, bad)
         self._group_lrs(1.0)  # validates lr_mult before any work
         continuing = self.warm_start and hasattr(self, "net_")
-        if continuing and not np.array_equal(classes, self.classes_):
-            raise ValueError(
-                "warm_start=True needs the same classes as the previous fit: "
-                f"had {self.classes_.tolist()}, got {classes.tolist()}."
-            )
         extractor = self._make_extractor(continuing)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
@@ -286,8 +329,8 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             and not (self.precompute and self.epochs > 0)
         ):
             self.lr_ = self.net_.lr
-        train_idx, valid_idx = self._split(y_encoded, seed)
         features = None
+        raising = self.on_error == "raise"
         if self.precompute and self.epochs > 0:
             features = extractor.transform(
                 sources,
@@ -296,12 +339,38 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 verbose=self.verbose,
                 fingerprints=fingerprints,
                 bad=bad,
+                raise_errors=raising,
             )[0]
         else:  # training reads the images later: check them all now
             check_decodable(
                 sources, fingerprints, bad, extractor.preprocessing.resize_size
             )
-            raise_bad_images(bad, len(sources))
+        skipped = []
+        if bad:
+            if raising:
+                raise_bad_images(bad, len(sources))
+            skipped = [
+                sources[i] if isinstance(sources[i], str) else i for i in sorted(bad)
+            ]
+            keep = [i for i in range(len(sources)) if i not in bad]
+            warnings.warn(
+                f"on_error='skip': {len(bad)} of {len(sources)} images could not "
+                "be used and were left out of training (listed in skipped_):\n"
+                + "\n".join(f"  {bad[i]}" for i in sorted(bad)[:20]),
+                UserWarning,
+                stacklevel=3,
+            )
+            sources = [sources[i] for i in keep]
+            fingerprints = [fingerprints[i] for i in keep]
+            if features is not None:
+                features = features[keep]
+            classes, y_encoded = _encode_labels(classes[y_encoded[keep]], len(keep))
+        if continuing and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                "warm_start=True needs the same classes as the previous fit: "
+                f"had {self.classes_.tolist()}, got {classes.tolist()}."
+            )
+        train_idx, valid_idx = self._split(y_encoded, seed)
         history = list(self.history_) if continuing else []
         with _seeded(seed):
             net = (
@@ -344,6 +413,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         if tuned:
             extractor = extractor.with_tuned_body()
         self.classes_ = classes
+        self.skipped_ = skipped
         self.n_features_ = extractor.n_features
         self.extractor_ = extractor
         self.net_ = net

@@ -120,7 +120,14 @@ class FeatureExtractor:
         return out.float().cpu().numpy()
 
     def transform(
-        self, X, views=(PLAIN,), batch_size=32, verbose=0, fingerprints=None, bad=None
+        self,
+        X,
+        views=(PLAIN,),
+        batch_size=32,
+        verbose=0,
+        fingerprints=None,
+        bad=None,
+        raise_errors=True,
     ):
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
@@ -129,7 +136,9 @@ class FeatureExtractor:
         previous batch. Every finished batch is written to the cache at
         once, so an error or an interruption loses nothing already computed.
         Images that cannot be decoded are collected and reported together
-        in one error, after every good image has been computed and cached.
+        in one error, after every good image has been computed and cached;
+        with ``raise_errors=False`` they are only recorded in ``bad`` (index
+        -> message) and their rows are left undefined.
         """
         sources = as_image_list(X) if fingerprints is None else X
         bad = {} if bad is None else bad
@@ -158,7 +167,8 @@ class FeatureExtractor:
                     verbose,
                     bad,
                 )
-        raise_bad_images(bad, len(sources), cached=self.cache is not None)
+        if raise_errors:
+            raise_bad_images(bad, len(sources), cached=self.cache is not None)
         return out
 
     def _fill_from_cache(self, out, key, fingerprints, todo=None):

@@ -173,6 +173,11 @@ def load_image(
             raise ImageLoadError(
                 f"image {source!r} is too large to decode safely: {exc}"
             ) from None
+        except Image.UnidentifiedImageError:
+            raise ImageLoadError(
+                f"image {source!r} could not be decoded: not a recognised image "
+                "format (is it really an image file?)."
+            ) from None
         except Exception as exc:  # PIL raises many types for bad files
             raise ImageLoadError(
                 f"image {source!r} could not be decoded ({type(exc).__name__}: {exc})."

@@ -190,3 +190,45 @@ def random_augment(
             np.uint8
         )
     return out
+
+
+def augmented_copies(
+    image,
+    n=8,
+    *,
+    augment="side_on",
+    image_size=224,
+    max_zoom=1.1,
+    random_state=0,
+):
+    """``n`` randomly augmented copies of one image, as training sees them.
+
+    Parameters
+    ----------
+    image : str, PIL image or uint8 array
+        One image (a path is decoded like any training image).
+    n : int, default=8
+        Number of copies.
+    augment : {"side_on", "top_down"} or None, default="side_on"
+        The augmentation preset (see ``PretrainedImageClassifier``).
+    image_size : int, default=224
+        Side of each square copy.
+    max_zoom : float, default=1.1
+        Largest random zoom.
+    random_state : int, default=0
+        Seed of the draws: the same seed gives the same copies.
+
+    Returns
+    -------
+    copies : ndarray of shape (n, image_size, image_size, 3), uint8
+    """
+    from ._images import load_image
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}.")
+    pre = Preprocessing().with_image_size(int(image_size))
+    img = load_image(image, draft_size=pre.resize_size)
+    rng = np.random.default_rng(random_state)
+    return np.stack(
+        [random_augment(img, pre, rng, augment, max_zoom) for _ in range(n)]
+    )

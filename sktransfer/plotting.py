@@ -7,7 +7,7 @@ import numpy as np
 
 from .datasets import ImageSizeSummary, image_size_summary
 
-__all__ = ["plot_image_sizes"]
+__all__ = ["plot_augmentations", "plot_image_sizes"]
 
 
 def plot_image_sizes(images, ax=None, *, bins=30):
@@ -61,3 +61,44 @@ def plot_image_sizes(images, ax=None, *, bins=30):
     ax.set_title(f"Image sizes ({summary.n_readable} images)")
     ax.legend()
     return ax
+
+
+def plot_augmentations(
+    image,
+    n=8,
+    *,
+    augment="side_on",
+    image_size=224,
+    max_zoom=1.1,
+    random_state=0,
+    ncols=4,
+):
+    """A grid of ``n`` augmented copies of one image (the lesson's check
+    that an augmentation preset suits the photos).
+
+    Takes the arguments of :func:`sktransfer.augmented_copies`; returns the
+    array of matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    from ._transforms import augmented_copies
+
+    copies = augmented_copies(
+        image,
+        n,
+        augment=augment,
+        image_size=image_size,
+        max_zoom=max_zoom,
+        random_state=random_state,
+    )
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.5 * ncols, 2.5 * nrows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, copy in zip(axes.ravel(), copies):
+        ax.imshow(copy)
+    fig.suptitle(f"augment={augment!r}, max_zoom={max_zoom}")
+    return axes

@@ -446,3 +446,35 @@ def test_bad_features_parameter_is_named(name, value, images):
     feats = PretrainedFeatures(**TINY, cache=None, **{name: value})
     with pytest.raises(ValueError, match=rf"'{name}' parameter"):
         feats.fit(X)
+
+
+def test_on_error_skip_leaves_bad_images_out_and_lists_them(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=5)
+    (tmp_path / "text.jpg").write_text("not an image")
+    X = [*X, str(tmp_path / "text.jpg"), str(tmp_path / "missing.jpg")]
+    y = [*y, "a", "b"]
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "cache"), epochs=2, on_error="skip"
+    )
+    with pytest.warns(UserWarning, match="text.jpg"):
+        clf.fit(X, y)
+    assert clf.skipped_ == [str(tmp_path / "text.jpg"), str(tmp_path / "missing.jpg")]
+    assert clf.classes_.tolist() == ["a", "b"]
+    assert clf.predict(X[:10]).shape == (10,)
+
+
+def test_on_error_skip_still_needs_two_classes(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=3)
+    X = [*X[:3], str(tmp_path / "gone1.jpg"), str(tmp_path / "gone2.jpg")]
+    y = ["a", "a", "a", "b", "b"]
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "cache"), epochs=1, on_error="skip"
+    )
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="only one class"):
+        clf.fit(X, y)
+
+
+def test_on_error_rejects_unknown_policy(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=2)
+    with pytest.raises(ValueError, match="on_error"):
+        PretrainedImageClassifier(**TINY, on_error="ignore").fit(X, y)

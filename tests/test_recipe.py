@@ -748,3 +748,22 @@ def test_tta_on_a_fine_tuned_model(tuned, images):
     assert np.abs(p2 - p0).max() > 1e-6
     clf.set_params(tta=0)
     np.testing.assert_array_equal(clf.predict_proba(X), p0)
+
+
+def test_augmented_copies_are_seeded_and_plottable(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sktransfer import augmented_copies, plot_augmentations
+
+    X, _ = make_images(tmp_path / "img", n_per_class=1, size=64)
+    a = augmented_copies(X[0], 5, image_size=32, random_state=3)
+    b = augmented_copies(X[0], 5, image_size=32, random_state=3)
+    assert a.shape == (5, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert len({c.tobytes() for c in a}) == 5  # the copies differ
+    axes = plot_augmentations(X[0], 6, image_size=32, ncols=3)
+    assert axes.shape == (2, 3)
+    assert sum(len(ax.images) for ax in axes.ravel()) == 6
+    with pytest.raises(ValueError, match="n must be"):
+        augmented_copies(X[0], 0)

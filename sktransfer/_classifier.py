@@ -422,15 +422,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
 
     def _make_extractor(self, continuing):
         if not continuing:
-            return build_extractor(
-                self.backbone,
-                self.weights,
-                self.image_size,
-                self.preprocessing,
-                self.precision,
-                self.device,
-                self.cache,
-            )
+            return build_extractor(self)
         # Continue from the current (possibly fine-tuned) body; a new image
         # size or preprocessing gives new cache keys, never stale features.
         # Work on copies: an error or Ctrl-C mid-fit leaves the fitted model

@@ -342,14 +342,19 @@ def _progress(total, verbose, desc):
     return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
-def build_extractor(
-    backbone, weights, image_size, preprocessing, precision, device, cache
-):
-    dev = resolve_device(device)
-    bb = load_backbone(backbone, weights, preprocessing)
-    pre = bb.preprocessing.with_image_size(image_size)
+def build_extractor(estimator) -> FeatureExtractor:
+    """Load the body an estimator's parameters describe (``backbone``,
+    ``weights``, ``image_size``, ``preprocessing``, ``precision``, ``device``,
+    ``cache``)."""
+    dev = resolve_device(estimator.device)
+    bb = load_backbone(estimator.backbone, estimator.weights, estimator.preprocessing)
+    pre = bb.preprocessing.with_image_size(estimator.image_size)
     return FeatureExtractor(
-        bb, pre, resolve_precision(precision, dev), dev, resolve_cache(cache)
+        bb,
+        pre,
+        resolve_precision(estimator.precision, dev),
+        dev,
+        resolve_cache(estimator.cache),
     )
 
 
@@ -450,15 +455,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Load the backbone. ``X`` and ``y`` are not used."""
         self._validate_params()
-        self.extractor_ = build_extractor(
-            self.backbone,
-            self.weights,
-            self.image_size,
-            self.preprocessing,
-            self.precision,
-            self.device,
-            self.cache,
-        )
+        self.extractor_ = build_extractor(self)
         self.n_features_out_ = self.extractor_.n_features
         self.preprocessing_ = self.extractor_.preprocessing
         return self

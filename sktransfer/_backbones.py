@@ -45,6 +45,7 @@ class Backbone:
     groups: list = field(repr=False)
     preprocessing: Preprocessing
     weights_id: str
+    base_preprocessing: Preprocessing | None = None  # before user overrides
 
     def fingerprint(self, preprocessing: Preprocessing, precision: str) -> str:
         """Identity of the features this body computes (for the cache key)."""
@@ -87,6 +88,7 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
             backbone = _load_timm(name[len(_TIMM_PREFIX) :], weights)
         else:
             backbone = _load_torchvision(name, weights)
+    backbone.base_preprocessing = backbone.preprocessing
     if preprocessing:
         backbone.preprocessing = _override(backbone.preprocessing, preprocessing)
     backbone.body.eval()
@@ -310,7 +312,11 @@ def _load_timm(name: str, weights) -> Backbone:
                 f"downloaded ({type(exc).__name__}: {exc}). On a machine without "
                 "internet, pass the path of a local state_dict file as weights."
             ) from exc
-        weights_id = f"timm:{name}{tag}"
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        # the resolved tag: timm's default weights of a name change between
+        # releases, and the cache key must change with them
+        resolved = f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}"
+        weights_id = f"timm:{resolved}:{cfg.get('hf_hub_id') or cfg.get('url', '')}"
     else:
         raise ValueError(f"weights must be 'DEFAULT', a path or None; got {weights!r}.")
     cfg = resolve_data_config({}, model=model)

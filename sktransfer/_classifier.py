@@ -28,6 +28,8 @@ from ._features import (
     check_decodable,
     image_fingerprints,
     raise_bad_images,
+    resolve_device,
+    resolve_precision,
 )
 from ._finetune import (
     GroupedNet,
@@ -328,7 +330,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             and self.lr == "auto"
             and not (self.precompute and self.epochs > 0)
         ):
-            self.lr_ = self.net_.lr
+            self.lr_ = float(self.net_.group_lrs[-1])  # the rate found before
         features = None
         raising = self.on_error == "raise"
         if self.precompute and self.epochs > 0:
@@ -428,14 +430,29 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         # Work on copies: an error or Ctrl-C mid-fit leaves the fitted model
         # as it was, and its cache key keeps matching its weights.
         old = self.extractor_
+        if old.built_from and (self.backbone, repr(self.weights)) != old.built_from:
+            raise ValueError(
+                "warm_start=True continues training the fitted network, but "
+                f"backbone/weights changed from {old.built_from[0]!r}/"
+                f"{old.built_from[1]} to {self.backbone!r}/{self.weights!r}; "
+                "set warm_start=False to start from the new ones."
+            )
         backbone = copy.deepcopy(old.backbone)
-        pre = old.backbone.preprocessing
+        pre = old.backbone.base_preprocessing or old.backbone.preprocessing
         if self.preprocessing:
             pre = _override(pre, self.preprocessing)
         pre = pre.with_image_size(self.image_size)
-        return FeatureExtractor(
-            backbone, pre, old.precision, old.device, resolve_cache(self.cache)
+        device = resolve_device(self.device)
+        backbone.body.to(device)
+        extractor = FeatureExtractor(
+            backbone,
+            pre,
+            resolve_precision(self.precision, device),
+            device,
+            resolve_cache(self.cache),
         )
+        extractor.built_from = old.built_from
+        return extractor
 
     def _split(self, y_encoded, seed):
         n = len(y_encoded)
@@ -559,7 +576,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     "augmented",
                     len(groups) - 1,
                     self._group_lrs(self.lr_),
-                    SGDR(cycle_len=self.cycle_len),
+                    SGDR(cycle_len=self.cycle_len, n_cycles=self.n_cycles),
                     epochs,
                 )
             )
@@ -574,7 +591,11 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                     "unfrozen",
                     first,
                     None,
-                    SGDR(cycle_len=self.cycle_len, cycle_mult=self.cycle_mult),
+                    SGDR(
+                        cycle_len=self.cycle_len,
+                        cycle_mult=self.cycle_mult,
+                        n_cycles=self.unfrozen_cycles,
+                    ),
                     epochs,
                 )
             )
@@ -639,7 +660,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             copy.deepcopy(self.net_.module_),
             ext.preprocessing.mean,
             ext.preprocessing.std,
-        )
+        ).to(ext.device)
         body_groups = _groups_of(model.body, ext.backbone.body, ext.backbone.groups)
         groups = group_parameters(model, body_groups)
         first = 0 if isinstance(self.unfreeze, bool) else int(self.unfreeze)
@@ -769,7 +790,16 @@ def _encode_labels(y, n_samples):
             f"y contains {len(missing)} missing labels (NaN or None), the first at "
             f"index {missing[0]}; drop those images or give them a label."
         )
-    if y_arr.dtype.kind == "f" and type_of_target(y_arr) == "continuous":
+    values = y_arr
+    if y_arr.dtype == object and all(
+        isinstance(v, (float, np.floating)) for v in y_arr.tolist()
+    ):
+        values = y_arr.astype(np.float64)  # a list of floats
+    try:
+        target = type_of_target(values) if values.dtype.kind == "f" else None
+    except (TypeError, ValueError):
+        target = None
+    if target == "continuous":
         raise ValueError(
             "y holds continuous values; PretrainedImageClassifier needs class labels "
             "(strings, ints, or floats with integer values)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -61,11 +62,17 @@ class FeatureExtractor:
         self.device = device
         self.cache = cache
         self.model_key = backbone.fingerprint(preprocessing, precision)
+        self.built_from = None  # (backbone, repr(weights)) of the parameters
         self._prepare_body()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["device"] = str(self.device)
+        if self.device.type != "cpu":
+            # tensors pickled on a GPU need one to load: store a CPU copy
+            backbone = copy.deepcopy(self.backbone)
+            backbone.body.cpu()
+            state["backbone"] = backbone
         return state
 
     def __setstate__(self, state):
@@ -98,9 +105,11 @@ class FeatureExtractor:
         backbone = dataclasses.replace(
             self.backbone, weights_id="tuned:" + digest.hexdigest()
         )
-        return FeatureExtractor(
+        tuned = FeatureExtractor(
             backbone, self.preprocessing, self.precision, self.device, self.cache
         )
+        tuned.built_from = self.built_from
+        return tuned
 
     @property
     def n_features(self) -> int:
@@ -349,13 +358,16 @@ def build_extractor(estimator) -> FeatureExtractor:
     dev = resolve_device(estimator.device)
     bb = load_backbone(estimator.backbone, estimator.weights, estimator.preprocessing)
     pre = bb.preprocessing.with_image_size(estimator.image_size)
-    return FeatureExtractor(
+    extractor = FeatureExtractor(
         bb,
         pre,
         resolve_precision(estimator.precision, dev),
         dev,
         resolve_cache(estimator.cache),
     )
+    # what the body was built from, for warm starts to check against
+    extractor.built_from = (estimator.backbone, repr(estimator.weights))
+    return extractor
 
 
 _COMMON_CONSTRAINTS = {

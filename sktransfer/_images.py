@@ -115,6 +115,8 @@ def fingerprint(source) -> str:
     elif isinstance(source, Image.Image):
         h.update(f"pil\0{source.mode}\0{source.size}\0".encode())
         h.update(source.tobytes())
+        # a palette image's pixels are indices: its colours live in the palette
+        h.update(repr((source.getpalette(), source.info.get("transparency"))).encode())
     else:
         arr = np.ascontiguousarray(source)
         h.update(f"array\0{arr.shape}\0".encode())

@@ -244,6 +244,7 @@ class LRFinder:
                 random_state=seed,
             )
             est.fit(X, y)  # loads the body, caches features, builds the head
+            X, y = _without_skipped(X, y, est.skipped_)
             features = est.extractor_.transform(
                 X, batch_size=est.feature_batch_size, verbose=est.verbose
             )[0]
@@ -260,6 +261,7 @@ class LRFinder:
                 random_state=seed,
             )
             est.fit(X, y)
+            X, y = _without_skipped(X, y, est.skipped_)
             model, groups, batches, device = est._unfrozen_sweep_setup(X, y, seed)
         with _seeded(seed):
             lrs, losses, smoothed = lr_sweep(
@@ -314,6 +316,22 @@ class LRFinder:
         ax.set_xlabel("iteration")
         ax.set_ylabel("learning rate")
         return ax
+
+
+def _without_skipped(X, y, skipped):
+    """``X`` and ``y`` without the images ``fit`` skipped (on_error="skip")."""
+    if not skipped:
+        return X, y
+    from ._images import as_image_list
+
+    sources = as_image_list(X)
+    paths = {s for s in skipped if isinstance(s, str)}
+    keep = [
+        i
+        for i, s in enumerate(sources)
+        if i not in skipped and not (isinstance(s, str) and s in paths)
+    ]
+    return [sources[i] for i in keep], np.asarray(y)[keep]
 
 
 def cycling_batches(n, batch_size, seed, take):

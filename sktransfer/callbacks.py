@@ -83,6 +83,10 @@ class SGDR(Callback):
         and restore them when training ends.
     monitor : str, default="valid_loss"
         History key watched by ``keep_best`` (lower is better).
+    n_cycles : int, default=None
+        When set, the cycles are stretched (keeping their proportions) so
+        that exactly ``n_cycles`` of them fill the training run and the last
+        one ends at the floor with the last batch.
 
     Examples
     --------
@@ -104,6 +108,7 @@ class SGDR(Callback):
         snapshot=False,
         keep_best=False,
         monitor="valid_loss",
+        n_cycles=None,
     ):
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
@@ -112,6 +117,7 @@ class SGDR(Callback):
         self.snapshot = snapshot
         self.keep_best = keep_best
         self.monitor = monitor
+        self.n_cycles = n_cycles
 
     def _check(self):
         _check_schedule(self.cycle_len, self.cycle_mult, self.min_ratio)
@@ -120,7 +126,7 @@ class SGDR(Callback):
         return sgdr_factor(
             step,
             steps_per_epoch=steps_per_epoch,
-            cycle_len=self.cycle_len,
+            cycle_len=getattr(self, "cycle_len_", self.cycle_len),
             cycle_mult=self.cycle_mult,
             min_ratio=self.min_ratio,
         )
@@ -134,8 +140,9 @@ class SGDR(Callback):
     def cycle_ends(self, steps_per_epoch, n_steps):
         """Batch indices (exclusive) at which cycles end, up to ``n_steps``."""
         ends, total = [], 0
+        cycle_len = getattr(self, "cycle_len_", self.cycle_len)
         for length in _cycle_lengths(
-            self.cycle_len, self.cycle_mult, steps_per_epoch, n_steps
+            cycle_len, self.cycle_mult, steps_per_epoch, n_steps
         ):
             total += length
             if total <= n_steps:
@@ -180,12 +187,31 @@ class SGDR(Callback):
             spe = len(net.get_iterator(dataset, training=True))
         self.steps_per_epoch_ = max(1, int(spe))
         n_steps = self.steps_per_epoch_ * max(1, int(net.max_epochs))
-        self.cycle_ends_ = set(self.cycle_ends(self.steps_per_epoch_, n_steps))
+        self.cycle_len_ = self.cycle_len
+        if self.n_cycles is not None:
+            # stretch the cycles so that the last one ends with training, at
+            # the floor, instead of being cut off just after a restart
+            planned = sum(
+                self.cycle_len * self.cycle_mult**i for i in range(self.n_cycles)
+            )
+            self.cycle_len_ = (
+                self.cycle_len * n_steps / (planned * self.steps_per_epoch_)
+            )
+        ends = self.cycle_ends(self.steps_per_epoch_, n_steps)
+        self.last_step_ = None
+        if self.n_cycles is not None and len(ends) >= self.n_cycles:
+            # rounding cycles to whole batches must not start an extra cycle
+            ends = ends[: self.n_cycles]
+            self.last_step_ = ends[-1] - 1
+        self.cycle_ends_ = set(ends)
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        f = self.factor(self.step_, self.steps_per_epoch_)
+        step = self.step_
+        if self.last_step_ is not None:
+            step = min(step, self.last_step_)
+        f = self.factor(step, self.steps_per_epoch_)
         for group, base in zip(net.optimizer_.param_groups, self.base_lrs_):
             group["lr"] = base * f
 

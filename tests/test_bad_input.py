@@ -478,3 +478,9 @@ def test_on_error_rejects_unknown_policy(tmp_path):
     X, y = make_images(tmp_path / "img", n_per_class=2)
     with pytest.raises(ValueError, match="on_error"):
         PretrainedImageClassifier(**TINY, on_error="ignore").fit(X, y)
+
+
+def test_continuous_labels_in_a_list_are_rejected(tmp_path):
+    X, _ = make_images(tmp_path / "img", n_per_class=2)
+    with pytest.raises(ValueError, match="continuous"):
+        PretrainedImageClassifier(**TINY).fit(X, [0.1, 0.25, 0.3, 0.47])

@@ -320,3 +320,28 @@ def test_importing_sktransfer_does_not_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_sgdr_with_n_cycles_ends_its_last_cycle_on_the_last_batch():
+    from skorch import NeuralNetClassifier
+
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    # 2 cycles of 1.5 epochs planned = 3 epochs, but 4 epochs are run:
+    # the cycles are stretched so that the second one ends with training
+    sgdr = SGDR(cycle_len=1.5, cycle_mult=1, n_cycles=2)
+    net = NeuralNetClassifier(
+        torch.nn.Linear(4, 2),
+        criterion=torch.nn.CrossEntropyLoss,
+        lr=0.1,
+        max_epochs=4,
+        batch_size=10,
+        train_split=None,
+        callbacks=[("sgdr", sgdr)],
+        verbose=0,
+    ).fit(X, y)
+    lrs = [b["lr"] for row in net.history for b in row["batches"]]
+    assert len(lrs) == 16
+    assert lrs[0] == pytest.approx(0.1) and lrs[8] == pytest.approx(0.1)  # restart
+    assert lrs[-1] < 0.01  # the last batch sits near the floor
+    assert max(lrs[9:]) < 0.1  # no third restart

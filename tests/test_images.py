@@ -479,3 +479,14 @@ def test_mutated_files_decode_to_RGB_or_raise_ImageLoadError(
         assert img.mode == "RGB"
         assert img.width > 0 and img.height > 0
         np.asarray(img)  # the pixels are really there
+
+
+def test_palette_images_with_other_colours_get_other_fingerprints():
+    from sktransfer._images import fingerprint
+
+    idx = np.zeros((8, 8), dtype=np.uint8)
+    red = Image.fromarray(idx, "P")
+    red.putpalette([255, 0, 0] * 256)
+    blue = Image.fromarray(idx, "P")
+    blue.putpalette([0, 0, 255] * 256)
+    assert fingerprint(red) != fingerprint(blue)

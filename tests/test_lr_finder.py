@@ -468,3 +468,16 @@ def test_finetune_lr_auto(images, estimator, monkeypatch):
     ft = clf.finetune_lr_
     assert row["lrs"] == pytest.approx([ft / 100, ft / 10, ft, ft], rel=1e-9)
     assert not any(p.requires_grad for p in clf.extractor_.backbone.body.parameters())
+
+
+def test_lr_finder_leaves_out_images_fit_skipped(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=4)
+    (tmp_path / "bad.jpg").write_text("not an image")
+    X = [*X, str(tmp_path / "bad.jpg")]
+    y = [*y, "a"]
+    est = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), on_error="skip", epochs=1
+    )
+    with pytest.warns(UserWarning, match="bad.jpg"):
+        finder = LRFinder(est, num_it=10, random_state=0).fit(X, y)
+    assert len(finder.lrs_) > 0

@@ -767,3 +767,12 @@ def test_augmented_copies_are_seeded_and_plottable(tmp_path):
     assert sum(len(ax.images) for ax in axes.ravel()) == 6
     with pytest.raises(ValueError, match="n must be"):
         augmented_copies(X[0], 0)
+
+
+def test_warm_start_refuses_another_backbone(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=3)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), epochs=1, warm_start=True
+    ).fit(X, y)
+    with pytest.raises(ValueError, match="warm_start"):
+        clf.set_params(backbone="resnet34").fit(X, y)

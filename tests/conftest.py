@@ -71,6 +71,24 @@ def make_images(directory: Path, n_per_class=6, classes=("a", "b"), size=40, see
     return paths, np.array(labels)
 
 
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request):
+    """A folder shared by the tests of one module."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def images(module_dir):
+    """12 JPEG paths (6 of class 'a', 6 of class 'b') and their labels."""
+    return make_images(module_dir / "images")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(module_dir):
+    """One feature cache per module: same images, same body, same vectors."""
+    return str(module_dir / "cache")
+
+
 @pytest.fixture
 def image_set(tmp_path):
     return make_images(tmp_path / "images")

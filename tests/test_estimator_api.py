@@ -40,24 +40,6 @@ LEARNS = dict(epochs=10, lr=3e-2, hidden_sizes=(), dropout=0.0)
 # --- fixtures ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("api")
-
-
-@pytest.fixture(scope="module")
-def images(module_dir):
-    """12 JPEG paths (6 of class 'a', 6 of class 'b') and their labels."""
-    return make_images(module_dir / "images")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(module_dir):
-    """A feature cache shared by the tests of this module (features of the
-    same images under the same backbone are the same in every test)."""
-    return str(module_dir / "cache")
-
-
 @pytest.fixture
 def tiny(cache_dir):
     return dict(TINY, cache=cache_dir, epochs=2, random_state=0)

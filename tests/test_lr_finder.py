@@ -208,22 +208,6 @@ def test_fewer_than_three_points_raise(n):
 # --- LRFinder on the TINY estimator -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("lr_finder")
-
-
-@pytest.fixture(scope="module")
-def images(module_dir):
-    """12 JPEG paths (6 of class 'a', 6 of class 'b') and their labels."""
-    return make_images(module_dir / "images")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(module_dir):
-    return str(module_dir / "cache")
-
-
 @pytest.fixture
 def estimator(cache_dir):
     return PretrainedImageClassifier(

@@ -40,23 +40,6 @@ ROW_KEYS = {"stage", "epoch", "lrs", "train_loss", "valid_loss", "valid_acc", "s
 # --- fixtures ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("recipe")
-
-
-@pytest.fixture(scope="module")
-def images(module_dir):
-    """12 JPEG paths (6 of class 'a', 6 of class 'b') and their labels."""
-    return make_images(module_dir / "images")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(module_dir):
-    """One feature cache for the module: same images, same body, same vectors."""
-    return str(module_dir / "cache")
-
-
 @pytest.fixture
 def base(cache_dir):
     """TINY with batches of 6: two steps per epoch on 12 images, and never a

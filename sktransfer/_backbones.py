@@ -69,12 +69,6 @@ def available_backbones() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
-def is_valid_name(name: str) -> bool:
-    if name.startswith(_TIMM_PREFIX):
-        return True
-    return name in available_backbones()
-
-
 def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
     """Build the frozen feature extractor ``name`` with ``weights``."""
     if not isinstance(name, str):

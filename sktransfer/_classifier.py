@@ -18,18 +18,13 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from torch import nn
 
-from ._backbones import _override
-from ._cache import resolve_cache
 from ._features import (
     _COMMON_CONSTRAINTS,
-    FeatureExtractor,
     _check_not_empty,
     build_extractor,
     check_decodable,
     image_fingerprints,
     raise_bad_images,
-    resolve_device,
-    resolve_precision,
 )
 from ._finetune import (
     GroupedNet,
@@ -437,22 +432,7 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
                 f"{old.built_from[1]} to {self.backbone!r}/{self.weights!r}; "
                 "set warm_start=False to start from the new ones."
             )
-        backbone = copy.deepcopy(old.backbone)
-        pre = old.backbone.base_preprocessing or old.backbone.preprocessing
-        if self.preprocessing:
-            pre = _override(pre, self.preprocessing)
-        pre = pre.with_image_size(self.image_size)
-        device = resolve_device(self.device)
-        backbone.body.to(device)
-        extractor = FeatureExtractor(
-            backbone,
-            pre,
-            resolve_precision(self.precision, device),
-            device,
-            resolve_cache(self.cache),
-        )
-        extractor.built_from = old.built_from
-        return extractor
+        return build_extractor(self, backbone=copy.deepcopy(old.backbone))
 
     def _split(self, y_encoded, seed):
         n = len(y_encoded)

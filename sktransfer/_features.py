@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -16,7 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbones import load_backbone
+from ._backbones import _override, load_backbone
 from ._cache import FeatureCache, resolve_cache
 from ._images import ImageLoadError, as_image_list, describe, fingerprint, load_image
 from ._transforms import PLAIN, View, render, to_tensor, tta_views
@@ -161,7 +162,7 @@ class FeatureExtractor:
             if not todo:
                 continue
             cache = self.cache
-            lock = cache.lock(key) if cache is not None else _nullcontext()
+            lock = cache.lock(key) if cache is not None else contextlib.nullcontext()
             with lock:
                 todo = self._fill_from_cache(out[v], key, fingerprints, todo)
                 todo = [i for i in todo if i not in bad]
@@ -294,14 +295,6 @@ def raise_bad_images(bad: dict, n_images: int, cached: bool = False) -> None:
     )
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _prefetch(fn, items, depth: int = 2):
     """Yield ``fn(item)`` for each item, computing up to ``depth`` ahead in a
     background thread (decoding overlaps the body's forward pass)."""
@@ -351,13 +344,27 @@ def _progress(total, verbose, desc):
     return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
-def build_extractor(estimator) -> FeatureExtractor:
-    """Load the body an estimator's parameters describe (``backbone``,
+def build_extractor(estimator, backbone=None) -> FeatureExtractor:
+    """The extractor an estimator's parameters describe (``backbone``,
     ``weights``, ``image_size``, ``preprocessing``, ``precision``, ``device``,
-    ``cache``)."""
+    ``cache``).
+
+    ``backbone``, when given, is a loaded body to use instead of loading one
+    (a warm start continues from its current weights); its weights' preset
+    gets the estimator's preprocessing overrides and image size all the same.
+    """
     dev = resolve_device(estimator.device)
-    bb = load_backbone(estimator.backbone, estimator.weights, estimator.preprocessing)
-    pre = bb.preprocessing.with_image_size(estimator.image_size)
+    if backbone is None:
+        bb = load_backbone(
+            estimator.backbone, estimator.weights, estimator.preprocessing
+        )
+    else:
+        bb = backbone
+        bb.body.to(dev)
+    pre = bb.base_preprocessing or bb.preprocessing
+    if estimator.preprocessing:
+        pre = _override(pre, estimator.preprocessing)
+    pre = pre.with_image_size(estimator.image_size)
     extractor = FeatureExtractor(
         bb,
         pre,

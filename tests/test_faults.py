@@ -372,27 +372,6 @@ def test_fit_with_cache_below_a_regular_file_succeeds_with_warning(
     assert blocker.read_text() == "not a folder"
 
 
-def test_fit_with_read_only_cache_directory_succeeds_with_warning(
-    tmp_path, image_set, forward_count
-):
-    X, y = image_set
-    directory = tmp_path / "read-only"
-    directory.mkdir()
-    directory.chmod(0o555)
-    try:
-        if os.geteuid() == 0 or os.access(directory, os.W_OK):
-            pytest.skip("chmod does not stop root from writing")
-        clf = PretrainedImageClassifier(
-            **TINY, cache=str(directory), epochs=1, random_state=0
-        )
-        with pytest.warns(CacheWarning, match="cannot be used"):
-            clf.fit(X, y)
-        assert forward_count["n"] == len(X)
-        assert list(directory.iterdir()) == []
-    finally:
-        directory.chmod(0o755)
-
-
 def test_full_disk_while_writing_warns_and_the_fit_goes_on(
     tmp_path, forward_count, monkeypatch
 ):

@@ -1,7 +1,8 @@
 """Transfer learning for images, the scikit-learn way."""
 
-from ._backbones import WeightsUnavailableError, available_backbones
+from ._backbones import WeightsUnavailableError
 from ._cache import CacheWarning, FeatureCache, default_cache_dir
+from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError

@@ -7,6 +7,8 @@ from ._classifier import PretrainedImageClassifier
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
+from ._plan import Stage, make_plan
+from ._regressor import PretrainedImageRegressor
 from ._transforms import augmented_copies
 from .callbacks import SGDR
 from .datasets import image_size_summary, load_image_csv, load_image_folder
@@ -22,6 +24,8 @@ __all__ = [
     "LRFinder",
     "PretrainedFeatures",
     "PretrainedImageClassifier",
+    "PretrainedImageRegressor",
+    "Stage",
     "WeightsUnavailableError",
     "augmented_copies",
     "available_backbones",
@@ -29,6 +33,7 @@ __all__ = [
     "image_size_summary",
     "load_image_csv",
     "load_image_folder",
+    "make_plan",
     "plot_augmentations",
     "plot_image_sizes",
 ]

@@ -1,60 +1,21 @@
 """PretrainedImageClassifier: the fastai transfer-learning recipe as a
-scikit-learn classifier."""
+scikit-learn classifier, single- or multi-label."""
 
 from __future__ import annotations
 
-import copy
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, check_random_state
-from skorch.callbacks import EarlyStopping
-from skorch.dataset import Dataset
-from skorch.helper import predefined_split
-from torch import nn
+from sklearn.utils.validation import check_is_fitted
 
-from ._features import (
-    _COMMON_CONSTRAINTS,
-    _check_not_empty,
-    build_extractor,
-    check_decodable,
-    image_fingerprints,
-    raise_bad_images,
-)
-from ._finetune import (
-    GroupedNet,
-    ImageDataset,
-    TransferNet,
-    adamw_options,
-    group_parameters,
-    set_trainable,
-)
-from ._head import Head
-from ._images import as_image_list
-from ._lr_finder import dataset_batches, feature_batches, lr_sweep, suggest_lrs
-from ._transforms import AUGMENTATIONS, PLAIN, tta_views
-from .callbacks import SGDR
+from ._base import RECIPE_CONSTRAINTS, RecipeEstimator, _plain
+from ._tasks import MultiLabel, SingleLabel
 
-
-class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
-    """Image classifier built on a pretrained network, trained the fastai way.
-
-    ``X`` is a sequence of images: file paths, PIL images, or a uint8 array
-    ``(n, H, W, 3)``; ``y`` holds any hashable labels. The frozen body's
-    pooled features are computed once per image (and cached on disk, shared
-    by clones, folds and grid candidates); a new head of BatchNorm, Dropout
-    and Linear layers is trained on them with Adam and cosine annealing.
-    Optional further stages train the head on augmented photos, then
-    fine-tune the unfrozen network with SGDR and differential learning
-    rates (the fast.ai 2018 recipe); see :meth:`fit`.
-
-    Parameters
-    ----------
+_RECIPE_DOC = """
     backbone : str, default="resnet34"
         A torchvision classification model name (``"resnet34"``,
         ``"mobilenet_v2"``, ``"efficientnet_b0"``, ...) or ``"timm:NAME"``.
@@ -66,51 +27,58 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         Side of the square network input. None uses the weights' preset.
     preprocessing : dict, default=None
         Overrides of the weights' preset (``resize_size``, ``crop_size``,
-        ``mean``, ``std``, ``interpolation``).
-    precompute : bool, default=True
-        Run stage 1: train the head on cached features of the frozen body.
-        With False the head starts on augmented images (stage 2).
+        ``mean``, ``std``, ``interpolation``, ``resize_mode``).
     hidden_sizes : tuple of int, default=(512,)
         Sizes of the head's hidden layers; ``()`` for a linear head.
     dropout : float, default=0.5
         Dropout before the last Linear layer (half of it before the others).
-    lr : float or "auto", default=1e-3
-        Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
-        the learning-rate finder on the training data inside ``fit``.
-    epochs : int, default=8
-        Stage 1: epochs on precomputed features, one cosine cycle.
-    n_cycles : int, default=0
+    precompute_epochs : int, default=8
+        Stage 1: epochs of the head on the frozen body's precomputed (cached)
+        features, one cosine cycle. 0 skips the stage.
+    augmented_cycles : int, default=0
         Stage 2: SGDR cycles of ``cycle_len`` epochs training the head on
-        augmented images through the frozen body.
+        augmented photos through the frozen body. 0 skips the stage.
+    unfrozen_cycles : int, default=0
+        Stage 3: SGDR cycles with the body unfrozen (the first ``cycle_len``
+        epochs long, each next one ``cycle_mult`` times longer), at
+        differential learning rates. 0 skips the stage.
+    unfreeze_from : {0, 1, 2}, default=0
+        First layer group trained in stage 3: 0 unfreezes the whole body, 1
+        the middle and late groups, 2 only the late group.
     cycle_len : float, default=1
         Epochs of the first SGDR cycle of stages 2 and 3 (fractions allowed).
     cycle_mult : float, default=1
-        Stage 3: each cycle is ``cycle_mult`` times longer than the last.
-    unfreeze : bool or int, default=False
-        Stage 3 trains the body too: True unfreezes every layer group, an
-        int ``k`` only groups ``k`` and later (0 early, 1 middle, 2 late).
-    unfrozen_cycles : int, default=0
-        Stage 3: number of SGDR cycles with the body unfrozen.
-    finetune_lr : float or "auto", default=1e-4
-        Stage 3 learning rate of the late group and the head.
-    lr_mult : float or tuple of 3 floats, default=10
-        Ratio between neighbouring layer groups' rates (``10`` gives
-        ``[lr/100, lr/10, lr]``), or explicit rates for the early, middle and
-        late groups.
+        Each cycle of stage 3 is ``cycle_mult`` times longer than the last.
+    lr : float or "auto", default=1e-3
+        Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
+        a learning-rate sweep of the head on cached features inside ``fit``.
+    unfrozen_lr : float, "auto" or tuple of 3 floats, default=1e-4
+        Stage 3 rate of the late layer group and the head; earlier groups
+        get ``unfrozen_lr / lr_mult`` and ``unfrozen_lr / lr_mult**2``. A
+        tuple gives the early, middle and late rates explicitly.
+    lr_mult : float, default=10
+        Ratio between neighbouring layer groups' rates in stage 3.
     augment : {"side_on", "top_down"} or None, default="side_on"
-        Augmentation of training images in stages 2 and 3.
+        Augmentation of training photos in stages 2 and 3; TTA views follow
+        it. Use None when flips or rotations would change the target.
     max_zoom : float, default=1.1
         Largest random zoom of the augmentation.
     batch_size : int, default=64
-        Mini-batch size of head training.
+        Mini-batch size of training, in every stage (at least 2: the head's
+        BatchNorm needs it).
     weight_decay : float, default=1e-2
         Decoupled weight decay (AdamW).
     tta : int, default=0
-        Number of augmented views (mirror, zoomed and shifted crops)
-        averaged with the plain view in ``predict_proba``.
+        Number of augmented views (mirror, zoomed and shifted crops) averaged
+        with the plain view at prediction time.
+    snapshot_ensemble : bool, default=False
+        Keep the model at the end of every SGDR cycle of the last stage and
+        average their predictions. Cheap when the last stage trains only the
+        head (one feature pass, several heads); when the body was unfrozen,
+        every snapshot runs its own body at prediction time.
     validation_fraction : float, default=None
-        Hold out this stratified fraction of the training data; its loss and
-        accuracy are recorded per epoch in ``history_``.
+        Hold out this fraction of the training data (stratified for
+        single-label classes); its loss and score are recorded per epoch.
     early_stopping : bool, default=False
         With a validation fraction, stop a stage after 3 epochs without
         improvement of the validation loss and keep its best weights.
@@ -123,84 +91,104 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Numeric precision of the body's forward pass. ``"auto"`` uses bf16
         autocast where the hardware runs bf16 natively, fp32 elsewhere.
-    feature_batch_size : int, default=32
-        Images per forward pass of the body.
+    extract_batch_size : int, default=32
+        Images per forward pass of the body when computing features.
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``...
     cache : "auto", path or None, default="auto"
         Feature cache directory. ``"auto"`` is ``$SKTRANSFER_CACHE`` or the
-        per-user cache folder (``~/.cache/sktransfer``); None disables it.
+        per-user cache folder; None disables it.
     random_state : int, RandomState instance or None, default=None
-        Seeds the head's initialisation and shuffling. Global RNG state is
-        left untouched.
+        Seeds the head's initialisation, shuffling and augmentation. Global
+        RNG state is left untouched.
     verbose : int, default=0
-        1 shows progress bars while features are computed; 2 also prints
-        the epoch table of head training.
+        1 shows a progress bar per stage and one summary line per fit; 2
+        adds one line per epoch (stage, rates, losses).
+"""
+
+
+class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
+    __doc__ = (
+        """Image classifier built on a pretrained network, trained the fastai way.
+
+    ``X`` is a sequence of images: file paths, PIL images, or a uint8 array
+    ``(n, H, W, 3)``. ``y`` holds one hashable label per image (strings,
+    ints, tuples...), or, for multi-label problems, a 0/1 indicator matrix
+    ``(n, n_labels)`` or a sequence of label collections (lists or sets, as
+    :func:`load_image_csv` returns with ``label_sep``).
+
+    The frozen body's pooled features are computed once per image (and
+    cached on disk, shared by clones, folds and grid candidates); a new head
+    of BatchNorm, Dropout and Linear layers is trained on them. Optional
+    further stages train the head on augmented photos, then fine-tune the
+    unfrozen network with SGDR and differential learning rates (the fast.ai
+    2018 recipe). :func:`sktransfer.make_plan` shows the stages a set of
+    parameters gives without training.
+
+    Parameters
+    ----------"""
+        + _RECIPE_DOC
+        + """    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss (single-label ``y``): "balanced"
+        weights each class by ``n_samples / (n_classes * count)``; a dict maps
+        labels to weights (absent labels weigh 1).
+    threshold : float, default=0.5
+        Multi-label ``predict``: a label is predicted when its probability
+        reaches this value.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels; the column order of ``predict_proba``.
+        Class labels (the column order of ``predict_proba``); for multi-label
+        ``y``, the labels of the indicator columns.
+    multilabel_ : bool
+        Whether ``y`` was multi-label.
     n_features_ : int
         Length of the body's feature vector.
     extractor_ : FeatureExtractor
-        The loaded body, its preprocessing and cache key.
-    net_ : skorch.NeuralNetClassifier
-        The trained head (on pooled features of ``extractor_``'s body).
+        The loaded (possibly fine-tuned) body, its preprocessing and cache key.
+    head_ : torch.nn.Module
+        The trained head: features -> logits.
+    ensemble_ : list of (extractor, head)
+        The models averaged at prediction time (one unless
+        ``snapshot_ensemble``).
     history_ : list of dict
-        One record per epoch: stage (``"precomputed"``, ``"augmented"``,
-        ``"unfrozen"``), epoch, lrs (per layer group), train_loss,
-        valid_loss, valid_acc, seconds.
-    lr_, finetune_lr_ : float or None
-        The rates used (found by the finder when set to ``"auto"``).
+        One record per epoch: fit (1 for the first fit, then counting warm
+        starts), stage, epoch, image_size, lrs (per layer group),
+        train_loss, valid_loss, valid_acc (valid_f1 for multi-label), seconds.
+    lr_, unfrozen_lr_ : float or None
+        The rates used (found by a sweep when set to ``"auto"``).
     skipped_ : list
         Images left out with ``on_error="skip"``.
 
     See Also
     --------
+    PretrainedImageRegressor : the same recipe for continuous targets.
     PretrainedFeatures : the frozen body as a transformer, for pipelines
         with any scikit-learn model.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> X[4:, ..., 0] = 255  # the second class is red
+    >>> y = ["grey"] * 4 + ["red"] * 4
     >>> clf = PretrainedImageClassifier(
-    ...     "mobilenet_v2", weights="mobilenet_v2-imagenet.pth", tta=2
-    ... )  # doctest: +SKIP
-    >>> clf.fit(train_paths, train_labels)  # doctest: +SKIP
-    >>> clf.score(test_paths, test_labels)  # doctest: +SKIP
-    0.98...
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> clf.classes_
+    array(['grey', 'red'], dtype='<U4')
+    >>> clf.predict_proba(X).shape
+    (8, 2)
     """
+    )
 
     _parameter_constraints = {
-        **_COMMON_CONSTRAINTS,
-        "precompute": ["boolean"],
-        "hidden_sizes": [tuple, list],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "epochs": [Interval(Integral, 0, None, closed="left")],
-        "n_cycles": [Interval(Integral, 0, None, closed="left")],
-        "cycle_len": [Interval(Real, 0, None, closed="neither")],
-        "cycle_mult": [Interval(Real, 1, None, closed="left")],
-        "unfreeze": ["boolean", Interval(Integral, 0, None, closed="left")],
-        "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
-        "finetune_lr": [
-            Interval(Real, 0, None, closed="neither"),
-            StrOptions({"auto"}),
-        ],
-        "lr_mult": [Interval(Real, 1, None, closed="left"), tuple, list],
-        "augment": [StrOptions(set(AUGMENTATIONS)), None],
-        "max_zoom": [Interval(Real, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "tta": [Interval(Integral, 0, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
-        "early_stopping": ["boolean"],
-        "warm_start": ["boolean"],
-        "on_error": [StrOptions({"raise", "skip"})],
-        "feature_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        **RECIPE_CONSTRAINTS,
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "threshold": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
@@ -210,29 +198,31 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         weights="DEFAULT",
         image_size=None,
         preprocessing=None,
-        precompute=True,
         hidden_sizes=(512,),
         dropout=0.5,
-        lr=1e-3,
-        epochs=8,
-        n_cycles=0,
+        precompute_epochs=8,
+        augmented_cycles=0,
+        unfrozen_cycles=0,
+        unfreeze_from=0,
         cycle_len=1,
         cycle_mult=1,
-        unfreeze=False,
-        unfrozen_cycles=0,
-        finetune_lr=1e-4,
+        lr=1e-3,
+        unfrozen_lr=1e-4,
         lr_mult=10,
         augment="side_on",
         max_zoom=1.1,
         batch_size=64,
         weight_decay=1e-2,
         tta=0,
+        snapshot_ensemble=False,
+        class_weight=None,
+        threshold=0.5,
         validation_fraction=None,
         early_stopping=False,
         warm_start=False,
         on_error="raise",
         precision="auto",
-        feature_batch_size=32,
+        extract_batch_size=32,
         device="auto",
         cache="auto",
         random_state=None,
@@ -242,469 +232,111 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
         self.weights = weights
         self.image_size = image_size
         self.preprocessing = preprocessing
-        self.precompute = precompute
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
-        self.lr = lr
-        self.epochs = epochs
-        self.n_cycles = n_cycles
+        self.precompute_epochs = precompute_epochs
+        self.augmented_cycles = augmented_cycles
+        self.unfrozen_cycles = unfrozen_cycles
+        self.unfreeze_from = unfreeze_from
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
-        self.unfreeze = unfreeze
-        self.unfrozen_cycles = unfrozen_cycles
-        self.finetune_lr = finetune_lr
+        self.lr = lr
+        self.unfrozen_lr = unfrozen_lr
         self.lr_mult = lr_mult
         self.augment = augment
         self.max_zoom = max_zoom
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.tta = tta
+        self.snapshot_ensemble = snapshot_ensemble
+        self.class_weight = class_weight
+        self.threshold = threshold
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
         self.warm_start = warm_start
         self.on_error = on_error
         self.precision = precision
-        self.feature_batch_size = feature_batch_size
+        self.extract_batch_size = extract_batch_size
         self.device = device
         self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
-    # -- fit ----------------------------------------------------------------
+    # -- what the engine needs from a classifier ------------------------------------
 
-    def fit(self, X, y):
-        """Train the classifier on images ``X`` with labels ``y``.
-
-        An error or a KeyboardInterrupt leaves the estimator as it was
-        before the call (unfitted, or with its previous fit); the feature
-        cache keeps every batch computed before it.
-
-        The stages of the recipe run in order; a stage whose count is 0 is
-        skipped:
-
-        1. ``epochs`` epochs of the head on the body's precomputed (cached)
-           features (when ``precompute=True``);
-        2. ``n_cycles`` SGDR cycles of ``cycle_len`` epochs of the head on
-           augmented images through the frozen body;
-        3. with ``unfreeze`` set, ``unfrozen_cycles`` SGDR cycles (the first
-           ``cycle_len`` epochs long, each next one ``cycle_mult`` times
-           longer) of the unfrozen layer groups with differential rates.
-
-        Every image is checked (and its features computed or read from the
-        cache) before any training starts; all images that cannot be read
-        are reported together in one error.
-        """
-        scratch = ("lr_", "finetune_lr_", "_seed")
-        saved = {k: self.__dict__[k] for k in scratch if k in self.__dict__}
-        try:
-            return self._fit(X, y)
-        except BaseException:
-            for k in scratch:
-                self.__dict__.pop(k, None)
-            self.__dict__.update(saved)
-            raise
-
-    def _fit(self, X, y):
-        self._validate_params()
-        sources = as_image_list(X)
-        classes, y_encoded = _encode_labels(y, len(sources))
-        bad: dict = {}
-        fingerprints = image_fingerprints(sources, bad)
-        self._group_lrs(1.0)  # validates lr_mult before any work
-        continuing = self.warm_start and hasattr(self, "net_")
-        extractor = self._make_extractor(continuing)
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(0, 2**31 - 1))
-        self._seed = seed
-        self.lr_ = None if self.lr == "auto" else float(self.lr)
-        self.finetune_lr_ = (
-            None if self.finetune_lr == "auto" else float(self.finetune_lr)
-        )
-        if (
-            continuing
-            and self.lr == "auto"
-            and not (self.precompute and self.epochs > 0)
-        ):
-            self.lr_ = float(self.net_.group_lrs[-1])  # the rate found before
-        features = None
-        raising = self.on_error == "raise"
-        if self.precompute and self.epochs > 0:
-            features = extractor.transform(
-                sources,
-                views=[PLAIN],
-                batch_size=self.feature_batch_size,
-                verbose=self.verbose,
-                fingerprints=fingerprints,
-                bad=bad,
-                raise_errors=raising,
-            )[0]
-        else:  # training reads the images later: check them all now
-            check_decodable(
-                sources, fingerprints, bad, extractor.preprocessing.resize_size
-            )
-        skipped = []
-        if bad:
-            if raising:
-                raise_bad_images(bad, len(sources))
-            skipped = [
-                sources[i] if isinstance(sources[i], str) else i for i in sorted(bad)
-            ]
-            keep = [i for i in range(len(sources)) if i not in bad]
-            warnings.warn(
-                f"on_error='skip': {len(bad)} of {len(sources)} images could not "
-                "be used and were left out of training (listed in skipped_):\n"
-                + "\n".join(f"  {bad[i]}" for i in sorted(bad)[:20]),
-                UserWarning,
-                stacklevel=3,
-            )
-            sources = [sources[i] for i in keep]
-            fingerprints = [fingerprints[i] for i in keep]
-            if features is not None:
-                features = features[keep]
-            classes, y_encoded = _encode_labels(classes[y_encoded[keep]], len(keep))
-        if continuing and not np.array_equal(classes, self.classes_):
-            raise ValueError(
-                "warm_start=True needs the same classes as the previous fit: "
-                f"had {self.classes_.tolist()}, got {classes.tolist()}."
-            )
-        train_idx, valid_idx = self._split(y_encoded, seed)
-        history = list(self.history_) if continuing else []
-        with _seeded(seed):
-            net = (
-                copy.deepcopy(self.net_)
-                if continuing
-                else self._build_head(
-                    extractor.n_features, len(classes), extractor.device
-                )
-            )
-            if not continuing:
-                net.initialize()
-            if features is not None:
-                self._fit_head_on_features(
-                    net,
-                    features,
-                    y_encoded,
-                    train_idx,
-                    valid_idx,
-                    history,
-                    extractor.device,
-                )
-            image_stages = self.n_cycles > 0 or (
-                self.unfreeze is not False and self.unfrozen_cycles > 0
-            )
-            if self.lr_ is None and image_stages:
-                # lr="auto" with no precomputed stage: sweep the head on the
-                # (cached) features of the training images all the same
-                train_features = extractor.transform(
-                    [sources[i] for i in train_idx],
-                    batch_size=self.feature_batch_size,
-                    verbose=self.verbose,
-                    fingerprints=[fingerprints[i] for i in train_idx],
-                )[0]
-                self._find_head_lr(
-                    net, train_features, y_encoded[train_idx], extractor.device
-                )
-            tuned = self._fit_on_images(
-                net, extractor, sources, y_encoded, train_idx, valid_idx, seed, history
-            )
-        if tuned:
-            extractor = extractor.with_tuned_body()
-        self.classes_ = classes
-        self.skipped_ = skipped
-        self.n_features_ = extractor.n_features
-        self.extractor_ = extractor
-        self.net_ = net
-        self.history_ = history
-        return self
-
-    def _make_extractor(self, continuing):
-        if not continuing:
-            return build_extractor(self)
-        # Continue from the current (possibly fine-tuned) body; a new image
-        # size or preprocessing gives new cache keys, never stale features.
-        # Work on copies: an error or Ctrl-C mid-fit leaves the fitted model
-        # as it was, and its cache key keeps matching its weights.
-        old = self.extractor_
-        if old.built_from and (self.backbone, repr(self.weights)) != old.built_from:
-            raise ValueError(
-                "warm_start=True continues training the fitted network, but "
-                f"backbone/weights changed from {old.built_from[0]!r}/"
-                f"{old.built_from[1]} to {self.backbone!r}/{self.weights!r}; "
-                "set warm_start=False to start from the new ones."
-            )
-        return build_extractor(self, backbone=copy.deepcopy(old.backbone))
-
-    def _split(self, y_encoded, seed):
-        n = len(y_encoded)
-        if self.validation_fraction is None:
-            return np.arange(n), None
-        from sklearn.model_selection import train_test_split
-
-        try:
-            train_idx, valid_idx = train_test_split(
-                np.arange(n),
-                test_size=self.validation_fraction,
-                stratify=y_encoded,
-                random_state=seed,
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} cannot hold out a "
-                f"stratified validation set from {n} images: {exc}"
-            ) from None
-        return np.sort(train_idx), np.sort(valid_idx)
-
-    def _group_lrs(self, top_lr):
-        mult = self.lr_mult
-        if isinstance(mult, (tuple, list)):
-            if len(mult) != 3 or not all(isinstance(v, Real) and v > 0 for v in mult):
+    def _encode_targets(self, y, n_samples):
+        multilabel, classes, encoded = encode_labels(y, n_samples)
+        if multilabel:
+            if self.class_weight is not None:
                 raise ValueError(
-                    "The 'lr_mult' parameter of PretrainedImageClassifier must be a "
-                    "number >= 1 or a tuple of 3 positive learning rates (early, "
-                    f"middle, late + head). Got {mult!r} instead."
+                    "class_weight applies to single-label y; for multi-label y "
+                    "pass per-image weights as fit(..., sample_weight=...)."
                 )
-            # explicit rates: scaled so that the last equals top_lr
-            rates = [float(v) * top_lr / float(mult[-1]) for v in mult]
+            task = MultiLabel(len(classes))
         else:
-            rates = [top_lr / mult**2, top_lr / mult, top_lr]
-        return [*rates, top_lr]  # the head trains at the late group's rate
+            task = SingleLabel(len(classes))
+        return task, encoded, {"classes_": classes, "multilabel_": multilabel}
 
-    def _callbacks(self, sgdr, validating):
-        callbacks = [("sgdr", sgdr)]
-        if validating:
-            if self.early_stopping:
-                callbacks.append(
-                    (
-                        "early_stopping",
-                        EarlyStopping(monitor="valid_loss", patience=3, load_best=True),
+    def _targets_of_rows(self, y, encoded, info, rows):
+        if info["multilabel_"]:
+            return encoded[rows]
+        return _object_array(info["classes_"][encoded[rows]].tolist())
+
+    def _class_weights(self, encoded, info):
+        if self.class_weight is None:
+            return 1.0
+        classes = info["classes_"]
+        if self.class_weight == "balanced":
+            counts = np.bincount(encoded, minlength=len(classes))
+            per_class = len(encoded) / (len(classes) * np.maximum(counts, 1))
+        else:
+            per_class = np.ones(len(classes))
+            index = {_plain(c): k for k, c in enumerate(classes.tolist())}
+            for label, weight in self.class_weight.items():
+                if _plain(label) not in index:
+                    raise ValueError(
+                        f"class_weight names the label {_plain(label)!r}, which is "
+                        f"not in y (classes: {[_plain(c) for c in classes[:20]]})."
                     )
-                )
-        return callbacks
+                if not (
+                    isinstance(weight, Real) and np.isfinite(weight) and weight >= 0
+                ):
+                    raise ValueError(
+                        f"class_weight[{_plain(label)!r}] must be a number >= 0; "
+                        f"got {weight!r}."
+                    )
+                per_class[index[_plain(label)]] = float(weight)
+        return per_class[encoded]
 
-    def _fit_head_on_features(
-        self, net, features, y, train_idx, valid_idx, history, device
-    ):
-        validating = valid_idx is not None
-        train_split = (
-            predefined_split(Dataset(features[valid_idx], y[valid_idx]))
-            if validating
-            else None
-        )
-        if self.lr == "auto":
-            self._find_head_lr(net, features[train_idx], y[train_idx], device)
-        net.set_params(max_epochs=self.epochs, train_split=train_split)
-        _set_callbacks(net, self._callbacks(SGDR(cycle_len=self.epochs), validating))
-        net.set_group_lrs([self.lr_])
-        _drop_lone_last_batch(net, len(train_idx))
-        done = len(net.history)
-        net.partial_fit(features[train_idx], y[train_idx])
-        history.extend(_epoch_rows(net, "precomputed", done))
-
-    def _find_head_lr(self, net, features, y, device):
-        batches = feature_batches(features, y, self.batch_size, self._seed)
-        self.lr_ = self._find_lr(
-            copy.deepcopy(net.module_), [(None, 1.0)], batches, device
-        )
-
-    def _fit_on_images(
-        self, net, extractor, sources, y, train_idx, valid_idx, seed, history
-    ):
-        unfreezing = self.unfreeze is not False and self.unfrozen_cycles > 0
-        if self.n_cycles == 0 and not unfreezing:
-            return False
-        pre = extractor.preprocessing
-        backbone = extractor.backbone
-        # The head's BatchNorm averaged all batches so far (right for fixed,
-        # precomputed features). On images the features move with the
-        # augmentation and, unfrozen, with the body: track recent batches.
-        for module in net.module_.modules():
-            if isinstance(module, nn.BatchNorm1d):
-                module.momentum = 0.1
-        model = TransferNet(backbone.body, net.module_, pre.mean, pre.std)
-        groups = group_parameters(model, backbone.groups)
-        train_sources = [sources[i] for i in train_idx]
-        train_set = ImageDataset(
-            train_sources, y[train_idx], pre, self.augment, self.max_zoom, seed
-        )
-        validating = valid_idx is not None
-        train_split = None
-        if validating:
-            valid_set = ImageDataset([sources[i] for i in valid_idx], y[valid_idx], pre)
-            train_split = predefined_split(valid_set)
-        image_net = GroupedNet(
-            model,
-            layer_groups=groups,
-            group_lrs=self._group_lrs(self.lr_),
-            criterion=nn.CrossEntropyLoss,
-            optimizer=torch.optim.AdamW,
-            optimizer__weight_decay=self.weight_decay,
-            **{f"optimizer__{k}": v for k, v in adamw_options().items()},
-            lr=self.lr_,
-            batch_size=min(self.batch_size, 32),
-            train_split=train_split,
-            iterator_train__shuffle=True,
-            classes=np.arange(len(net.classes)),
-            device=str(extractor.device),
-            verbose=int(self.verbose > 1),
-        )
-        image_net.initialize()
-        stages = []
-        if self.n_cycles > 0:
-            epochs = _cycle_epochs(self.cycle_len, 1, self.n_cycles)
-            stages.append(
-                (
-                    "augmented",
-                    len(groups) - 1,
-                    self._group_lrs(self.lr_),
-                    SGDR(cycle_len=self.cycle_len, n_cycles=self.n_cycles),
-                    epochs,
-                )
+    def _same_targets(self, info):
+        if info["multilabel_"] != self.multilabel_ or not _same_labels(
+            info["classes_"], self.classes_
+        ):
+            return (
+                "needs the same classes as the previous fit: had "
+                f"{[_plain(c) for c in self.classes_[:20]]}, got "
+                f"{[_plain(c) for c in info['classes_'][:20]]}."
             )
-        if unfreezing:
-            n_body = len(groups) - 1
-            first = 0 if self.unfreeze is True else min(int(self.unfreeze), n_body - 1)
-            epochs = _cycle_epochs(
-                self.cycle_len, self.cycle_mult, self.unfrozen_cycles
-            )
-            stages.append(
-                (
-                    "unfrozen",
-                    first,
-                    None,
-                    SGDR(
-                        cycle_len=self.cycle_len,
-                        cycle_mult=self.cycle_mult,
-                        n_cycles=self.unfrozen_cycles,
-                    ),
-                    epochs,
-                )
-            )
-        tuned = False
-        try:
-            for stage, first_trainable, lrs, sgdr, epochs in stages:
-                set_trainable(groups, first_trainable)
-                if lrs is None:
-                    if self.finetune_lr == "auto":
-                        ratios = self._group_lrs(1.0)
-                        sweep_model = copy.deepcopy(model)
-                        sweep_groups = group_parameters(
-                            sweep_model,
-                            _groups_of(sweep_model.body, model.body, backbone.groups),
-                        )
-                        self.finetune_lr_ = self._find_lr(
-                            sweep_model,
-                            list(zip(sweep_groups, ratios)),
-                            dataset_batches(
-                                train_set, image_net.batch_size, self._seed
-                            ),
-                            extractor.device,
-                        )
-                    else:
-                        self.finetune_lr_ = float(self.finetune_lr)
-                    lrs = self._group_lrs(self.finetune_lr_)
-                tuned = tuned or first_trainable < len(groups) - 1
-                image_net.set_params(max_epochs=epochs)
-                _set_callbacks(image_net, self._callbacks(sgdr, validating))
-                image_net.set_group_lrs(lrs)
-                _drop_lone_last_batch(image_net, len(train_set))
-                done = len(image_net.history)
-                image_net.partial_fit(train_set, None)
-                history.extend(_epoch_rows(image_net, stage, done))
-        finally:
-            set_trainable(
-                groups, len(groups) - 1
-            )  # the body frozen again, the head not
-            model.eval()
-        return tuned
+        return None
 
-    def _find_lr(self, model, param_groups, batches, device):
-        """Run the LR finder's sweep on ``model`` (a copy) and return the
-        default suggestion."""
-        groups = [
-            (model.parameters() if params is None else params, ratio)
-            for params, ratio in param_groups
-        ]
-        lrs, _, smoothed = lr_sweep(
-            model, groups, batches, weight_decay=self.weight_decay, device=device
-        )
-        return float(suggest_lrs(lrs, smoothed)["valley"])
+    def _task(self):
+        n = len(self.classes_)
+        return MultiLabel(n) if self.multilabel_ else SingleLabel(n)
 
-    def _unfrozen_sweep_setup(self, X, y, seed):
-        """Model copy, ratio groups and batches for an unfrozen LR sweep."""
-        check_is_fitted(self, "net_")
-        sources = as_image_list(X)
-        y_enc = np.searchsorted(self.classes_, np.asarray(y))
-        ext = self.extractor_
-        model = TransferNet(
-            copy.deepcopy(ext.backbone.body),
-            copy.deepcopy(self.net_.module_),
-            ext.preprocessing.mean,
-            ext.preprocessing.std,
-        ).to(ext.device)
-        body_groups = _groups_of(model.body, ext.backbone.body, ext.backbone.groups)
-        groups = group_parameters(model, body_groups)
-        first = 0 if isinstance(self.unfreeze, bool) else int(self.unfreeze)
-        set_trainable(groups, min(first, len(groups) - 2))
-        dataset = ImageDataset(
-            sources, y_enc, ext.preprocessing, self.augment, self.max_zoom, seed
-        )
-        ratios = self._group_lrs(1.0)
-        return (
-            model,
-            list(zip(groups, ratios)),
-            dataset_batches(dataset, min(self.batch_size, 32), seed),
-            ext.device,
-        )
-
-    def _build_head(self, n_features, n_classes, device):
-        hidden = tuple(self.hidden_sizes)
-        if any(not isinstance(h, Integral) or h < 1 for h in hidden):
-            raise ValueError(
-                "The 'hidden_sizes' parameter of PretrainedImageClassifier must be a "
-                f"tuple of positive ints. Got {self.hidden_sizes!r} instead."
-            )
-        head = Head(n_features, n_classes, hidden, self.dropout)
-        lr = 1e-3 if self.lr == "auto" else self.lr
-        return GroupedNet(
-            head,
-            layer_groups=None,
-            group_lrs=[lr],
-            criterion=nn.CrossEntropyLoss,
-            optimizer=torch.optim.AdamW,
-            optimizer__weight_decay=self.weight_decay,
-            **{f"optimizer__{k}": v for k, v in adamw_options().items()},
-            lr=lr,
-            max_epochs=self.epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            iterator_train__shuffle=True,
-            classes=np.arange(n_classes),
-            device=str(device),
-            verbose=int(self.verbose > 1),
-        )
-
-    # -- predict ------------------------------------------------------------
-
-    def _features(self, X):
-        check_is_fitted(self, "net_")
-        _check_not_empty(X)
-        views = tta_views(self.tta) if self.tta else [PLAIN]
-        return self.extractor_.transform(
-            X, views=views, batch_size=self.feature_batch_size, verbose=self.verbose
-        )
+    # -- predict --------------------------------------------------------------------
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
         With ``tta > 0`` the probabilities of the plain view and ``tta``
-        augmented views are averaged.
+        augmented views are averaged (and over the snapshots of a snapshot
+        ensemble). For multi-label ``y``, each column is the independent
+        probability of its label.
         """
-        feats = self._features(X)
-        # skorch's loader draws a seed from torch's global RNG: keep it as found
-        with torch.random.fork_rng(devices=_cuda_devices()):
-            probs = np.mean([self.net_.predict_proba(f) for f in feats], axis=0)
-        probs = probs.astype(np.float64)
-        return probs / probs.sum(axis=1, keepdims=True)  # exact in float64
+        proba = self._outputs(X)
+        if self.multilabel_:
+            return proba
+        return proba / proba.sum(axis=1, keepdims=True)  # exact in float64
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`."""
@@ -712,143 +344,227 @@ class PretrainedImageClassifier(ClassifierMixin, BaseEstimator):
             return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """The most probable class of each image."""
+        """The most probable class of each image; for multi-label ``y``, a 0/1
+        indicator matrix of the labels whose probability reaches
+        ``threshold``."""
         proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= self.threshold).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy on ``(X, y)``; labels never seen in ``fit`` count as
-        errors (and are named in a warning)."""
-        check_is_fitted(self, "net_")
-        y_arr = np.asarray(y, dtype=object)
-        unseen = [
-            v
-            for v in dict.fromkeys(y_arr.tolist())
-            if v not in set(self.classes_.tolist())
-        ]
-        if unseen:
-            warnings.warn(
-                f"y contains labels not seen during fit: {unseen[:10]}; "
-                "those samples count as errors.",
-                UserWarning,
-                stacklevel=2,
+        """Mean accuracy on ``(X, y)`` (subset accuracy for multi-label ``y``,
+        as scikit-learn defines it). Labels never seen in ``fit`` count as
+        errors and are named in a warning."""
+        check_is_fitted(self, "head_")
+        pred = self.predict(X)
+        if self.multilabel_:
+            truth = self._indicator(y, len(pred))
+            correct = np.all(truth == pred, axis=1)
+        else:
+            truth = _object_array(_as_label_list(y))
+            if len(truth) != len(pred):
+                raise ValueError(
+                    f"X and y have different lengths: {len(pred)} images but "
+                    f"{len(truth)} labels."
+                )
+            known = {_plain(c) for c in self.classes_.tolist()}
+            unseen = [
+                v for v in dict.fromkeys(truth.tolist()) if _plain(v) not in known
+            ]
+            if unseen:
+                warnings.warn(
+                    "y contains labels not seen during fit: "
+                    f"{[_plain(v) for v in unseen[:10]]}; those samples count as "
+                    "errors.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            correct = np.array(
+                [_plain(a) == _plain(b) for a, b in zip(truth.tolist(), pred.tolist())]
             )
-        return super().score(X, y, sample_weight=sample_weight)
+        return float(np.average(correct, weights=sample_weight))
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.non_deterministic = False
-        return tags
+    def _indicator(self, y, n):
+        multilabel, classes, encoded = encode_labels(y, n, allow_one_class=True)
+        if not multilabel:
+            raise ValueError(
+                "the classifier was fitted on multi-label y; score needs "
+                "multi-label y too."
+            )
+        if isinstance(y, np.ndarray) or hasattr(y, "to_numpy"):
+            if encoded.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {encoded.shape[1]} label columns; the classifier "
+                    f"was fitted on {len(self.classes_)}."
+                )
+            return encoded
+        out = np.zeros((n, len(self.classes_)), dtype=np.int64)
+        index = {_plain(c): k for k, c in enumerate(self.classes_.tolist())}
+        for j, label in enumerate(classes.tolist()):
+            if _plain(label) in index:
+                out[:, index[_plain(label)]] = encoded[:, j]
+        return out
 
 
-def _encode_labels(y, n_samples):
+# -- labels ---------------------------------------------------------------------------
+
+
+def encode_labels(y, n_samples, allow_one_class=False):
+    """``(multilabel, classes, encoded)`` for a classifier's ``y``.
+
+    Single-label: ``encoded`` holds class indices into the sorted
+    ``classes``; every hashable label (tuples too) comes back exactly as
+    given. Multi-label (a 0/1 indicator matrix, or a sequence of lists or
+    sets of labels): ``encoded`` is the ``(n, n_labels)`` indicator matrix.
+    """
     if y is None:
         raise ValueError("y is required: PretrainedImageClassifier is supervised.")
-    y_arr = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) else y
-    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
-        warnings.warn(
-            "y was passed as a column vector; it is used as a 1-D array of labels.",
-            UserWarning,
-            stacklevel=3,
+    if hasattr(y, "to_numpy") and getattr(y, "ndim", 1) == 2:
+        y = y.to_numpy()
+    if isinstance(y, np.ndarray) and y.ndim == 2:
+        if y.shape[1] == 1:
+            warnings.warn(
+                "y was passed as a column vector; it is used as a 1-D array of labels.",
+                UserWarning,
+                stacklevel=4,
+            )
+            y = y.ravel()
+        else:
+            return _indicator_matrix(y, n_samples)
+    if isinstance(y, np.ndarray) and y.ndim > 2:
+        raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}.")
+    labels = _as_label_list(y)
+    _check_length(len(labels), n_samples)
+    if labels and all(
+        isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels
+    ):
+        return _label_collections(labels)
+    if any(isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels):
+        i = next(
+            i for i, v in enumerate(labels) if isinstance(v, (list, set, np.ndarray))
         )
-        y_arr = y_arr.ravel()
-    if y_arr.ndim != 1:
         raise ValueError(
-            f"y must be 1-D (one label per image); got shape {y_arr.shape}."
+            f"y mixes single labels and label collections (y[{i}] is a "
+            f"{type(labels[i]).__name__}); give one label per image, or a "
+            "collection of labels for every image (multi-label)."
         )
-    if n_samples == 0:
-        raise ValueError("X is empty: at least one image per class is required.")
-    if len(y_arr) != n_samples:
+    classes, encoded = _single_labels(labels, allow_one_class)
+    return False, classes, encoded
+
+
+def _as_label_list(y) -> list:
+    if isinstance(y, (str, bytes)) or np.isscalar(y):
+        raise ValueError(f"y must be a sequence of labels; got {y!r}.")
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype != object:
+        return [_plain(v) for v in y]
+    try:
+        return list(y)
+    except TypeError:
         raise ValueError(
-            f"X and y have different lengths: {n_samples} images but "
-            f"{len(y_arr)} labels."
+            f"y must be a sequence of labels; got {type(y).__name__}."
+        ) from None
+
+
+def _check_length(n_labels, n_samples):
+    if n_labels != n_samples:
+        raise ValueError(
+            f"X and y have different lengths: {n_samples} images but {n_labels} labels."
         )
-    missing = [i for i, v in enumerate(y_arr.tolist()) if _is_missing(v)]
+
+
+def _object_array(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _single_labels(labels, allow_one_class):
+    missing = [i for i, v in enumerate(labels) if _is_missing(v)]
     if missing:
         raise ValueError(
             f"y contains {len(missing)} missing labels (NaN or None), the first at "
             f"index {missing[0]}; drop those images or give them a label."
         )
-    values = y_arr
-    if y_arr.dtype == object and all(
-        isinstance(v, (float, np.floating)) for v in y_arr.tolist()
-    ):
-        values = y_arr.astype(np.float64)  # a list of floats
+    values = np.asarray(labels) if labels else np.asarray([])
+    if values.ndim == 1 and values.dtype.kind == "f":
+        if type_of_target(values) == "continuous":
+            raise ValueError(
+                "y holds continuous values; PretrainedImageClassifier needs class "
+                "labels (strings, ints, or floats with integer values). For "
+                "continuous targets use PretrainedImageRegressor."
+            )
     try:
-        target = type_of_target(values) if values.dtype.kind == "f" else None
-    except (TypeError, ValueError):
-        target = None
-    if target == "continuous":
-        raise ValueError(
-            "y holds continuous values; PretrainedImageClassifier needs class labels "
-            "(strings, ints, or floats with integer values)."
-        )
-    try:
-        classes, encoded = np.unique(y_arr, return_inverse=True)
+        unique = sorted(set(labels))
     except TypeError:
-        kinds = sorted({type(v).__name__ for v in y_arr.tolist()})
+        kinds = sorted({type(v).__name__ for v in labels})
         raise ValueError(
             f"y mixes label types ({', '.join(kinds)}); use labels of one type."
         ) from None
-    if len(classes) < 2:
+    if len(unique) < 2 and not allow_one_class:
+        label = unique[0] if unique else None
         raise ValueError(
-            f"y has only one class ({classes[0]!r}); a classifier needs at least 2."
+            f"y has only one class ({label!r}); a classifier needs at least 2."
         )
-    if classes.dtype == object:
-        try:
-            classes = np.asarray(classes.tolist())
-        except Exception:
-            pass
-        if classes.dtype.kind not in "USifb":
-            classes = np.asarray(np.unique(y_arr), dtype=object)
-    return classes, encoded.astype(np.int64)
+    classes = _class_array(unique)
+    index = {v: k for k, v in enumerate(unique)}
+    encoded = np.array([index[v] for v in labels], dtype=np.int64)
+    return classes, encoded
 
 
-def _groups_of(new_root, old_root, old_groups):
-    """The layer groups of ``old_root`` mapped onto its deep copy ``new_root``."""
-    names = {id(m): n for n, m in old_root.named_modules()}
-    lookup = dict(new_root.named_modules())
-    return [[lookup[names[id(m)]] for m in group] for group in old_groups]
+def _class_array(unique) -> np.ndarray:
+    """Labels as an array of their natural dtype (strings, ints...), or an
+    object array when they are not scalars (tuples) or do not round-trip."""
+    if all(isinstance(v, (str, int, float, bool, np.generic)) for v in unique):
+        arr = np.asarray(unique)
+        if arr.ndim == 1 and [_plain(v) for v in arr] == list(unique):
+            return arr
+    return _object_array(unique)
 
 
-def _drop_lone_last_batch(net, n_train) -> None:
-    """Drop a last mini-batch of one sample: BatchNorm cannot train on it."""
-    # set as an attribute: skorch's set_params would re-initialise the net
-    vars(net)["iterator_train__drop_last"] = n_train % net.batch_size == 1
+def _same_labels(a, b) -> bool:
+    return len(a) == len(b) and all(
+        _plain(x) == _plain(y) for x, y in zip(a.tolist(), b.tolist())
+    )
 
 
-def _set_callbacks(net, callbacks) -> None:
-    """Replace a net's callbacks (skorch's set_params does not rebuild them)."""
-    net.callbacks = callbacks
-    net.initialize_callbacks()
+def _indicator_matrix(y, n_samples):
+    _check_length(len(y), n_samples)
+    values = np.asarray(y)
+    if values.dtype.kind not in "biuf" or not np.isin(values, (0, 1)).all():
+        raise ValueError(
+            "a 2-D y must be a 0/1 indicator matrix (n_images, n_labels) for "
+            f"multi-label classification; got values of dtype {values.dtype} "
+            "outside {0, 1}."
+        )
+    if values.shape[1] < 2:
+        raise ValueError("a multi-label y needs at least 2 label columns.")
+    return True, np.arange(values.shape[1]), values.astype(np.int64)
 
 
-def _cycle_epochs(cycle_len, cycle_mult, n_cycles) -> int:
-    """Epochs of ``n_cycles`` SGDR cycles (at least one epoch)."""
-    total = sum(cycle_len * cycle_mult**i for i in range(n_cycles))
-    return max(1, int(np.ceil(total - 1e-9)))
-
-
-def _epoch_rows(net, stage, done=0) -> list[dict]:
-    """History rows of the epochs after the first ``done``, numbered from 1
-    within the stage."""
-    rows = []
-    for row in net.history[done:]:
-        batches = row.get("batches") or []
-        first = batches[0] if batches else {}
-        lrs = first.get("lrs") or ([first["lr"]] if "lr" in first else [])
-        record = {
-            "stage": stage,
-            "epoch": len(rows) + 1,
-            "lrs": [float(v) for v in lrs],
-            "train_loss": float(row.get("train_loss", float("nan"))),
-            "valid_loss": float(row.get("valid_loss", float("nan"))),
-            "valid_acc": float(row.get("valid_acc", float("nan"))),
-            "seconds": float(row.get("dur", float("nan"))),
-        }
-        rows.append(record)
-    return rows
+def _label_collections(labels):
+    flat = [_plain(v) for row in labels for v in row]
+    missing = [v for v in flat if _is_missing(v)]
+    if missing:
+        raise ValueError("y holds a missing label (NaN or None) inside a collection.")
+    try:
+        unique = sorted(set(flat))
+    except TypeError:
+        raise ValueError("y's label collections mix label types.") from None
+    if len(unique) < 2:
+        raise ValueError(
+            f"multi-label y names fewer than 2 labels ({unique}); a classifier "
+            "needs at least 2."
+        )
+    index = {v: k for k, v in enumerate(unique)}
+    encoded = np.zeros((len(labels), len(unique)), dtype=np.int64)
+    for i, row in enumerate(labels):
+        for v in row:
+            encoded[i, index[_plain(v)]] = 1
+    return True, _class_array(unique), encoded
 
 
 def _is_missing(v) -> bool:
@@ -858,25 +574,3 @@ def _is_missing(v) -> bool:
         return bool(isinstance(v, (float, np.floating)) and np.isnan(v))
     except TypeError:
         return False
-
-
-class _seeded:
-    """Run a block with torch's global RNG seeded, restoring it afterwards."""
-
-    def __init__(self, seed):
-        self.seed = seed
-
-    def __enter__(self):
-        self._fork = torch.random.fork_rng(devices=_cuda_devices())
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        return self._fork.__exit__(*exc)
-
-
-def _cuda_devices():
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return list(range(torch.cuda.device_count()))
-    return []

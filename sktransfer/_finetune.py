@@ -1,23 +1,23 @@
-"""Training on images: augmented head training and unfrozen fine-tuning.
+"""The modules and data of training on images.
 
 The body and the head become one module (:class:`TransferNet`); its
 parameters are split into layer groups that all sit in the optimizer from
 the first step. Freezing flips ``requires_grad`` and never adds or removes
-a parameter group, so schedules and optimizer state stay consistent from
-stage to stage.
+a parameter group, so schedules and optimizer state stay consistent.
 
 BatchNorm (and dropout) inside the body always run in inference mode, also
 in unfrozen groups: the running statistics of the pretrained network are
 kept and only the affine parameters and weights learn. Re-estimating them
-from batches of 32 photos of one narrow domain moves the features far from
-what the pretrained layers expect and costs accuracy.
+from batches of a few dozen photos of one narrow domain moves the features
+far from what the pretrained layers expect and costs accuracy.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -48,7 +48,8 @@ class TransferNet(nn.Module):
 
 
 class ImageDataset(Dataset):
-    """Decoded, (optionally) augmented images as uint8 CHW tensors.
+    """Decoded, (optionally) augmented images as uint8 CHW tensors, with
+    their targets and sample weights: items are ``(x, (target, weight))``.
 
     Augmentations draw from one generator seeded at construction; with a
     single-process loader and a seeded shuffle, every run sees the same
@@ -56,10 +57,22 @@ class ImageDataset(Dataset):
     """
 
     def __init__(
-        self, sources, y, pre: Preprocessing, augment=None, max_zoom=1.1, seed=0
+        self,
+        sources,
+        targets,
+        pre: Preprocessing,
+        augment=None,
+        max_zoom=1.1,
+        seed=0,
+        weights=None,
     ):
         self.sources = sources
-        self.y = None if y is None else np.asarray(y, dtype=np.int64)
+        self.targets = targets
+        self.weights = (
+            torch.ones(len(sources), dtype=torch.float32)
+            if weights is None
+            else weights
+        )
         self.pre = pre
         self.augment = augment
         self.max_zoom = max_zoom
@@ -75,18 +88,17 @@ class ImageDataset(Dataset):
         else:
             arr = render(img, self.pre, PLAIN)
         x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)
-        return x, (self.y[i] if self.y is not None else 0)
+        return x, (self.targets[i], self.weights[i])
 
 
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:
     """Parameters of each body layer group, then the head's as a last group.
 
-    The head gets the rate of the late group; it is a group of its own so
-    that the head can train while the whole body stays frozen.
-
-    Body parameters outside every group (a ViT's position embedding, say)
-    join the group of the parameters registered next to them: the first
-    group if they come before any grouped parameter, else the previous one.
+    The head is a group of its own so that it can train while the whole
+    body stays frozen. Body parameters outside every group (a ViT's position
+    embedding, say) join the group of the parameters registered next to
+    them: the first group if they come before any grouped parameter, else
+    the previous one.
     """
     owner = {}
     for g, modules in enumerate(body_groups):
@@ -102,45 +114,9 @@ def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]
     return groups
 
 
-def set_trainable(groups, first_trainable: int) -> None:
-    """Freeze groups before ``first_trainable``, unfreeze the rest."""
-    for g, params in enumerate(groups):
-        for p in params:
-            p.requires_grad_(g >= first_trainable)
-
-
 def adamw_options() -> dict:
     """``fused=True`` where torch has the fused AdamW kernel (about twice as
     fast per step on a CPU for a small head)."""
-    import inspect
-
     if "fused" in inspect.signature(torch.optim.AdamW).parameters:
         return {"fused": True}
     return {}
-
-
-class GroupedNet(NeuralNetClassifier):
-    """A skorch classifier whose optimizer has one parameter group per layer
-    group, with the rates given in ``group_lrs``."""
-
-    def __init__(self, *args, layer_groups=None, group_lrs=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.layer_groups = layer_groups
-        self.group_lrs = group_lrs
-
-    def initialize_optimizer(self, *args, **kwargs):
-        _, kwargs_opt = self.get_params_for_optimizer("optimizer", [])
-        kwargs_opt.pop("lr", None)
-        groups = self.layer_groups
-        if groups is None:
-            groups = [list(self.module_.parameters())]
-        param_groups = [
-            {"params": params, "lr": lr} for params, lr in zip(groups, self.group_lrs)
-        ]
-        self.optimizer_ = self.optimizer(param_groups, **kwargs_opt)
-        return self
-
-    def set_group_lrs(self, lrs) -> None:
-        self.group_lrs = list(lrs)
-        for group, lr in zip(self.optimizer_.param_groups, lrs):
-            group["lr"] = lr

@@ -6,138 +6,26 @@ rate shows where training is fast and still stable. Several rules read a
 suggestion off the curve; the default, ``"valley"``, takes the longest
 stretch over which the smoothed loss keeps falling and picks a rate two
 thirds of the way down it, which early spikes and late noise do not fool.
+
+The sweep itself is the engine's (:func:`lr_sweep`); this module only adds
+the public :class:`LRFinder` around it.
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.base import clone
 from sklearn.utils.validation import check_random_state
-from torch import nn
+
+from . import _engine as engine
+from ._engine import lr_sweep, suggest_lrs
 
 __all__ = ["LRFinder", "lr_sweep", "suggest_lrs"]
 
 RULES = ("valley", "minimum", "steepest")
-
-
-def lr_sweep(
-    model,
-    param_groups,
-    batches,
-    *,
-    start_lr=1e-7,
-    end_lr=10.0,
-    num_it=100,
-    smooth=0.98,
-    diverge=4.0,
-    weight_decay=0.0,
-    device="cpu",
-):
-    """Train ``model`` on ``batches`` while the base rate sweeps up.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Trained in place (pass a copy).
-    param_groups : list of (params, ratio)
-        Each group follows the sweep scaled by its ratio (the top group
-        has ratio 1), so differential rates keep their proportions.
-    batches : callable
-        ``batches(i)`` returns the ``(x, y)`` mini-batch of iteration ``i``;
-        it cycles through the data, so small data sets give enough steps.
-
-    Returns
-    -------
-    lrs, losses, smoothed : ndarrays of equal length
-        The base rate, raw loss and bias-corrected exponentially smoothed
-        loss of every iteration run. The sweep stops early when the loss
-        is NaN/inf or the smoothed loss exceeds ``diverge`` times its best.
-    """
-    groups = [
-        {"params": list(params), "lr": start_lr * ratio}
-        for params, ratio in param_groups
-    ]
-    ratios = [ratio for _, ratio in param_groups]
-    from ._finetune import adamw_options
-
-    optimizer = torch.optim.AdamW(
-        groups, lr=start_lr, weight_decay=weight_decay, **adamw_options()
-    )
-    criterion = nn.CrossEntropyLoss()
-    model.train()
-    mult = (end_lr / start_lr) ** (1.0 / max(1, num_it - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best = 0.0, math.inf
-    for i in range(num_it):
-        lr = start_lr * mult**i
-        for group, ratio in zip(optimizer.param_groups, ratios):
-            group["lr"] = lr * ratio
-        x, y = batches(i)
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            break
-        loss.backward()
-        optimizer.step()
-        avg = smooth * avg + (1 - smooth) * value
-        s = avg / (1 - smooth ** (i + 1))
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(s)
-        best = min(best, s)
-        if i > 5 and s > diverge * best:
-            break
-    model.eval()
-    return np.asarray(lrs), np.asarray(losses), np.asarray(smoothed)
-
-
-def suggest_lrs(lrs, smoothed) -> dict:
-    """Suggested rates from a sweep, one per rule.
-
-    ``"minimum"``: a tenth of the rate at the lowest smoothed loss (the
-    lesson's reading of the plot). ``"steepest"``: the rate where the
-    smoothed loss falls fastest per log-rate step, between the first tenth
-    of the sweep (where the smoothing is still warming up) and the minimum.
-    ``"valley"``: two thirds of the way down the longest stretch over which
-    the smoothed loss only falls (small bumps below 1% of the loss range
-    allowed).
-    """
-    lrs = np.asarray(lrs, dtype=float)
-    loss = np.asarray(smoothed, dtype=float)
-    if len(lrs) < 3:
-        raise ValueError(
-            f"the sweep ran only {len(lrs)} iterations before the loss diverged; "
-            "lower start_lr."
-        )
-    i_min = int(np.argmin(loss))
-    out = {"minimum": float(lrs[i_min] / 10)}
-    # The first tenth of the sweep is skipped: there the smoothed loss is
-    # still warming up and its noise, not the rate, sets the slope.
-    skip = min(len(loss) // 10, max(i_min - 2, 0))
-    upto = max(i_min, skip + 2)
-    slope = np.gradient(loss[skip : upto + 1], np.log(lrs[skip : upto + 1]))
-    out["steepest"] = float(lrs[skip + int(np.argmin(slope))])
-    # Longest run where the loss keeps falling (allowing tiny bumps).
-    tol = 0.01 * (np.nanmax(loss) - np.nanmin(loss) + 1e-12)
-    best_start, best_len, start = 0, 1, 0
-    running_min = loss[0]
-    for i in range(1, len(loss)):
-        if loss[i] <= running_min + tol:
-            running_min = min(running_min, loss[i])
-        else:
-            start, running_min = i, loss[i]
-        if i - start + 1 > best_len:
-            best_start, best_len = start, i - start + 1
-    end = best_start + best_len - 1
-    out["valley"] = float(lrs[best_start + int(round((end - best_start) * 2 / 3))])
-    return out
 
 
 class LRFinder:
@@ -148,7 +36,7 @@ class LRFinder:
 
     Parameters
     ----------
-    estimator : PretrainedImageClassifier
+    estimator : PretrainedImageClassifier or PretrainedImageRegressor
         Its parameters (backbone, head shape, ``lr_mult``...) are used.
     start_lr, end_lr : float, default=1e-7, 10
         Range of the sweep.
@@ -173,7 +61,13 @@ class LRFinder:
     suggestions_ : dict
         Rate per rule (``"valley"``, ``"minimum"``, ``"steepest"``).
     suggestion_ : float
-        The ``"valley"`` suggestion.
+        The ``"valley"`` suggestion (what ``lr="auto"`` uses).
+    diverged_ : bool
+        Whether the loss diverged before ``end_lr`` (a curve that never
+        does has no valley to read).
+    problem_ : str or None
+        Why the suggestions are not reliable (never diverged, too few
+        batches), or None.
 
     Examples
     --------
@@ -227,58 +121,71 @@ class LRFinder:
                 f"LRFinder's smooth must be in [0, 1); got {self.smooth!r}."
             )
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Run the sweep on ``(X, y)`` and compute the suggestions."""
-        from ._classifier import _seeded
-
         self._check()
-        est = clone(self.estimator)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        est = clone(self.estimator)
         if self.stage == "precomputed":
             est.set_params(
-                epochs=0,
-                n_cycles=0,
-                unfrozen_cycles=0,
+                precompute_epochs=max(1, est.precompute_epochs),
                 lr=1e-3,
-                finetune_lr=1e-4,
                 random_state=seed,
             )
-            est.fit(X, y)  # loads the body, caches features, builds the head
-            X, y = _without_skipped(X, y, est.skipped_)
-            features = est.extractor_.transform(
-                X, batch_size=est.feature_batch_size, verbose=est.verbose
-            )[0]
-            y_enc = np.searchsorted(est.classes_, np.asarray(y))
-            model = copy.deepcopy(est.net_.module_)
-            groups = [(model.parameters(), 1.0)]
-            batches = feature_batches(features, y_enc, est.batch_size, seed)
-            device = est.extractor_.device
         else:
+            # the head first trains as configured, then the sweep continues
+            # from it on the unfrozen network
             est.set_params(
-                n_cycles=0,
                 unfrozen_cycles=0,
-                lr=est.lr if est.lr != "auto" else 1e-3,
+                lr=1e-3 if est.lr == "auto" else est.lr,
+                unfrozen_lr=1e-4 if est.unfrozen_lr == "auto" else est.unfrozen_lr,
                 random_state=seed,
             )
-            est.fit(X, y)
-            X, y = _without_skipped(X, y, est.skipped_)
-            model, groups, batches, device = est._unfrozen_sweep_setup(X, y, seed)
-        with _seeded(seed):
-            lrs, losses, smoothed = lr_sweep(
-                model,
-                groups,
-                batches,
-                start_lr=self.start_lr,
-                end_lr=self.end_lr,
-                num_it=self.num_it,
-                smooth=self.smooth,
-                diverge=self.diverge,
-                weight_decay=est.weight_decay,
-                device=device,
+            if est.precompute_epochs == 0 and est.augmented_cycles == 0:
+                est.set_params(precompute_epochs=1)
+            est.fit(X, y, sample_weight=sample_weight)
+            est.set_params(
+                warm_start=True,
+                precompute_epochs=0,
+                augmented_cycles=0,
+                unfrozen_cycles=1,
+                on_error="skip" if est.skipped_ else est.on_error,
             )
-        self.lrs_, self.losses_, self.smoothed_losses_ = lrs, losses, smoothed
-        self.suggestions_ = suggest_lrs(lrs, smoothed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skip warning was given once
+            prepared = est._prepare(X, y, sample_weight)
+        stage = prepared.plan[-1] if self.stage == "unfrozen" else prepared.plan[0]
+        model, groups = engine.build_model(prepared.data.extractor, prepared.head)
+        sweep = engine.stage_sweep(
+            stage,
+            model,
+            groups,
+            prepared.data,
+            prepared.task,
+            prepared.settings,
+            seed,
+            start_lr=self.start_lr,
+            end_lr=self.end_lr,
+            num_it=self.num_it,
+            smooth=self.smooth,
+            diverge=self.diverge,
+        )
+        self.lrs_ = sweep["lrs"]
+        self.losses_ = sweep["losses"]
+        self.smoothed_losses_ = sweep["smoothed"]
+        self.diverged_ = sweep["diverged"]
+        self.suggestions_ = suggest_lrs(self.lrs_, self.smoothed_losses_)
         self.suggestion_ = self.suggestions_["valley"]
+        self.problem_ = engine.sweep_problem(
+            sweep, len(prepared.data.train), prepared.settings.batch_size
+        )
+        if self.problem_:
+            warnings.warn(
+                f"the learning-rate sweep {self.problem_}; its suggestions are not "
+                "reliable (lr='auto' would fall back to the default rate).",
+                UserWarning,
+                stacklevel=2,
+            )
         return self
 
     def plot(self, ax=None, skip_start=5, skip_end=3):
@@ -296,13 +203,32 @@ class LRFinder:
         ax.plot(lrs, loss, label="smoothed loss")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("loss (smoothed)")
+        ax.set_title(f"Learning-rate sweep ({self.stage} stage)")
         for (name, lr), marker in zip(self.suggestions_.items(), "ovs"):
             y_at = np.interp(np.log(lr), np.log(self.lrs_), self.smoothed_losses_)
+            used = name == "valley"
             ax.plot(
-                [lr], [y_at], marker=marker, linestyle="none", label=f"{name}: {lr:.2g}"
+                [lr],
+                [y_at],
+                marker=marker,
+                markersize=11 if used else 7,
+                color="C3" if used else "0.45",
+                linestyle="none",
+                label=f"{name}: {lr:.2g}" + (" (lr='auto')" if used else ""),
             )
-        ax.legend()
+        if self.problem_:
+            ax.text(
+                0.02,
+                0.98,
+                "Warning: the sweep " + self.problem_,
+                transform=ax.transAxes,
+                va="top",
+                color="C3",
+                wrap=True,
+                fontsize=8,
+            )
+        ax.legend(loc="lower left")
         return ax
 
     def plot_lr(self, ax=None):
@@ -316,59 +242,3 @@ class LRFinder:
         ax.set_xlabel("iteration")
         ax.set_ylabel("learning rate")
         return ax
-
-
-def _without_skipped(X, y, skipped):
-    """``X`` and ``y`` without the images ``fit`` skipped (on_error="skip")."""
-    if not skipped:
-        return X, y
-    from ._images import as_image_list
-
-    sources = as_image_list(X)
-    paths = {s for s in skipped if isinstance(s, str)}
-    keep = [
-        i
-        for i, s in enumerate(sources)
-        if i not in skipped and not (isinstance(s, str) and s in paths)
-    ]
-    return [sources[i] for i in keep], np.asarray(y)[keep]
-
-
-def cycling_batches(n, batch_size, seed, take):
-    """``batches(i)``: the i-th mini-batch of a sweep over ``n`` samples.
-
-    The data is cycled with a fresh seeded shuffle on every pass, so small
-    data sets still give as many iterations as the sweep needs; ``take``
-    turns an index array into an ``(x, y)`` pair.
-    """
-    batch_size = min(batch_size, n)
-    per_pass = max(1, n // batch_size)
-    rng = np.random.default_rng(seed)
-    orders = {}
-
-    def batches(i):
-        p, b = divmod(i, per_pass)
-        if p not in orders:
-            orders.clear()
-            orders[p] = rng.permutation(n)
-        return take(orders[p][b * batch_size : (b + 1) * batch_size])
-
-    return batches
-
-
-def feature_batches(features, y, batch_size, seed):
-    X_t = torch.as_tensor(features)
-    y_t = torch.as_tensor(y, dtype=torch.int64)
-    return cycling_batches(
-        len(features), batch_size, seed, lambda idx: (X_t[idx], y_t[idx])
-    )
-
-
-def dataset_batches(dataset, batch_size, seed):
-    def take(idx):
-        items = [dataset[j] for j in idx]
-        x = torch.stack([item[0] for item in items])
-        y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.int64)
-        return x, y
-
-    return cycling_batches(len(dataset), batch_size, seed, take)

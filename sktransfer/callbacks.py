@@ -8,7 +8,7 @@ import math
 import numpy as np
 from skorch.callbacks import Callback
 
-__all__ = ["SGDR", "sgdr_factor"]
+__all__ = ["SGDR", "sgdr_factor", "sgdr_schedule"]
 
 
 def _cycle_lengths(
@@ -57,13 +57,77 @@ def sgdr_factor(step, *, steps_per_epoch, cycle_len=1.0, cycle_mult=1.0, min_rat
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def sgdr_schedule(
+    n_steps,
+    *,
+    steps_per_epoch,
+    cycle_len=1.0,
+    cycle_mult=1.0,
+    n_cycles=None,
+    min_ratio=0.0,
+):
+    """The SGDR factors of a whole training run, and where its cycles end.
+
+    Without ``n_cycles`` this is :func:`sgdr_factor` for every step. With
+    ``n_cycles``, the cycles are stretched (keeping their proportions) so
+    that exactly ``n_cycles`` of them fill the ``n_steps`` batches and the
+    last one ends at the floor with the last batch, instead of being cut off
+    just after a warm restart.
+
+    Returns
+    -------
+    factors : ndarray of shape (n_steps,)
+    cycle_ends : list of int
+        Batch counts (exclusive ends) at which a cycle completes.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    _check_schedule(cycle_len, cycle_mult, min_ratio)
+    n_steps = int(n_steps)
+    length = cycle_len
+    if n_cycles is not None:
+        planned = sum(cycle_len * cycle_mult**i for i in range(int(n_cycles)))
+        length = cycle_len * n_steps / (planned * steps_per_epoch)
+    ends, total = [], 0
+    for size in _cycle_lengths(length, cycle_mult, steps_per_epoch, n_steps):
+        total += size
+        if total <= n_steps:
+            ends.append(total)
+    last = None
+    if n_cycles is not None and len(ends) >= n_cycles:
+        # rounding cycles to whole batches must not start an extra cycle
+        ends = ends[: int(n_cycles)]
+        last = ends[-1] - 1
+    factors = np.array(
+        [
+            sgdr_factor(
+                s if last is None else min(s, last),
+                steps_per_epoch=steps_per_epoch,
+                cycle_len=length,
+                cycle_mult=cycle_mult,
+                min_ratio=min_ratio,
+            )
+            for s in range(n_steps)
+        ]
+    )
+    return factors, ends
+
+
 class SGDR(Callback):
     """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017).
 
     Sets the learning rate of every parameter group before each training
-    batch to ``base_lr * sgdr_factor(step)``, where ``base_lr`` is the
-    group's own rate when training began; so differential rates keep their
-    ratios through every restart.
+    batch to ``base_lr * factor(step)`` (see :func:`sgdr_schedule`), where
+    ``base_lr`` is the group's own rate when training began; so differential
+    rates keep their ratios through every restart.
+
+    skorch's ``LRScheduler`` over a ``LambdaLR`` can run a fixed schedule
+    (the estimators of this package do exactly that with
+    :func:`sgdr_schedule`); this callback exists for what it cannot do: the
+    number of batches per epoch is read from the training data when
+    training starts, and ``snapshot`` keeps weights at cycle ends that fall
+    inside an epoch (skorch's ``Checkpoint`` acts on epoch ends). To keep
+    the best epoch's weights, use ``EarlyStopping(load_best=True)``.
 
     Parameters
     ----------
@@ -78,11 +142,6 @@ class SGDR(Callback):
     snapshot : bool, default=False
         Keep a copy of the module's weights at the end of every cycle in
         ``snapshots_`` (snapshot ensembles, Huang et al., 2017).
-    keep_best : bool, default=False
-        Remember the weights of the epoch with the best ``monitor`` value
-        and restore them when training ends.
-    monitor : str, default="valid_loss"
-        History key watched by ``keep_best`` (lower is better).
     n_cycles : int, default=None
         When set, the cycles are stretched (keeping their proportions) so
         that exactly ``n_cycles`` of them fill the training run and the last
@@ -91,7 +150,10 @@ class SGDR(Callback):
     Examples
     --------
     >>> SGDR(cycle_len=1, cycle_mult=2).simulate(steps_per_epoch=2, n_epochs=3)
-    array([1. , 0.5, 1. , 0.85355339, 0.5, 0.14644661])
+    array([1.        , 0.5       , 1.        , 0.85355339, 0.5       ,
+           0.14644661])
+    >>> SGDR(cycle_len=1, n_cycles=2).simulate(steps_per_epoch=2, n_epochs=3)
+    array([1.  , 0.75, 0.25, 1.  , 0.75, 0.25])
 
     References
     ----------
@@ -106,8 +168,6 @@ class SGDR(Callback):
         min_ratio=0.0,
         steps_per_epoch=None,
         snapshot=False,
-        keep_best=False,
-        monitor="valid_loss",
         n_cycles=None,
     ):
         self.cycle_len = cycle_len
@@ -115,51 +175,53 @@ class SGDR(Callback):
         self.min_ratio = min_ratio
         self.steps_per_epoch = steps_per_epoch
         self.snapshot = snapshot
-        self.keep_best = keep_best
-        self.monitor = monitor
         self.n_cycles = n_cycles
 
     def _check(self):
         _check_schedule(self.cycle_len, self.cycle_mult, self.min_ratio)
+        if self.n_cycles is not None and not (
+            isinstance(self.n_cycles, (int, np.integer)) and self.n_cycles >= 1
+        ):
+            raise ValueError(f"n_cycles must be an int >= 1, got {self.n_cycles!r}.")
 
-    def factor(self, step, steps_per_epoch):
-        return sgdr_factor(
-            step,
+    def schedule(self, steps_per_epoch, n_steps):
+        """``(factors, cycle_ends)`` of a run of ``n_steps`` batches."""
+        self._check()
+        return sgdr_schedule(
+            n_steps,
             steps_per_epoch=steps_per_epoch,
-            cycle_len=getattr(self, "cycle_len_", self.cycle_len),
+            cycle_len=self.cycle_len,
             cycle_mult=self.cycle_mult,
+            n_cycles=self.n_cycles,
             min_ratio=self.min_ratio,
         )
 
     def simulate(self, steps_per_epoch, n_epochs, base_lr=1.0):
-        """The learning rate of every batch of ``n_epochs`` epochs."""
-        self._check()
+        """The learning rate of every batch of ``n_epochs`` epochs: exactly
+        what training that long runs (``n_cycles`` included)."""
         n = int(round(steps_per_epoch * n_epochs))
-        return np.array([base_lr * self.factor(s, steps_per_epoch) for s in range(n)])
+        return base_lr * self.schedule(steps_per_epoch, n)[0]
 
     def cycle_ends(self, steps_per_epoch, n_steps):
         """Batch indices (exclusive) at which cycles end, up to ``n_steps``."""
-        ends, total = [], 0
-        cycle_len = getattr(self, "cycle_len_", self.cycle_len)
-        for length in _cycle_lengths(
-            cycle_len, self.cycle_mult, steps_per_epoch, n_steps
-        ):
-            total += length
-            if total <= n_steps:
-                ends.append(total)
-        return ends
+        return self.schedule(steps_per_epoch, n_steps)[1]
 
     def plot_schedule(self, steps_per_epoch, n_epochs, ax=None):
-        """Plot the schedule; returns the matplotlib Axes."""
+        """Plot the schedule training will run; returns the matplotlib Axes."""
         import matplotlib.pyplot as plt
 
         lrs = self.simulate(steps_per_epoch, n_epochs)
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3))
         ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
+        for end in self.cycle_ends(steps_per_epoch, len(lrs))[:-1]:
+            ax.axvline(end / steps_per_epoch, color="0.8", linewidth=0.8, zorder=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel("learning rate / base rate")
-        ax.set_title(f"SGDR cycle_len={self.cycle_len}, cycle_mult={self.cycle_mult}")
+        cycles = "" if self.n_cycles is None else f", n_cycles={self.n_cycles}"
+        ax.set_title(
+            f"SGDR cycle_len={self.cycle_len}, cycle_mult={self.cycle_mult}{cycles}"
+        )
         return ax
 
     # -- skorch hooks -------------------------------------------------------
@@ -174,9 +236,6 @@ class SGDR(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.step_ = 0
         self.snapshots_ = []
-        self.best_score_ = None
-        self.best_epoch_ = None
-        self._best_state = None
         self.base_lrs_ = [group["lr"] for group in net.optimizer_.param_groups]
         spe = self.steps_per_epoch
         if spe is None:
@@ -187,31 +246,13 @@ class SGDR(Callback):
             spe = len(net.get_iterator(dataset, training=True))
         self.steps_per_epoch_ = max(1, int(spe))
         n_steps = self.steps_per_epoch_ * max(1, int(net.max_epochs))
-        self.cycle_len_ = self.cycle_len
-        if self.n_cycles is not None:
-            # stretch the cycles so that the last one ends with training, at
-            # the floor, instead of being cut off just after a restart
-            planned = sum(
-                self.cycle_len * self.cycle_mult**i for i in range(self.n_cycles)
-            )
-            self.cycle_len_ = (
-                self.cycle_len * n_steps / (planned * self.steps_per_epoch_)
-            )
-        ends = self.cycle_ends(self.steps_per_epoch_, n_steps)
-        self.last_step_ = None
-        if self.n_cycles is not None and len(ends) >= self.n_cycles:
-            # rounding cycles to whole batches must not start an extra cycle
-            ends = ends[: self.n_cycles]
-            self.last_step_ = ends[-1] - 1
+        self.factors_, ends = self.schedule(self.steps_per_epoch_, n_steps)
         self.cycle_ends_ = set(ends)
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        step = self.step_
-        if self.last_step_ is not None:
-            step = min(step, self.last_step_)
-        f = self.factor(step, self.steps_per_epoch_)
+        f = self.factors_[min(self.step_, len(self.factors_) - 1)]
         for group, base in zip(net.optimizer_.param_groups, self.base_lrs_):
             group["lr"] = base * f
 
@@ -226,23 +267,6 @@ class SGDR(Callback):
         if self.snapshot and self.step_ in self.cycle_ends_:
             self.snapshots_.append(copy.deepcopy(net.module_.state_dict()))
 
-    def on_epoch_end(self, net, **kwargs):
-        if not self.keep_best:
-            return
-        row = net.history[-1]
-        if self.monitor not in row:
-            raise ValueError(
-                f"SGDR(keep_best=True) monitors {self.monitor!r}, which the history "
-                f"does not record; it has {sorted(k for k in row if k != 'batches')}."
-            )
-        score = float(row[self.monitor])
-        if self.best_score_ is None or score < self.best_score_:
-            self.best_score_, self.best_epoch_ = score, int(row["epoch"])
-            self._best_state = copy.deepcopy(net.module_.state_dict())
-
     def on_train_end(self, net, X=None, y=None, **kwargs):
         for group, base in zip(net.optimizer_.param_groups, self.base_lrs_ or []):
             group["lr"] = base
-        if self.keep_best and self._best_state is not None:
-            net.module_.load_state_dict(self._best_state)
-            self._best_state = None

@@ -1,0 +1,465 @@
+"""What every recipe estimator shares: parameters, the checks that need no
+image, reading the images once, and handing them to the engine.
+
+A front (:class:`~sktransfer.PretrainedImageClassifier`,
+:class:`~sktransfer.PretrainedImageRegressor`) adds only what its task
+needs: how ``y`` becomes targets, and what ``predict*`` and ``score``
+return. ``fit`` keeps every intermediate result in locals and sets the
+fitted attributes at the very end, so an error or a KeyboardInterrupt
+anywhere leaves the estimator as it was (unfitted, or its previous fit).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_random_state
+
+from . import _engine as engine
+from ._features import (
+    _COMMON_CONSTRAINTS,
+    _check_not_empty,
+    build_extractor,
+    check_decodable,
+    image_fingerprints,
+    raise_bad_images,
+)
+from ._images import as_image_list, describe
+from ._plan import check_rates, make_plan
+from ._transforms import AUGMENTATIONS, PLAIN, tta_views
+
+RECIPE_CONSTRAINTS = {
+    **_COMMON_CONSTRAINTS,
+    "hidden_sizes": [tuple, list],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "precompute_epochs": [Interval(Integral, 0, None, closed="left")],
+    "augmented_cycles": [Interval(Integral, 0, None, closed="left")],
+    "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
+    "unfreeze_from": [Interval(Integral, 0, 2, closed="both")],
+    "cycle_len": [Interval(Real, 0, None, closed="neither")],
+    "cycle_mult": [Interval(Real, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+    "unfrozen_lr": [
+        Interval(Real, 0, None, closed="neither"),
+        StrOptions({"auto"}),
+        tuple,
+        list,
+    ],
+    "lr_mult": [Interval(Real, 1, None, closed="left")],
+    "augment": [StrOptions(set(AUGMENTATIONS)), None],
+    "max_zoom": [Interval(Real, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 2, None, closed="left")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "tta": [Interval(Integral, 0, None, closed="left")],
+    "snapshot_ensemble": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+    "early_stopping": ["boolean"],
+    "warm_start": ["boolean"],
+    "on_error": [StrOptions({"raise", "skip"})],
+    "extract_batch_size": [Interval(Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A fit's inputs, checked: what the engine needs, and what the front
+    sets as fitted attributes afterwards."""
+
+    plan: list
+    data: engine.TrainingSet
+    head: torch.nn.Module
+    task: object
+    settings: engine.Settings
+    seed: int
+    info: dict
+    skipped: list
+    history: list
+
+
+class RecipeEstimator(BaseEstimator):
+    """Base class of the recipe estimators (not public)."""
+
+    _parameter_constraints = RECIPE_CONSTRAINTS
+
+    # -- what a front defines ---------------------------------------------------
+
+    def _encode_targets(self, y, n_samples):
+        """``(task, encoded targets, info)``; ``info`` becomes fitted
+        attributes (e.g. ``classes_``)."""
+        raise NotImplementedError
+
+    def _task(self):
+        """The task of the fitted estimator."""
+        raise NotImplementedError
+
+    def _class_weights(self, encoded, info):
+        """Per-sample weight factors the front adds (1 by default)."""
+        return 1.0
+
+    def _targets_of_rows(self, y, encoded, info, rows):
+        """``y`` of the given rows, in a form :meth:`_encode_targets` takes."""
+        return encoded[rows]
+
+    def _same_targets(self, info) -> str | None:
+        """Why a warm start cannot continue with these targets, or None."""
+        return None
+
+    # -- fit ------------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on images ``X`` with targets ``y``.
+
+        The stages of the recipe run in order (see the class docstring);
+        every image is read, checked and (for precomputed stages) turned
+        into features before any training starts, and all images that
+        cannot be used are reported together in one error.
+
+        An error or a KeyboardInterrupt leaves the estimator as it was
+        before the call (unfitted, or with its previous fit); the feature
+        cache keeps every batch computed before it.
+
+        Parameters
+        ----------
+        X : sequence of images
+            File paths, PIL images, or a uint8 array ``(n, H, W, 3)``.
+        y : array-like
+            The targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the images in the loss of every stage and of the
+            learning-rate sweeps. Images of weight 0 are left out.
+
+        Returns
+        -------
+        self
+        """
+        start = time.perf_counter()
+        prepared = self._prepare(X, y, sample_weight)
+        result = engine.train(
+            prepared.plan,
+            prepared.data,
+            prepared.head,
+            prepared.task,
+            prepared.settings,
+            prepared.seed,
+        )
+        self._finish(prepared, result, time.perf_counter() - start)
+        return self
+
+    def _check_params(self):
+        self._validate_params()
+        name = type(self).__name__
+        hidden = self.hidden_sizes
+        if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
+            raise ValueError(
+                f"The 'hidden_sizes' parameter of {name} must be a tuple of "
+                f"positive ints. Got {hidden!r} instead."
+            )
+        check_rates(self.unfrozen_lr, self.lr_mult, name)
+        return make_plan(self.get_params())
+
+    def _prepare(self, X, y, sample_weight=None) -> Prepared:
+        """Check everything that needs no image, then read the images once."""
+        plan = self._check_params()
+        sources = as_image_list(X)
+        n = len(sources)
+        if n == 0:
+            raise ValueError("X is empty: at least one image is required.")
+        task, encoded, info = self._encode_targets(y, n)
+        base_weights = _check_sample_weight(sample_weight, n)
+        continuing = self.warm_start and hasattr(self, "head_")
+        if continuing:
+            problem = self._same_targets(info)
+            if problem:
+                raise ValueError(f"warm_start=True {problem}")
+        self._check_split(encoded, task, info, n)
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        extractor = self._make_extractor(continuing)
+        needs_features = plan[0].input == "features" or self.lr == "auto"
+        features, fps, bad = self._read_images(extractor, sources, needs_features)
+        skipped = self._skip_bad(sources, bad)
+        keep = _kept_rows(n, bad, base_weights)
+        if len(keep) < n:
+            sources = [sources[i] for i in keep]
+            fps = [fps[i] for i in keep]
+            features = None if features is None else features[keep]
+            base_weights = base_weights[keep]
+            task, encoded, info = self._encode_targets(
+                self._targets_of_rows(y, encoded, info, keep), len(keep)
+            )
+        weights = base_weights * self._class_weights(encoded, info)
+        train_idx, valid_idx = self._split(encoded, task, seed)
+        data = engine.TrainingSet(
+            extractor=extractor,
+            sources=sources,
+            fingerprints=fps,
+            targets=task.target_tensor(encoded),
+            weights=torch.as_tensor(weights, dtype=torch.float32),
+            train=train_idx,
+            valid=valid_idx,
+            extract_batch_size=self.extract_batch_size,
+            verbose=self.verbose,
+            features=features,
+        )
+        if continuing:
+            head = copy.deepcopy(self.head_)
+        else:
+            head = engine.new_head(
+                extractor.n_features,
+                task.n_outputs,
+                self.hidden_sizes,
+                self.dropout,
+                seed,
+            )
+        settings = engine.Settings(
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            max_zoom=self.max_zoom,
+            early_stopping=self.early_stopping,
+            verbose=self.verbose,
+        )
+        history = list(self.history_) if continuing else []
+        return Prepared(plan, data, head, task, settings, seed, info, skipped, history)
+
+    def _make_extractor(self, continuing):
+        if not continuing:
+            return build_extractor(self)
+        # Continue from the current (possibly fine-tuned) body, on a copy: an
+        # error mid-fit leaves the fitted model as it was. A new image size or
+        # preprocessing gives new cache keys, never stale features.
+        old = self.extractor_
+        if old.built_from and (self.backbone, repr(self.weights)) != old.built_from:
+            raise ValueError(
+                "warm_start=True continues training the fitted network, but "
+                f"backbone/weights changed from {old.built_from[0]!r}/"
+                f"{old.built_from[1]} to {self.backbone!r}/{self.weights!r}; "
+                "set warm_start=False to start from the new ones."
+            )
+        return build_extractor(self, backbone=copy.deepcopy(old.backbone))
+
+    def _read_images(self, extractor, sources, needs_features):
+        """Fingerprints, plain features (when a stage needs them) and the
+        images that could not be used (index -> message)."""
+        bad: dict = {}
+        fps = image_fingerprints(sources, bad)
+        features = None
+        if needs_features:
+            features = extractor.transform(
+                sources,
+                views=[PLAIN],
+                batch_size=self.extract_batch_size,
+                verbose=self.verbose,
+                fingerprints=fps,
+                bad=bad,
+                raise_errors=False,
+            )[0]
+        else:  # training reads the images later: check them all now
+            check_decodable(sources, fps, bad, extractor.preprocessing.resize_size)
+        if bad and self.on_error == "raise":
+            raise_bad_images(bad, len(sources), cached=extractor.cache is not None)
+        return features, fps, bad
+
+    def _skip_bad(self, sources, bad) -> list:
+        if not bad:
+            return []
+        warnings.warn(
+            f"on_error='skip': {len(bad)} of {len(sources)} images could not be "
+            "used and were left out of training (listed in skipped_):\n"
+            + "\n".join(f"  {bad[i]}" for i in sorted(bad)[:20]),
+            UserWarning,
+            stacklevel=4,
+        )
+        return [sources[i] if isinstance(sources[i], str) else i for i in sorted(bad)]
+
+    def _check_split(self, encoded, task, info, n):
+        """A stratified validation split must be possible: said before any
+        image is read, naming the class that is too small."""
+        if self.validation_fraction is None:
+            return
+        n_valid = int(np.ceil(self.validation_fraction * n))
+        if n_valid < 1 or n - n_valid < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves no images "
+                f"for {'validation' if n_valid < 1 else 'training'} out of {n}."
+            )
+        if not task.stratify:
+            return
+        counts = np.bincount(encoded, minlength=task.n_outputs)
+        small = [info["classes_"][k] for k in np.flatnonzero(counts < 2)]
+        if small:
+            names = ", ".join(repr(_plain(c)) for c in small[:10])
+            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} needs at least 2 "
+                f"images of every class for a stratified split; class {names}{more} "
+                "has only 1. Add images, or set validation_fraction=None."
+            )
+        if n_valid < task.n_outputs:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} holds out "
+                f"{n_valid} images, fewer than the {task.n_outputs} classes; "
+                "raise it, or set validation_fraction=None."
+            )
+
+    def _split(self, encoded, task, seed):
+        n = len(encoded)
+        if self.validation_fraction is None:
+            return np.arange(n), None
+        from sklearn.model_selection import train_test_split
+
+        train_idx, valid_idx = train_test_split(
+            np.arange(n),
+            test_size=self.validation_fraction,
+            stratify=encoded if task.stratify else None,
+            random_state=seed,
+        )
+        return np.sort(train_idx), np.sort(valid_idx)
+
+    def _finish(self, prepared, result, seconds):
+        """Set the fitted attributes, all at once, from the fit's locals."""
+        extractor = prepared.data.extractor
+        if result.tuned:
+            extractor = extractor.with_tuned_body()
+        head = result.model.head
+        members = _ensemble(extractor, result, prepared.plan[-1])
+        fit_no = 1 + max((row["fit"] for row in prepared.history), default=0)
+        rows = [{"fit": fit_no, **row} for row in result.history]
+        for key, value in prepared.info.items():
+            setattr(self, key, value)
+        self.lr_ = result.rates.get("head", _rate(self.lr))
+        self.unfrozen_lr_ = result.rates.get("unfrozen", _rate(self.unfrozen_lr))
+        self.skipped_ = prepared.skipped
+        self.n_features_ = extractor.n_features
+        self.extractor_ = extractor
+        self.head_ = head
+        self.ensemble_ = members
+        self.history_ = prepared.history + rows
+        if self.verbose:
+            _summary(self, prepared, rows, seconds)
+
+    # -- predict ------------------------------------------------------------------
+
+    def _outputs(self, X):
+        """Task outputs averaged over TTA views and ensemble members."""
+        check_is_fitted(self, "head_")
+        _check_not_empty(X)
+        views = tta_views(self.tta) if self.tta else [PLAIN]
+        return engine.predict_outputs(
+            self.ensemble_,
+            X,
+            views,
+            self._task(),
+            self.extract_batch_size,
+            self.verbose,
+        )
+
+    def _output_module(self):
+        """Raw head outputs -> what ``predict_proba`` (classifier) or
+        ``predict`` (regressor) returns, as a torch module."""
+        check_is_fitted(self, "head_")
+        return self._task().output_module()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
+
+
+def _check_sample_weight(sample_weight, n) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n, dtype=np.float64)
+    w = np.asarray(sample_weight)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.ndim != 1 or len(w) != n:
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per image ({n}); got shape "
+            f"{w.shape}."
+        )
+    try:
+        w = w.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must hold numbers.") from None
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        i = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        raise ValueError(
+            f"sample_weight must be finite and >= 0; sample_weight[{i}] is {w[i]}."
+        )
+    if not np.any(w > 0):
+        raise ValueError("sample_weight is 0 for every image: nothing to learn.")
+    return w
+
+
+def _kept_rows(n, bad, weights) -> np.ndarray:
+    """Rows that train: readable, and of weight > 0 (a weight-0 image changes
+    nothing but the head's BatchNorm statistics, so it is left out)."""
+    return np.array([i for i in range(n) if i not in bad and weights[i] > 0], int)
+
+
+def _rate(value):
+    return None if isinstance(value, str) else value
+
+
+def _plain(value):
+    """A label as a user wrote it (``'cats'``, not ``np.str_('cats')``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _ensemble(extractor, result, last_stage) -> list:
+    """``(extractor, head)`` pairs averaged at prediction time: the snapshots
+    of the last stage's cycle ends, or the final model alone."""
+    head = result.model.head
+    if len(result.snapshots) < 2:
+        return [(extractor, head)]
+    members = []
+    for state in result.snapshots:
+        member_head = copy.deepcopy(head)
+        if last_stage.input == "features":
+            member_head.load_state_dict(state)
+            members.append((extractor, member_head))
+            continue
+        member_head.load_state_dict(_prefixed(state, "head."))
+        body_extractor = copy.copy(extractor)
+        backbone = copy.deepcopy(extractor.backbone)
+        backbone.body.load_state_dict(_prefixed(state, "body."))
+        body_extractor.backbone = backbone
+        members.append((body_extractor.with_tuned_body(), member_head))
+    return members
+
+
+def _prefixed(state, prefix) -> dict:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _summary(estimator, prepared, rows, seconds) -> None:
+    stages = []
+    for stage in prepared.plan:
+        own = [r for r in rows if r["stage"] == stage.name]
+        stages.append(
+            f"{stage.name} {len(own)} epochs {sum(r['seconds'] for r in own):.1f}s"
+        )
+    n = len(prepared.data.sources)
+    print(
+        f"{type(estimator).__name__}: {n} images, "
+        + ", ".join(stages)
+        + f"; fit took {seconds:.1f}s",
+        file=sys.stderr,
+    )
+
+
+def label_text(value) -> str:
+    return repr(_plain(value))
+
+
+__all__ = ["RecipeEstimator", "describe"]

@@ -1,0 +1,178 @@
+"""The recipe as data: estimator parameters -> the stages ``fit`` runs.
+
+:func:`make_plan` is a pure function of the parameters, so what ``fit``
+will do (which stages, on what input, which layer groups train, for how
+long, at which per-group rates and with which schedule) can be printed and
+tested without loading a network or reading an image.
+
+Layer groups are numbered 0 (early), 1 (middle), 2 (late) for the body and
+3 for the head; every stage trains the head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+
+#: Body layer groups (early, middle, late); the head is group ``N_BODY_GROUPS``.
+N_BODY_GROUPS = 3
+
+STAGES = ("precomputed", "augmented", "unfrozen")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of training.
+
+    Attributes
+    ----------
+    name : {"precomputed", "augmented", "unfrozen"}
+    input : {"features", "images"}
+        Cached features of the frozen body, or decoded (augmented) photos.
+    trainable_from : int
+        First trainable layer group; ``N_BODY_GROUPS`` trains the head only.
+    epochs : int
+    lr : float or "auto"
+        Rate of the late body group and of the head; ``"auto"`` is found by
+        a learning-rate sweep when the stage starts.
+    ratios : tuple of 4 floats
+        Each group's rate as a multiple of ``lr`` (early, middle, late, head).
+    cycle_len, cycle_mult, n_cycles : the SGDR schedule of the stage; the
+        cycles are stretched to fill ``epochs`` exactly.
+    augment : str or None
+        Augmentation preset of image stages.
+    snapshot : bool
+        Keep the model at the end of every cycle (snapshot ensemble).
+    """
+
+    name: str
+    input: str
+    trainable_from: int
+    epochs: int
+    lr: float | str
+    ratios: tuple
+    cycle_len: float
+    cycle_mult: float
+    n_cycles: int
+    augment: str | None = None
+    snapshot: bool = False
+
+    @property
+    def trains_body(self) -> bool:
+        return self.trainable_from < N_BODY_GROUPS
+
+    def group_lrs(self, lr: float) -> list[float]:
+        """The rate of every layer group for a top rate ``lr``."""
+        return [lr * r for r in self.ratios]
+
+
+def cycle_epochs(cycle_len: float, cycle_mult: float, n_cycles: int) -> int:
+    """Whole epochs that ``n_cycles`` SGDR cycles need (at least one)."""
+    total = sum(cycle_len * cycle_mult**i for i in range(n_cycles))
+    return max(1, math.ceil(total - 1e-9))
+
+
+def unfrozen_rates(unfrozen_lr, lr_mult) -> tuple[float | str, tuple]:
+    """``(lr, ratios)`` of the unfrozen stage.
+
+    A number is the rate of the late group (and the head); earlier groups
+    get ``lr / lr_mult`` and ``lr / lr_mult**2``. A tuple gives the early,
+    middle and late rates explicitly (the head trains at the late rate), and
+    ``lr_mult`` is not used.
+    """
+    if isinstance(unfrozen_lr, (tuple, list)):
+        early, middle, late = (float(v) for v in unfrozen_lr)
+        return late, (early / late, middle / late, 1.0, 1.0)
+    mult = float(lr_mult)
+    return unfrozen_lr, (1.0 / mult**2, 1.0 / mult, 1.0, 1.0)
+
+
+def make_plan(params: dict) -> list[Stage]:
+    """The stages that ``fit`` runs for the estimator parameters ``params``
+    (``estimator.get_params()``).
+
+    1. ``precompute_epochs`` epochs of the head on the frozen body's cached
+       features: one cosine cycle, or SGDR cycles of ``cycle_len`` epochs
+       when it is the last stage of a snapshot ensemble;
+    2. ``augmented_cycles`` SGDR cycles of ``cycle_len`` epochs of the head
+       on augmented photos through the frozen body;
+    3. ``unfrozen_cycles`` SGDR cycles (the first ``cycle_len`` epochs long,
+       each next one ``cycle_mult`` times longer) with layer groups
+       ``unfreeze_from`` and later unfrozen, at differential rates.
+
+    A stage whose count is 0 is left out; a plan with no stage is an error.
+    """
+    head_only = N_BODY_GROUPS
+    counts = {
+        "precomputed": params["precompute_epochs"],
+        "augmented": params["augmented_cycles"],
+        "unfrozen": params["unfrozen_cycles"],
+    }
+    active = [name for name in STAGES if counts[name] > 0]
+    if not active:
+        raise ValueError(
+            "Nothing to train: precompute_epochs, augmented_cycles and "
+            "unfrozen_cycles are all 0. Set at least one of them above 0 "
+            "(the default trains the head for precompute_epochs=8 epochs)."
+        )
+    snapshot = bool(params.get("snapshot_ensemble", False))
+    cycle_len, cycle_mult = params["cycle_len"], params["cycle_mult"]
+    lr = params["lr"]
+    stages = []
+    if counts["precomputed"]:
+        epochs = counts["precomputed"]
+        length, n_cycles = epochs, 1
+        if snapshot and active[-1] == "precomputed":
+            length = min(cycle_len, epochs)
+            n_cycles = _cycles_within(epochs, length, cycle_mult)
+        stages.append(
+            Stage(
+                "precomputed", "features", head_only, epochs, lr, (1.0,) * 4,
+                length, cycle_mult if n_cycles > 1 else 1.0, n_cycles,
+                snapshot=snapshot and active[-1] == "precomputed",
+            )
+        )  # fmt: skip
+    if counts["augmented"]:
+        n = counts["augmented"]
+        stages.append(
+            Stage(
+                "augmented", "images", head_only, cycle_epochs(cycle_len, 1, n),
+                lr, (1.0,) * 4, cycle_len, 1.0, n, params["augment"],
+                snapshot=snapshot and active[-1] == "augmented",
+            )
+        )  # fmt: skip
+    if counts["unfrozen"]:
+        n = counts["unfrozen"]
+        top, ratios = unfrozen_rates(params["unfrozen_lr"], params["lr_mult"])
+        stages.append(
+            Stage(
+                "unfrozen", "images", int(params["unfreeze_from"]),
+                cycle_epochs(cycle_len, cycle_mult, n), top, ratios,
+                cycle_len, cycle_mult, n, params["augment"], snapshot=snapshot,
+            )
+        )  # fmt: skip
+    return stages
+
+
+def _cycles_within(epochs: int, cycle_len: float, cycle_mult: float) -> int:
+    """How many cycles (at least one) fit into ``epochs``."""
+    n, total = 0, 0.0
+    while total + cycle_len * cycle_mult**n <= epochs + 1e-9:
+        total += cycle_len * cycle_mult**n
+        n += 1
+    return max(1, n)
+
+
+def check_rates(unfrozen_lr, lr_mult, owner: str) -> None:
+    """Errors for rate parameters that scikit-learn's constraints let through."""
+    if isinstance(unfrozen_lr, (tuple, list)):
+        ok = len(unfrozen_lr) == 3 and all(
+            isinstance(v, Real) and math.isfinite(v) and v > 0 for v in unfrozen_lr
+        )
+        if not ok:
+            raise ValueError(
+                f"The 'unfrozen_lr' parameter of {owner} must be a positive float, "
+                "'auto', or a tuple of 3 positive rates (early, middle, late). "
+                f"Got {unfrozen_lr!r} instead."
+            )

@@ -1,0 +1,218 @@
+"""PretrainedImageRegressor: the fastai transfer-learning recipe for
+continuous targets."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import RegressorMixin
+
+from ._base import RecipeEstimator
+from ._classifier import _RECIPE_DOC
+from ._tasks import Regression
+
+
+class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
+    __doc__ = (
+        """Image regressor built on a pretrained network, trained the fastai way.
+
+    ``X`` is a sequence of images (file paths, PIL images, or a uint8 array
+    ``(n, H, W, 3)``); ``y`` holds one number per image, or a row of numbers
+    per image ``(n, n_targets)`` for several targets. Targets are
+    standardised inside (the head learns zero-mean, unit-variance targets
+    with a squared-error loss); ``predict`` returns the original units.
+
+    The recipe is the classifier's: the head on precomputed features,
+    augmented SGDR cycles, unfreezing with differential learning rates, TTA
+    averaging, snapshot ensembles, learning-rate sweeps. Choose ``augment``
+    (and so the TTA views) so that no transform changes the target: a
+    mirror negates a rotation angle, for instance; ``augment=None`` keeps
+    only zooms and shifts.
+
+    Parameters
+    ----------"""
+        + _RECIPE_DOC
+        + """
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets.
+    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+        The standardisation of the targets.
+    n_features_ : int
+        Length of the body's feature vector.
+    extractor_ : FeatureExtractor
+        The loaded (possibly fine-tuned) body, its preprocessing and cache key.
+    head_ : torch.nn.Module
+        The trained head: features -> standardised targets.
+    ensemble_ : list of (extractor, head)
+        The models averaged at prediction time.
+    history_ : list of dict
+        One record per epoch (fit, stage, epoch, image_size, lrs, train_loss,
+        valid_loss, valid_r2, seconds).
+    lr_, unfrozen_lr_ : float or None
+        The rates used (found by a sweep when set to ``"auto"``).
+    skipped_ : list
+        Images left out with ``on_error="skip"``.
+
+    See Also
+    --------
+    PretrainedImageClassifier : the same recipe for labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.linspace(0, 1, 8)
+    >>> X = np.stack([np.full((32, 32, 3), int(v * 255), np.uint8) for v in y])
+    >>> reg = PretrainedImageRegressor(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> reg.predict(X).shape
+    (8,)
+    """
+    )
+
+    def __init__(
+        self,
+        backbone="resnet34",
+        *,
+        weights="DEFAULT",
+        image_size=None,
+        preprocessing=None,
+        hidden_sizes=(512,),
+        dropout=0.5,
+        precompute_epochs=8,
+        augmented_cycles=0,
+        unfrozen_cycles=0,
+        unfreeze_from=0,
+        cycle_len=1,
+        cycle_mult=1,
+        lr=1e-3,
+        unfrozen_lr=1e-4,
+        lr_mult=10,
+        augment="side_on",
+        max_zoom=1.1,
+        batch_size=64,
+        weight_decay=1e-2,
+        tta=0,
+        snapshot_ensemble=False,
+        validation_fraction=None,
+        early_stopping=False,
+        warm_start=False,
+        on_error="raise",
+        precision="auto",
+        extract_batch_size=32,
+        device="auto",
+        cache="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.preprocessing = preprocessing
+        self.hidden_sizes = hidden_sizes
+        self.dropout = dropout
+        self.precompute_epochs = precompute_epochs
+        self.augmented_cycles = augmented_cycles
+        self.unfrozen_cycles = unfrozen_cycles
+        self.unfreeze_from = unfreeze_from
+        self.cycle_len = cycle_len
+        self.cycle_mult = cycle_mult
+        self.lr = lr
+        self.unfrozen_lr = unfrozen_lr
+        self.lr_mult = lr_mult
+        self.augment = augment
+        self.max_zoom = max_zoom
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.tta = tta
+        self.snapshot_ensemble = snapshot_ensemble
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.warm_start = warm_start
+        self.on_error = on_error
+        self.precision = precision
+        self.extract_batch_size = extract_batch_size
+        self.device = device
+        self.cache = cache
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- what the engine needs from a regressor -------------------------------------
+
+    def _encode_targets(self, y, n_samples):
+        values = check_targets(y, n_samples)
+        mean = values.mean(axis=0)
+        scale = values.std(axis=0)
+        constant = np.flatnonzero(scale == 0)
+        if len(constant):
+            which = "y" if values.shape[1] == 1 else f"target column {constant[0]}"
+            raise ValueError(
+                f"{which} has the same value for every image; there is nothing "
+                "to learn."
+            )
+        task = Regression(values.shape[1], mean, scale)
+        info = {
+            "n_outputs_": values.shape[1],
+            "target_mean_": mean,
+            "target_scale_": scale,
+            "_y_ndim": 1 if np.ndim(y) == 1 else 2,
+        }
+        return task, values, info
+
+    def _targets_of_rows(self, y, encoded, info, rows):
+        return encoded[rows, 0] if info["_y_ndim"] == 1 else encoded[rows]
+
+    def _same_targets(self, info):
+        if info["n_outputs_"] != self.n_outputs_:
+            return (
+                f"needs as many targets as the previous fit ({self.n_outputs_}); "
+                f"got {info['n_outputs_']}."
+            )
+        return None
+
+    def _task(self):
+        return Regression(self.n_outputs_, self.target_mean_, self.target_scale_)
+
+    def predict(self, X):
+        """Predicted targets in their original units: shape ``(n,)`` when
+        ``y`` was 1-D, else ``(n, n_outputs_)``. With ``tta > 0`` the
+        predictions of the plain view and ``tta`` augmented views are
+        averaged (and over the snapshots of a snapshot ensemble)."""
+        out = self._outputs(X)
+        return out[:, 0] if self._y_ndim == 1 else out
+
+
+def check_targets(y, n_samples) -> np.ndarray:
+    """``y`` as a finite float64 ``(n, n_targets)`` array, or a clear error."""
+    if y is None:
+        raise ValueError("y is required: PretrainedImageRegressor is supervised.")
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    try:
+        values = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "y must hold numbers for a regressor (for labels use "
+            "PretrainedImageClassifier)."
+        ) from None
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise ValueError(
+            f"y must be 1-D or 2-D (n_images, n_targets); got shape {values.shape}."
+        )
+    if len(values) != n_samples:
+        raise ValueError(
+            f"X and y have different lengths: {n_samples} images but "
+            f"{len(values)} targets."
+        )
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad):
+        raise ValueError(
+            f"y holds {len(bad)} non-finite values (NaN or inf), the first in row "
+            f"{bad[0]}; drop those images or give them a value."
+        )
+    return values

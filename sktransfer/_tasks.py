@@ -1,0 +1,132 @@
+"""What is learned: targets in, loss, outputs out.
+
+A task turns the user's ``y`` into the tensor the network is trained on,
+gives the loss (per sample, so that sample weights apply), and turns the
+network's raw outputs back into what ``predict_proba`` / ``predict`` return.
+The recipe engine knows nothing else about the problem, so single-label and
+multi-label classification and regression share every stage of training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Task:
+    """Base class: ``n_outputs`` raw outputs per image."""
+
+    kind = "task"
+    #: stratify the validation split on the encoded targets
+    stratify = False
+
+    def __init__(self, n_outputs: int):
+        self.n_outputs = int(n_outputs)
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss, shape ``(n,)``."""
+        raise NotImplementedError
+
+    def output_module(self) -> nn.Module:
+        """Raw outputs -> what the estimator returns (a torch module, so
+        that exported models compute it in the same graph)."""
+        raise NotImplementedError
+
+    def validation_score(self, raw: np.ndarray, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    score_name = "valid_score"
+
+
+class SingleLabel(Task):
+    """Softmax over classes; targets are class indices."""
+
+    kind = "single_label"
+    stratify = True
+    score_name = "valid_acc"
+
+    def loss(self, raw, target):
+        return nn.functional.cross_entropy(raw, target, reduction="none")
+
+    def target_tensor(self, y):
+        return torch.as_tensor(np.asarray(y), dtype=torch.int64)
+
+    def output_module(self):
+        return nn.Softmax(dim=1)
+
+    def validation_score(self, raw, target):
+        return float(np.mean(np.argmax(raw, axis=1) == np.asarray(target)))
+
+
+class MultiLabel(Task):
+    """Independent sigmoids; targets are 0/1 indicator rows."""
+
+    kind = "multi_label"
+    score_name = "valid_f1"
+
+    def loss(self, raw, target):
+        return nn.functional.binary_cross_entropy_with_logits(
+            raw, target, reduction="none"
+        ).mean(dim=1)
+
+    def target_tensor(self, y):
+        return torch.as_tensor(np.asarray(y), dtype=torch.float32)
+
+    def output_module(self):
+        return nn.Sigmoid()
+
+    def validation_score(self, raw, target):
+        """Samples-averaged F1 at a threshold of 0.5."""
+        pred = np.asarray(raw) > 0.0
+        true = np.asarray(target) > 0.5
+        tp = (pred & true).sum(axis=1)
+        denom = pred.sum(axis=1) + true.sum(axis=1)
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
+        return float(f1.mean())
+
+
+class Regression(Task):
+    """Standardised targets and squared error; outputs in original units."""
+
+    kind = "regression"
+    score_name = "valid_r2"
+
+    def __init__(self, n_outputs, mean, scale):
+        super().__init__(n_outputs)
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+
+    def loss(self, raw, target):
+        return nn.functional.mse_loss(raw, target, reduction="none").mean(dim=1)
+
+    def target_tensor(self, y):
+        z = (np.asarray(y, dtype=np.float64) - self.mean) / self.scale
+        return torch.as_tensor(z, dtype=torch.float32)
+
+    def output_module(self):
+        return Affine(self.mean, self.scale)
+
+    def validation_score(self, raw, target):
+        """R² of the standardised targets, averaged over outputs."""
+        raw = np.asarray(raw, dtype=np.float64)
+        target = np.asarray(target, dtype=np.float64)
+        ss_res = ((target - raw) ** 2).sum(axis=0)
+        ss_tot = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
+        return float(np.mean(1 - ss_res / np.maximum(ss_tot, 1e-12)))
+
+
+class Affine(nn.Module):
+    """``raw * scale + mean``: standardised outputs back to target units."""
+
+    def __init__(self, mean, scale):
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.tensor(np.asarray(mean), dtype=torch.float32)
+        )
+        self.register_buffer(
+            "scale", torch.tensor(np.asarray(scale), dtype=torch.float32)
+        )
+
+    def forward(self, raw):
+        return raw * self.scale + self.mean

@@ -12,7 +12,8 @@ from ._regressor import PretrainedImageRegressor
 from ._transforms import augmented_copies
 from .callbacks import SGDR
 from .datasets import image_size_summary, load_image_csv, load_image_folder
-from .plotting import plot_augmentations, plot_image_sizes
+from .inspection import most_confused, plot_top_losses, top_losses
+from .plotting import plot_augmentations, plot_history, plot_image_sizes
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,10 @@ __all__ = [
     "load_image_csv",
     "load_image_folder",
     "make_plan",
+    "most_confused",
     "plot_augmentations",
+    "plot_history",
     "plot_image_sizes",
+    "plot_top_losses",
+    "top_losses",
 ]

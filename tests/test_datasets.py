@@ -12,7 +12,6 @@ from conftest import DATA, requires_shared
 from PIL import Image, ImageFile
 
 from sktransfer.datasets import (
-    ImageSizeSummary,
     image_size_summary,
     load_image_csv,
     load_image_folder,
@@ -377,51 +376,7 @@ def test_summary_of_the_real_ants_and_bees_matches_the_data_readme():
     assert summary.width["max"] <= 2592 and summary.height["max"] <= 1984
 
 
-# -- plot_image_sizes -------------------------------------------------------------
-
-
-@pytest.fixture
-def plt():
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    yield plt
-    plt.close("all")
-
-
-def test_plot_image_sizes_draws_width_and_height_histograms(plt, tmp_path):
-    from matplotlib.axes import Axes
-
-    from sktransfer.plotting import plot_image_sizes
-
-    paths = []
-    for i, size in enumerate([(10, 20), (30, 20), (30, 40), (50, 60)]):
-        paths.append(str(tmp_path / f"{i}.png"))
-        Image.new("RGB", size).save(paths[-1])
-
-    ax = plot_image_sizes(paths)
-
-    assert isinstance(ax, Axes)
-    widths, heights = ax.containers  # one bar container per histogram
-    assert sum(bar.get_height() for bar in widths) == 4
-    assert sum(bar.get_height() for bar in heights) == 4
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["width (median 30)", "height (median 30)"]
-    assert ax.get_xlabel() == "pixels"
-
-    summary = image_size_summary(paths)
-    fig, given = plt.subplots()
-    assert plot_image_sizes(summary, ax=given, bins=5) is given
-    assert len(given.containers[0]) == 5
-
-
-def test_plot_image_sizes_without_readable_images_is_an_error(plt):
-    from sktransfer.plotting import plot_image_sizes
-
-    empty = ImageSizeSummary(0, 0, {}, {}, {}, {}, [], np.zeros(0), np.zeros(0))
-    with pytest.raises(ValueError, match="no image sizes to plot"):
-        plot_image_sizes(empty)
+# plot_image_sizes is tested in test_plotting.py.
 
 
 def test_importing_sktransfer_plotting_does_not_import_matplotlib():

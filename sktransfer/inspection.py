@@ -1,0 +1,269 @@
+"""Looking at what a fitted model gets wrong.
+
+scikit-learn's :class:`~sklearn.metrics.ConfusionMatrixDisplay` draws the
+confusion matrix; this module adds the two views the lesson reads next: the
+pairs of classes confused most often, and the images the model is most
+wrong about. They work with any fitted scikit-learn estimator whose input
+is images (paths, PIL images or uint8 arrays), not only with this package's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+__all__ = ["most_confused", "plot_top_losses", "top_losses"]
+
+
+def most_confused(y_true, y_pred, *, min_count=1):
+    """The pairs of classes confused most often, most frequent first.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    y_pred : array-like of shape (n_samples,)
+        Predicted labels.
+    min_count : int, default=1
+        Leave out pairs confused fewer times than this.
+
+    Returns
+    -------
+    pairs : list of (true, predicted, count)
+        Each off-diagonal cell of the confusion matrix with at least
+        ``min_count`` samples, sorted by decreasing count, then by labels.
+
+    See Also
+    --------
+    sklearn.metrics.ConfusionMatrixDisplay : the whole matrix as a figure.
+
+    Examples
+    --------
+    >>> y_true = ["cat", "cat", "cat", "dog", "dog", "fox", "fox", "fox"]
+    >>> y_pred = ["cat", "dog", "dog", "dog", "cat", "dog", "fox", "cat"]
+    >>> most_confused(y_true, y_pred)
+    [('cat', 'dog', 2), ('dog', 'cat', 1), ('fox', 'cat', 1), ('fox', 'dog', 1)]
+    >>> most_confused(y_true, y_pred, min_count=2)
+    [('cat', 'dog', 2)]
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_pred.ndim != 1:
+        raise ValueError(
+            "most_confused needs 1-D labels; got arrays of shape "
+            f"{y_true.shape} and {y_pred.shape}."
+        )
+    if len(y_true) != len(y_pred):
+        raise ValueError(
+            f"y_true and y_pred have different lengths: {len(y_true)} and "
+            f"{len(y_pred)}."
+        )
+    counts = Counter((_plain(t), _plain(p)) for t, p in zip(y_true, y_pred) if t != p)
+    pairs = [(t, p, n) for (t, p), n in counts.items() if n >= min_count]
+    return sorted(pairs, key=lambda pair: (-pair[2], str(pair[0]), str(pair[1])))
+
+
+def top_losses(estimator, X, y, k=None):
+    """The samples a fitted model is most wrong about, worst first.
+
+    The loss of one sample is the one the model was trained to lower: the
+    log loss of the true class for a classifier with ``predict_proba``, the
+    mean binary log loss over labels for a multi-label one (``y`` an
+    indicator matrix), and the squared error (summed over outputs) for a
+    regressor.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        A classifier with ``predict_proba`` and ``classes_``, or a regressor.
+    X : sequence of images
+        What ``estimator.predict`` takes.
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        True labels or targets.
+    k : int, default=None
+        How many to return; None returns all, sorted.
+
+    Returns
+    -------
+    indices : ndarray of int, shape (k,)
+        Positions in ``X``, highest loss first.
+    losses : ndarray of float, shape (k,)
+        Their losses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> model = LogisticRegression().fit(X, [0, 0, 1, 1])
+    >>> indices, losses = top_losses(model, X, [0, 1, 1, 1], k=2)
+    >>> indices.tolist()
+    [1, 2]
+    """
+    losses, _ = _sample_losses(estimator, X, y)
+    order = np.argsort(-losses, kind="stable")
+    if k is not None:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive int or None; got {k!r}.")
+        order = order[:k]
+    return order, losses[order]
+
+
+def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
+    """The ``k`` images with the highest loss, with what the model said.
+
+    Each title reads ``predicted / true / loss / probability`` (the model's
+    probability of the true class), as in the lesson: the images a model
+    gets most wrong are often mislabelled, cut off or not what the class
+    says.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        A classifier with ``predict_proba`` and ``classes_``, or a regressor.
+    X : sequence of images
+        Paths, PIL images or uint8 arrays.
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        True labels or targets.
+    k : int, default=9
+        Number of images.
+    ncols : int, default=3
+        Columns of the grid.
+    image_size : int, default=160
+        Longest side, in pixels, of each thumbnail.
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes, shape (n_rows, ncols)
+        One Axes per image, worst first; unused cells are empty.
+
+    See Also
+    --------
+    top_losses : the indices and losses without a figure.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import FunctionTransformer
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8)
+    >>> y = np.where(X.mean(axis=(1, 2, 3)) > 127, "light", "dark")
+    >>> flatten = FunctionTransformer(lambda X: X.reshape(len(X), -1) / 255)
+    >>> model = make_pipeline(flatten, LogisticRegression()).fit(X, y)
+    >>> axes = plot_top_losses(model, X, y, k=4, ncols=2)
+    >>> axes.shape
+    (2, 2)
+    >>> axes[0, 0].get_title().count("/")
+    3
+    """
+    import matplotlib.pyplot as plt
+
+    from ._images import load_image
+
+    losses, details = _sample_losses(estimator, X, y)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive int; got {k!r}.")
+    order = np.argsort(-losses, kind="stable")[:k]
+    ncols = max(1, min(ncols, len(order)))
+    nrows = int(np.ceil(len(order) / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3 * ncols, 3.2 * nrows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), order):
+        image = load_image(_item(X, i), draft_size=image_size)
+        image.thumbnail((image_size, image_size))
+        ax.imshow(np.asarray(image))
+        ax.set_title(details(i), fontsize="small")
+    fig.suptitle("predicted / true / loss / probability of the true class")
+    return axes
+
+
+def _sample_losses(estimator, X, y):
+    """Per-sample losses and a function giving a title for sample ``i``."""
+    y = np.asarray(y)
+    n = _length(X)
+    if len(y) != n:
+        raise ValueError(f"X has {n} images but y has {len(y)} rows.")
+    if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
+        proba = estimator.predict_proba(X)
+        if y.ndim == 2:  # multi-label: one probability per label
+            proba = _positive_column(proba)
+            p = np.clip(proba, 1e-15, 1 - 1e-15)
+            losses = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1)
+            predicted = p >= 0.5
+
+            def details(i):
+                p_true = np.mean(np.where(y[i], p[i], 1 - p[i]))
+                return (
+                    f"{_labels(estimator, predicted[i])} / {_labels(estimator, y[i])}"
+                    f" / {losses[i]:.2f} / {p_true:.2f}"
+                )
+
+            return losses, details
+        classes = np.asarray(estimator.classes_)
+        proba = np.asarray(proba)
+        position = {_plain(c): j for j, c in enumerate(classes)}
+        unknown = sorted({_plain(v) for v in y} - set(position), key=str)
+        if unknown:
+            raise ValueError(
+                f"y holds labels the model was not fitted on: {unknown[:5]}; "
+                f"its classes_ are {classes.tolist()}."
+            )
+        true_index = np.array([position[_plain(v)] for v in y])
+        p_true = np.clip(proba[np.arange(n), true_index], 1e-15, 1.0)
+        losses = -np.log(p_true)
+        predicted = classes[np.argmax(proba, axis=1)]
+
+        def details(i):
+            return f"{predicted[i]} / {y[i]} / {losses[i]:.2f} / {p_true[i]:.2f}"
+
+        return losses, details
+    predicted = np.asarray(estimator.predict(X), dtype=float)
+    errors = predicted.reshape(n, -1) - y.reshape(n, -1).astype(float)
+    losses = np.sum(errors**2, axis=1)
+
+    def details(i):
+        return f"{_number(predicted[i])} / {_number(y[i])} / {losses[i]:.3g} / -"
+
+    return losses, details
+
+
+def _positive_column(proba):
+    """scikit-learn's multi-output classifiers give one (n, 2) array per
+    label; this package's give one (n, n_labels) array."""
+    if isinstance(proba, list):
+        return np.column_stack([np.asarray(p)[:, -1] for p in proba])
+    return np.asarray(proba)
+
+
+def _labels(estimator, row) -> str:
+    classes = np.asarray(getattr(estimator, "classes_", np.arange(len(row))))
+    if classes.ndim != 1 or len(classes) != len(row):
+        classes = np.arange(len(row))
+    names = [str(c) for c, on in zip(classes, row) if on]
+    return ";".join(names) or "(none)"
+
+
+def _number(value) -> str:
+    value = np.asarray(value, dtype=float).ravel()
+    return ", ".join(f"{v:.3g}" for v in value)
+
+
+def _length(X) -> int:
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def _item(X, i):
+    if hasattr(X, "iloc"):
+        return X.iloc[i]
+    item = X[i]
+    return str(item) if hasattr(item, "__fspath__") else item
+
+
+def _plain(value):
+    """numpy scalars as Python ones, so that results print cleanly."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -216,29 +216,32 @@ def plot_augmentations(
 
 
 def plot_history(estimator_or_history, axes=None):
-    """Loss and validation accuracy of every epoch, coloured by stage.
+    """Loss and validation score of every epoch, coloured by stage.
 
     The recipe trains in stages (``"precomputed"``: the head on cached
     features; ``"augmented"``: the head on augmented photos;
     ``"unfrozen"``: the whole network). Epochs are numbered one after the
-    other across stages, so the plot reads as one training run; a dotted
-    vertical line marks each change of stage.
+    other across stages and fits, so the plot reads as one training run; a
+    dotted vertical line marks each change of stage, and a label the start
+    of each further (warm-started) fit with its image size.
 
     Parameters
     ----------
     estimator_or_history : estimator or sequence of dict
         A fitted estimator with a ``history_`` attribute, or the rows
         themselves (dicts with ``stage``, ``train_loss`` and, when a
-        validation split was held out, ``valid_loss`` and ``valid_acc``), or
-        a pandas DataFrame of them.
+        validation split was held out, ``valid_loss`` and one score:
+        ``valid_acc``, ``valid_f1`` or ``valid_r2``), or a pandas DataFrame
+        of them.
     axes : sequence of two matplotlib Axes, default=None
-        Where to draw the losses and the accuracy; None makes a new figure.
+        Where to draw the losses and the score; None makes a new figure.
 
     Returns
     -------
     axes : ndarray of two matplotlib Axes
-        Loss (train solid, validation dashed) and validation accuracy. The
-        accuracy Axes says so when there is no validation split
+        Loss (train solid, validation dashed) and validation score
+        (accuracy, F1 or R², whichever the history holds). The score Axes
+        says so when there is no validation split
         (``validation_fraction=None``).
 
     Examples
@@ -251,10 +254,10 @@ def plot_history(estimator_or_history, axes=None):
     ...     {"stage": "unfrozen", "epoch": 1, "train_loss": 0.3,
     ...      "valid_loss": 0.35, "valid_acc": 0.9},
     ... ]
-    >>> loss_ax, acc_ax = plot_history(history)
+    >>> loss_ax, score_ax = plot_history(history)
     >>> [line.get_label() for line in loss_ax.get_lines()][:2]
     ['precomputed: train', 'precomputed: valid']
-    >>> acc_ax.get_ylabel()
+    >>> score_ax.get_ylabel()
     'validation accuracy'
     """
     import matplotlib.pyplot as plt
@@ -265,18 +268,22 @@ def plot_history(estimator_or_history, axes=None):
     axes = np.asarray(axes, dtype=object).ravel()
     if axes.shape != (2,):
         raise ValueError(f"axes must hold two Axes; got {axes.shape[0]}.")
-    loss_ax, acc_ax = axes
+    loss_ax, score_ax = axes
 
+    def column(key):
+        return np.array([_as_float(row.get(key)) for row in rows])
+
+    score_key, score_name = _SCORES[0]
+    for key, name in _SCORES:
+        if np.isfinite(column(key)).any():
+            score_key, score_name = key, name
+            break
+    values = {key: column(key) for key in ("train_loss", "valid_loss", score_key)}
+    has_valid = bool(np.isfinite(values[score_key]).any())
     epochs = np.arange(1, len(rows) + 1)
-    values = {
-        key: np.array([_as_float(row.get(key)) for row in rows])
-        for key in ("train_loss", "valid_loss", "valid_acc")
-    }
     colors = _stage_colors(row["stage"] for row in rows)
-    segments = _stage_segments(rows)
-    has_valid = bool(np.isfinite(values["valid_acc"]).any())
     labelled = set()
-    for stage, start, stop in segments:
+    for stage, start, stop in _stage_segments(rows):
         color = colors[stage]
         # Join each segment to the last epoch of the previous one, so the
         # curve has no gaps where the stage changes.
@@ -286,7 +293,7 @@ def plot_history(estimator_or_history, axes=None):
         for key, ax, style, suffix in (
             ("train_loss", loss_ax, "-", ": train"),
             ("valid_loss", loss_ax, "--", ": valid"),
-            ("valid_acc", acc_ax, "-", ""),
+            (score_key, score_ax, "-", ""),
         ):
             y = values[key]
             if not np.isfinite(y[start:stop]).any():
@@ -304,21 +311,32 @@ def plot_history(estimator_or_history, axes=None):
         if start > 0:
             for ax in axes:
                 ax.axvline(start + 0.5, color="0.7", linestyle=":", linewidth=1)
+            if rows[start].get("fit") != rows[start - 1].get("fit"):
+                size = rows[start].get("image_size")
+                text = f"fit {rows[start]['fit']}" + (f", {size} px" if size else "")
+                loss_ax.annotate(
+                    text,
+                    (start + 0.6, 1),
+                    xycoords=("data", "axes fraction"),
+                    va="top",
+                    fontsize="small",
+                    color="0.3",
+                )
     loss_ax.set_title("Loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize="small")
-    acc_ax.set_title("Validation accuracy")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation accuracy")
+    score_ax.set_title(f"Validation {score_name}")
+    score_ax.set_xlabel("epoch")
+    score_ax.set_ylabel(f"validation {score_name}")
     if has_valid:
-        acc_ax.legend(fontsize="small")
+        score_ax.legend(fontsize="small")
     else:
-        acc_ax.text(
+        score_ax.text(
             0.5,
             0.5,
             "no validation split\n(set validation_fraction)",
-            transform=acc_ax.transAxes,
+            transform=score_ax.transAxes,
             ha="center",
             va="center",
             color="0.4",
@@ -327,6 +345,15 @@ def plot_history(estimator_or_history, axes=None):
         ax.set_xlim(0.5, len(rows) + 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
     return axes
+
+
+#: History keys of validation scores, with their names on the plot.
+_SCORES = (
+    ("valid_acc", "accuracy"),
+    ("valid_f1", "F1"),
+    ("valid_r2", "R²"),
+    ("valid_score", "score"),
+)
 
 
 def _history_rows(estimator_or_history) -> list[dict]:

@@ -226,3 +226,22 @@ def test_importing_the_plotting_modules_does_not_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_plot_history_shows_the_score_the_history_holds_and_marks_new_fits():
+    rows = _rows("precomputed", 2) + _rows("precomputed", 2)
+    for i, row in enumerate(rows):
+        row["valid_r2"] = row.pop("valid_acc")
+        row["fit"], row["image_size"] = (1, 224) if i < 2 else (2, 288)
+
+    loss_ax, score_ax = plot_history(rows)
+
+    assert score_ax.get_ylabel() == "validation R²"
+    assert score_ax.get_title() == "Validation R²"
+    assert [text.get_text() for text in loss_ax.texts] == ["fit 2, 288 px"]
+    stage_changes = [
+        line.get_xdata()[0]
+        for line in loss_ax.get_lines()
+        if line.get_linestyle() == ":"
+    ]
+    assert stage_changes == [2.5]

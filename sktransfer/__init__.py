@@ -4,6 +4,7 @@ from ._backbones import WeightsUnavailableError
 from ._cache import CacheWarning, FeatureCache, default_cache_dir
 from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
+from ._dask import dask_features
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
@@ -30,6 +31,7 @@ __all__ = [
     "WeightsUnavailableError",
     "augmented_copies",
     "available_backbones",
+    "dask_features",
     "default_cache_dir",
     "image_size_summary",
     "load_image_csv",

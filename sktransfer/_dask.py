@@ -1,0 +1,456 @@
+"""Features of a large photo collection as a Dask computation, and the checks
+that keep a feature cache safe when workers run on several machines.
+
+:func:`dask_features` turns a collection of image paths into a lazy
+``dask.array`` of features: one task per partition, each computed on a
+worker by a body that the worker loads once and keeps, reading and writing
+the feature cache of the machine it runs on.
+
+The module imports only the standard library at the top (dask, numpy and
+torch are imported when used), so that :func:`network_filesystem` can be
+used by code that must stay light.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+
+#: File-system types on which SQLite's locking cannot be trusted: network
+#: file systems (their POSIX advisory locks are missing, emulated or
+#: per-client) and FUSE mounts of remote storage.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+        "fuse.davfs",
+        "fuse.juicefs",
+        "fuse.goofys",
+        "fuse.blobfuse",
+        "fuse.mountpoint-s3",
+    }
+)
+
+_FEATURES_PREFIX = "sktransfer-features"
+
+
+# --- network file systems ----------------------------------------------------
+
+
+def network_filesystem(path, mounts="/proc/mounts") -> str | None:
+    """The network file-system type holding ``path``, or None if it is local.
+
+    The feature cache is a SQLite database: SQLite's locks do not work
+    reliably on network file systems (NFS, SMB/CIFS, sshfs and other FUSE
+    mounts of remote storage), and a cache there can be corrupted by two
+    machines writing at once. This check is cheap (it reads the mount
+    table once) and never fails: where the type cannot be known it answers
+    None.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file or folder; it need not exist yet (its nearest existing parent
+        is checked).
+    mounts : str, default="/proc/mounts"
+        The mount table to read (Linux). Elsewhere only Windows UNC paths
+        (``\\\\server\\share``) are recognised.
+
+    Returns
+    -------
+    fstype : str or None
+        For example ``"nfs4"``, ``"cifs"`` or ``"fuse.sshfs"``; None for a
+        local file system or an unknown one.
+
+    Examples
+    --------
+    >>> network_filesystem("/tmp") is None
+    True
+    """
+    text = os.fspath(path)
+    if text.startswith(("\\\\", "//")) and os.name == "nt":
+        return "smb"
+    try:
+        target = _nearest_existing(Path(text).expanduser().absolute()).resolve()
+    except (OSError, RuntimeError):
+        return None
+    table = _read_mounts(mounts)
+    best, fstype = "", None
+    for mount_point, kind in table:
+        if _is_under(str(target), mount_point) and len(mount_point) >= len(best):
+            best, fstype = mount_point, kind
+    if fstype is None:
+        return None
+    fstype = fstype.lower()
+    if fstype in NETWORK_FILESYSTEMS or fstype.startswith("nfs"):
+        return fstype
+    return None
+
+
+def warn_if_network_filesystem(directory, mounts="/proc/mounts") -> str | None:
+    """Warn with a :class:`~sktransfer.CacheWarning` when the cache folder
+    ``directory`` is on a network file system; return its type (or None)."""
+    fstype = network_filesystem(directory, mounts)
+    if fstype is not None:
+        from ._cache import CacheWarning
+
+        warnings.warn(
+            f"the feature cache {str(directory)!r} is on a network file system "
+            f"({fstype}): SQLite's locks are not reliable there, and workers "
+            "on several machines writing to one cache can corrupt it. Give "
+            "each machine a cache on its own local disk, e.g. "
+            "cache='/local/scratch/sktransfer' or $SKTRANSFER_CACHE.",
+            CacheWarning,
+            stacklevel=3,
+        )
+    return fstype
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _read_mounts(mounts) -> list[tuple[str, str]]:
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    table = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3:
+            # spaces and tabs in mount points are written as octal escapes
+            point = fields[1].encode().decode("unicode_escape")
+            table.append((point, fields[2]))
+    return table
+
+
+def _is_under(path: str, mount_point: str) -> bool:
+    if mount_point == "/":
+        return True
+    return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+
+
+# --- features as a dask array ------------------------------------------------
+
+
+def dask_features(
+    features,
+    paths,
+    *,
+    npartitions=None,
+    partition_size=256,
+    progress=False,
+):
+    """Features of a collection of images as a lazy ``dask.array``.
+
+    Each partition of ``paths`` becomes one task. A worker loads the body
+    the first time it runs such a task and keeps it for the next ones (one
+    load per worker process, not per partition), reads cached features
+    from, and writes new ones to, the cache of the machine it runs on, and
+    returns the partition's ``(n, n_features)`` float32 block. Only the
+    estimator's parameters travel to the workers, never weights: the
+    ``weights`` file (or the registry weights in torch's cache) and the
+    images must be readable under the same paths on every worker.
+
+    Parameters
+    ----------
+    features : PretrainedFeatures or dict
+        The transformer whose ``transform`` to compute (fitted or not: only
+        its parameters are used), or a dict of its parameters.
+    paths : list, ndarray, pandas.Series, dask Array, dask Series or dask Bag
+        Image paths, one per row. A dask collection keeps its partitions.
+    npartitions : int, default=None
+        For plain (non-dask) ``paths``: the number of partitions. None
+        splits them into partitions of ``partition_size`` images.
+    partition_size : int, default=256
+        Images per partition of plain ``paths`` when ``npartitions`` is None.
+        Each partition is one task: a few seconds of work on a CPU.
+    progress : bool, default=False
+        If True, start the computation at once on the current
+        ``distributed.Client`` (``persist``) and show distributed's progress
+        display (a bar in a terminal, a widget in a notebook); the returned
+        array then holds the workers' results. If False, return a lazy
+        array.
+
+    Returns
+    -------
+    features : dask.array.Array of shape (n_images, n_features), float32
+        One chunk per partition of ``paths``, in the order of ``paths``.
+
+    Notes
+    -----
+    With ``cache="auto"`` each worker uses its own machine's cache folder
+    (``$SKTRANSFER_CACHE`` there, or the per-user cache folder). Workers on
+    one machine share that cache, so a photo goes through the body once per
+    machine. Do not point the cache of several machines at one network
+    folder: the cache is a SQLite database, which needs a local disk (see
+    :func:`network_filesystem`).
+
+    Images that cannot be decoded fail their partition's task with the
+    :class:`~sktransfer.ImageLoadError` that lists them; the features of the
+    partition's other images are cached already, so computing again after
+    removing them only runs the body on what is missing.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> X = dask_features(
+    ...     PretrainedFeatures("mobilenet_v2", weights="/data/mobilenet_v2.pth"),
+    ...     paths,
+    ...     progress=True,
+    ... ).compute()
+    >>> LogisticRegression(max_iter=1000).fit(X, labels)
+    """
+    import numpy as np
+    from dask.base import tokenize
+
+    spec = _features_spec(features)
+    n_features = _n_features(features, spec)
+    paths = _as_dask_paths(paths, npartitions, partition_size)
+    token = tokenize(spec, paths)
+    out = paths.map_blocks(
+        _partition_features,
+        spec,
+        tokenize(spec),
+        n_features,
+        dtype=np.float32,
+        chunks=(paths.chunks[0], (n_features,)),
+        new_axis=1,
+        name=f"{_FEATURES_PREFIX}-{token}",
+        meta=np.empty((0, 0), dtype=np.float32),
+    )
+    if progress:
+        out = _persist_with_progress(out)
+    return out
+
+
+def _features_spec(features) -> dict:
+    """The parameters the workers build their transformer from, validated
+    here so that a bad parameter fails before any task runs."""
+    from ._features import PretrainedFeatures
+
+    if isinstance(features, PretrainedFeatures):
+        params = features.get_params(deep=False)
+    elif isinstance(features, dict):
+        params = dict(features)
+    else:
+        raise TypeError(
+            "features must be a PretrainedFeatures transformer or a dict of its "
+            f"parameters; got {type(features).__name__}. For example: "
+            "dask_features(PretrainedFeatures('mobilenet_v2'), paths)."
+        )
+    unknown = sorted(set(params) - set(PretrainedFeatures().get_params()))
+    if unknown:
+        raise TypeError(
+            f"features has parameter(s) {unknown} that PretrainedFeatures does not "
+            f"take; valid ones: {sorted(PretrainedFeatures().get_params())}."
+        )
+    PretrainedFeatures(**params)._validate_params()
+    weights = params.get("weights", "DEFAULT")
+    if isinstance(weights, os.PathLike):
+        params["weights"] = os.fspath(weights)
+    cache = params.get("cache", "auto")
+    if isinstance(cache, os.PathLike):
+        params["cache"] = os.fspath(cache)
+    params["verbose"] = 0  # a progress bar per task helps nobody
+    return params
+
+
+def _n_features(features, spec) -> int:
+    fitted = getattr(features, "n_features_out_", None)
+    if isinstance(fitted, int):
+        return fitted
+    from ._catalog import describe_backbone
+
+    return int(describe_backbone(spec.get("backbone", "resnet34"))["feature_size"])
+
+
+def _as_dask_paths(paths, npartitions, partition_size):
+    """``paths`` as a 1-D dask array of ``str`` objects with known chunks."""
+    import dask.array as da
+    import numpy as np
+    from dask.base import is_dask_collection
+
+    if is_dask_collection(paths):
+        if npartitions is not None:
+            raise ValueError(
+                "npartitions is for plain lists of paths; a dask collection keeps "
+                "its own partitions (repartition it first, e.g. "
+                "bag.repartition(npartitions=...) or array.rechunk(...))."
+            )
+        return _dask_collection_paths(paths)
+    from ._images import as_image_list
+
+    items = as_image_list(paths)
+    if not all(isinstance(p, str) for p in items):
+        raise ValueError(
+            "dask_features needs image paths (str or pathlib.Path): images "
+            "travel to the workers as file names, so each worker must be able "
+            "to read them. Save in-memory images to files first."
+        )
+    if not items:
+        raise ValueError("paths is empty: at least one image is required.")
+    if npartitions is not None:
+        if not isinstance(npartitions, int) or npartitions < 1:
+            raise ValueError(
+                f"npartitions must be a positive int or None; got {npartitions!r}."
+            )
+        size = math.ceil(len(items) / min(npartitions, len(items)))
+    else:
+        if not isinstance(partition_size, int) or partition_size < 1:
+            raise ValueError(
+                f"partition_size must be a positive int; got {partition_size!r}."
+            )
+        size = partition_size
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return da.from_array(array, chunks=size)
+
+
+def _dask_collection_paths(paths):
+    import dask.array as da
+    import dask.bag as db
+    from dask import delayed
+
+    if isinstance(paths, da.Array):
+        if paths.ndim != 1:
+            raise ValueError(
+                f"a dask array of paths must be 1-D; got shape {paths.shape}."
+            )
+        if any(math.isnan(c) for c in paths.chunks[0]):
+            paths = paths.compute_chunk_sizes()
+        return paths
+    if isinstance(paths, db.Bag):
+        parts = paths.to_delayed()
+        lengths = paths.map_partitions(_partition_length).compute()
+        blocks = [
+            da.from_delayed(delayed(_as_object_array)(part), (n,), dtype=object)
+            for part, n in zip(parts, lengths)
+        ]
+        if not blocks:
+            raise ValueError("paths is an empty dask Bag: it has no partitions.")
+        return da.concatenate(blocks)
+    if hasattr(paths, "to_dask_array") and getattr(paths, "ndim", 1) == 1:
+        return paths.astype(object).to_dask_array(lengths=True)
+    if hasattr(paths, "to_dask_array"):
+        raise ValueError(
+            "paths must be 1-D (one image per row); got a dask DataFrame. Select "
+            "the column of paths, e.g. ddf['path']."
+        )
+    raise TypeError(
+        "paths must be a list, array or Series of paths, a dask Array, a dask "
+        f"Series or a dask Bag; got {type(paths).__name__}."
+    ) from None
+
+
+def _partition_length(partition) -> list[int]:
+    return [sum(1 for _ in partition)]
+
+
+def _as_object_array(partition):
+    import numpy as np
+
+    items = list(partition)
+    array = np.empty(len(items), dtype=object)
+    array[:] = [os.fspath(p) for p in items]
+    return array
+
+
+def _persist_with_progress(array):
+    try:
+        from distributed import default_client, progress
+    except ImportError:
+        raise ImportError(
+            "dask_features(progress=True) needs distributed: "
+            "pip install 'sktransfer[dask]'"
+        ) from None
+    try:
+        client = default_client()
+    except ValueError:
+        raise ValueError(
+            "dask_features(progress=True) shows distributed's progress display, "
+            "which needs a running distributed.Client: create one first, e.g. "
+            "client = distributed.Client(), or pass progress=False and compute "
+            "the lazy array."
+        ) from None
+    array = client.persist(array)
+    progress(array)
+    return array
+
+
+# --- on the workers ----------------------------------------------------------
+
+#: Transformers built in this process, by parameters' token (one body each);
+#: the least recently used goes when a new one would make more than this many.
+_MAX_LOADED = 2
+_LOADED: dict = {}
+_LOADED_LOCK = threading.Lock()
+_STATS = {"bodies_loaded": 0, "partitions": 0}
+
+
+def _partition_features(paths, spec, token, n_features):
+    import numpy as np
+
+    paths = [os.fspath(p) for p in np.asarray(paths, dtype=object).ravel()]
+    if not paths:
+        return np.empty((0, n_features), dtype=np.float32)
+    transformer = _loaded_transformer(spec, token)
+    with _LOADED_LOCK:
+        _STATS["partitions"] += 1
+    out = transformer.transform(paths)
+    if out.shape[1] != n_features:
+        raise RuntimeError(
+            f"backbone {spec.get('backbone')!r} returned {out.shape[1]} features "
+            f"per image on this worker, not the {n_features} expected."
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _loaded_transformer(spec, token):
+    with _LOADED_LOCK:
+        transformer = _LOADED.pop(token, None)
+        if transformer is None:
+            from ._features import PretrainedFeatures
+
+            transformer = PretrainedFeatures(**spec).fit()
+            _STATS["bodies_loaded"] += 1
+            while len(_LOADED) >= _MAX_LOADED:
+                _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[token] = transformer  # most recently used last
+        return transformer
+
+
+def worker_stats() -> dict:
+    """What this process did for :func:`dask_features`: ``bodies_loaded``
+    and ``partitions`` computed (run it on the workers with
+    ``client.run(worker_stats)``)."""
+    with _LOADED_LOCK:
+        return dict(_STATS)

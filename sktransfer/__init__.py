@@ -5,6 +5,7 @@ from ._cache import CacheWarning, FeatureCache, default_cache_dir
 from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
 from ._dask import dask_features
+from ._export import export_onnx, export_torchscript, preprocess, to_torch
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
@@ -32,6 +33,8 @@ __all__ = [
     "augmented_copies",
     "available_backbones",
     "dask_features",
+    "export_onnx",
+    "export_torchscript",
     "default_cache_dir",
     "image_size_summary",
     "load_image_csv",
@@ -42,5 +45,7 @@ __all__ = [
     "plot_history",
     "plot_image_sizes",
     "plot_top_losses",
+    "preprocess",
+    "to_torch",
     "top_losses",
 ]

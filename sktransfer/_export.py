@@ -1,0 +1,367 @@
+"""A fitted model as one torch graph, and from it ONNX and TorchScript files.
+
+:func:`preprocess` turns images into the uint8 batch ``(n, H, W, 3)`` the
+model sees (decoded, EXIF-rotated, resized and centre-cropped exactly as
+``predict`` does); :func:`to_torch` returns one ``torch.nn.Module`` that maps
+such a batch to what ``predict_proba`` (classifier), ``predict`` (regressor)
+or ``transform`` (:class:`~sktransfer.PretrainedFeatures`) returns:
+normalisation, body, pooling, head and output activation in one graph, with
+nothing else to ship. :func:`export_onnx` and :func:`export_torchscript`
+write it to a file that a service loads without Python's pickle, without
+scikit-learn and without sktransfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._images import as_image_list, load_image
+from ._transforms import PLAIN, render
+
+#: Input and output names of exported graphs.
+INPUT_NAME = "images"
+
+
+class _Normalize(nn.Module):
+    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)``, the same
+    arithmetic as the extractor's input conversion."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        return (x - self.mean) / self.std
+
+
+class ExportedModel(nn.Module):
+    """A fitted estimator's prediction as one module (see :func:`to_torch`).
+
+    ``bodies[i]`` computes the pooled features for members whose
+    ``member_body[j] == i``; each member's head and output module give one
+    output, and the outputs are averaged (a snapshot ensemble has several
+    members, a plain fit one).
+    """
+
+    def __init__(self, normalize, bodies, heads, member_body, output, squeeze):
+        super().__init__()
+        self.normalize = normalize
+        self.bodies = nn.ModuleList(bodies)
+        self.heads = nn.ModuleList(heads)
+        self.member_body = list(member_body)
+        self.output = output
+        self.squeeze = bool(squeeze)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images)
+        features = [body(x) for body in self.bodies]
+        total = None
+        for head, b in zip(self.heads, self.member_body):
+            out = self.output(head(features[b]))
+            total = out if total is None else total + out
+        result = total / float(len(self.heads))
+        if self.squeeze:
+            result = result[:, 0]
+        return result
+
+
+def preprocess(estimator, X) -> np.ndarray:
+    """The uint8 batch ``(n, H, W, 3)`` the fitted ``estimator`` sees.
+
+    Each image is decoded, rotated by its EXIF orientation, converted to
+    RGB, resized and centre-cropped with the estimator's preprocessing
+    (its weights' preset and ``image_size``): the plain view, exactly the
+    pixels ``predict`` uses. This is the input of :func:`to_torch` and of
+    the exported files.
+
+    Parameters
+    ----------
+    estimator : fitted PretrainedImageClassifier, PretrainedImageRegressor
+        or PretrainedFeatures
+    X : sequence of paths, PIL images, or uint8 array ``(n, H, W[, 3])``
+
+    Returns
+    -------
+    batch : ndarray of shape (n, crop_size, crop_size, 3), uint8
+
+    Examples
+    --------
+    >>> batch = preprocess(clf, ["cat.jpg", "dog.jpg"])  # doctest: +SKIP
+    >>> batch.shape
+    (2, 224, 224, 3)
+    """
+    extractor = _extractor(estimator)
+    pre = extractor.preprocessing
+    sources = as_image_list(X)
+    if not sources:
+        raise ValueError("X is empty: at least one image is required.")
+    out = np.empty((len(sources), pre.crop_size, pre.crop_size, 3), dtype=np.uint8)
+    for i, source in enumerate(sources):
+        img = load_image(source, draft_size=pre.resize_size, index=i)
+        out[i] = render(img, pre, PLAIN)
+    return out
+
+
+def to_torch(estimator) -> ExportedModel:
+    """The fitted ``estimator`` as one ``torch.nn.Module``.
+
+    The module maps a uint8 batch ``(n, H, W, 3)`` (what :func:`preprocess`
+    returns) to float32 outputs: the class probabilities of
+    ``predict_proba`` for a classifier, the predictions of ``predict`` for a
+    regressor, the features of ``transform`` for
+    :class:`~sktransfer.PretrainedFeatures`. Normalisation, body, pooling,
+    head, output activation and the average over a snapshot ensemble are
+    all in the graph. The module is a copy on the CPU, in eval mode, with
+    gradients off; it does not share weights with the estimator.
+
+    Parameters
+    ----------
+    estimator : fitted PretrainedImageClassifier, PretrainedImageRegressor
+        or PretrainedFeatures
+
+    Returns
+    -------
+    module : torch.nn.Module
+
+    Notes
+    -----
+    The graph computes the plain view only. An estimator fitted with
+    ``tta > 0`` averages its predictions over augmented views too, which
+    the graph does not do: a ``UserWarning`` says so, and the exported
+    outputs are those of the same estimator with ``tta=0``.
+
+    The graph computes in float32. An estimator that predicts with bf16
+    autocast (``precision="bf16"``, or ``"auto"`` on hardware with native
+    bf16) gives outputs that differ from the graph's by about 1e-2; fit with
+    ``precision="fp32"`` for outputs equal to the graph's within 1e-5.
+
+    Examples
+    --------
+    >>> model = to_torch(clf)  # doctest: +SKIP
+    >>> proba = model(torch.from_numpy(preprocess(clf, paths)))
+    """
+    extractor = _extractor(estimator)
+    _warn_tta(estimator)
+    pre = extractor.preprocessing
+    members = getattr(estimator, "ensemble_", None)
+    if not members:
+        head = getattr(estimator, "head_", None)
+        members = [(extractor, head if head is not None else nn.Identity())]
+    bodies, heads, member_body, seen = [], [], [], {}
+    for member_extractor, head in members:
+        key = id(member_extractor)
+        if key not in seen:
+            seen[key] = len(bodies)
+            bodies.append(_cpu_copy(member_extractor.backbone.body))
+        member_body.append(seen[key])
+        heads.append(_cpu_copy(head))
+    output_module = getattr(estimator, "_output_module", None)
+    output = _cpu_copy(output_module()) if output_module else nn.Identity()
+    squeeze = getattr(estimator, "_y_ndim", 2) == 1
+    model = ExportedModel(
+        _Normalize(pre.mean, pre.std), bodies, heads, member_body, output, squeeze
+    )
+    return model.eval()
+
+
+def export_onnx(estimator, path, *, opset_version=None) -> str:
+    """Write the fitted ``estimator`` as an ONNX file; return its path.
+
+    The graph is :func:`to_torch`'s: input ``"images"``, a uint8 tensor
+    ``(batch, H, W, 3)`` with any batch size (the output of
+    :func:`preprocess`); one float32 output, named ``"probabilities"``,
+    ``"predictions"`` or ``"features"``. The file also carries what a
+    service needs to prepare photos and name its outputs, as metadata
+    (``onnx.ModelProto.metadata_props``, ``session.get_modelmeta()`` in ONNX
+    Runtime): ``sktransfer`` holds a JSON document with ``classes`` (for a
+    classifier), ``preprocessing`` (resize_size, crop_size, interpolation),
+    ``input_layout`` and the library versions. Weights are stored inside
+    the file (one file to ship).
+
+    Parameters
+    ----------
+    estimator : fitted PretrainedImageClassifier, PretrainedImageRegressor
+        or PretrainedFeatures
+    path : str or path-like
+        The ``.onnx`` file to write.
+    opset_version : int, default=None
+        ONNX opset; None uses the exporter's default.
+
+    Returns
+    -------
+    path : str
+
+    Notes
+    -----
+    Needs ``onnx`` and ``onnxscript`` (``pip install 'sktransfer[export]'``).
+    See :func:`to_torch` for ``tta`` and bf16.
+    ``examples/serve_onnx.py`` classifies a folder of photos with the file
+    alone (onnxruntime, PIL and numpy).
+
+    Examples
+    --------
+    >>> export_onnx(clf, "model.onnx")  # doctest: +SKIP
+    'model.onnx'
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "export_onnx needs onnx and onnxscript: pip install 'sktransfer[export]'"
+        ) from None
+    path = os.fspath(path)
+    model = to_torch(estimator)
+    metadata = export_metadata(estimator)
+    example = torch.from_numpy(_example_batch(metadata, n=2))
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        # the exporter's notes on its own internals are not the user's business
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[metadata["output_name"]],
+            dynamic_shapes=({0: batch},),
+            opset_version=opset_version,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key = "sktransfer"
+    entry.value = json.dumps(metadata)
+    onnx.save_model(proto, path, save_as_external_data=False)
+    return path
+
+
+def export_torchscript(estimator, path) -> str:
+    """Write the fitted ``estimator`` as a TorchScript file; return its path.
+
+    The module is :func:`to_torch`'s, traced on a batch of the input size:
+    ``torch.jit.load(path)`` gives a module that maps a uint8
+    ``(n, H, W, 3)`` tensor to the outputs, in C++ (libtorch) as in Python.
+    The metadata of :func:`export_onnx` is stored in the file as the extra
+    file ``sktransfer.json``
+    (``torch.jit.load(path, _extra_files={"sktransfer.json": ""})``).
+
+    PyTorch deprecates TorchScript in favour of ``torch.export``: for new
+    deployments prefer :func:`export_onnx`, or
+    ``torch.export.export(to_torch(estimator), (batch,))``.
+
+    Examples
+    --------
+    >>> export_torchscript(clf, "model.pt")  # doctest: +SKIP
+    'model.pt'
+    """
+    path = os.fspath(path)
+    model = to_torch(estimator)
+    metadata = export_metadata(estimator)
+    example = torch.from_numpy(_example_batch(metadata, n=2))
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+    traced.save(path, _extra_files={"sktransfer.json": json.dumps(metadata)})
+    return path
+
+
+def export_metadata(estimator) -> dict:
+    """What a service needs besides the graph: input size and layout,
+    resize rule, output name and classes, library versions."""
+    import sklearn
+    import torchvision
+
+    from . import __version__
+
+    extractor = _extractor(estimator)
+    pre = extractor.preprocessing
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None:
+        output_name = "probabilities"
+    elif hasattr(estimator, "head_"):
+        output_name = "predictions"
+    else:
+        output_name = "features"
+    return {
+        "format": "sktransfer-export",
+        "estimator": type(estimator).__name__,
+        "output_name": output_name,
+        "classes": None if classes is None else [_json_label(c) for c in classes],
+        "multilabel": bool(getattr(estimator, "multilabel_", False)),
+        "input_layout": "NHWC uint8 RGB",
+        "preprocessing": {
+            "resize_size": int(pre.resize_size),
+            "crop_size": int(pre.crop_size),
+            "interpolation": str(pre.interpolation),
+            "mean": [float(v) for v in pre.mean],
+            "std": [float(v) for v in pre.std],
+            "normalised_inside_graph": True,
+        },
+        "backbone": extractor.backbone.name,
+        "versions": {
+            "sktransfer": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    }
+
+
+def _json_label(value):
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _example_batch(metadata, n) -> np.ndarray:
+    side = metadata["preprocessing"]["crop_size"]
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)
+
+
+def _extractor(estimator):
+    extractor = getattr(estimator, "extractor_", None)
+    if extractor is None:
+        from sklearn.exceptions import NotFittedError
+
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet: call "
+            "fit before exporting it."
+        )
+    return extractor
+
+
+def _warn_tta(estimator) -> None:
+    tta = getattr(estimator, "tta", 0) or 0
+    if tta > 0:
+        warnings.warn(
+            f"{type(estimator).__name__} has tta={tta}: its predictions average "
+            f"the plain view and {tta} augmented views, but the exported graph "
+            "computes the plain view only (the outputs of the same estimator "
+            "with tta=0). To average views in a service, run the graph on each "
+            "view and average the outputs.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _cpu_copy(module: nn.Module) -> nn.Module:
+    module = copy.deepcopy(module).cpu().float()
+    module = module.to(memory_format=torch.contiguous_format)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

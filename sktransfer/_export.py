@@ -271,7 +271,9 @@ def export_torchscript(estimator, path) -> str:
     model = to_torch(estimator)
     metadata = export_metadata(estimator)
     example = torch.from_numpy(_example_batch(metadata, n=2))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's deprecation notice of TorchScript: said in this docstring
+        warnings.filterwarnings("ignore", "`torch.jit", category=FutureWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
     traced.save(path, _extra_files={"sktransfer.json": json.dumps(metadata)})
     return path

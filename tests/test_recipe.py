@@ -1,10 +1,12 @@
-"""The staged fastai recipe of PretrainedImageClassifier, checked in numbers.
+"""The staged fastai recipe, checked in numbers through ``fit``.
 
 Stage 1 trains the head on precomputed features, stage 2 runs SGDR cycles of
 the head on augmented images through the frozen body, stage 3 unfreezes the
-late (or all) layer groups with differential learning rates. Every model is
-the TINY backbone (random-init ResNet-18 at 32 px) on a dozen generated
-40 px JPEGs, so a whole recipe fits in a second or two.
+layer groups from ``unfreeze_from`` on with differential learning rates.
+Every model is the TINY backbone (random-init ResNet-18 at 32 px) on a dozen
+generated 40 px JPEGs, so a whole recipe fits in a second or two. What the
+recipe does is read from ``history_``, the predictions and the fitted
+weights, never from inside the training loop.
 """
 
 from __future__ import annotations
@@ -21,23 +23,26 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from torch import nn
 
-import sktransfer._classifier as classifier_mod
-import sktransfer._finetune as finetune_mod
-from sktransfer import FeatureCache, PretrainedImageClassifier
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._backbones import load_backbone
-from sktransfer._finetune import (
-    GroupedNet,
-    ImageDataset,
-    TransferNet,
-    group_parameters,
-)
+from sktransfer._finetune import ImageDataset, TransferNet, group_parameters
 from sktransfer._head import Head
 from sktransfer._transforms import PLAIN, Preprocessing, random_augment, render
 
-ROW_KEYS = {"stage", "epoch", "lrs", "train_loss", "valid_loss", "valid_acc", "seconds"}
+ROW_KEYS = {
+    "fit",
+    "stage",
+    "epoch",
+    "image_size",
+    "lrs",
+    "train_loss",
+    "valid_loss",
+    "valid_acc",
+    "seconds",
+}
 
 
-# --- fixtures ----------------------------------------------------------------
+# --- fixtures and helpers ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -59,11 +64,11 @@ def tuned(images, cache_dir):
         cache=cache_dir,
         batch_size=6,
         random_state=0,
-        epochs=1,
-        n_cycles=1,
-        unfreeze=2,
+        precompute_epochs=1,
+        augmented_cycles=1,
         unfrozen_cycles=1,
-        finetune_lr=1e-3,
+        unfreeze_from=2,
+        unfrozen_lr=1e-3,
     )
     return clf.fit(X, y)
 
@@ -91,10 +96,12 @@ def same_tensors(a, b):
     )
 
 
+def state_of(module):
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def head_state(clf):
-    return {
-        k: v.detach().cpu().clone() for k, v in clf.net_.module_.state_dict().items()
-    }
+    return state_of(clf.head_)
 
 
 def same_state(a, b):
@@ -102,21 +109,24 @@ def same_state(a, b):
 
 
 def body_state(clf):
-    sd = clf.extractor_.backbone.body.state_dict()
-    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+    return state_of(clf.extractor_.backbone.body)
 
 
-# --- history_: stages and epochs --------------------------------------------
+def head_parameters(clf):
+    """The head's learned parameters (not the BatchNorm statistics)."""
+    return [p.detach().cpu().clone() for p in clf.head_.parameters()]
+
+
+# --- history_: stages and epochs --------------------------------------------------
 
 
 def test_history_has_one_row_per_epoch_of_each_stage(images, base):
     X, y = images
     clf = PretrainedImageClassifier(
         **base,
-        epochs=2,
-        n_cycles=2,
+        precompute_epochs=2,
+        augmented_cycles=2,
         cycle_len=1,
-        unfreeze=True,
         unfrozen_cycles=2,
         cycle_mult=2,
     ).fit(X, y)
@@ -126,11 +136,14 @@ def test_history_has_one_row_per_epoch_of_each_stage(images, base):
         assert [r["epoch"] for r in rows_of(clf, stage)] == list(range(1, n + 1))
     for row in clf.history_:
         assert set(row) == ROW_KEYS
+        assert row["fit"] == 1 and row["image_size"] == 32
         assert np.isfinite(row["train_loss"]) and row["train_loss"] >= 0
         assert row["seconds"] >= 0
         # no validation split: nothing to report
         assert np.isnan(row["valid_loss"]) and np.isnan(row["valid_acc"])
-    # the image stages train 4 parameter groups (early, middle, late, head)
+    # the head alone trains on features; the image stages list the rates of
+    # 4 parameter groups (early, middle, late, head)
+    assert all(len(r["lrs"]) == 1 for r in clf.history_[:2])
     assert all(len(r["lrs"]) == 4 for r in clf.history_[2:])
 
 
@@ -143,7 +156,7 @@ def test_augmented_epochs_are_cycles_times_cycle_len(
 ):
     X, y = images
     clf = PretrainedImageClassifier(
-        **base, epochs=0, n_cycles=n_cycles, cycle_len=cycle_len
+        **base, precompute_epochs=0, augmented_cycles=n_cycles, cycle_len=cycle_len
     ).fit(X, y)
     assert stages(clf) == ["augmented"] * expected
 
@@ -151,22 +164,17 @@ def test_augmented_epochs_are_cycles_times_cycle_len(
 @pytest.mark.parametrize(
     "params, expected",
     [
-        (dict(epochs=0, n_cycles=1), {"augmented": 1}),
+        (dict(precompute_epochs=0, augmented_cycles=1), {"augmented": 1}),
         (
-            dict(epochs=1, n_cycles=0, unfreeze=2, unfrozen_cycles=1),
+            dict(precompute_epochs=1, unfreeze_from=2, unfrozen_cycles=1),
             {"precomputed": 1, "unfrozen": 1},
         ),
         (
-            dict(epochs=1, n_cycles=1, unfreeze=True, unfrozen_cycles=0),
+            dict(precompute_epochs=1, augmented_cycles=1),
             {"precomputed": 1, "augmented": 1},
         ),
-        (
-            dict(epochs=1, n_cycles=1, unfreeze=False, unfrozen_cycles=2),
-            {"precomputed": 1, "augmented": 1},
-        ),
-        (dict(epochs=0, n_cycles=0), {}),
     ],
-    ids=["no-epochs", "no-cycles", "no-unfrozen-cycles", "unfreeze-false", "nothing"],
+    ids=["no-precomputed", "no-augmented", "no-unfrozen"],
 )
 def test_a_count_of_zero_skips_its_stage(images, base, params, expected):
     X, y = images
@@ -177,24 +185,7 @@ def test_a_count_of_zero_skips_its_stage(images, base, params, expected):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
 
 
-def test_precompute_false_skips_stage_one(images, tmp_path):
-    X, y = images
-    cache = str(tmp_path / "own-cache")
-    clf = PretrainedImageClassifier(
-        **TINY,
-        cache=cache,
-        batch_size=6,
-        random_state=0,
-        precompute=False,
-        epochs=3,
-        n_cycles=1,
-    ).fit(X, y)
-    assert stages(clf) == ["augmented"]
-    # no feature was precomputed (nor cached) for training
-    assert FeatureCache(cache).stats()["entries"] == 0
-
-
-# --- differential learning rates ---------------------------------------------
+# --- differential learning rates --------------------------------------------------
 
 
 @pytest.mark.parametrize("mult", [10, 3])
@@ -203,23 +194,21 @@ def test_group_rates_keep_their_ratios_through_restarts(images, base, mult):
     lr, ft = 1e-2, 1e-3
     clf = PretrainedImageClassifier(
         **base,
-        epochs=0,
+        precompute_epochs=0,
         lr=lr,
-        n_cycles=2,
+        augmented_cycles=2,
         cycle_len=1,
-        unfreeze=True,
         unfrozen_cycles=2,
         cycle_mult=2,
-        finetune_lr=ft,
+        unfrozen_lr=ft,
         lr_mult=mult,
     ).fit(X, y)
     augmented = rows_of(clf, "augmented")
     unfrozen = rows_of(clf, "unfrozen")
     assert len(augmented) == 2 and len(unfrozen) == 3
-    for row in augmented:  # each epoch starts a cycle: the head at its full rate
-        assert len(row["lrs"]) == 4
-        assert row["lrs"][-1] == pytest.approx(lr, rel=1e-9)
-    for row in augmented + unfrozen:
+    for row in augmented:  # each epoch starts a cycle: every group at lr
+        assert row["lrs"] == pytest.approx([lr] * 4, rel=1e-9)
+    for row in unfrozen:
         early, middle, late, head = row["lrs"]
         assert middle / early == pytest.approx(mult, rel=1e-9)
         assert late / middle == pytest.approx(mult, rel=1e-9)
@@ -232,107 +221,66 @@ def test_group_rates_keep_their_ratios_through_restarts(images, base, mult):
     assert unfrozen[2]["lrs"] == pytest.approx([v / 2 for v in expected], rel=1e-9)
 
 
-def test_explicit_rate_tuple_is_used_as_given(images, base):
+@pytest.mark.parametrize("lr_mult", [10, 2])
+def test_explicit_rate_tuple_is_used_as_given(images, base, lr_mult):
+    """Neither a power of ``lr_mult`` apart nor ending at the default rate:
+    rescaling the tuple in any way would show."""
     X, y = images
-    rates = (1e-6, 1e-5, 1e-4)
+    rates = (2e-6, 7e-5, 3e-4)
     clf = PretrainedImageClassifier(
         **base,
-        epochs=0,
-        n_cycles=0,
-        unfreeze=True,
+        precompute_epochs=0,
         unfrozen_cycles=1,
-        finetune_lr=1e-4,
-        lr_mult=rates,
+        unfrozen_lr=rates,
+        lr_mult=lr_mult,
     ).fit(X, y)
     (row,) = rows_of(clf, "unfrozen")
-    assert row["lrs"] == pytest.approx([1e-6, 1e-5, 1e-4, 1e-4], rel=1e-9)
-    assert clf.finetune_lr_ == pytest.approx(1e-4)
+    assert row["lrs"] == pytest.approx([2e-6, 7e-5, 3e-4, 3e-4], rel=1e-9)
 
 
-# --- freezing ----------------------------------------------------------------
+# --- freezing ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "unfreeze, trainable",
-    [
-        (True, [True, True, True, True]),
-        (1, [False, True, True, True]),
-        (2, [False, False, True, True]),
-    ],
-)
-def test_unfreezing_flips_requires_grad_never_the_optimizer_groups(
-    images, base, monkeypatch, unfreeze, trainable
+@pytest.mark.parametrize("unfreeze_from", [0, 1, 2])
+def test_groups_before_unfreeze_from_stay_bitwise_unchanged(
+    images, base, unfreeze_from
 ):
     X, y = images
-    calls = []
-    real_partial_fit = GroupedNet.partial_fit
-
-    def spy_partial_fit(self, *args, **kwargs):
-        if isinstance(self.module_, TransferNet):
-            groups = self.optimizer_.param_groups
-            calls.append(
-                dict(
-                    optimizer=id(self.optimizer_),
-                    members=[[id(p) for p in g["params"]] for g in groups],
-                    any_grad=[
-                        any(p.requires_grad for p in g["params"]) for g in groups
-                    ],
-                    all_grad=[
-                        all(p.requires_grad for p in g["params"]) for g in groups
-                    ],
-                    module_params=[id(p) for p in self.module_.parameters()],
-                )
-            )
-        return real_partial_fit(self, *args, **kwargs)
-
-    switches = []
-    real_set_trainable = classifier_mod.set_trainable
-
-    def spy_set_trainable(groups, first_trainable):
-        switches.append((len(groups), first_trainable))
-        return real_set_trainable(groups, first_trainable)
-
-    monkeypatch.setattr(GroupedNet, "partial_fit", spy_partial_fit)
-    monkeypatch.setattr(classifier_mod, "set_trainable", spy_set_trainable)
     clf = PretrainedImageClassifier(
-        **base, epochs=0, n_cycles=1, unfreeze=unfreeze, unfrozen_cycles=1
+        **base,
+        precompute_epochs=0,
+        augmented_cycles=1,
+        unfrozen_cycles=1,
+        unfreeze_from=unfreeze_from,
+        unfrozen_lr=1e-2,
     ).fit(X, y)
-
-    assert len(calls) == 2  # the augmented stage, then the unfrozen one
-    augmented, unfrozen = calls
-    for call in calls:
-        assert len(call["members"]) == 4
-        # every parameter of body + head is in exactly one group
-        flat = [i for g in call["members"] for i in g]
-        assert sorted(flat) == sorted(call["module_params"])
-        assert len(set(flat)) == len(flat)
-    # same optimizer, same groups, same members: only requires_grad changes
-    assert unfrozen["optimizer"] == augmented["optimizer"]
-    assert unfrozen["members"] == augmented["members"]
-    assert augmented["any_grad"] == [False, False, False, True]
-    assert augmented["all_grad"] == [False, False, False, True]
-    assert unfrozen["any_grad"] == trainable
-    assert unfrozen["all_grad"] == trainable
-    # every switch acts on the same 4 groups; the last one freezes the body
-    assert all(n == 4 for n, _ in switches)
-    assert switches[-1][1] >= 3
-    body = clf.extractor_.backbone.body
-    assert not any(p.requires_grad for p in body.parameters())
+    fresh = load_backbone("resnet18", None)
+    groups = clf.extractor_.backbone.groups
+    assert len(groups) == len(fresh.groups) == 3
+    for g in range(3):
+        params = [p.detach().cpu() for m in groups[g] for p in m.parameters()]
+        before = [p.detach() for m in fresh.groups[g] for p in m.parameters()]
+        changed = [not torch.equal(a, b) for a, b in zip(params, before, strict=True)]
+        if g < unfreeze_from:
+            assert not any(changed), f"frozen group {g} changed"
+        else:
+            assert any(changed), f"unfrozen group {g} did not learn"
+    # the body always runs in inference mode: BatchNorm statistics are kept
+    buffers = [b.detach().cpu() for b in clf.extractor_.backbone.body.buffers()]
+    assert same_tensors(buffers, list(fresh.body.buffers()))
+    # after fit the whole body is frozen again
+    assert not any(p.requires_grad for p in clf.extractor_.backbone.body.parameters())
 
 
 def test_frozen_groups_are_bitwise_unchanged_and_the_late_group_learns(tuned):
     fresh = load_backbone("resnet18", None)
     groups = tuned.extractor_.backbone.groups
-    assert len(groups) == len(fresh.groups) == 3
-    for g in (0, 1):  # early and middle: never trainable with unfreeze=2
+    for g in (0, 1):  # early and middle: never trainable with unfreeze_from=2
         assert same_tensors(module_state(groups[g]), module_state(fresh.groups[g]))
     late = [p.detach().cpu() for m in groups[2] for p in m.parameters()]
     late_fresh = [p.detach() for m in fresh.groups[2] for p in m.parameters()]
     assert len(late) == len(late_fresh)
     assert any(not torch.equal(a, b) for a, b in zip(late, late_fresh, strict=True))
-    # the body always runs in inference mode: BatchNorm statistics are kept
-    buffers = [b.detach().cpu() for b in tuned.extractor_.backbone.body.buffers()]
-    assert same_tensors(buffers, list(fresh.body.buffers()))
     assert not any(p.requires_grad for p in tuned.extractor_.backbone.body.parameters())
 
 
@@ -346,10 +294,11 @@ def test_tuned_body_gets_a_new_cache_key(tuned):
 
 def test_head_only_stages_leave_the_body_untouched(images, base):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=1, n_cycles=2).fit(X, y)
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=1, augmented_cycles=2
+    ).fit(X, y)
     fresh = load_backbone("resnet18", None)
-    sd, ref = body_state(clf), fresh.body.state_dict()
-    assert same_state(sd, ref)
+    assert same_state(body_state(clf), fresh.body.state_dict())
     ext = clf.extractor_
     assert ext.backbone.weights_id == "random-init"
     assert ext.model_key == fresh.fingerprint(ext.preprocessing, ext.precision)
@@ -398,19 +347,18 @@ def test_group_parameters_places_parameters_outside_every_group():
     assert ids[-1] == [id(p) for p in model.head.parameters()]
 
 
-# --- reproducibility, clone, grid search -------------------------------------
+# --- reproducibility, clone, grid search ------------------------------------------
 
 
 def test_same_random_state_same_probabilities_after_the_full_recipe(images, base):
     X, y = images
     params = dict(
         base,
-        epochs=1,
-        n_cycles=1,
-        unfreeze=True,
+        precompute_epochs=1,
+        augmented_cycles=1,
         unfrozen_cycles=1,
         tta=2,
-        finetune_lr=1e-3,
+        unfrozen_lr=1e-3,
     )
     a = PretrainedImageClassifier(**params).fit(X, y)
     b = clone(a).fit(X, y)
@@ -428,90 +376,95 @@ def test_same_random_state_same_probabilities_after_the_full_recipe(images, base
 def test_clone_keeps_the_recipe_and_drops_the_fit(tuned):
     twin = clone(tuned)
     assert twin.get_params() == tuned.get_params()
-    assert not hasattr(twin, "net_") and not hasattr(twin, "history_")
+    for name in ("head_", "ensemble_", "extractor_", "history_", "classes_"):
+        assert not hasattr(twin, name), name
 
 
 def test_grid_search_over_the_recipe(images, base):
     X, y = images
-    est = PretrainedImageClassifier(**base, epochs=1, n_cycles=1, unfrozen_cycles=1)
-    grid = {"cycle_len": [0.5, 1], "cycle_mult": [1, 2], "unfreeze": [False, 2]}
+    est = PretrainedImageClassifier(
+        **base, precompute_epochs=1, augmented_cycles=1, unfreeze_from=2
+    )
+    grid = {"cycle_len": [0.5, 1], "cycle_mult": [1, 2], "unfrozen_cycles": [0, 1]}
     search = GridSearchCV(est, grid, cv=2, n_jobs=1, error_score="raise").fit(X, y)
     assert search.best_params_ in list(ParameterGrid(grid))
     assert len(search.cv_results_["params"]) == 8
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
     best = search.best_estimator_
     assert {k: best.get_params()[k] for k in grid} == search.best_params_
-    if best.unfreeze is False:
-        assert "unfrozen" not in stages(best)
-    else:
-        assert "unfrozen" in stages(best)
+    assert ("unfrozen" in stages(best)) == (best.unfrozen_cycles > 0)
     assert search.predict(X).shape == (12,)
 
 
-# --- warm start ----------------------------------------------------------------
+# --- warm start -------------------------------------------------------------------
 
 
-def test_warm_start_continues_from_the_previous_weights(images, base, monkeypatch):
+def test_warm_start_continues_from_the_previous_weights(images, base):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=2).fit(X, y)
+    clf = PretrainedImageClassifier(**base, precompute_epochs=2).fit(X, y)
     old_rows = copy.deepcopy(clf.history_)
-    old_head = head_state(clf)
-
-    heads_at_start = []
-    real_partial_fit = GroupedNet.partial_fit
-
-    def spy(self, *args, **kwargs):
-        if isinstance(self.module_, TransferNet):
-            heads_at_start.append(
-                {
-                    k: v.detach().cpu().clone()
-                    for k, v in self.module_.head.state_dict().items()
-                }
-            )
-        return real_partial_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(GroupedNet, "partial_fit", spy)
-    clf.set_params(warm_start=True, epochs=0, n_cycles=1).fit(X, y)
-    assert len(heads_at_start) == 1
-    # stage 2 starts from the head the first fit ended with
-    assert same_state(heads_at_start[0], old_head)
+    old_params = head_parameters(clf)
+    # a rate too small to move any weight: the warm fit must end where the
+    # previous one did (a fresh head would be a new random initialisation)
+    frozen_in_place = dict(
+        warm_start=True, precompute_epochs=0, augmented_cycles=1, lr=1e-30
+    )
+    clf.set_params(**frozen_in_place).fit(X, y)
+    assert same_tensors(head_parameters(clf), old_params)
+    fresh = PretrainedImageClassifier(
+        **{**base, **frozen_in_place, "warm_start": False}
+    )
+    fresh.fit(X, y)
+    assert not same_tensors(head_parameters(fresh), old_params)
     assert clf.history_[:2] == old_rows
     assert stages(clf) == ["precomputed", "precomputed", "augmented"]
-    assert not same_state(head_state(clf), old_head)
+    assert [r["fit"] for r in clf.history_] == [1, 1, 2]
+    # at a real rate the warm fit moves on from there
+    clf.set_params(lr=1e-2).fit(X, y)
+    assert not same_tensors(head_parameters(clf), old_params)
+    assert [r["fit"] for r in clf.history_] == [1, 1, 2, 3]
 
 
 def test_warm_start_with_nothing_to_train_keeps_the_model(images, base):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=2, n_cycles=1).fit(X, y)
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=2, augmented_cycles=1
+    ).fit(X, y)
     before = clf.predict_proba(X)
     rows = copy.deepcopy(clf.history_)
-    clf.set_params(warm_start=True, epochs=0, n_cycles=0).fit(X, y)
+    clf.set_params(warm_start=True, precompute_epochs=0, augmented_cycles=0)
+    with pytest.raises(ValueError, match="Nothing to train"):
+        clf.fit(X, y)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
     assert clf.history_ == rows
 
 
 def test_warm_start_precomputed_epochs_append_only_the_new_rows(images, base):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=2).fit(X, y)
+    clf = PretrainedImageClassifier(**base, precompute_epochs=2).fit(X, y)
     rows = copy.deepcopy(clf.history_)
-    clf.set_params(warm_start=True, epochs=3).fit(X, y)
+    clf.set_params(warm_start=True, precompute_epochs=3).fit(X, y)
     assert clf.history_[:2] == rows
     assert stages(clf) == ["precomputed"] * 5
+    assert [r["epoch"] for r in clf.history_] == [1, 2, 1, 2, 3]
+    assert [r["fit"] for r in clf.history_] == [1, 1, 2, 2, 2]
 
 
 def test_warm_start_head_epochs_after_an_image_stage(images, base):
     """After a stage on images the head must still be trainable."""
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=1, n_cycles=1).fit(X, y)
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=1, augmented_cycles=1
+    ).fit(X, y)
     before = clf.predict_proba(X)
-    clf.set_params(warm_start=True, epochs=1, n_cycles=0).fit(X, y)
+    clf.set_params(warm_start=True, precompute_epochs=1, augmented_cycles=0).fit(X, y)
     assert stages(clf) == ["precomputed", "augmented", "precomputed"]
     assert np.abs(clf.predict_proba(X) - before).max() > 0
 
 
 def test_warm_start_with_other_classes_raises(images, base):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=1).fit(X, y)
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, y)
     rows = copy.deepcopy(clf.history_)
     other = np.where(y == "b", "c", y)
     clf.set_params(warm_start=True)
@@ -525,7 +478,7 @@ def test_warm_start_with_a_new_image_size(images, tmp_path):
     X, y = images
     cache = str(tmp_path / "own-cache")
     clf = PretrainedImageClassifier(
-        **TINY, cache=cache, batch_size=6, random_state=0, epochs=1
+        **TINY, cache=cache, batch_size=6, random_state=0, precompute_epochs=1
     ).fit(X, y)
     assert FeatureCache(cache).stats()["models"] == 1
     # same size: the same cache entry is reused
@@ -534,52 +487,103 @@ def test_warm_start_with_a_new_image_size(images, tmp_path):
     clf.set_params(image_size=48).fit(X, y)
     assert clf.extractor_.preprocessing.crop_size == 48
     assert FeatureCache(cache).stats()["models"] == 2
+    assert [r["image_size"] for r in clf.history_] == [32, 32, 48]
     assert clf.predict_proba(X).shape == (12, 2)
 
 
-def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(
-    images, base, monkeypatch
+def test_warm_start_at_a_new_image_size_forgets_the_old_batchnorm_statistics(
+    images, base
+):
+    """The head's input BatchNorm ends with the mean of the new-size features
+    alone (its statistics average whole epochs on features)."""
+    X, y = images
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=2, hidden_sizes=(), dropout=0.0
+    ).fit(X, y)
+    norm = clf.head_.layers[0]
+    assert isinstance(norm, nn.BatchNorm1d)
+    small = PretrainedFeatures(**TINY, cache=base["cache"]).fit().transform(X)
+    np.testing.assert_allclose(
+        norm.running_mean.numpy(), small.mean(axis=0), rtol=1e-4, atol=1e-5
+    )
+    clf.set_params(warm_start=True, image_size=64).fit(X, y)
+    large = PretrainedFeatures(**{**TINY, "image_size": 64}, cache=base["cache"])
+    large = large.fit().transform(X)
+    assert np.abs(large.mean(axis=0) - small.mean(axis=0)).max() > 1e-2
+    norm = clf.head_.layers[0]
+    np.testing.assert_allclose(
+        norm.running_mean.numpy(), large.mean(axis=0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_warm_start_refuses_another_backbone(tmp_path):
+    X, y = make_images(tmp_path / "img", n_per_class=3)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), precompute_epochs=1, warm_start=True
+    ).fit(X, y)
+    with pytest.raises(ValueError, match="warm_start"):
+        clf.set_params(backbone="resnet34").fit(X, y)
+
+
+# --- snapshot ensembles -----------------------------------------------------------
+
+
+def members_proba(clf, X):
+    """Each ensemble member's probabilities, as the estimator computes them
+    for a one-member ensemble."""
+    out = []
+    for member in clf.ensemble_:
+        alone = copy.deepcopy(clf)
+        alone.ensemble_ = [member]
+        out.append(alone.predict_proba(X))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    "params, n_members",
+    [
+        (dict(precompute_epochs=3, cycle_len=1), 3),
+        (dict(precompute_epochs=6, cycle_len=1, cycle_mult=2), 2),
+        (dict(precompute_epochs=1, augmented_cycles=3), 3),
+        (dict(precompute_epochs=1, unfrozen_cycles=2, unfreeze_from=2), 2),
+    ],
+    ids=["precomputed", "precomputed-mult", "augmented", "unfrozen"],
+)
+def test_snapshot_ensemble_averages_one_model_per_cycle_of_the_last_stage(
+    images, base, forward_count, params, n_members
 ):
     X, y = images
-    clf = PretrainedImageClassifier(**base, epochs=1, n_cycles=1).fit(X, y)
-    before = clf.predict_proba(X)
-    rows = copy.deepcopy(clf.history_)
-    head, body = head_state(clf), body_state(clf)
-    key = clf.extractor_.model_key
-
-    real_getitem = ImageDataset.__getitem__
-    calls = [0]
-
-    def failing_getitem(self, i):
-        calls[0] += 1
-        # 12 augmented images, then one batch of 6 of the unfrozen stage:
-        # fail while the (copied) body is being trained
-        if calls[0] > 12 + 6 + 3:
-            raise RuntimeError("disk gone")
-        return real_getitem(self, i)
-
-    monkeypatch.setattr(finetune_mod.ImageDataset, "__getitem__", failing_getitem)
-    clf.set_params(
-        warm_start=True,
-        epochs=0,
-        n_cycles=1,
-        unfreeze=True,
-        unfrozen_cycles=1,
-        finetune_lr=1e-2,
-    )
-    with pytest.raises(RuntimeError, match="disk gone"):
-        clf.fit(X, y)
-    monkeypatch.undo()
-    assert calls[0] > 12 + 6
-    np.testing.assert_array_equal(clf.predict_proba(X), before)
-    assert clf.history_ == rows
-    assert same_state(head_state(clf), head)
-    assert same_state(body_state(clf), body)
-    assert clf.extractor_.model_key == key
-    assert clf.extractor_.backbone.weights_id == "random-init"
+    clf = PretrainedImageClassifier(
+        **{**base, "cache": None}, snapshot_ensemble=True, unfrozen_lr=1e-3, **params
+    ).fit(X, y)
+    assert len(clf.ensemble_) == n_members
+    forward_count["n"] = 0
+    proba = clf.predict_proba(X)
+    tuned = "unfrozen_cycles" in params
+    # snapshots of head-only cycles share the body: one feature pass for all
+    assert forward_count["n"] == len(X) * (n_members if tuned else 1)
+    each = members_proba(clf, X)
+    np.testing.assert_allclose(proba, each.mean(axis=0), rtol=0, atol=1e-9)
+    # the members are different models, the last one is the final model
+    assert min(np.abs(proba - e).max() for e in each) > 1e-6
+    last_head = clf.ensemble_[-1][1]
+    assert same_state(state_of(last_head), head_state(clf))
+    if tuned:  # every snapshot has its own tuned body
+        bodies = [state_of(ext.backbone.body) for ext, _ in clf.ensemble_]
+        assert not same_state(bodies[0], bodies[1])
+        assert same_state(bodies[-1], body_state(clf))
 
 
-# --- validation split, early stopping ------------------------------------------
+def test_without_snapshot_ensemble_the_final_model_predicts_alone(images, base):
+    X, y = images
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=1, augmented_cycles=3
+    ).fit(X, y)
+    assert len(clf.ensemble_) == 1
+    assert clf.ensemble_[0][1] is clf.head_
+
+
+# --- validation split, early stopping ---------------------------------------------
 
 
 def test_validation_fraction_reports_every_epoch(images, base):
@@ -587,9 +591,9 @@ def test_validation_fraction_reports_every_epoch(images, base):
     clf = PretrainedImageClassifier(
         **base,
         validation_fraction=0.25,
-        epochs=2,
-        n_cycles=1,
-        unfreeze=2,
+        precompute_epochs=2,
+        augmented_cycles=1,
+        unfreeze_from=2,
         unfrozen_cycles=1,
     ).fit(X, y)
     assert Counter(stages(clf)) == {"precomputed": 2, "augmented": 1, "unfrozen": 1}
@@ -606,8 +610,8 @@ def test_early_stopping_runs(images, base):
         **base,
         validation_fraction=0.25,
         early_stopping=True,
-        epochs=8,
-        n_cycles=1,
+        precompute_epochs=8,
+        augmented_cycles=1,
     ).fit(X, y)
     assert 1 <= len(rows_of(clf, "precomputed")) <= 8
     assert len(rows_of(clf, "augmented")) == 1
@@ -618,15 +622,21 @@ def test_early_stopping_runs(images, base):
 @pytest.mark.parametrize("fraction", [0.9, 0.05])
 def test_validation_fraction_that_cannot_be_stratified_raises(images, base, fraction):
     X, y = images
-    clf = PretrainedImageClassifier(**base, validation_fraction=fraction, epochs=1)
+    clf = PretrainedImageClassifier(
+        **base, validation_fraction=fraction, precompute_epochs=1
+    )
     with pytest.raises(ValueError, match="validation_fraction"):
         clf.fit(X, y)
 
 
 @pytest.mark.parametrize(
     "params",
-    [dict(epochs=1), dict(epochs=0, n_cycles=1)],
-    ids=["precomputed", "augmented"],
+    [
+        dict(precompute_epochs=1),
+        dict(precompute_epochs=0, augmented_cycles=1),
+        dict(precompute_epochs=0, unfrozen_cycles=1),
+    ],
+    ids=["precomputed", "augmented", "unfrozen"],
 )
 def test_a_last_batch_of_one_image_trains(images, base, params):
     """9 training images in batches of 4 leave a last batch of 1, which the
@@ -636,9 +646,10 @@ def test_a_last_batch_of_one_image_trains(images, base, params):
         **{**base, "batch_size": 4}, validation_fraction=0.25, **params
     ).fit(X, y)
     assert len(clf.history_) == 1
+    assert np.isfinite(clf.history_[0]["train_loss"])
 
 
-# --- augmentation ----------------------------------------------------------------
+# --- augmentation -----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -678,45 +689,58 @@ def test_unknown_augment_preset_raises(picture, images, base):
         PretrainedImageClassifier(**base, augment="sideways").fit(X, y)
 
 
-@pytest.mark.parametrize("augment", ["top_down", None])
-def test_estimator_passes_augment_to_training_images_only(
-    images, base, monkeypatch, augment
-):
-    X, y = images
-    seen = []
-    real = finetune_mod.random_augment
+class CountsRotations(Image.Image):
+    """An RGB photo that counts its rotations: augmentation turns every
+    training photo by a small random angle, the plain view never does."""
 
-    def spy(img, pre, rng, kind="side_on", max_zoom=1.1, **kwargs):
-        seen.append((kind, max_zoom, pre.crop_size))
-        return real(img, pre, rng, kind, max_zoom, **kwargs)
+    rotations = 0
 
-    monkeypatch.setattr(finetune_mod, "random_augment", spy)
+    def rotate(self, *args, **kwargs):
+        self.rotations += 1
+        return super().rotate(*args, **kwargs)
+
+
+def counting_rotations(paths):
+    out = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        img.__class__ = CountsRotations
+        out.append(img)
+    return out
+
+
+@pytest.mark.parametrize("augment", ["side_on", "top_down", None])
+def test_only_training_photos_are_augmented_once_per_epoch(images, base, augment):
+    paths, y = images
+    X = counting_rotations(paths)
     PretrainedImageClassifier(
         **base,
         augment=augment,
-        max_zoom=1.3,
         validation_fraction=0.25,
-        epochs=0,
-        n_cycles=2,
+        precompute_epochs=0,
+        augmented_cycles=2,
     ).fit(X, y)
+    counts = sorted(img.rotations for img in X)
     if augment is None:
-        assert seen == []
+        assert counts == [0] * 12
     else:
-        # 9 training images, 2 epochs; the 3 validation images are never augmented
-        assert seen == [("top_down", 1.3, 32)] * 18
+        # 9 training photos, 2 epochs; the 3 validation photos stay plain
+        assert counts == [0] * 3 + [2] * 9
 
 
 def test_image_dataset_plain_view_is_fixed_augmented_varies(images):
-    X, y = images
-    pre = PRE
-    plain = ImageDataset(X, np.zeros(len(X)), pre, None)
-    np.testing.assert_array_equal(plain[0][0].numpy(), plain[0][0].numpy())
-    aug = ImageDataset(X, np.zeros(len(X)), pre, "side_on", 1.2, seed=3)
+    X, _ = images
+    targets = torch.zeros(len(X), dtype=torch.int64)
+    plain = ImageDataset(X, targets, PRE, None)
+    x0, (target, weight) = plain[0]
+    np.testing.assert_array_equal(x0.numpy(), plain[0][0].numpy())
+    assert int(target) == 0 and float(weight) == 1.0
+    aug = ImageDataset(X, targets, PRE, "side_on", 1.2, seed=3)
     assert not torch.equal(aug[0][0], aug[0][0])
     assert aug[0][0].shape == (3, 32, 32) and aug[0][0].dtype == torch.uint8
 
 
-# --- TTA on a fine-tuned model ------------------------------------------------------
+# --- TTA on a fine-tuned model ----------------------------------------------------
 
 
 def test_tta_on_a_fine_tuned_model(tuned, images):
@@ -750,12 +774,3 @@ def test_augmented_copies_are_seeded_and_plottable(tmp_path):
     assert sum(len(ax.images) for ax in axes.ravel()) == 6
     with pytest.raises(ValueError, match="n must be"):
         augmented_copies(X[0], 0)
-
-
-def test_warm_start_refuses_another_backbone(tmp_path):
-    X, y = make_images(tmp_path / "img", n_per_class=3)
-    clf = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "c"), epochs=1, warm_start=True
-    ).fit(X, y)
-    with pytest.raises(ValueError, match="warm_start"):
-        clf.set_params(backbone="resnet34").fit(X, y)

@@ -5,7 +5,8 @@ ONNX Runtime, Pillow and numpy: no scikit-learn, no PyTorch, no sktransfer.
 Normalisation, network, head and softmax are inside the graph; the file's
 metadata holds the class names and how to resize and crop a photo, which
 this script repeats with Pillow exactly as the estimator does (decode,
-EXIF orientation, RGB, resize the short side, centre crop).
+EXIF orientation, RGB, then resize and centre-crop, squish or pad to a square
+as the model's ``resize_mode`` says).
 
     python examples/serve_onnx.py model.onnx photos/
 
@@ -65,14 +66,30 @@ def prepare(path, pre) -> np.ndarray:
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, img.convert("RGBA"))
     img = img.convert("RGB")
-    # resize the short side to resize_size, then centre-crop crop_size: the
-    # same as cropping the matching square of the original and resizing once
-    short = min(img.width, img.height)
-    side = min(short, short * pre["crop_size"] / pre["resize_size"])
+    side = pre["crop_size"]
+    mode = pre.get("resize_mode", "crop")
+    if mode == "crop":
+        # resize the short side to resize_size, then centre-crop crop_size: the
+        # same as cropping the matching square of the original, resized once
+        short = min(img.width, img.height)
+        box_w = box_h = min(short, short * side / pre["resize_size"])
+    else:  # "squish" and "pad" keep the whole picture
+        box_w, box_h = img.width, img.height
     cx, cy = img.width / 2, img.height / 2
-    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    size = (pre["crop_size"], pre["crop_size"])
+    box = (cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2)
+    size = (side, side)
+    if mode == "pad":  # fit inside the square, keeping the aspect ratio
+        scale = side / max(box_w, box_h)
+        size = (
+            min(side, max(1, round(box_w * scale))),
+            min(side, max(1, round(box_h * scale))),
+        )
     out = img.resize(size, RESAMPLE[pre["interpolation"]], box=box, reducing_gap=3.0)
+    if size != (side, side):  # pad with the colour normalisation makes zero
+        colour = tuple(int(round(m * 255)) for m in pre["mean"])
+        canvas = Image.new("RGB", (side, side), colour)
+        canvas.paste(out, ((side - size[0]) // 2, (side - size[1]) // 2))
+        out = canvas
     return np.asarray(out, dtype=np.uint8)
 
 

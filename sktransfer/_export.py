@@ -185,9 +185,9 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
     service needs to prepare photos and name its outputs, as metadata
     (``onnx.ModelProto.metadata_props``, ``session.get_modelmeta()`` in ONNX
     Runtime): ``sktransfer`` holds a JSON document with ``classes`` (for a
-    classifier), ``preprocessing`` (resize_size, crop_size, interpolation),
-    ``input_layout`` and the library versions. Weights are stored inside
-    the file (one file to ship).
+    classifier), ``preprocessing`` (resize_size, crop_size, interpolation,
+    resize_mode, mean and std), ``input_layout`` and the library versions.
+    Weights are stored inside the file (one file to ship).
 
     Parameters
     ----------
@@ -304,11 +304,7 @@ def export_metadata(estimator) -> dict:
         "multilabel": bool(getattr(estimator, "multilabel_", False)),
         "input_layout": "NHWC uint8 RGB",
         "preprocessing": {
-            "resize_size": int(pre.resize_size),
-            "crop_size": int(pre.crop_size),
-            "interpolation": str(pre.interpolation),
-            "mean": [float(v) for v in pre.mean],
-            "std": [float(v) for v in pre.std],
+            **_json_preprocessing(pre),
             "normalised_inside_graph": True,
         },
         "backbone": extractor.backbone.name,
@@ -318,6 +314,14 @@ def export_metadata(estimator) -> dict:
             "torchvision": torchvision.__version__,
             "scikit-learn": sklearn.__version__,
         },
+    }
+
+
+def _json_preprocessing(pre) -> dict:
+    """The preprocessing as JSON values (tuples as lists)."""
+    return {
+        key: [float(v) for v in value] if isinstance(value, tuple) else value
+        for key, value in pre.as_dict().items()
     }
 
 

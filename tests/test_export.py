@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,28 @@ def test_unfitted_estimators_cannot_be_exported(tmp_path):
         preprocess(PretrainedFeatures(**TINY), ["x.jpg"])
     with pytest.raises(NotFittedError):
         export_onnx(PretrainedImageRegressor(**TINY), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("mode", ["crop", "squish", "pad"])
+def test_served_example_prepares_photos_exactly_like_preprocess(mode, tmp_path):
+    from sktransfer._export import export_metadata
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "large.jpg", quality=90)  # draft path
+    palette = Image.fromarray(big[:90, :60]).convert("P", palette=1, colors=16)
+    palette.info["transparency"] = 3
+    palette.save(tmp_path / "palette.png", transparency=3)
+    rgba = np.dstack([big[:50, :80], np.full((50, 80), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    files = [tmp_path / n for n in ("large.jpg", "palette.png", "alpha.png")]
+    features = PretrainedFeatures(**TINY, preprocessing={"resize_mode": mode})
+    features.fit()
+    pre = export_metadata(features)["preprocessing"]
+    assert pre["resize_mode"] == mode
+    example = runpy.run_path(str(EXAMPLE))  # defines prepare(); runs nothing
+    served = np.stack([example["prepare"](f, pre) for f in files])
+    np.testing.assert_array_equal(served, preprocess(features, files))
 
 
 # --- files: ONNX and TorchScript on real photos ------------------------------

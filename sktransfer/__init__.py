@@ -9,6 +9,7 @@ from ._export import export_onnx, export_torchscript, preprocess, to_torch
 from ._features import PretrainedFeatures
 from ._images import ImageLoadError
 from ._lr_finder import LRFinder
+from ._persist import ModelFormatError, load, save
 from ._plan import Stage, make_plan
 from ._regressor import PretrainedImageRegressor
 from ._transforms import augmented_copies
@@ -25,6 +26,7 @@ __all__ = [
     "FeatureCache",
     "ImageLoadError",
     "LRFinder",
+    "ModelFormatError",
     "PretrainedFeatures",
     "PretrainedImageClassifier",
     "PretrainedImageRegressor",
@@ -33,10 +35,11 @@ __all__ = [
     "augmented_copies",
     "available_backbones",
     "dask_features",
+    "default_cache_dir",
     "export_onnx",
     "export_torchscript",
-    "default_cache_dir",
     "image_size_summary",
+    "load",
     "load_image_csv",
     "load_image_folder",
     "make_plan",
@@ -46,6 +49,7 @@ __all__ = [
     "plot_image_sizes",
     "plot_top_losses",
     "preprocess",
+    "save",
     "to_torch",
     "top_losses",
 ]

@@ -3,13 +3,15 @@
 The sweep is first checked on a problem whose converging range is known (a
 linear model on Gaussian classes), then on hand-made loss curves, then on
 the TINY estimator (random-init ResNet-18 at 32 px, a dozen generated
-images).
+images). What a sweep inside ``fit`` did is read from ``lr_``,
+``unfrozen_lr_``, ``history_`` and the warnings it gives.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -18,15 +20,13 @@ from conftest import TINY, make_images
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
-import sktransfer._classifier as classifier_mod
-import sktransfer._lr_finder as lr_finder_mod
-from sktransfer import PretrainedImageClassifier
-from sktransfer._lr_finder import LRFinder, lr_sweep, suggest_lrs
+from sktransfer import LRFinder, PretrainedImageClassifier
+from sktransfer._lr_finder import lr_sweep, suggest_lrs
 
 RULES = {"valley", "minimum", "steepest"}
 
 
-# --- a problem with a known converging range ------------------------------------
+# --- a problem with a known converging range --------------------------------------
 
 
 def gaussian_problem(seed, n=256, d=4, shift=0.7):
@@ -46,12 +46,22 @@ def full_batches(X, y, seed):
     """The whole (reshuffled) data set as every batch, from a fixed generator:
     the loss moves only because the weights do."""
     rng = np.random.default_rng(seed)
+    ones = torch.ones(len(X))
 
     def batches(i):
         idx = torch.as_tensor(rng.permutation(len(X)))
-        return X[idx], y[idx]
+        return X[idx], y[idx], ones
 
     return batches
+
+
+def cross_entropy(outputs, target):
+    return nn.functional.cross_entropy(outputs, target, reduction="none")
+
+
+def sweep(model, groups, batches, **kwargs):
+    out = lr_sweep(model, groups, batches, cross_entropy, **kwargs)
+    return out["lrs"], out["losses"], out["smoothed"], out["diverged"]
 
 
 def linear_model(d, seed):
@@ -71,7 +81,7 @@ def test_suggestions_lie_in_the_converging_range(seed):
     X, y = gaussian_problem(seed)
     model = linear_model(X.shape[1], seed)
     start, end, num_it = 1e-7, 1e3, 100
-    lrs, losses, smoothed = lr_sweep(
+    lrs, losses, smoothed, diverged = sweep(
         model,
         [(model.parameters(), 1.0)],
         full_batches(X, y, seed),
@@ -79,6 +89,7 @@ def test_suggestions_lie_in_the_converging_range(seed):
         end_lr=end,
         num_it=num_it,
     )
+    assert diverged
     assert len(lrs) == len(losses) == len(smoothed) >= 3
     mult = (end / start) ** (1 / (num_it - 1))
     np.testing.assert_allclose(lrs, start * mult ** np.arange(len(lrs)), rtol=1e-9)
@@ -98,7 +109,7 @@ def test_divergence_stops_the_sweep_early():
     X, y = gaussian_problem(0)
     model = linear_model(X.shape[1], 0)
     num_it = 100
-    lrs, losses, smoothed = lr_sweep(
+    lrs, losses, smoothed, diverged = sweep(
         model,
         [(model.parameters(), 1.0)],
         full_batches(X, y, 0),
@@ -107,11 +118,27 @@ def test_divergence_stops_the_sweep_early():
         num_it=num_it,
         diverge=4.0,
     )
+    assert diverged
     assert 3 <= len(lrs) < num_it
     assert len(losses) == len(smoothed) == len(lrs)
     # it stopped because the smoothed loss passed 4x its best
     assert smoothed[-1] > 4.0 * smoothed.min()
     assert np.all(smoothed[:-1] <= 4.0 * np.minimum.accumulate(smoothed)[:-1])
+
+
+def test_a_sweep_that_never_diverges_says_so():
+    X, y = gaussian_problem(0)
+    model = linear_model(X.shape[1], 0)
+    lrs, _, smoothed, diverged = sweep(
+        model,
+        [(model.parameters(), 1.0)],
+        full_batches(X, y, 0),
+        start_lr=1e-7,
+        end_lr=1e-5,
+        num_it=30,
+    )
+    assert not diverged
+    assert len(lrs) == len(smoothed) == 30
 
 
 class NonFiniteAfter(nn.Module):
@@ -135,12 +162,30 @@ class NonFiniteAfter(nn.Module):
 def test_non_finite_loss_ends_the_sweep_cleanly(k, fill):
     X, y = gaussian_problem(0)
     model = NonFiniteAfter(k, fill)
-    lrs, losses, smoothed = lr_sweep(
+    lrs, losses, smoothed, diverged = sweep(
         model, [(model.parameters(), 1.0)], full_batches(X, y, 0), num_it=50
     )
+    assert diverged
     assert len(lrs) == len(losses) == len(smoothed) == k
     assert np.all(np.isfinite(losses)) and np.all(np.isfinite(smoothed))
     assert all(torch.isfinite(p).all() for p in model.linear.parameters())
+
+
+def test_weights_of_zero_leave_samples_out_of_the_sweep_loss():
+    X, y = gaussian_problem(0, n=64)
+    keep = torch.arange(64) % 2 == 0
+    weights = keep.float()
+
+    def weighted(i):
+        return X, y, weights
+
+    def kept(i):
+        return X[keep], y[keep], torch.ones(int(keep.sum()))
+
+    a, b = linear_model(4, 0), linear_model(4, 0)
+    out_a = lr_sweep(a, [(a.parameters(), 1.0)], weighted, cross_entropy, num_it=20)
+    out_b = lr_sweep(b, [(b.parameters(), 1.0)], kept, cross_entropy, num_it=20)
+    np.testing.assert_allclose(out_a["losses"], out_b["losses"], rtol=1e-5)
 
 
 def test_sweep_keeps_the_rate_ratios_of_the_groups(monkeypatch):
@@ -156,7 +201,7 @@ def test_sweep_keeps_the_rate_ratios_of_the_groups(monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     groups = [(model[0].parameters(), 0.01), (model[2].parameters(), 1.0)]
-    lrs, _, _ = lr_sweep(model, groups, full_batches(X, y, 0), num_it=20, end_lr=1.0)
+    lrs, *_ = sweep(model, groups, full_batches(X, y, 0), num_it=20, end_lr=1.0)
     assert len(seen) == len(lrs) == 20
     for (low, top), lr in zip(seen, lrs, strict=True):
         assert top == pytest.approx(lr, rel=1e-12)
@@ -205,57 +250,116 @@ def test_fewer_than_three_points_raise(n):
         suggest_lrs(np.geomspace(1e-7, 1e-6, n), np.ones(n))
 
 
-# --- LRFinder on the TINY estimator -------------------------------------------------
+# --- LRFinder on the TINY estimator -----------------------------------------------
 
 
 @pytest.fixture
 def estimator(cache_dir):
+    """Batches of 4: three per pass over the 12 images, enough for a sweep
+    whose curve can be read."""
     return PretrainedImageClassifier(
-        **TINY, cache=cache_dir, batch_size=6, random_state=0
+        **TINY, cache=cache_dir, batch_size=4, random_state=0
     )
 
 
 def head_state(clf):
-    return {
-        k: v.detach().cpu().clone() for k, v in clf.net_.module_.state_dict().items()
-    }
+    return {k: v.detach().cpu().clone() for k, v in clf.head_.state_dict().items()}
+
+
+def sweep_warnings(record):
+    return [str(w.message) for w in record if "sweep" in str(w.message)]
 
 
 def test_lr_finder_on_the_tiny_estimator(images, estimator):
     X, y = images
     params = estimator.get_params()
-    finder = LRFinder(estimator, num_it=30, random_state=0).fit(X, y)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        finder = LRFinder(estimator, random_state=0).fit(X, y)
+    # three batches per pass, a readable curve that ends in divergence
+    assert finder.diverged_ and finder.problem_ is None
+    assert sweep_warnings(record) == []
     n = len(finder.lrs_)
-    assert 3 <= n <= 30
+    assert 3 <= n < 100
     assert finder.lrs_[0] == pytest.approx(1e-7)
-    mult = (10.0 / 1e-7) ** (1 / 29)
+    mult = (10.0 / 1e-7) ** (1 / 99)
     np.testing.assert_allclose(finder.lrs_[1:] / finder.lrs_[:-1], mult, rtol=1e-9)
     assert len(finder.losses_) == len(finder.smoothed_losses_) == n
     assert np.all(np.isfinite(finder.losses_))
     assert set(finder.suggestions_) == RULES
     assert finder.suggestion_ == finder.suggestions_["valley"]
     for lr in finder.suggestions_.values():
-        assert isinstance(lr, float) and 0 < lr <= 10.0
+        assert isinstance(lr, float) and 1e-7 <= lr <= finder.lrs_[-1]
     # the estimator passed in is untouched
     assert estimator.get_params() == params
-    assert not hasattr(estimator, "net_")
+    assert not hasattr(estimator, "head_")
     # the same random_state gives the same curve
-    again = LRFinder(estimator, num_it=30, random_state=0).fit(X, y)
+    again = LRFinder(estimator, random_state=0).fit(X, y)
     np.testing.assert_array_equal(again.lrs_, finder.lrs_)
     np.testing.assert_array_equal(again.losses_, finder.losses_)
     np.testing.assert_array_equal(again.smoothed_losses_, finder.smoothed_losses_)
     assert again.suggestions_ == finder.suggestions_
 
 
+def test_lr_finder_warns_when_the_sweep_never_diverged(images, estimator):
+    X, y = images
+    with pytest.warns(UserWarning, match="never diverged up to a rate of 0.0001"):
+        finder = LRFinder(estimator, end_lr=1e-4, num_it=20, random_state=0).fit(X, y)
+    assert not finder.diverged_
+    assert "never diverged" in finder.problem_
+    assert len(finder.lrs_) == 20 and finder.lrs_[-1] == pytest.approx(1e-4)
+
+
+def test_lr_finder_warns_when_the_data_give_too_few_batches(images, estimator):
+    X, y = images
+    est = estimator.set_params(batch_size=64)
+    with pytest.warns(UserWarning, match="only 12 training samples"):
+        finder = LRFinder(est, num_it=20, random_state=0).fit(X, y)
+    assert "12 training samples" in finder.problem_
+
+
+def test_lr_finder_without_a_problem_does_not_warn_and_plots_it_if_any(
+    images, estimator
+):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X, y = images
+    with pytest.warns(UserWarning):
+        bad = LRFinder(estimator, end_lr=1e-4, num_it=20, random_state=0).fit(X, y)
+    try:
+        texts = [t.get_text() for t in bad.plot().texts]
+        assert any("never diverged" in t for t in texts), texts
+    finally:
+        plt.close("all")
+
+
+def test_lr_finder_sample_weight_of_zero_is_dropping_the_rows(images, estimator):
+    X, y = images
+    weights = np.array([1.0, 0.0] * 6)
+    kept = [x for x, w in zip(X, weights) if w > 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = LRFinder(estimator, num_it=20, random_state=0).fit(X, y, weights)
+        b = LRFinder(estimator, num_it=20, random_state=0).fit(kept, y[weights > 0])
+    np.testing.assert_array_equal(a.lrs_, b.lrs_)
+    np.testing.assert_allclose(a.losses_, b.losses_, rtol=1e-6)
+
+
 @pytest.mark.parametrize("stage", ["precomputed", "unfrozen"])
 def test_lr_finder_leaves_a_fitted_estimator_unchanged(images, estimator, stage):
     X, y = images
-    clf = estimator.set_params(epochs=1, n_cycles=1, unfreeze=True).fit(X, y)
+    clf = estimator.set_params(
+        precompute_epochs=1, augmented_cycles=1, unfrozen_cycles=1
+    ).fit(X, y)
     params = clf.get_params()
     state, proba = head_state(clf), clf.predict_proba(X)
     rows = copy.deepcopy(clf.history_)
     key = clf.extractor_.model_key
-    LRFinder(clf, num_it=10, stage=stage, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LRFinder(clf, num_it=10, stage=stage, random_state=0).fit(X, y)
     assert clf.get_params() == params
     after = head_state(clf)
     assert after.keys() == state.keys()
@@ -265,43 +369,62 @@ def test_lr_finder_leaves_a_fitted_estimator_unchanged(images, estimator, stage)
     assert clf.extractor_.model_key == key
 
 
+class RecordsSteps(torch.optim.AdamW):
+    """AdamW that records, at every step, each parameter group's rate and
+    whether its parameters train."""
+
+    instances: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = []
+        RecordsSteps.instances.append(self)
+
+    def step(self, *args, **kwargs):
+        self.steps.append(
+            [
+                (g["lr"], all(p.requires_grad for p in g["params"]))
+                for g in self.param_groups
+            ]
+        )
+        return super().step(*args, **kwargs)
+
+
+@pytest.fixture
+def optimizers(monkeypatch):
+    RecordsSteps.instances = []
+    monkeypatch.setattr(torch.optim, "AdamW", RecordsSteps)
+    return RecordsSteps.instances
+
+
 @pytest.mark.parametrize(
-    "unfreeze, trainable",
+    "unfreeze_from, unfrozen_lr, ratios",
     [
-        (True, [True, True, True, True]),
-        (1, [False, True, True, True]),
-        (2, [False, False, True, True]),
+        (0, 1e-4, [0.01, 0.1, 1.0, 1.0]),
+        (1, (2e-6, 7e-5, 3e-4), [2 / 300, 7 / 30, 1.0, 1.0]),
+        (2, 1e-4, [0.01, 0.1, 1.0, 1.0]),
     ],
+    ids=["all-float", "middle-tuple", "late-float"],
 )
-@pytest.mark.parametrize("lr_mult", [10, (1e-6, 1e-5, 1e-4)], ids=["mult", "tuple"])
-def test_unfrozen_stage_sweeps_with_the_group_ratios(
-    images, estimator, monkeypatch, unfreeze, trainable, lr_mult
+def test_unfrozen_stage_sweeps_the_unfrozen_groups_at_their_ratios(
+    images, estimator, optimizers, unfreeze_from, unfrozen_lr, ratios
 ):
     X, y = images
-    captured = []
-    real = lr_finder_mod.lr_sweep
-
-    def spy(model, param_groups, batches, **kwargs):
-        groups = [(list(params), ratio) for params, ratio in param_groups]
-        captured.append(
-            dict(
-                ratios=[ratio for _, ratio in groups],
-                trainable=[all(p.requires_grad for p in ps) for ps, _ in groups],
-                frozen=[not any(p.requires_grad for p in ps) for ps, _ in groups],
-            )
-        )
-        return real(model, groups, batches, **kwargs)
-
-    monkeypatch.setattr(lr_finder_mod, "lr_sweep", spy)
-    est = estimator.set_params(epochs=1, unfreeze=unfreeze, lr_mult=lr_mult)
-    finder = LRFinder(est, num_it=8, stage="unfrozen", random_state=0).fit(X, y)
-    (call,) = captured
-    assert call["ratios"] == pytest.approx([0.01, 0.1, 1.0, 1.0], rel=1e-9)
-    assert call["trainable"] == trainable
-    assert call["frozen"] == [not t for t in trainable]
+    est = estimator.set_params(
+        precompute_epochs=1, unfreeze_from=unfreeze_from, unfrozen_lr=unfrozen_lr
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        finder = LRFinder(est, num_it=8, stage="unfrozen", random_state=0).fit(X, y)
+    sweep_steps = optimizers[-1].steps  # the head was trained first
+    assert len(sweep_steps) == len(finder.lrs_)
+    for step, lr in zip(sweep_steps, finder.lrs_, strict=True):
+        rates = [rate for rate, _ in step]
+        assert rates == pytest.approx([lr * r for r in ratios[unfreeze_from:]])
+        assert all(trains for _, trains in step)
     assert 3 <= len(finder.lrs_) <= 8
     assert set(finder.suggestions_) == RULES
-    assert not hasattr(est, "net_")
+    assert not hasattr(est, "head_")
 
 
 @pytest.mark.parametrize(
@@ -319,7 +442,7 @@ def test_invalid_lr_finder_parameters_raise(images, estimator, kwargs):
     X, y = images
     with pytest.raises(ValueError):
         LRFinder(estimator, **kwargs).fit(X, y)
-    assert not hasattr(estimator, "net_")
+    assert not hasattr(estimator, "head_")
 
 
 def test_plots(images, estimator):
@@ -329,7 +452,7 @@ def test_plots(images, estimator):
     from matplotlib.axes import Axes
 
     X, y = images
-    finder = LRFinder(estimator, num_it=30, random_state=0).fit(X, y)
+    finder = LRFinder(estimator, random_state=0).fit(X, y)
     try:
         ax = finder.plot()
         assert isinstance(ax, Axes)
@@ -337,6 +460,7 @@ def test_plots(images, estimator):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         for rule in RULES:
             assert any(label.startswith(rule) for label in labels), labels
+        assert not ax.texts  # no problem to report
         ax2 = finder.plot_lr()
         assert isinstance(ax2, Axes)
         (line,) = ax2.get_lines()
@@ -347,111 +471,113 @@ def test_plots(images, estimator):
         plt.close("all")
 
 
-# --- lr="auto" and finetune_lr="auto" -------------------------------------------------
+# --- lr="auto" and unfrozen_lr="auto" ---------------------------------------------
 
 
-class SweepSpy:
-    """Wraps lr_sweep: records the distinct samples each sweep trained on,
-    the group ratios, and the fit (number of images) it ran in."""
-
-    def __init__(self, real, num_it=None):
-        self.real, self.num_it, self.calls, self.fit_sizes = real, num_it, [], []
-
-    def __call__(self, model, param_groups, batches, **kwargs):
-        param_groups = [(list(p), r) for p, r in param_groups]
-        rows = set()
-
-        def recording(i):
-            x, y = batches(i)
-            for row in x.reshape(len(x), -1):
-                rows.add(row.detach().cpu().numpy().tobytes())
-            return x, y
-
-        if self.num_it is not None:
-            kwargs["num_it"] = self.num_it
-        out = self.real(model, param_groups, recording, **kwargs)
-        self.calls.append(
-            dict(
-                rows=rows,
-                ratios=[r for _, r in param_groups],
-                fit_size=self.fit_sizes[-1] if self.fit_sizes else None,
-            )
-        )
-        return out
-
-
-@pytest.fixture
-def sweep_spy(monkeypatch):
-    spy = SweepSpy(classifier_mod.lr_sweep)
-    monkeypatch.setattr(classifier_mod, "lr_sweep", spy)
-    real_fit = PretrainedImageClassifier.fit
-    fitted = []
-
-    def fit(self, X, y):
-        spy.fit_sizes.append(len(X))
-        real_fit(self, X, y)
-        fitted.append((len(X), self.lr_, self.finetune_lr_))
-        return self
-
-    monkeypatch.setattr(PretrainedImageClassifier, "fit", fit)
-    spy.fitted = fitted
-    return spy
-
-
-def test_lr_auto_in_grid_search_sweeps_the_training_fold_only(
-    images, estimator, sweep_spy
-):
+def test_lr_auto_uses_the_sweep_when_it_can_be_read(images, estimator):
     X, y = images
-    est = estimator.set_params(lr="auto", epochs=2)
-    search = GridSearchCV(
-        est, {"dropout": [0.0, 0.5]}, cv=2, n_jobs=1, error_score="raise"
-    ).fit(X, y)
-    # 2 candidates x 2 folds of 6 training images, then the refit on 12
-    assert [n for n, _, _ in sweep_spy.fitted] == [6, 6, 6, 6, 12]
-    for _, lr, _ in sweep_spy.fitted:
-        assert isinstance(lr, float) and 1e-7 <= lr <= 10
-    assert len(sweep_spy.calls) == 5
-    for call in sweep_spy.calls:
-        assert len(call["rows"]) == call["fit_size"]
-        assert call["ratios"] == [1.0]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        clf = estimator.set_params(lr="auto", precompute_epochs=2).fit(X, y)
+    assert sweep_warnings(record) == []
+    assert isinstance(clf.lr_, float) and 1e-7 < clf.lr_ < 10
+    assert clf.lr_ != 1e-3
+    assert clf.history_[0]["lrs"] == pytest.approx([clf.lr_])
+
+
+def test_lr_auto_in_grid_search_sweeps_the_training_fold_only(images, estimator):
+    """The sweep says how many samples it saw: 6 per training fold, never
+    the 6 held-out images nor the whole set; with so few it falls back."""
+    X, y = images
+    est = estimator.set_params(lr="auto", precompute_epochs=2, batch_size=6)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        search = GridSearchCV(
+            est, {"dropout": [0.0, 0.5]}, cv=2, n_jobs=1, error_score="raise"
+        ).fit(X, y)
+    messages = sweep_warnings(record)
+    # 2 candidates x 2 folds of 6 training images; the refit on 12 has two
+    # whole batches
+    assert sum("had only 6 training samples" in m for m in messages) == 4
+    assert not any("12 training samples" in m for m in messages)
+    assert all("default rate 0.001" in m for m in messages)
     best = search.best_estimator_
     assert isinstance(best.lr_, float) and 1e-7 <= best.lr_ <= 10
     assert best.history_[0]["lrs"] == pytest.approx([best.lr_])
 
 
-def test_lr_auto_ignores_the_validation_images(images, estimator, sweep_spy):
+def test_lr_auto_ignores_the_validation_images(images, estimator):
     X, y = images
-    clf = estimator.set_params(lr="auto", epochs=1, validation_fraction=0.25).fit(X, y)
-    (call,) = sweep_spy.calls
-    assert len(call["rows"]) == 9  # 12 images, 3 held out
-    assert 1e-7 <= clf.lr_ <= 10
+    est = estimator.set_params(
+        lr="auto", precompute_epochs=1, validation_fraction=0.25, batch_size=6
+    )
+    with pytest.warns(UserWarning, match="had only 9 training samples"):
+        clf = est.fit(X, y)  # 12 images, 3 held out
+    assert clf.lr_ == 1e-3
+
+
+def test_lr_auto_falls_back_to_a_stated_default_on_too_little_data(images, estimator):
+    X, y = images
+    est = estimator.set_params(lr="auto", precompute_epochs=1, batch_size=64)
+    with pytest.warns(UserWarning, match=r"lr='auto'.*default rate 0.001"):
+        clf = est.fit(X, y)
+    assert clf.lr_ == 1e-3
+    assert clf.history_[0]["lrs"] == pytest.approx([1e-3])
 
 
 def test_lr_auto_without_precomputed_epochs(images, estimator):
     """With stage 1 skipped lr='auto' must still give the head a rate."""
     X, y = images
-    clf = estimator.set_params(lr="auto", epochs=0, n_cycles=1).fit(X, y)
+    clf = estimator.set_params(lr="auto", precompute_epochs=0, augmented_cycles=1)
+    clf.fit(X, y)
     assert isinstance(clf.lr_, float) and 1e-7 <= clf.lr_ <= 10
     (row,) = clf.history_
     assert row["stage"] == "augmented"
     assert row["lrs"][-1] == pytest.approx(clf.lr_)
 
 
-def test_finetune_lr_auto(images, estimator, monkeypatch):
-    X, y = images
-    spy = SweepSpy(classifier_mod.lr_sweep, num_it=15)  # short sweeps on images
-    monkeypatch.setattr(classifier_mod, "lr_sweep", spy)
-    clf = estimator.set_params(
-        epochs=1, unfreeze=True, unfrozen_cycles=1, finetune_lr="auto", lr_mult=10
-    ).fit(X, y)
-    (call,) = spy.calls
-    assert call["ratios"] == pytest.approx([0.01, 0.1, 1.0, 1.0])
-    assert isinstance(clf.finetune_lr_, float) and 1e-7 <= clf.finetune_lr_ <= 10
+#: The unfrozen sweep takes 100 optimizer steps of the whole network: with
+#: SqueezeNet 1.1 (1.2M parameters, a tenth of ResNet-18) that is seconds.
+SMALL = dict(TINY, backbone="squeezenet1_1")
+
+
+@pytest.fixture
+def four_images(tmp_path):
+    """Two images per class, in batches of 2."""
+    return make_images(tmp_path / "four", n_per_class=2)
+
+
+def test_unfrozen_lr_auto(four_images, estimator):
+    X, y = four_images
+    estimator.set_params(**SMALL, batch_size=2)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        clf = estimator.set_params(
+            precompute_epochs=1, unfrozen_cycles=1, unfrozen_lr="auto", lr_mult=10
+        ).fit(X, y)
+    assert sweep_warnings(record) == []  # a readable sweep, not the fallback
+    u = clf.unfrozen_lr_
+    assert isinstance(u, float) and 1e-7 <= u <= 10 and u != 1e-4
     assert clf.lr_ == pytest.approx(1e-3)
     (row,) = [r for r in clf.history_ if r["stage"] == "unfrozen"]
-    ft = clf.finetune_lr_
-    assert row["lrs"] == pytest.approx([ft / 100, ft / 10, ft, ft], rel=1e-9)
+    assert row["lrs"] == pytest.approx([u / 100, u / 10, u, u], rel=1e-9)
     assert not any(p.requires_grad for p in clf.extractor_.backbone.body.parameters())
+
+
+def test_unfrozen_lr_auto_falls_back_to_a_stated_default(four_images, estimator):
+    X, y = four_images
+    est = estimator.set_params(
+        **SMALL,
+        precompute_epochs=1,
+        unfrozen_cycles=1,
+        unfrozen_lr="auto",
+        batch_size=3,
+    )
+    with pytest.warns(UserWarning, match=r"unfrozen_lr='auto'.*default rate 0.0001"):
+        clf = est.fit(X, y)
+    assert clf.unfrozen_lr_ == 1e-4
+    (row,) = [r for r in clf.history_ if r["stage"] == "unfrozen"]
+    assert row["lrs"] == pytest.approx([1e-6, 1e-5, 1e-4, 1e-4], rel=1e-9)
 
 
 def test_lr_finder_leaves_out_images_fit_skipped(tmp_path):
@@ -460,8 +586,9 @@ def test_lr_finder_leaves_out_images_fit_skipped(tmp_path):
     X = [*X, str(tmp_path / "bad.jpg")]
     y = [*y, "a"]
     est = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "c"), on_error="skip", epochs=1
+        **TINY, cache=str(tmp_path / "c"), on_error="skip", precompute_epochs=1
     )
     with pytest.warns(UserWarning, match="bad.jpg"):
         finder = LRFinder(est, num_it=10, random_state=0).fit(X, y)
     assert len(finder.lrs_) > 0
+    assert "8 training samples" in finder.problem_

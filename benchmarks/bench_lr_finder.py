@@ -108,10 +108,8 @@ def main():
             f"\n## {args.data}: unfrozen, {args.unfrozen_epochs} epoch(s) "
             f"({len(X_tr)} train / {len(X_te)} test)\n"
         )
-        tuned = clone(base).set_params(
-            unfreeze=True, unfrozen_cycles=args.unfrozen_epochs
-        )
-        study(tuned, "unfrozen", "finetune_lr", X_tr, X_te, y_tr, y_te, seeds[:3])
+        tuned = clone(base).set_params(unfrozen_cycles=args.unfrozen_epochs)
+        study(tuned, "unfrozen", "unfrozen_lr", X_tr, X_te, y_tr, y_te, seeds[:3])
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--cycles", type=int, default=2, help="augmented head cycles")
     parser.add_argument("--unfrozen-cycles", type=int, default=2)
     parser.add_argument("--cycle-mult", type=float, default=2)
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--unfrozen-lr", type=float, default=1e-4)
     parser.add_argument("--lr-mult", type=float, default=10)
     parser.add_argument("--tta", type=int, default=4)
     args = parser.parse_args()
@@ -74,7 +74,7 @@ def main():
             cache=cache,
             random_state=0,
             warm_start=True,
-            finetune_lr=args.finetune_lr,
+            unfrozen_lr=args.unfrozen_lr,
             lr_mult=args.lr_mult,
             cycle_mult=args.cycle_mult,
         )
@@ -82,17 +82,16 @@ def main():
             ("precompute only (8 epochs on cached features)", {}, None),
             (
                 f"+ augmented head, {args.cycles} cycles of 1 epoch",
-                dict(epochs=0, n_cycles=args.cycles),
+                dict(precompute_epochs=0, augmented_cycles=args.cycles),
                 None,
             ),
             (
                 f"+ unfrozen, {args.unfrozen_cycles} cycles, "
                 f"cycle_mult={args.cycle_mult:g}, "
-                f"lrs {args.finetune_lr:g}/{args.lr_mult:g}^k",
+                f"lrs {args.unfrozen_lr:g}/{args.lr_mult:g}^k",
                 dict(
-                    epochs=0,
-                    n_cycles=0,
-                    unfreeze=True,
+                    precompute_epochs=0,
+                    augmented_cycles=0,
                     unfrozen_cycles=args.unfrozen_cycles,
                 ),
                 None,

@@ -33,6 +33,7 @@ from ._features import (
     image_fingerprints,
     raise_bad_images,
 )
+from ._cache import resolve_cache
 from ._images import as_image_list, describe
 from ._plan import check_rates, make_plan
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
@@ -368,6 +369,17 @@ class RecipeEstimator(BaseEstimator):
         ``predict`` (regressor) returns, as a torch module."""
         check_is_fitted(self, "head_")
         return self._task().output_module()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.__dict__.get("cache") == "auto" and "ensemble_" in self.__dict__:
+            # "auto" means the cache of whoever uses the model: a model
+            # loaded elsewhere reads and writes that user's cache, never the
+            # folder that was resolved where it was fitted
+            cache = resolve_cache("auto")
+            for extractor, _ in self.ensemble_:
+                extractor.cache = cache
+            self.extractor_.cache = cache
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -155,7 +155,16 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed):
     if data.valid is not None:
         valid_set = _dataset(stage, data, data.valid, settings, seed, None)
     with small_work_threads(on_features):
-        net = _stage_net(stage, model, groups, lr, task, settings, valid_set)
+        net = _stage_net(
+            stage,
+            model,
+            groups,
+            lr,
+            task,
+            settings,
+            valid_set,
+            data.extractor.precision,
+        )
         n_train = len(train_set)
         net.set_params(iterator_train__drop_last=n_train % settings.batch_size == 1)
         steps = _steps_per_epoch(n_train, settings.batch_size)
@@ -209,10 +218,18 @@ class _StageNet(NeuralNet):
     """A skorch net with one optimizer parameter group per layer group,
     weighted per-sample losses from the task, and Ctrl-C passed on."""
 
-    def __init__(self, *args, task=None, param_groups=None, **kwargs):
+    def __init__(self, *args, task=None, param_groups=None, bf16=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.task = task
         self.param_groups = param_groups
+        self.bf16 = bf16
+
+    def infer(self, x, **fit_params):
+        # bf16 autocast where the extractor chose it (hardware with native
+        # bf16); the loss is computed in float32 (see get_loss)
+        device = torch.device(self.device).type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
+            return super().infer(x, **fit_params)
 
     def initialize_optimizer(self, *args, **kwargs):
         _, options = self.get_params_for_optimizer("optimizer", [])
@@ -241,7 +258,7 @@ class _StageNet(NeuralNet):
         return self
 
 
-def _stage_net(stage, model, groups, lr, task, settings, valid_set):
+def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
     module = model.head if stage.input == "features" else model
     lrs = stage.group_lrs(lr)
     if stage.input == "features":
@@ -252,6 +269,7 @@ def _stage_net(stage, model, groups, lr, task, settings, valid_set):
         module,
         task=task,
         param_groups=param_groups,
+        bf16=precision == "bf16" and stage.input == "images",
         criterion=nn.Identity,  # the task computes the loss (get_loss)
         optimizer=torch.optim.AdamW,
         optimizer__weight_decay=settings.weight_decay,

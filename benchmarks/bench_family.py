@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, r2_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -55,7 +55,7 @@ def table(rows, header):
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
-# -- multi-label: two flowers of different classes side by side ----------------------
+# -- multi-label: two flowers of different classes side by side --------------
 
 
 def pairs(n=600, seed=0):
@@ -107,7 +107,7 @@ def bench_multilabel(args):
     table(rows, ("model", "samples-F1", "subset acc", "seconds"))
 
 
-# -- regression: zoom fraction and signed rotation angle ---------------------------------
+# -- regression: zoom fraction and signed rotation angle ---------------------
 
 
 def derived(kind, n, seed=0):
@@ -189,7 +189,7 @@ def _describe(params):
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
-# -- class weights on an imbalanced subset ------------------------------------------------
+# -- class weights on an imbalanced subset -----------------------------------
 
 
 def bench_class_weight(args):
@@ -229,7 +229,7 @@ def bench_class_weight(args):
     table(rows, ("model", "balanced acc", f"{minority} recall", "per seed"))
 
 
-# -- snapshot ensembles ------------------------------------------------------------------------
+# -- snapshot ensembles ------------------------------------------------------
 
 
 def bench_snapshot(args):
@@ -246,7 +246,8 @@ def bench_snapshot(args):
             results[snap].append(log_loss(y[test], proba, labels=clf.classes_))
             accs[snap].append(np.mean(clf.classes_[proba.argmax(1)] == y[test]))
     print(
-        f"dogs vs cats, {args.folds}-fold, precompute_epochs=8 (cycle_len=1 for snapshots)"
+        f"dogs vs cats, {args.folds}-fold, precompute_epochs=8 "
+        "(cycle_len=1 for the snapshots)"
     )
     table(
         [

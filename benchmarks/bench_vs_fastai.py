@@ -1,0 +1,172 @@
+"""The whole recipe against fastai, same photos, same weights, same split.
+
+fastai (2.8.x; ``pip install fastai==2.8.12`` into the benchmark's
+environment: it is never a dependency of sktransfer) runs its standard
+transfer-learning loop: ``lr_find``, one frozen and two unfrozen epochs
+(``fine_tune(2, freeze_epochs=1)``) with its default augmentation, then
+``tta()``. sktransfer runs its full recipe: the head on cached features,
+two augmented cycles, unfrozen cycles of 1 + 2 epochs with differential
+rates, ``lr="auto"`` and ``tta=4``. Both start from the same offline
+``mobilenet_v2`` ImageNet weights and are scored on the same held-out photos.
+
+Each framework runs in its own process (wall time, peak memory):
+
+    .venv/bin/python benchmarks/bench_vs_fastai.py --data dogscats
+    .venv/bin/python benchmarks/bench_vs_fastai.py --data hymenoptera
+
+Run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2-imagenet.pth"
+
+
+def split(name):
+    from sklearn.model_selection import train_test_split
+
+    from sktransfer.datasets import load_image_folder
+
+    data = SHARED / "data"
+    if name == "hymenoptera":
+        X_tr, y_tr = load_image_folder(data / "hymenoptera_data" / "train")
+        X_te, y_te = load_image_folder(data / "hymenoptera_data" / "val")
+        # the placeholder GIF in train/ants is not a photo: both runs skip it
+        ok = np.array(["imageNotFound" not in p for p in X_tr])
+        return X_tr[ok], X_te, y_tr[ok], y_te
+    X, y = load_image_folder(data / "dogscats" / "train")
+    return train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+
+
+def run_sktransfer(name, cache):
+    from sktransfer import PretrainedImageClassifier
+
+    X_tr, X_te, y_tr, y_te = split(name)
+    clf = PretrainedImageClassifier(
+        "mobilenet_v2",
+        weights=str(WEIGHTS),
+        augmented_cycles=2,
+        unfrozen_cycles=2,
+        cycle_mult=2,
+        lr="auto",
+        tta=4,
+        cache=cache,
+        random_state=0,
+    )
+    clf.fit(X_tr, y_tr)
+    proba = clf.predict_proba(X_te)
+    return proba, list(clf.classes_), list(y_te)
+
+
+def run_fastai(name, _cache):
+    import torch
+    import torchvision
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        IndexSplitter,
+        Normalize,
+        Resize,
+        aug_transforms,
+        imagenet_stats,
+        vision_learner,
+    )
+
+    X_tr, X_te, y_tr, y_te = split(name)
+    items = [*map(str, X_tr), *map(str, X_te)]
+    labels = dict(zip(items, [*y_tr, *y_te]))
+    valid = list(range(len(X_tr), len(items)))
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_y=lambda p: labels[p],
+        splitter=IndexSplitter(valid),
+        item_tfms=Resize(256),
+        batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(*imagenet_stats)],
+    )
+    dls = block.dataloaders(items, bs=64, num_workers=0)
+
+    def arch(*args, **kwargs):
+        model = torchvision.models.mobilenet_v2(weights=None)
+        model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+        return model
+
+    learn = vision_learner(dls, arch, pretrained=False, normalize=False, cut=-1)
+    lr = learn.lr_find(show_plot=False).valley
+    learn.fine_tune(2, base_lr=lr, freeze_epochs=1)
+    proba, _ = learn.tta()
+    return proba.numpy(), list(dls.vocab), list(y_te)
+
+
+def child(framework, name, out):
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        run = run_sktransfer if framework == "sktransfer" else run_fastai
+        proba, classes, y_te = run(name, cache)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    np.save(out + ".npy", np.asarray(proba, dtype=np.float64))
+    Path(out + ".json").write_text(
+        json.dumps(
+            {"seconds": seconds, "peak_mib": peak, "classes": classes, "y": y_te}
+        )
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--data", default="dogscats", choices=["dogscats", "hymenoptera"]
+    )
+    parser.add_argument("--child", nargs=3, metavar=("FRAMEWORK", "DATA", "OUT"))
+    parser.add_argument("--only", choices=["sktransfer", "fastai"])
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    from sklearn.metrics import accuracy_score, log_loss
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for framework in ("sktransfer", "fastai"):
+            if args.only and framework != args.only:
+                continue
+            out = str(Path(tmp) / framework)
+            subprocess.run(
+                [sys.executable, __file__, "--child", framework, args.data, out],
+                check=True,
+            )
+            info = json.loads(Path(out + ".json").read_text())
+            proba = np.load(out + ".npy")
+            classes = np.asarray(info["classes"])
+            y = np.asarray(info["y"])
+            rows[framework] = (
+                info["seconds"],
+                info["peak_mib"],
+                accuracy_score(y, classes[proba.argmax(1)]),
+                log_loss(y, proba, labels=classes),
+            )
+    print(f"\n{args.data}: fit + TTA prediction, mobilenet_v2 offline weights\n")
+    print("| framework | wall s | peak MiB | accuracy | log loss |")
+    print("|---|---|---|---|---|")
+    for framework, (s, mib, acc, ll) in rows.items():
+        print(f"| {framework} | {s:.0f} | {mib:.0f} | {acc:.4f} | {ll:.4f} |")
+    if len(rows) == 2:
+        ratio = rows["sktransfer"][0] / rows["fastai"][0]
+        print(f"\nsktransfer wall time / fastai wall time: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,8 +21,8 @@ def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("available_backbones tried to use the network")
 
-    monkeypatch.setattr(socket, "socket", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 def test_plain_list_is_the_sorted_torchvision_names():

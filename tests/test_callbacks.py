@@ -9,12 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 from torch import nn
 
-from sktransfer.callbacks import SGDR, sgdr_factor
+from sktransfer.callbacks import SGDR, sgdr_factor, sgdr_schedule
 
 
 def closed_form(step, spe, cycle_len, cycle_mult):
@@ -300,10 +302,12 @@ def test_plot_schedule_returns_axes_with_the_simulated_curve():
     ax = sgdr.plot_schedule(steps_per_epoch=4, n_epochs=3)
     try:
         assert isinstance(ax, Axes)
-        (line,) = ax.get_lines()
-        np.testing.assert_allclose(line.get_ydata(), sgdr.simulate(4, 3))
-        np.testing.assert_allclose(line.get_xdata(), np.arange(12) / 4)
+        curve, *restarts = ax.get_lines()
+        np.testing.assert_allclose(curve.get_ydata(), sgdr.simulate(4, 3))
+        np.testing.assert_allclose(curve.get_xdata(), np.arange(12) / 4)
         assert ax.get_xlabel() == "epoch"
+        # cycles of 1 and 2 epochs: one restart, marked after the first epoch
+        assert [line.get_xdata()[0] for line in restarts] == [1.0]
     finally:
         plt.close(ax.figure)
 
@@ -345,3 +349,110 @@ def test_sgdr_with_n_cycles_ends_its_last_cycle_on_the_last_batch():
     assert lrs[0] == pytest.approx(0.1) and lrs[8] == pytest.approx(0.1)  # restart
     assert lrs[-1] < 0.01  # the last batch sits near the floor
     assert max(lrs[9:]) < 0.1  # no third restart
+
+
+def test_sgdr_with_n_cycles_trains_exactly_what_simulate_shows():
+    X, y = tiny_data(n=40)
+    sgdr = SGDR(cycle_len=1.5, n_cycles=2)
+    record = RecordLrs()
+    make_net([("sgdr", sgdr), ("record", record)], max_epochs=4, batch_size=10).fit(
+        X, y
+    )
+    trained = np.array(record.lrs_)[:, 0]
+    np.testing.assert_allclose(trained, 0.1 * sgdr.simulate(4, 4), rtol=1e-12)
+    assert sgdr.cycle_ends(4, 16) == [8, 16]
+
+
+def test_simulate_honours_n_cycles():
+    lrs = SGDR(cycle_len=1, n_cycles=2).simulate(steps_per_epoch=2, n_epochs=3)
+    np.testing.assert_allclose(lrs, [1.0, 0.75, 0.25, 1.0, 0.75, 0.25])
+    # without n_cycles the third epoch is a third cycle
+    plain = SGDR(cycle_len=1).simulate(steps_per_epoch=2, n_epochs=3)
+    np.testing.assert_allclose(plain, [1.0, 0.5] * 3)
+
+
+# -- the schedule of a whole run -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cycle_len, cycle_mult, spe", [(1, 1, 4), (0.5, 2, 4), (2, 1, 3), (1, 2, 5)]
+)
+def test_sgdr_schedule_without_n_cycles_is_sgdr_factor_at_every_step(
+    cycle_len, cycle_mult, spe
+):
+    n = spe * 7
+    factors, ends = sgdr_schedule(
+        n, steps_per_epoch=spe, cycle_len=cycle_len, cycle_mult=cycle_mult
+    )
+    expected = [
+        sgdr_factor(s, steps_per_epoch=spe, cycle_len=cycle_len, cycle_mult=cycle_mult)
+        for s in range(n)
+    ]
+    np.testing.assert_allclose(factors, expected, rtol=1e-12)
+    # a cycle ends just before each restart
+    restarts = [s for s in range(1, n) if factors[s] == 1.0]
+    assert ends[: len(restarts)] == restarts
+
+
+@pytest.mark.parametrize(
+    "n_steps, spe, cycle_len, cycle_mult, n_cycles",
+    [
+        (24, 4, 1, 1, 3),
+        (28, 4, 1, 2, 3),
+        (10, 2, 1, 2, 2),
+        # 7.5 and 2.5 batches per cycle: rounding each cycle on its own
+        # loses the last cycle, or ends it before the run does
+        (30, 3, 1.5, 1, 4),
+        (10, 5, 0.3, 1, 4),
+    ],
+)
+def test_sgdr_schedule_stretches_n_cycles_to_end_with_the_run(
+    n_steps, spe, cycle_len, cycle_mult, n_cycles
+):
+    factors, ends = sgdr_schedule(
+        n_steps,
+        steps_per_epoch=spe,
+        cycle_len=cycle_len,
+        cycle_mult=cycle_mult,
+        n_cycles=n_cycles,
+    )
+    assert factors.shape == (n_steps,)
+    assert len(ends) == n_cycles and ends[-1] == n_steps
+    starts = [0, *ends[:-1]]
+    assert [factors[s] for s in starts] == [1.0] * n_cycles
+    for start, end in zip(starts, ends, strict=True):
+        cycle = factors[start:end]
+        assert np.all(np.diff(cycle) < 0)  # each cycle only falls
+    # the cycles keep their proportions (up to whole batches)
+    lengths = np.diff([0, *ends])
+    planned = [cycle_len * cycle_mult**i for i in range(n_cycles)]
+    np.testing.assert_allclose(
+        lengths / lengths.sum(), np.divide(planned, sum(planned)), atol=1.5 / n_steps
+    )
+
+
+def test_sgdr_schedule_is_pure():
+    a = sgdr_schedule(12, steps_per_epoch=4, cycle_len=1, n_cycles=2)
+    b = sgdr_schedule(12, steps_per_epoch=4, cycle_len=1, n_cycles=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] == [6, 12]
+
+
+# -- scikit-learn composition -----------------------------------------------------
+
+
+def test_a_fitted_net_with_sgdr_clones_and_cross_validates():
+    X, y = tiny_data(n=48)
+    sgdr = SGDR(cycle_len=1, cycle_mult=2, snapshot=True, n_cycles=2)
+    net = make_net([("sgdr", sgdr)], max_epochs=3).fit(X, y)
+    assert len(sgdr.snapshots_) == 2  # fitted state on the callback
+    twin = clone(net)
+    ((name, copy),) = twin.callbacks
+    assert name == "sgdr" and copy is not sgdr
+    assert copy.get_params() == sgdr.get_params()
+    assert not hasattr(copy, "snapshots_")
+    scores = cross_val_score(net, X, y, cv=3)
+    assert scores.shape == (3,)
+    assert np.all((scores >= 0) & (scores <= 1))
+    # the net passed in keeps its own fit
+    assert len(sgdr.snapshots_) == 2

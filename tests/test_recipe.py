@@ -574,6 +574,26 @@ def test_snapshot_ensemble_averages_one_model_per_cycle_of_the_last_stage(
         assert same_state(bodies[-1], body_state(clf))
 
 
+def test_snapshot_ensemble_has_one_member_per_cycle_whatever_the_rounding(
+    tmp_path,
+):
+    """4 cycles of 0.3 epochs fill 2 epochs of 7 batches: 3.5 batches per
+    cycle, which cannot all be rounded up."""
+    X, y = make_images(tmp_path / "img", n_per_class=7, size=32)
+    clf = PretrainedImageClassifier(
+        **TINY,
+        cache=None,
+        random_state=0,
+        batch_size=2,
+        precompute_epochs=0,
+        augmented_cycles=4,
+        cycle_len=0.3,
+        snapshot_ensemble=True,
+    ).fit(X, y)
+    assert len(clf.history_) == 2
+    assert len(clf.ensemble_) == 4
+
+
 def test_without_snapshot_ensemble_the_final_model_predicts_alone(images, base):
     X, y = images
     clf = PretrainedImageClassifier(

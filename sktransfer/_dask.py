@@ -55,12 +55,14 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 _FEATURES_PREFIX = "sktransfer-features"
+#: The mount table :func:`network_filesystem` reads by default (Linux).
+MOUNT_TABLE = "/proc/mounts"
 
 
 # --- network file systems ----------------------------------------------------
 
 
-def network_filesystem(path, mounts="/proc/mounts") -> str | None:
+def network_filesystem(path, mounts=None) -> str | None:
     """The network file-system type holding ``path``, or None if it is local.
 
     The feature cache is a SQLite database: SQLite's locks do not work
@@ -75,8 +77,9 @@ def network_filesystem(path, mounts="/proc/mounts") -> str | None:
     path : str or path-like
         A file or folder; it need not exist yet (its nearest existing parent
         is checked).
-    mounts : str, default="/proc/mounts"
-        The mount table to read (Linux). Elsewhere only Windows UNC paths
+    mounts : str, default=None
+        The mount table to read; None reads :data:`MOUNT_TABLE`
+        (``/proc/mounts``, Linux). Elsewhere only Windows UNC paths
         (``\\\\server\\share``) are recognised.
 
     Returns
@@ -97,7 +100,7 @@ def network_filesystem(path, mounts="/proc/mounts") -> str | None:
         target = _nearest_existing(Path(text).expanduser().absolute()).resolve()
     except (OSError, RuntimeError):
         return None
-    table = _read_mounts(mounts)
+    table = _read_mounts(MOUNT_TABLE if mounts is None else mounts)
     best, fstype = "", None
     for mount_point, kind in table:
         if _is_under(str(target), mount_point) and len(mount_point) >= len(best):
@@ -110,7 +113,7 @@ def network_filesystem(path, mounts="/proc/mounts") -> str | None:
     return None
 
 
-def warn_if_network_filesystem(directory, mounts="/proc/mounts") -> str | None:
+def warn_if_network_filesystem(directory, mounts=None) -> str | None:
     """Warn with a :class:`~sktransfer.CacheWarning` when the cache folder
     ``directory`` is on a network file system; return its type (or None)."""
     fstype = network_filesystem(directory, mounts)
@@ -210,8 +213,10 @@ def dask_features(
     (``$SKTRANSFER_CACHE`` there, or the per-user cache folder). Workers on
     one machine share that cache, so a photo goes through the body once per
     machine. Do not point the cache of several machines at one network
-    folder: the cache is a SQLite database, which needs a local disk (see
-    :func:`network_filesystem`).
+    folder: the cache is a SQLite database, which needs a local disk. A
+    :class:`~sktransfer.CacheWarning` says so when the cache folder, as this
+    machine sees it, is on NFS, SMB/CIFS, sshfs or another network file
+    system (see :func:`network_filesystem`).
 
     Images that cannot be decoded fail their partition's task with the
     :class:`~sktransfer.ImageLoadError` that lists them; the features of the
@@ -233,6 +238,7 @@ def dask_features(
     from dask.base import tokenize
 
     spec = _features_spec(features)
+    _check_cache_folder(spec.get("cache", "auto"))
     n_features = _n_features(features, spec)
     paths = _as_dask_paths(paths, npartitions, partition_size)
     token = tokenize(spec, paths)
@@ -282,6 +288,24 @@ def _features_spec(features) -> dict:
         params["cache"] = os.fspath(cache)
     params["verbose"] = 0  # a progress bar per task helps nobody
     return params
+
+
+def _check_cache_folder(cache) -> None:
+    """Warn when the cache folder, as this machine sees it, is on a network
+    file system (workers sharing it from several machines could corrupt
+    it). Each worker resolves ``"auto"`` on its own machine; a shared home
+    folder is the usual way to end up on NFS, and this catches it."""
+    from ._cache import FeatureCache, default_cache_dir
+
+    if cache is None or cache is False:
+        return
+    if isinstance(cache, FeatureCache):
+        directory = cache.directory
+    elif cache == "auto":
+        directory = default_cache_dir()
+    else:
+        directory = Path(cache).expanduser()
+    warn_if_network_filesystem(directory)
 
 
 def _n_features(features, spec) -> int:

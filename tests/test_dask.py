@@ -230,3 +230,21 @@ def test_cache_on_network_filesystem_warns_with_the_fix(mounts):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_if_network_filesystem(local / "cache", table) is None
+
+
+def test_dask_features_warns_when_this_machine_sees_the_cache_on_nfs(
+    mounts, images, monkeypatch
+):
+    import sktransfer._dask
+
+    table, share, _, local = mounts
+    paths, _ = images
+    monkeypatch.setattr(sktransfer._dask, "MOUNT_TABLE", str(table))
+    with pytest.warns(CacheWarning, match=r"nfs4"):
+        dask_features(dict(SMALL, cache=str(share / "cache")), paths)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dask_features(dict(SMALL, cache=str(local / "cache")), paths)
+        dask_features(dict(SMALL, cache=None), paths)

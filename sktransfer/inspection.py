@@ -79,7 +79,8 @@ def top_losses(estimator, X, y, k=None):
     X : sequence of images
         What ``estimator.predict`` takes.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-        True labels or targets.
+        True labels or targets; for a multi-label model, an indicator matrix
+        or one collection of labels per sample.
     k : int, default=None
         How many to return; None returns all, sorted.
 
@@ -124,7 +125,8 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
     X : sequence of images
         Paths, PIL images or uint8 arrays.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-        True labels or targets.
+        True labels or targets; for a multi-label model, an indicator matrix
+        or one collection of labels per sample.
     k : int, default=9
         Number of images.
     ncols : int, default=3
@@ -184,8 +186,10 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
 
 def _sample_losses(estimator, X, y):
     """Per-sample losses and a function giving a title for sample ``i``."""
-    y = np.asarray(y)
     n = _length(X)
+    if getattr(estimator, "multilabel_", False) and not _is_matrix(y):
+        y = _indicator(y, estimator.classes_)
+    y = np.asarray(y)
     if len(y) != n:
         raise ValueError(f"X has {n} images but y has {len(y)} rows.")
     if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
@@ -230,6 +234,26 @@ def _sample_losses(estimator, X, y):
         return f"{_number(predicted[i])} / {_number(y[i])} / {losses[i]:.3g} / -"
 
     return losses, details
+
+
+def _is_matrix(y) -> bool:
+    return getattr(y, "ndim", 0) == 2
+
+
+def _indicator(y, classes) -> np.ndarray:
+    """Label collections (``[["rose", "tulip"], ["daisy"]]``) as a 0/1 matrix
+    with one column per class."""
+    column = {_plain(c): j for j, c in enumerate(np.asarray(classes).tolist())}
+    out = np.zeros((len(y), len(column)), dtype=np.int64)
+    for i, labels in enumerate(y):
+        for label in labels:
+            if _plain(label) not in column:
+                raise ValueError(
+                    f"y holds a label the model was not fitted on: {label!r}; "
+                    f"its classes_ are {list(column)}."
+                )
+            out[i, column[_plain(label)]] = 1
+    return out
 
 
 def _positive_column(proba):

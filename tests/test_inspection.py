@@ -126,3 +126,24 @@ def test_plot_top_losses_shows_the_worst_images_with_their_numbers(tmp_path):
     assert float(loss) > 1 and float(probability) < 0.5
     worst, _ = top_losses(model, paths, y_noisy, k=1)
     np.testing.assert_array_equal(shown[0].images[0].get_array(), X[worst[0]])
+
+
+def test_top_losses_of_a_multilabel_model_take_label_collections():
+    class MultiLabelModel:
+        """Stands for a fitted multi-label PretrainedImageClassifier."""
+
+        classes_ = np.array(["rose", "tulip"])
+        multilabel_ = True
+
+        def predict_proba(self, X):
+            return np.array([[0.9, 0.1], [0.9, 0.8], [0.2, 0.7]])
+
+    y = [["rose"], ["rose", "tulip"], ["rose"]]  # the third is wrong twice
+
+    indices, losses = top_losses(MultiLabelModel(), np.zeros((3, 4, 4, 3)), y)
+
+    assert indices.tolist() == [2, 1, 0]
+    expected = -(np.log(0.2) + np.log(0.3)) / 2
+    np.testing.assert_allclose(losses[0], expected)
+    with pytest.raises(ValueError, match="not fitted on: 'daisy'"):
+        top_losses(MultiLabelModel(), np.zeros((3, 4, 4, 3)), [["daisy"], [], []])

@@ -1,0 +1,292 @@
+"""Multi-label classification: y as a 0/1 indicator matrix or as label
+collections (what ``load_image_csv(label_sep=...)`` returns).
+
+The generated images carry one label per colour channel that is lit, so a
+picture can be "red" and "blue" at once; the TINY model learns that on a
+dozen 32 px pictures in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import cross_val_score
+
+from sktransfer import LRFinder, PretrainedImageClassifier, load_image_csv
+
+COLOURS = ("red", "green", "blue")
+LABEL_SETS = [
+    {"red"},
+    {"green"},
+    {"red", "green"},
+    {"blue"},
+    {"red", "blue"},
+    {"green", "blue"},
+]
+
+#: Head settings under which the tiny model learns the colours perfectly.
+LEARNS = dict(precompute_epochs=20, lr=3e-2, hidden_sizes=(), dropout=0.0)
+
+
+def colour_picture(labels, rng, size=32):
+    base = np.zeros((size, size, 3))
+    for k, name in enumerate(COLOURS):
+        if name in labels:
+            base[..., k] = 200
+    return np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tagged(module_dir):
+    """12 JPEG paths and their label sets (each set twice)."""
+    rng = np.random.default_rng(0)
+    folder = module_dir / "tagged"
+    folder.mkdir()
+    paths, labels = [], []
+    for i, tags in enumerate(LABEL_SETS * 2):
+        path = folder / f"img_{i}.jpg"
+        Image.fromarray(colour_picture(tags, rng)).save(path, quality=95)
+        paths.append(str(path))
+        labels.append(sorted(tags))
+    return paths, labels
+
+
+def indicator(labels, columns=("blue", "green", "red")):
+    return np.array([[int(c in row) for c in columns] for row in labels])
+
+
+@pytest.fixture
+def base(cache_dir):
+    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def learned(tagged, cache_dir):
+    """A model fitted on label lists, shared by read-only tests."""
+    X, labels = tagged
+    clf = PretrainedImageClassifier(
+        **TINY, cache=cache_dir, batch_size=6, random_state=0, **LEARNS
+    )
+    return clf.fit(X, labels)
+
+
+# --- y as an indicator matrix or as label collections -----------------------------
+
+
+def test_indicator_y_gives_label_columns_and_indicator_predictions(tagged, base):
+    X, labels = tagged
+    Y = indicator(labels)
+    clf = PretrainedImageClassifier(**base, **LEARNS).fit(X, Y)
+    assert clf.multilabel_
+    assert clf.classes_.tolist() == [0, 1, 2]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (12, 3)
+    assert np.all((proba >= 0) & (proba <= 1))
+    # independent probabilities, not a distribution over labels
+    assert np.abs(proba.sum(axis=1) - 1).max() > 0.3
+    pred = clf.predict(X)
+    assert pred.shape == (12, 3) and pred.dtype.kind == "i"
+    np.testing.assert_array_equal(pred, (proba >= 0.5).astype(int))
+    np.testing.assert_array_equal(pred, Y)
+    assert clf.score(X, Y) == 1.0
+    assert {r["stage"] for r in clf.history_} == {"precomputed"}
+
+
+def test_label_lists_name_the_columns_in_sorted_order(learned, tagged):
+    X, labels = tagged
+    assert learned.multilabel_
+    assert learned.classes_.tolist() == ["blue", "green", "red"]
+    np.testing.assert_array_equal(learned.predict(X), indicator(labels))
+
+
+@pytest.mark.parametrize(
+    "as_y",
+    [
+        lambda labels: [set(row) for row in labels],
+        lambda labels: [frozenset(row) for row in labels],
+        lambda labels: [list(reversed(row)) for row in labels],
+        lambda labels: indicator(labels),
+    ],
+    ids=["sets", "frozensets", "reordered-lists", "indicator"],
+)
+def test_every_form_of_multilabel_y_trains_the_same_model(learned, tagged, base, as_y):
+    X, labels = tagged
+    clf = PretrainedImageClassifier(**base, **LEARNS).fit(X, as_y(labels))
+    np.testing.assert_array_equal(clf.predict_proba(X), learned.predict_proba(X))
+
+
+def test_tuples_are_single_labels_not_collections(tagged, base):
+    X, _ = tagged
+    y = [("cls", i % 2) for i in range(12)]
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, y)
+    assert not clf.multilabel_
+    assert clf.classes_.tolist() == [("cls", 0), ("cls", 1)]
+    assert clf.predict_proba(X).shape == (12, 2)
+
+
+def test_lists_from_load_image_csv_with_label_sep_are_multilabel(tmp_path, base):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "train"
+    folder.mkdir()
+    rows = ["id,tags"]
+    for i, tags in enumerate(LABEL_SETS * 2):
+        Image.fromarray(colour_picture(tags, rng)).save(folder / f"p{i}.jpg")
+        rows.append(f"p{i},{' '.join(sorted(tags))}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    X, y = load_image_csv(tmp_path / "labels.csv", folder, suffix=".jpg", label_sep=" ")
+    clf = PretrainedImageClassifier(**base, precompute_epochs=2).fit(X, y)
+    # one column per label, not one class per combination of labels
+    assert clf.multilabel_
+    assert clf.classes_.tolist() == ["blue", "green", "red"]
+    assert clf.predict(X).shape == (12, 3)
+    assert 0.0 <= clf.score(X, y) <= 1.0
+
+
+# --- threshold and score ----------------------------------------------------------
+
+
+def test_threshold_decides_which_labels_are_predicted(tagged, base):
+    X, labels = tagged
+    # one epoch: probabilities spread between 0 and 1
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, labels)
+    proba = clf.predict_proba(X)
+    for threshold in (0.2, 0.5, 0.8):
+        clf.set_params(threshold=threshold)
+        np.testing.assert_array_equal(clf.predict(X), (proba >= threshold).astype(int))
+    assert ((proba >= 0.2) != (proba >= 0.8)).any()
+    # a threshold set at construction acts the same
+    same = PretrainedImageClassifier(**base, precompute_epochs=1, threshold=0.8)
+    np.testing.assert_array_equal(same.fit(X, labels).predict(X), clf.predict(X))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.5, "half"])
+def test_threshold_outside_zero_one_is_refused_before_reading_images(
+    tagged, base, threshold, tmp_path, forward_count
+):
+    X, labels = tagged
+    clf = PretrainedImageClassifier(**base, threshold=threshold)
+    with pytest.raises(ValueError, match="'threshold' parameter"):
+        clf.fit([*X, str(tmp_path / "missing.jpg")], [*labels, ["red"]])
+    assert forward_count["n"] == 0
+
+
+def test_score_is_subset_accuracy(learned, tagged):
+    X, labels = tagged
+    wrong = [list(row) for row in labels]
+    wrong[0] = ["red", "green", "blue"]  # one extra label makes row 0 wrong
+    wrong[5] = ["green"]  # one label missing makes row 5 wrong
+    pred = learned.predict(X)
+    expected = accuracy_score(indicator(wrong), pred)
+    assert expected == pytest.approx(10 / 12)
+    assert learned.score(X, wrong) == pytest.approx(expected)
+    assert learned.score(X, indicator(wrong)) == pytest.approx(expected)
+
+
+def test_cross_val_score_with_f1_samples(tagged, base):
+    X, labels = tagged
+    Y = indicator(labels)
+    clf = PretrainedImageClassifier(**base, **LEARNS)
+    scores = cross_val_score(clf, X, Y, cv=3, scoring="f1_samples")
+    assert scores.shape == (3,)
+    assert np.all((scores >= 0) & (scores <= 1))
+    # each fold holds every label set once or twice: the colours generalise
+    assert scores.mean() > 0.8
+    subset = cross_val_score(clf, X, Y, cv=3)  # the estimator's own score
+    assert np.all(subset <= scores + 1e-12)
+
+
+# --- the whole recipe -------------------------------------------------------------
+
+
+def test_the_whole_recipe_with_tta_and_lr_auto(tagged, base):
+    X, labels = tagged
+    clf = PretrainedImageClassifier(
+        **base,
+        lr="auto",
+        precompute_epochs=2,
+        augmented_cycles=1,
+        unfrozen_cycles=1,
+        tta=2,
+        validation_fraction=0.25,
+    )
+    with pytest.warns(UserWarning, match="lr='auto'"):  # 9 images: fallback
+        clf.fit(X, labels)
+    assert [r["stage"] for r in clf.history_] == [
+        "precomputed",
+        "precomputed",
+        "augmented",
+        "unfrozen",
+    ]
+    for row in clf.history_:
+        assert "valid_f1" in row and "valid_acc" not in row
+        assert 0.0 <= row["valid_f1"] <= 1.0
+        assert np.isfinite(row["valid_loss"])
+    assert clf.lr_ == 1e-3
+    proba = clf.predict_proba(X)
+    assert proba.shape == (12, 3)
+    clf.set_params(tta=0)
+    plain = clf.predict_proba(X)
+    assert np.abs(proba - plain).max() > 1e-6  # the views were averaged
+
+
+def test_lr_finder_sweeps_a_multilabel_head(tagged, base):
+    X, labels = tagged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        finder = LRFinder(
+            PretrainedImageClassifier(**{**base, "batch_size": 4}),
+            num_it=30,
+            random_state=0,
+        ).fit(X, labels)
+    assert 3 <= len(finder.lrs_) <= 30
+    assert np.all(np.isfinite(finder.losses_))
+    # binary cross-entropy of 3 labels starts near log(2) per label
+    assert 0.3 < finder.losses_[0] < 1.5
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_y, match",
+    [
+        (lambda labels: [*labels[:-1], "red"], r"mixes single labels.*y\[11\]"),
+        (lambda labels: np.full((12, 3), 2), "0/1 indicator"),
+        (lambda labels: [["red"]] * 12, "fewer than 2 labels"),
+        (lambda labels: [*labels[:-1], ["red", None]], "missing label"),
+    ],
+    ids=["mixed", "not-0-1", "one-label", "none-inside"],
+)
+def test_bad_multilabel_y_is_refused_before_reading_images(
+    tagged, base, tmp_path, forward_count, make_y, match
+):
+    X, labels = tagged
+    X = [*X[:-1], str(tmp_path / "missing.jpg")]
+    clf = PretrainedImageClassifier(**base)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, make_y(labels))
+    assert forward_count["n"] == 0
+
+
+def test_class_weight_is_refused_for_multilabel_y(tagged, base, tmp_path):
+    X, labels = tagged
+    X = [*X[:-1], str(tmp_path / "missing.jpg")]
+    clf = PretrainedImageClassifier(**base, class_weight="balanced")
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.fit(X, labels)
+
+
+def test_warm_start_needs_the_same_labels(learned, tagged):
+    X, labels = tagged
+    clf = copy.deepcopy(learned).set_params(warm_start=True, precompute_epochs=1)
+    other = [[{"red": "pink"}.get(v, v) for v in row] for row in labels]
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(X, other)
+    clf.fit(X, labels)  # the same labels continue
+    assert [r["fit"] for r in clf.history_][-1] == 2

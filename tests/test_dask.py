@@ -248,3 +248,18 @@ def test_dask_features_warns_when_this_machine_sees_the_cache_on_nfs(
         warnings.simplefilter("error")
         dask_features(dict(SMALL, cache=str(local / "cache")), paths)
         dask_features(dict(SMALL, cache=None), paths)
+
+
+def test_a_bad_photo_fails_its_partition_by_name_and_the_rest_stay_cached(
+    images, tmp_path
+):
+    from sktransfer import ImageLoadError
+
+    paths, _ = images
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    cache = str(tmp_path / "cache")
+    features = dask_features(dict(SMALL, cache=cache), [*paths, str(bad)])
+    with pytest.raises(ImageLoadError, match="notes.jpg"):
+        features.compute(scheduler="sync")
+    assert FeatureCache(cache).stats()["entries"] == len(paths)

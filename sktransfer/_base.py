@@ -25,6 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from . import _engine as engine
+from ._cache import resolve_cache
 from ._features import (
     _COMMON_CONSTRAINTS,
     _check_not_empty,
@@ -33,7 +34,6 @@ from ._features import (
     image_fingerprints,
     raise_bad_images,
 )
-from ._cache import resolve_cache
 from ._images import as_image_list, describe
 from ._plan import check_rates, make_plan
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
@@ -369,6 +369,32 @@ class RecipeEstimator(BaseEstimator):
         ``predict`` (regressor) returns, as a torch module."""
         check_is_fitted(self, "head_")
         return self._task().output_module()
+
+    # -- export -------------------------------------------------------------------
+
+    def preprocess(self, X):
+        """The uint8 ``(n, H, W, 3)`` network inputs of ``X``: the images
+        resized and cropped exactly as the model sees them (the input of
+        :meth:`to_torch`'s module)."""
+        from ._export import preprocess
+
+        return preprocess(self, X)
+
+    def to_torch(self):
+        """One ``torch.nn.Module`` mapping :meth:`preprocess`'s uint8 batch to
+        what ``predict_proba`` (classifier) or ``predict`` (regressor)
+        returns: normalisation, body, pooling, head and output in one graph
+        (the plain view: TTA views are not part of it)."""
+        from ._export import to_torch
+
+        return to_torch(self)
+
+    def export_onnx(self, path, **kwargs):
+        """Write the model of :meth:`to_torch` as one ONNX file (see
+        :func:`sktransfer.export_onnx`)."""
+        from ._export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -1,14 +1,32 @@
 """Preprocessing presets and deterministic views (plain and TTA).
 
-A view is the crop of the photo that the network sees. The plain view is the
-weights' own evaluation preset (resize the short side, centre crop). TTA views
-are fixed, seeded variations of it (flip, zoom, off-centre crop), so that each
-of them is a pure function of the image and can be cached like the plain view.
+A view is the part of the photo that the network sees. The plain view is the
+weights' own evaluation preset; TTA views are fixed, seeded variations of it
+(flip, zoom, off-centre crop), so that each of them is a pure function of the
+image and can be cached like the plain view.
+
+How a picture becomes a square (``resize_mode``, as fastai offers it):
+
+* ``"crop"`` (default, the weights' preset): resize the short side to
+  ``resize_size`` and cut the centre ``crop_size`` square; the borders of
+  long pictures are lost.
+* ``"squish"``: resize the whole picture to the square, ignoring its aspect
+  ratio; nothing is lost, shapes are stretched.
+* ``"pad"``: fit the whole picture inside the square, keeping its aspect
+  ratio, and fill the rest with the preprocessing mean colour (zero after
+  normalisation, so padding adds no signal). A constant rather than
+  fastai's reflection: reflection would mirror objects near the edges into
+  the padding, doubling them.
+
+``crop_size`` is the side of the square in every mode; ``resize_size`` only
+matters to ``"crop"``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -21,32 +39,144 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
+RESIZE_MODES = ("crop", "squish", "pad")
+
+
+def _show(value) -> str:
+    """``repr`` of a value as the user wrote it (``'cats'``, not
+    ``np.str_('cats')``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _side(key: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        if not (isinstance(value, Real) and float(value).is_integer()):
+            raise ValueError(
+                f"preprocessing[{key!r}] must be a whole number of pixels >= 1; "
+                f"got {_show(value)}."
+            )
+    if value < 1:
+        raise ValueError(
+            f"preprocessing[{key!r}] must be a whole number of pixels >= 1; "
+            f"got {_show(value)}."
+        )
+    return int(value)
+
+
+def _channels(key: str, value) -> tuple:
+    """Three finite floats, one per RGB channel (std: each > 0)."""
+    rule = "three numbers in (0, 1]" if key == "std" else "three numbers in [0, 1]"
+    example = "(0.229, 0.224, 0.225)" if key == "std" else "(0.485, 0.456, 0.406)"
+    problem = None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        problem = f"got {_show(value)}"
+    elif len(value) != 3:
+        problem = f"got {len(value)} value(s): {_show(tuple(value))}"
+    else:
+        try:
+            floats = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            floats = None
+        if floats is None or any(
+            isinstance(v, (str, bytes, bool, np.bool_)) for v in value
+        ):
+            problem = f"got {_show(tuple(value))}"
+        elif not all(math.isfinite(v) for v in floats):
+            problem = f"got non-finite values {floats}"
+        elif key == "std" and min(floats) <= 0:
+            problem = (
+                f"got {floats}; a std of 0 divides by zero (NaN features), a "
+                "negative one inverts the colours"
+            )
+        elif min(floats) < 0 or max(floats) > 1:
+            problem = f"got {floats} (in units of 0-255? divide by 255)"
+        else:
+            return floats
+    raise ValueError(
+        f"preprocessing[{key!r}] must be {rule}, one per RGB channel, for "
+        f"pixel values scaled to [0, 1], such as {example}; {problem}."
+    )
+
+
+def _choice(key: str, value, choices) -> str:
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise ValueError(
+        f"preprocessing[{key!r}] must be one of {', '.join(map(repr, choices))} "
+        f"(case-insensitive); got {_show(value)}."
+    )
+
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a backbone wants its input: the weights' evaluation preset."""
+    """How a backbone wants its input: the weights' evaluation preset.
+
+    Values are checked and normalised on creation (interpolation names in
+    lower case, mean and std as tuples of floats); a bad one raises a
+    ``ValueError`` naming the ``preprocessing`` key.
+    """
 
     resize_size: int = 256
     crop_size: int = 224
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
+    resize_mode: str = "crop"
+
+    def __post_init__(self):
+        checked = {
+            "resize_size": _side("resize_size", self.resize_size),
+            "crop_size": _side("crop_size", self.crop_size),
+            "mean": _channels("mean", self.mean),
+            "std": _channels("std", self.std),
+            "interpolation": _choice("interpolation", self.interpolation, _RESAMPLE),
+            "resize_mode": _choice("resize_mode", self.resize_mode, RESIZE_MODES),
+        }
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
+    @classmethod
+    def keys(cls) -> tuple:
+        return tuple(cls.__dataclass_fields__)
+
+    def with_overrides(self, overrides: dict | None) -> Preprocessing:
+        """This preset with the user's ``preprocessing`` overrides applied."""
+        if not overrides:
+            return self
+        if not isinstance(overrides, dict):
+            raise ValueError(
+                "preprocessing must be a dict of overrides such as "
+                f"{{'resize_mode': 'pad'}} or None; got {_show(overrides)}."
+            )
+        unknown = [k for k in overrides if k not in self.keys()]
+        if unknown:
+            raise ValueError(
+                f"preprocessing has unknown key(s) {', '.join(map(_show, unknown))}; "
+                f"allowed: {', '.join(map(repr, self.keys()))}."
+            )
+        return replace(self, **overrides)
 
     def with_image_size(self, image_size: int | None) -> Preprocessing:
         """The same preset at another crop size, keeping the crop ratio."""
         if image_size is None or image_size == self.crop_size:
             return self
         ratio = self.crop_size / self.resize_size
-        return Preprocessing(
-            resize_size=int(round(image_size / ratio)),
+        return replace(
+            self,
+            resize_size=max(1, int(round(image_size / ratio))),
             crop_size=int(image_size),
-            mean=self.mean,
-            std=self.std,
-            interpolation=self.interpolation,
         )
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_preprocessing(overrides) -> None:
+    """Raise a ``ValueError`` naming the key for a bad ``preprocessing``
+    parameter, before any backbone is loaded."""
+    Preprocessing().with_overrides(overrides)
 
 
 @dataclass(frozen=True)
@@ -99,27 +229,49 @@ def tta_views(n: int, max_zoom: float = 1.1) -> list[View]:
 def crop_box(width: int, height: int, pre: Preprocessing, view: View) -> tuple:
     """The region of the original image that becomes the network input.
 
-    Resizing the short side to ``resize_size`` and then centre-cropping
-    ``crop_size`` is the same as cropping a square of side
+    In ``"crop"`` mode, resizing the short side to ``resize_size`` and then
+    centre-cropping ``crop_size`` is the same as cropping a square of side
     ``short * crop_size / resize_size`` from the original and resizing that
     square once, which is what :func:`render` does (one resize, not two).
+    In ``"squish"`` and ``"pad"`` modes the region is the whole image (a
+    ``zoom`` > 1 takes a part of it, of the same shape).
     """
-    short = min(width, height)
-    side = short * pre.crop_size / pre.resize_size / view.zoom
-    side = min(side, short)
-    cx = width / 2 + view.dx * (width - side) / 2
-    cy = height / 2 + view.dy * (height - side) / 2
-    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    if pre.resize_mode == "crop":
+        short = min(width, height)
+        side = short * pre.crop_size / pre.resize_size / view.zoom
+        box_w = box_h = min(side, short)
+    else:
+        box_w, box_h = width / view.zoom, height / view.zoom
+    cx = width / 2 + view.dx * (width - box_w) / 2
+    cy = height / 2 + view.dy * (height - box_h) / 2
+    return (cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2)
 
 
 def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarray:
     """Return the ``(crop, crop, 3)`` uint8 network input for one RGB image."""
     box = crop_box(img.width, img.height, pre, view)
-    size = (pre.crop_size, pre.crop_size)
+    side = pre.crop_size
+    size = (side, side)
+    if pre.resize_mode == "pad":
+        box_w, box_h = box[2] - box[0], box[3] - box[1]
+        scale = side / max(box_w, box_h)
+        size = (
+            min(side, max(1, round(box_w * scale))),
+            min(side, max(1, round(box_h * scale))),
+        )
     out = img.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
+    if pre.resize_mode == "pad" and size != (side, side):
+        canvas = Image.new("RGB", (side, side), _mean_colour(pre))
+        canvas.paste(out, ((side - size[0]) // 2, (side - size[1]) // 2))
+        out = canvas
     if view.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(out, dtype=np.uint8)
+
+
+def _mean_colour(pre: Preprocessing) -> tuple:
+    """The colour that normalisation turns into zero."""
+    return tuple(int(round(m * 255)) for m in pre.mean)
 
 
 def to_tensor(batch: np.ndarray, pre: Preprocessing) -> torch.Tensor:
@@ -158,11 +310,16 @@ def random_augment(
         return render(img, pre, PLAIN)
     if kind not in AUGMENTATIONS:
         raise ValueError(
-            f"augment must be one of {AUGMENTATIONS} or None; got {kind!r}."
+            f"augment must be one of {AUGMENTATIONS} or None; got {_show(kind)}."
         )
     if max_rotate:
         angle = float(rng.uniform(-max_rotate, max_rotate))
-        img = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
+        # Where the whole picture stays in view, the corners a rotation
+        # uncovers are filled like padding; a centre crop mostly cuts them.
+        fill = None if pre.resize_mode == "crop" else _mean_colour(pre)
+        img = img.rotate(
+            angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=fill
+        )
     if kind == "top_down":
         k = int(rng.integers(4))
         if k:
@@ -200,6 +357,7 @@ def augmented_copies(
     image_size=224,
     max_zoom=1.1,
     random_state=0,
+    resize_mode="crop",
 ):
     """``n`` randomly augmented copies of one image, as training sees them.
 
@@ -217,6 +375,8 @@ def augmented_copies(
         Largest random zoom.
     random_state : int, default=0
         Seed of the draws: the same seed gives the same copies.
+    resize_mode : {"crop", "squish", "pad"}, default="crop"
+        How the picture becomes a square (see ``preprocessing``).
 
     Returns
     -------
@@ -226,7 +386,7 @@ def augmented_copies(
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}.")
-    pre = Preprocessing().with_image_size(int(image_size))
+    pre = Preprocessing(resize_mode=resize_mode).with_image_size(int(image_size))
     img = load_image(image, draft_size=pre.resize_size)
     rng = np.random.default_rng(random_state)
     return np.stack(

@@ -20,7 +20,9 @@ from sktransfer._transforms import (
     PLAIN,
     Preprocessing,
     View,
+    augmented_copies,
     crop_box,
+    random_augment,
     render,
     to_tensor,
     tta_views,
@@ -490,3 +492,123 @@ def test_palette_images_with_other_colours_get_other_fingerprints():
     blue = Image.fromarray(idx, "P")
     blue.putpalette([0, 0, 255] * 256)
     assert fingerprint(red) != fingerprint(blue)
+
+
+# -- resize modes: crop, squish, pad -------------------------------------------
+
+RED, GREY = (255, 0, 0), (128, 128, 128)
+
+
+def _bordered(width=60, height=20, border=4) -> Image.Image:
+    """A wide grey picture whose left and right edges are red."""
+    arr = np.full((height, width, 3), GREY, np.uint8)
+    arr[:, :border] = RED
+    arr[:, -border:] = RED
+    return Image.fromarray(arr)
+
+
+def _pre(mode: str) -> Preprocessing:
+    return Preprocessing(
+        resize_size=32, crop_size=32, interpolation="nearest", resize_mode=mode
+    )
+
+
+def _is(out: np.ndarray, colour) -> np.ndarray:
+    return np.all(out == colour, axis=-1)
+
+
+def test_crop_cuts_the_borders_of_a_wide_picture():
+    out = render(_bordered(), _pre("crop"))
+
+    assert out.shape == (32, 32, 3)
+    assert not _is(out, RED).any()
+
+
+def test_squish_keeps_the_whole_picture_stretched_to_the_square():
+    out = render(_bordered(), _pre("squish"))
+
+    assert out.shape == (32, 32, 3)
+    assert _is(out[:, :2], RED).all() and _is(out[:, -2:], RED).all()
+    assert _is(out[:, 3:-3], GREY).all()
+
+
+def test_pad_fits_the_whole_picture_and_pads_with_the_mean_colour():
+    pre = _pre("pad")
+    mean = tuple(round(m * 255) for m in pre.mean)
+
+    out = render(_bordered(), pre)
+
+    rows = np.flatnonzero(~_is(out, mean).all(axis=1))  # rows of the picture
+    assert rows.tolist() == list(range(10, 21))  # 20 * 32 / 60 = 10.7 -> 11 rows
+    assert _is(out[:10], mean).all() and _is(out[21:], mean).all()
+    assert _is(out[rows][:, :2], RED).all() and _is(out[rows][:, -2:], RED).all()
+
+
+@pytest.mark.parametrize("mode", ["squish", "pad"])
+def test_tta_views_and_augmentation_keep_the_resize_mode(mode):
+    pre = _pre(mode)
+    img = _bordered()
+    plain = render(img, pre)
+
+    for view in tta_views(3)[1:]:
+        out = render(img, pre, view)
+        assert _is(out, RED).any()  # a zoom of at most 1.1 keeps a border
+        if mode == "pad":
+            assert _is(out[0], plain[0, 0]).all()  # the padding stays
+    np.testing.assert_array_equal(render(img, pre, View(flip=True)), plain[:, ::-1])
+
+    rng = np.random.default_rng(0)
+    still = [
+        random_augment(img, pre, rng, "side_on", 1.0, max_rotate=0, max_lighting=0)
+        for _ in range(8)
+    ]
+    for out in still:  # only flips remain: the plain view or its mirror
+        assert np.array_equal(out, plain) or np.array_equal(out, plain[:, ::-1])
+    rotated = random_augment(img, pre, rng, "side_on", 1.0, 10.0, 0.0)
+    assert not _is(rotated, (0, 0, 0)).any()  # corners filled like padding
+
+
+def test_augmented_copies_follow_the_resize_mode():
+    img = _bordered(120, 40, border=8)
+    pad = augmented_copies(img, n=4, image_size=32, max_zoom=1.0, resize_mode="pad")
+
+    reddish = (pad[..., 0] > 200) & (pad[..., 1] < 60) & (pad[..., 2] < 60)
+    # every copy shows the whole picture: both red edges
+    assert reddish[:, :, :16].any(axis=(1, 2)).all()
+    assert reddish[:, :, 16:].any(axis=(1, 2)).all()
+
+
+def test_resize_mode_is_part_of_the_cache_key(tmp_path, forward_count):
+    from sktransfer import FeatureCache, PretrainedFeatures
+
+    cache = str(tmp_path / "cache")
+    X = [np.asarray(_bordered())]
+
+    def features(**preprocessing):
+        return (
+            PretrainedFeatures(
+                backbone="resnet18",
+                weights=None,
+                image_size=32,
+                device="cpu",
+                precision="fp32",
+                cache=cache,
+                preprocessing=preprocessing or None,
+            )
+            .fit()
+            .transform(X)
+        )
+
+    default = features()
+    squish = features(resize_mode="squish")
+    crop = features(resize_mode="CROP")
+
+    assert not np.allclose(default, squish)
+    np.testing.assert_array_equal(crop, default)
+    assert forward_count["n"] == 2  # "crop" is the default's cache entry
+    assert FeatureCache(cache).stats()["models"] == 2
+
+
+def test_unknown_resize_mode_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"'resize_mode'.*'crop', 'squish', 'pad'"):
+        Preprocessing(resize_mode="fit")

@@ -1,8 +1,25 @@
 """Turning whatever the user passed as ``X`` into RGB images.
 
 ``X`` may be a 1-D array-like of paths (``str`` or ``pathlib.Path``, a pandas
-Series too), a list of PIL images, or a uint8 array of shape ``(n, H, W, 3)``
-or ``(n, H, W)``. Every image leaves this module as an RGB ``PIL.Image``.
+Series too), a list of PIL images, a uint8 array of shape ``(n, H, W, 3)``
+or ``(n, H, W)``, or a uint8 torch tensor of the same shapes. Every image
+leaves this module as an RGB ``PIL.Image``.
+
+Limits, so that one hostile or broken file cannot hang or exhaust the
+machine:
+
+* only regular files are read (a FIFO would block forever, ``/dev/zero``
+  never ends), and at most :data:`MAX_FILE_BYTES` of them;
+* a file is read once: its fingerprint and its pixels come from the same
+  bytes (:func:`read_image_file`), so a file replaced in between can never
+  get the other content's features;
+* decoding is refused past PIL's own pixel limit (``Image.MAX_IMAGE_PIXELS``,
+  about 89 megapixels by default), past :data:`MAX_IMAGE_PIXELS`, and when
+  the decoded pixels would take more than :data:`MAX_IMAGE_BYTES`: width x
+  height x the bytes PIL keeps per pixel (1 for 1-bit, 8-bit gray and palette
+  modes, 2 for 16-bit gray, 4 for every colour or alpha mode, RGB included).
+  Converting to RGB makes a few working copies, so the peak stays within a
+  few times that bound. JPEGs are measured after DCT scaling (``draft``).
 """
 
 from __future__ import annotations
@@ -10,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
+import sys
 import warnings
 
 import numpy as np
@@ -19,9 +38,72 @@ from PIL import Image, ImageOps
 #: 16,000 x 16,000 is far beyond any photo a classifier needs.
 MAX_IMAGE_PIXELS = 256_000_000
 
+#: Most bytes the decoded pixels of one file may take (see the module notes):
+#: a 64-megapixel colour image, a 128-megapixel 16-bit gray one.
+MAX_IMAGE_BYTES = 256 * 1024**2
+
+#: Largest file read as an image. An image within :data:`MAX_IMAGE_BYTES` is
+#: stored in at most that many bytes uncompressed (twice that for 16-bit
+#: channels PIL keeps in 8 bits); anything larger is not a plausible image.
+MAX_FILE_BYTES = 2 * MAX_IMAGE_BYTES
+
 
 class ImageLoadError(ValueError):
     """An image could not be read or decoded. The message names the image."""
+
+
+def _is_tensor(obj) -> bool:
+    torch = sys.modules.get("torch")  # no tensors without torch imported
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _tensor_to_array(tensor, what: str) -> np.ndarray:
+    """A CPU numpy view of a torch tensor (uint8 is checked by the caller)."""
+    if tensor.is_complex() or tensor.dtype.is_floating_point:
+        raise ValueError(
+            f"{what} is a torch tensor of dtype {tensor.dtype}; images must be "
+            "uint8 (values 0-255): convert with (t * 255).round().to(torch.uint8) "
+            "if its values are in [0, 1]."
+        )
+    return tensor.detach().cpu().numpy()
+
+
+def _channels_first_hint(shape: tuple, what: str, tensor: bool) -> str:
+    if len(shape) == 4:
+        fix = "X.permute(0, 2, 3, 1)" if tensor else "np.transpose(X, (0, 2, 3, 1))"
+    else:
+        fix = "x.permute(1, 2, 0)" if tensor else "np.transpose(x, (1, 2, 0))"
+    return (
+        f"{what} has shape {shape}, which looks channels-first; images must be "
+        f"channels-last (height, width, 3): pass {fix}."
+    )
+
+
+def _check_image_array(X: np.ndarray, tensor: bool) -> None:
+    """Refuse an ``(n, H, W[, C])`` array that cannot hold images."""
+    what = "an image tensor X" if tensor else "an image array X"
+    if X.ndim == 4 and X.shape[-1] not in (1, 3, 4) and X.shape[1] in (1, 3, 4):
+        raise ValueError(_channels_first_hint(X.shape, "X", tensor))
+    if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            f"{what} must have shape (n_samples, height, width, 3) or "
+            f"(n_samples, height, width); got shape {tuple(X.shape)}."
+        )
+    if X.dtype != np.uint8:
+        raise ValueError(f"{what} must have dtype uint8 (values 0-255); got {X.dtype}.")
+    if len(X) and (X.shape[1] == 0 or X.shape[2] == 0):
+        raise ValueError(
+            f"X has shape {tuple(X.shape)}: its images are empty "
+            f"({X.shape[1]} pixels high, {X.shape[2]} wide)."
+        )
+
+
+def _strings_2d_message(X) -> str:
+    fix = "X.ravel()" if X.ndim == 2 and X.shape[1] == 1 else "one path per row"
+    return (
+        f"X has shape {tuple(X.shape)} and holds paths (or objects), not pixels; "
+        f"X must be 1-D with one image per row: pass {fix}."
+    )
 
 
 def as_image_list(X) -> list:
@@ -30,29 +112,26 @@ def as_image_list(X) -> list:
     Raises a ``ValueError`` naming the problem for anything that is not one of
     the accepted input kinds.
     """
-    if isinstance(X, (str, os.PathLike)):
+    if isinstance(X, (str, bytes, os.PathLike)):
         raise ValueError(
             "X must be a sequence of images (paths, PIL images or a uint8 array), "
-            f"got a single path {str(X)!r}; wrap it in a list."
+            f"got a single path {os.fsdecode(X)!r}; wrap it in a list."
         )
     if isinstance(X, Image.Image):
         raise ValueError(
             "X must be a sequence of images; wrap the PIL image in a list."
         )
+    tensor = _is_tensor(X)
+    if tensor:
+        X = _tensor_to_array(X, "X")
+    if isinstance(X, np.ndarray) and X.dtype.kind in "USO" and X.ndim != 1:
+        raise ValueError(_strings_2d_message(X))
     if isinstance(X, np.ndarray) and X.dtype != object:
-        if X.ndim == 1 and X.dtype.kind == "U":
+        if X.dtype.kind == "U":
             return [str(x) for x in X]
-        if X.ndim == 1 and X.dtype.kind == "S":
+        if X.dtype.kind == "S":
             return [os.fsdecode(x) for x in X]
-        if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] not in (1, 3, 4)):
-            raise ValueError(
-                "an array X must have shape (n_samples, height, width, 3) or "
-                f"(n_samples, height, width); got shape {X.shape}."
-            )
-        if X.dtype != np.uint8:
-            raise ValueError(
-                f"an image array X must have dtype uint8 (values 0-255); got {X.dtype}."
-            )
+        _check_image_array(X, tensor)
         return list(X)
     if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas
         if getattr(X, "ndim", 1) != 1:
@@ -68,24 +147,39 @@ def as_image_list(X) -> list:
             "X must be a sequence of image paths, PIL images or a uint8 array; "
             f"got {type(X).__name__}."
         ) from None
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            out.append(os.fspath(item))
-        elif isinstance(item, Image.Image):
-            out.append(item)
-        elif (
-            isinstance(item, np.ndarray)
-            and item.dtype == np.uint8
-            and item.ndim in (2, 3)
-        ):
-            out.append(item)
-        else:
+    return [_as_source(item, i) for i, item in enumerate(items)]
+
+
+def _as_source(item, i: int):
+    """One item of a list ``X``: a path string, a PIL image or an array."""
+    if isinstance(item, (str, os.PathLike)):
+        return str(os.fspath(item))  # str() turns np.str_ into a plain str
+    if isinstance(item, bytes):
+        return os.fsdecode(item)
+    if isinstance(item, Image.Image):
+        return item
+    tensor = _is_tensor(item)
+    if tensor:
+        item = _tensor_to_array(item, f"X[{i}]")
+    if isinstance(item, np.ndarray) and item.dtype.kind not in "USO":
+        shape = tuple(item.shape)
+        if item.ndim == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
+            raise ValueError(_channels_first_hint(shape, f"X[{i}]", tensor))
+        if item.ndim not in (2, 3) or (item.ndim == 3 and shape[-1] not in (1, 3, 4)):
             raise ValueError(
-                f"X[{i}] is a {type(item).__name__}; each image must be a path "
-                "(str or pathlib.Path), a PIL image or a uint8 array (H, W[, 3])."
+                f"X[{i}] is an array of shape {shape}; each image must have shape "
+                "(height, width, 3), (height, width, 4) or (height, width)."
             )
-    return out
+        if item.dtype != np.uint8:
+            raise ValueError(
+                f"X[{i}] is an array of dtype {item.dtype}; images must be uint8 "
+                "(values 0-255)."
+            )
+        return item
+    raise ValueError(
+        f"X[{i}] is a {type(item).__name__}; each image must be a path "
+        "(str or pathlib.Path), a PIL image or a uint8 array (H, W[, 3])."
+    )
 
 
 def describe(source, index: int | None = None) -> str:
@@ -107,12 +201,10 @@ def fingerprint(source) -> str:
     cached features.
     Arrays and PIL images are hashed by their pixels.
     """
-    h = hashlib.blake2b(digest_size=16)
     if isinstance(source, str):
-        data = read_bytes(source)
-        h.update(b"file\0")
-        h.update(data)
-    elif isinstance(source, Image.Image):
+        return fingerprint_bytes(read_bytes(source))
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(source, Image.Image):
         h.update(f"pil\0{source.mode}\0{source.size}\0".encode())
         h.update(source.tobytes())
         # a palette image's pixels are indices: its colours live in the palette
@@ -124,21 +216,84 @@ def fingerprint(source) -> str:
     return h.hexdigest()
 
 
-def read_bytes(path: str) -> bytes:
+def fingerprint_bytes(data: bytes) -> str:
+    """The fingerprint of a file whose bytes are ``data``."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(b"file\0")
+    h.update(data)
+    return h.hexdigest()
+
+
+def read_image_file(path: str) -> tuple[bytes, str]:
+    """The bytes of an image file and their fingerprint, from one read."""
+    data = read_bytes(path)
+    return data, fingerprint_bytes(data)
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_image_file(path: str):
+    """Open a regular file for reading (a binary file object), or raise an
+    ``ImageLoadError`` naming it: missing, a folder, a FIFO, a device, or
+    larger than :data:`MAX_FILE_BYTES`."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it has no
+    # effect on regular files); the file type is checked on the open file,
+    # so nothing can be swapped in between.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ImageLoadError(f"image {path!r} does not exist.") from None
     except IsADirectoryError:
         raise ImageLoadError(
             f"image {path!r} is a directory, not an image file."
         ) from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ImageLoadError(f"image {path!r} could not be read: {exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageLoadError(f"image {path!r} is a directory, not an image file.")
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), None)
+            raise ImageLoadError(
+                f"image {path!r} is {kind or 'not a regular file'}, not a regular "
+                "file; only regular files are read as images."
+            )
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageLoadError(_too_big(path, info.st_size))
+        return open(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_FILE_BYTES`."""
+    with open_image_file(path) as f:
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImageLoadError(f"image {path!r} could not be read: {exc}") from None
+    if len(data) > MAX_FILE_BYTES:  # it grew while being read
+        raise ImageLoadError(_too_big(path, len(data)))
     if not data:
         raise ImageLoadError(f"image {path!r} is an empty (zero-byte) file.")
     return data
+
+
+def _too_big(path: str, size: int) -> str:
+    return (
+        f"image {path!r} is {size:,} bytes, larger than any image this package "
+        f"decodes ({MAX_FILE_BYTES:,} bytes); is it really an image? Downscale "
+        "it or leave it out."
+    )
 
 
 def load_image(
@@ -153,61 +308,143 @@ def load_image(
     draft_size : int, optional
         The smallest side the caller needs. Large JPEGs are then decoded at a
         reduced scale (DCT scaling), which is several times faster.
+    index : int, optional
+        The position of the image in ``X``, for error messages.
     data : bytes, optional
-        The file's bytes, when the caller has read them already.
+        The file's bytes, when the caller has read them already (the pixels
+        then come from exactly those bytes).
     """
     if isinstance(source, str):
         if data is None:
             data = read_bytes(source)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-                _check_size(img, source)
-                if draft_size and img.format == "JPEG":
-                    w, h = img.size
-                    scale = draft_size / min(w, h)
-                    img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
-                img.load()
-        except ImageLoadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(
-                f"image {source!r} is too large to decode safely: {exc}"
-            ) from None
-        except Image.UnidentifiedImageError:
-            raise ImageLoadError(
-                f"image {source!r} could not be decoded: not a recognised image "
-                "format (is it really an image file?)."
-            ) from None
-        except Exception as exc:  # PIL raises many types for bad files
-            raise ImageLoadError(
-                f"image {source!r} could not be decoded ({type(exc).__name__}: {exc})."
-            ) from None
+            img = _decode(data, source, draft_size)
+        except ValueError as exc:
+            if not _text_chunk_limit(exc):
+                raise _decode_error(exc, source) from None
+            # Oversized PNG text chunks are metadata, never pixels: decode
+            # the picture without them rather than call it broken.
+            try:
+                img = _decode(_without_png_text(data), source, draft_size)
+            except Exception as retry_exc:
+                raise _decode_error(retry_exc, source) from None
+        except Exception as exc:
+            raise _decode_error(exc, source) from None
         try:
             img = ImageOps.exif_transpose(img)
         except Exception:  # a broken EXIF block must not lose the picture
             pass
         return to_rgb(img, source)
+    name = describe(source, index)
     if isinstance(source, Image.Image):
-        _check_size(source, describe(source, index))
-        return to_rgb(source, describe(source, index))
+        _check_size(source.size, name)
+        return to_rgb(source, name)
     arr = np.asarray(source)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    if arr.ndim in (2, 3):
+        h, w = arr.shape[:2]
+        _check_size((w, h), name)
     if arr.ndim == 3 and arr.shape[-1] == 4:
-        return to_rgb(Image.fromarray(arr, "RGBA"), describe(source, index))
+        return to_rgb(Image.fromarray(arr, "RGBA"), name)
     if arr.ndim == 2:
         return Image.fromarray(arr, "L").convert("RGB")
     if arr.ndim == 3 and arr.shape[-1] == 3:
         return Image.fromarray(arr, "RGB")
-    raise ValueError(f"{describe(source, index)} must have shape (H, W) or (H, W, 3).")
+    raise ValueError(f"{name} must have shape (H, W) or (H, W, 3).")
 
 
-def _check_size(img, name) -> None:
+def _decode(data: bytes, source: str, draft_size: int | None) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data))
+        _check_size(img.size, repr(source))
+        if draft_size and img.format == "JPEG":
+            w, h = img.size
+            scale = draft_size / min(w, h)
+            img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+        _check_memory(img, repr(source))
+        img.load()
+    return img
+
+
+def _decode_error(exc: BaseException, source: str) -> ImageLoadError:
+    if isinstance(exc, ImageLoadError):
+        return exc
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageLoadError(f"image {source!r} is too large to decode safely: {exc}")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return ImageLoadError(
+            f"image {source!r} could not be decoded: not a recognised image "
+            "format (is it really an image file?)."
+        )
+    # PIL raises many types for bad files
+    return ImageLoadError(
+        f"image {source!r} could not be decoded ({type(exc).__name__}: {exc})."
+    )
+
+
+def _text_chunk_limit(exc: BaseException) -> bool:
+    """True for PIL's refusal of large PNG text chunks (MAX_TEXT_CHUNK,
+    MAX_TEXT_MEMORY), which guards memory, not the pixels."""
+    return "MAX_TEXT_CHUNK" in str(exc) or "MAX_TEXT_MEMORY" in str(exc)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _without_png_text(data: bytes) -> bytes:
+    """A PNG's bytes without its text chunks (nothing is decompressed).
+
+    Chunks are copied whole, CRCs included; a malformed chunk table is left
+    for the decoder to report.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    out = [_PNG_SIGNATURE]
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            out.append(data[pos:])
+            break
+        if kind not in _PNG_TEXT_CHUNKS:
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
+
+
+#: Bytes PIL keeps per pixel: 1 for these modes, 2 for 16-bit gray, else 4.
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    if mode in _ONE_BYTE_MODES:
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def _check_memory(img: Image.Image, name) -> None:
     w, h = img.size
+    need = w * h * _bytes_per_pixel(img.mode)
+    if need > MAX_IMAGE_BYTES:
+        raise ImageLoadError(
+            f"image {name} is {w}x{h} pixels in mode {img.mode}: decoding it "
+            f"takes {need / 1e6:,.0f} MB, more than the limit of "
+            f"{MAX_IMAGE_BYTES / 1e6:,.0f} MB (MAX_IMAGE_BYTES); downscale the "
+            "file (the network sees a few hundred pixels)."
+        )
+
+
+def _check_size(size: tuple, name: str) -> None:
+    w, h = size
     if w <= 0 or h <= 0:
-        raise ImageLoadError(f"image {name} has an empty size {w}x{h}.")
+        raise ImageLoadError(f"image {name} is empty: {w}x{h} pixels (width x height).")
     if w * h > MAX_IMAGE_PIXELS:
         raise ImageLoadError(
             f"image {name} is {w}x{h} = {w * h:,} pixels, more than the "

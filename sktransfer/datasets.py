@@ -106,6 +106,7 @@ def load_image_csv(
     label_column=None,
     suffix=None,
     label_sep=None,
+    allow_outside=False,
 ):
     """Paths and labels from a Kaggle-style ``labels.csv`` and a folder of images.
 
@@ -134,6 +135,13 @@ def load_image_csv(
         For multi-label data: the separator between the labels of one image
         (``" "`` splits on any whitespace). Labels are stripped, empty ones
         and repeats dropped.
+    allow_outside : bool, default=False
+        Ids are paths relative to ``image_dir``. An id that leaves it
+        (``/etc/passwd``, ``../../secret.png``) is refused unless this is
+        True, so that a CSV from elsewhere cannot make a model read (and a
+        cache fingerprint) files outside the folder. The check is on the
+        names: symbolic links inside ``image_dir`` are followed, since whoever
+        can place them controls the folder.
 
     Returns
     -------
@@ -152,7 +160,8 @@ def load_image_csv(
     ValueError
         A column is not in the file, an id appears twice (or two ids name
         the same file), a row has an empty id or label, an id matches
-        several files, or the file has no rows.
+        several files, an id names a file outside ``image_dir`` (unless
+        ``allow_outside``), or the file has no rows.
 
     See Also
     --------
@@ -214,6 +223,8 @@ def load_image_csv(
             "rows or give them a class."
         )
     _check_unique(ids, f"ids in column {header[id_at]!r} of {name}")
+    if not allow_outside:
+        _check_inside(ids, image_dir, suffix, name)
 
     resolver = _FileResolver(image_dir, suffix)
     paths, missing, ambiguous = [], [], []
@@ -295,6 +306,27 @@ def _column(header: list[str], column, default: int, param: str, name: str) -> i
     raise ValueError(
         f"{param} must be a column name (str) or position (int); got {column!r}."
     )
+
+
+def _check_inside(ids, image_dir: Path, suffix: str | None, name: str) -> None:
+    base = os.path.normpath(os.path.abspath(image_dir))
+    outside = []
+    for line, image_id in ids:
+        relative = image_id + suffix if suffix else image_id
+        if os.path.isabs(relative) or Path(relative).drive:
+            outside.append((line, image_id))
+            continue
+        target = os.path.normpath(os.path.join(base, relative))
+        if os.path.commonpath([base, target]) != base:
+            outside.append((line, image_id))
+    if outside:
+        raise ValueError(
+            f"{len(outside)} ids in {name} name files outside the image folder "
+            f"{str(image_dir)!r}: lines {_some([line for line, _ in outside])} "
+            f"({_some([repr(image_id) for _, image_id in outside])}). Ids are "
+            "paths relative to image_dir; if the CSV is trusted to name files "
+            "elsewhere, pass allow_outside=True."
+        )
 
 
 def _split_labels(cell: str, sep: str) -> list[str]:
@@ -466,7 +498,7 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     >>> summary.width["median"], summary.height["max"], summary.formats
     (30.0, 20, {'array': 3})
     """
-    from ._images import MAX_IMAGE_PIXELS, as_image_list
+    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, as_image_list
 
     sources = as_image_list(X)
     widths, heights, unreadable = [], [], []
@@ -480,6 +512,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     for i, source in enumerate(items):
         try:
             width, height, mode, fmt = _header(source)
+        except ImageLoadError as exc:  # not a regular file: says so itself
+            unreadable.append((source, str(exc)))
+            continue
         except Exception as exc:  # PIL raises many types for bad files
             name = source if isinstance(source, str) else f"X[{i}]"
             unreadable.append((name, f"{type(exc).__name__}: {exc}"))
@@ -525,9 +560,11 @@ def _header(source) -> tuple[int, int, str, str]:
         channels = source.shape[2] if source.ndim == 3 else 1
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
         return int(width), int(height), mode, "array"
-    with warnings.catch_warnings():
+    from ._images import open_image_file
+
+    with warnings.catch_warnings(), open_image_file(source) as f:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(source) as img:  # reads the header, not the pixels
+        with Image.open(f) as img:  # reads the header, not the pixels
             width, height = img.size
             if img.format in ("JPEG", "MPO", "TIFF"):
                 # EXIF of these sits before the pixels: no decoding needed

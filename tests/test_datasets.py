@@ -305,7 +305,7 @@ def test_summary_lists_unreadable_files_without_raising(tmp_path):
     assert [name for name, _ in summary.unreadable] == X[1:]
     reasons = dict(summary.unreadable)
     assert "UnidentifiedImageError" in reasons[str(garbage)]
-    assert "FileNotFoundError" in reasons[str(tmp_path / "missing.jpg")]
+    assert "does not exist" in reasons[str(tmp_path / "missing.jpg")]
     assert "unreadable: " + str(garbage) in str(summary)
 
 

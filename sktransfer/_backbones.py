@@ -7,7 +7,10 @@ timm model by ``"timm:NAME"`` when timm is installed. ``weights`` chooses the
 pretrained parameters:
 
 * ``"DEFAULT"``: the library's recommended weights (downloaded once, then
-  read from torch's cache);
+  read from torch's cache). A cached file is checked against the SHA-256
+  prefix its published name carries (``resnet18-f37072fd.pth``) and read
+  with ``weights_only=True``, so a replaced or poisoned file in the cache is
+  refused, never executed;
 * a torchvision weights name such as ``"IMAGENET1K_V1"`` or
   ``"ResNet34_Weights.IMAGENET1K_V1"``;
 * a path to a local ``state_dict`` file (offline, air-gapped machines);
@@ -16,16 +19,21 @@ pretrained parameters:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import os
+import re
+import stat
 import urllib.error
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._transforms import Preprocessing
+from ._transforms import Preprocessing, check_preprocessing
 
 _TIMM_PREFIX = "timm:"
 _N_GROUPS = 3
@@ -46,15 +54,21 @@ class Backbone:
     preprocessing: Preprocessing
     weights_id: str
     base_preprocessing: Preprocessing | None = None  # before user overrides
+    #: The file the weights were read from (for messages), if any.
+    weights_file: str | None = None
 
     def fingerprint(self, preprocessing: Preprocessing, precision: str) -> str:
         """Identity of the features this body computes (for the cache key)."""
+        settings = preprocessing.as_dict()
+        if settings["resize_mode"] == "crop":
+            # the default, as before the option existed: cached keys stay valid
+            del settings["resize_mode"]
         text = "|".join(
             [
                 "sktransfer-features-v1",
                 self.name,
                 self.weights_id,
-                repr(sorted(preprocessing.as_dict().items())),
+                repr(sorted(settings.items())),
                 precision,
             ]
         )
@@ -73,6 +87,7 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
     """Build the frozen feature extractor ``name`` with ``weights``."""
     if not isinstance(name, str):
         raise TypeError(f"backbone must be a string name, got {type(name).__name__}.")
+    check_preprocessing(preprocessing)  # before the minutes a download takes
     # Building a model draws its initial parameters from torch's global RNG.
     # A fixed seed inside fork_rng makes ``weights=None`` reproducible (so its
     # cached features stay valid) and leaves the caller's RNG state as found.
@@ -83,26 +98,11 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
         else:
             backbone = _load_torchvision(name, weights)
     backbone.base_preprocessing = backbone.preprocessing
-    if preprocessing:
-        backbone.preprocessing = _override(backbone.preprocessing, preprocessing)
+    backbone.preprocessing = backbone.preprocessing.with_overrides(preprocessing)
     backbone.body.eval()
     for p in backbone.body.parameters():
         p.requires_grad_(False)
     return backbone
-
-
-def _override(pre: Preprocessing, overrides: dict) -> Preprocessing:
-    allowed = set(pre.as_dict())
-    unknown = set(overrides) - allowed
-    if unknown:
-        raise ValueError(
-            f"preprocessing has unknown keys {sorted(unknown)}; "
-            f"allowed: {sorted(allowed)}."
-        )
-    values = {**pre.as_dict(), **overrides}
-    values["mean"] = tuple(float(v) for v in values["mean"])
-    values["std"] = tuple(float(v) for v in values["std"])
-    return Preprocessing(**values)
 
 
 # --- torchvision -------------------------------------------------------------
@@ -132,7 +132,7 @@ def _load_torchvision(name: str, weights) -> Backbone:
         pre = _preset_from_enum(list(enum)[0])
     elif _is_path(weights):
         model = tvm.get_model(name, weights=None, **kwargs)
-        path = Path(weights).expanduser()
+        path = _expand(weights)
         state = _read_state_dict(path)
         if aux:
             state = _drop_aux_heads(state)
@@ -142,10 +142,11 @@ def _load_torchvision(name: str, weights) -> Backbone:
     else:
         member = _resolve_enum_member(enum, weights, name)
         model = tvm.get_model(name, weights=None, **kwargs)
-        state = _download_state_dict(member, name)
+        path = _registry_file(member.url, f"the weights {member}", name)
+        state = _read_state_dict(path, registry=True)
         if aux:
             state = _drop_aux_heads(state)
-        model.load_state_dict(state)
+        _load_state(model, state, path, name)
         weights_id = f"torchvision:{member}"
         pre = _preset_from_enum(member)
     n_features = _strip_classifier(model)
@@ -156,6 +157,7 @@ def _load_torchvision(name: str, weights) -> Backbone:
         groups=_split_groups(model),
         preprocessing=pre,
         weights_id=weights_id,
+        weights_file=None if weights is None else str(path),
     )
 
 
@@ -195,19 +197,71 @@ def _resolve_enum_member(enum, weights, name):
         ) from None
 
 
-def _download_state_dict(member, name):
-    """Fetch registry weights through torch's hub cache (no network if cached)."""
+#: The SHA-256 prefix in a published weights file name (torch.hub's rule).
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+
+
+def _hub_file(url: str) -> Path:
+    """Where torch.hub (and timm) cache the file of ``url``."""
+    return (
+        Path(torch.hub.get_dir())
+        / "checkpoints"
+        / os.path.basename(urllib.parse.urlparse(url).path)
+    )
+
+
+def _registry_file(url: str, what: str, name: str) -> Path:
+    """The cached file of registry weights, downloaded when missing.
+
+    torch.hub checks the hash only while downloading; a file already in the
+    cache is trusted blindly there. Here it is checked every time against
+    the prefix in its published name, so a file replaced in the cache (or
+    left half-written) is refused before it is read.
+    """
+    path = _hub_file(url)
+    match = _HASH_IN_NAME.search(path.name)
+    prefix = match.group(1) if match else None
+    if not os.path.lexists(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # verifies the prefix on the temporary file before moving it in
+            torch.hub.download_url_to_file(
+                url, str(path), hash_prefix=prefix, progress=False
+            )
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            raise WeightsUnavailableError(
+                f"{what} of backbone {name!r} are not in torch's cache "
+                f"({torch.hub.get_dir()}) and could not be downloaded from "
+                f"{url} ({type(exc).__name__}: {exc}). On a machine without "
+                "internet, download the file elsewhere and pass its path: "
+                f"PretrainedImageClassifier(backbone={name!r}, "
+                "weights='/path/to/file.pth')."
+            ) from exc
+    elif prefix is not None:
+        _check_hash_prefix(path, prefix, what, name)
+    return path
+
+
+def _check_hash_prefix(path: Path, prefix: str, what: str, name: str) -> None:
     try:
-        return member.get_state_dict(progress=False, check_hash=False)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError("not a regular file")
+        digest = _file_digest(path, length=64)
+    except OSError as exc:
         raise WeightsUnavailableError(
-            f"the weights {member} of backbone {name!r} are not in torch's cache "
-            f"({torch.hub.get_dir()}) and could not be downloaded from "
-            f"{member.url} ({type(exc).__name__}: {exc}). On a machine without "
-            "internet, download the file elsewhere and pass its path: "
-            f"PretrainedImageClassifier(backbone={name!r}, "
-            "weights='/path/to/file.pth')."
-        ) from exc
+            f"the cached weights file {str(path)!r} ({what} of backbone "
+            f"{name!r}) could not be read ({exc}). Delete it and load again to "
+            "download a fresh copy."
+        ) from None
+    if not digest.startswith(prefix):
+        raise WeightsUnavailableError(
+            f"the cached weights file {str(path)!r} ({what} of backbone "
+            f"{name!r}) is not the published file: its SHA-256 begins "
+            f"{digest[: len(prefix)]!r}, its name promises {prefix!r}. It was "
+            "replaced, damaged or only partly downloaded, and is not loaded. "
+            f"Delete it (rm {str(path)!r}) and load again to download a fresh "
+            "copy."
+        )
 
 
 def _strip_classifier(model: nn.Module) -> int:
@@ -288,18 +342,24 @@ def _load_timm(name: str, weights) -> Backbone:
         raise ValueError(
             f"unknown backbone 'timm:{name}': timm has no model of that name."
         )
+    weights_file = None
     if weights is None or _is_path(weights):
         model = timm.create_model(name, pretrained=False)
         if weights is None:
             weights_id = "random-init"
         else:
-            path = Path(weights).expanduser()
+            path = _expand(weights)
             _load_state(model, _read_state_dict(path), path, f"timm:{name}")
             weights_id = "file:" + _file_digest(path)
+            weights_file = str(path)
     elif weights == "DEFAULT" or isinstance(weights, str):
         tag = "" if weights == "DEFAULT" else f".{weights}"
+        weights_file = _timm_checked_file(name + tag)
         try:
-            model = timm.create_model(name + tag, pretrained=True)
+            with _timm_hash_check():
+                model = timm.create_model(name + tag, pretrained=True)
+        except WeightsUnavailableError:
+            raise
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"the pretrained weights of 'timm:{name}' could not be loaded or "
@@ -311,6 +371,7 @@ def _load_timm(name: str, weights) -> Backbone:
         # releases, and the cache key must change with them
         resolved = f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}"
         weights_id = f"timm:{resolved}:{cfg.get('hf_hub_id') or cfg.get('url', '')}"
+        _check_finite(model.state_dict(), f"the pretrained weights of 'timm:{name}'")
     else:
         raise ValueError(f"weights must be 'DEFAULT', a path or None; got {weights!r}.")
     cfg = resolve_data_config({}, model=model)
@@ -330,7 +391,43 @@ def _load_timm(name: str, weights) -> Backbone:
         groups=_split_groups(model),
         preprocessing=pre,
         weights_id=weights_id,
+        weights_file=weights_file,
     )
+
+
+def _timm_checked_file(model_name: str) -> str | None:
+    """Check timm weights that come from a URL into torch's cache (as
+    :func:`_registry_file` does); return the file's path, if any.
+
+    Weights from the Hugging Face hub are not checked here: timm reads them
+    as safetensors or with ``weights_only=True`` (no code runs), and the hub
+    stores each file under its own content hash.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None or not isinstance(cfg.url, str) or not cfg.url:
+        return None
+    if cfg.hf_hub_id and importlib.util.find_spec("huggingface_hub") is not None:
+        return None
+    path = _hub_file(cfg.url)
+    match = _HASH_IN_NAME.search(path.name)
+    if match and os.path.lexists(path):
+        _check_hash_prefix(path, match.group(1), "the pretrained weights", model_name)
+    return str(path)
+
+
+@contextlib.contextmanager
+def _timm_hash_check():
+    """timm downloads without checking the published hash unless asked."""
+    from timm.models import _builder, set_pretrained_check_hash
+
+    before = bool(getattr(_builder, "_CHECK_HASH", False))
+    set_pretrained_check_hash(True)
+    try:
+        yield
+    finally:
+        set_pretrained_check_hash(before)
 
 
 # --- local files -------------------------------------------------------------
@@ -341,14 +438,22 @@ def _is_path(weights) -> bool:
         return True
     if not isinstance(weights, str):
         return False
-    return (
-        os.sep in weights
-        or weights.endswith((".pth", ".pt", ".bin", ".safetensors"))
-        or (Path(weights).expanduser().exists())
-    )
+    if os.sep in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        return True
+    try:
+        return _expand(weights).exists()
+    except (OSError, ValueError):  # a NUL in the name
+        return False
 
 
-def _read_state_dict(path: Path) -> dict:
+def _expand(weights) -> Path:
+    try:
+        return Path(weights).expanduser()
+    except RuntimeError:  # "~" without a home directory
+        return Path(weights)
+
+
+def _read_state_dict(path: Path, registry: bool = False) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist.")
     if path.suffix == ".safetensors":
@@ -363,9 +468,14 @@ def _read_state_dict(path: Path) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            fix = (
+                " Delete it and load again to download a fresh copy."
+                if registry
+                else ""
+            )
             raise ValueError(
                 f"weights file {str(path)!r} could not be read as a PyTorch state_dict "
-                f"with weights_only=True ({type(exc).__name__}: {exc})."
+                f"with weights_only=True ({type(exc).__name__}: {exc}).{fix}"
             ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -376,7 +486,23 @@ def _read_state_dict(path: Path) -> dict:
         raise ValueError(
             f"weights file {str(path)!r} does not hold a state_dict of tensors."
         )
+    _check_finite(state, f"weights file {str(path)!r}")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or inf: every feature would be NaN."""
+    bad = [
+        k
+        for k, v in state.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{what} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), "
+            f"such as {bad[:5]}: every feature computed with it would be NaN. "
+            "Is the file damaged, or saved from a training run that diverged?"
+        )
 
 
 def _load_state(model: nn.Module, state: dict, path: Path, name: str) -> None:
@@ -404,9 +530,9 @@ def _load_state(model: nn.Module, state: dict, path: Path, name: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(path: Path, length: int = 32) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:32]
+    return h.hexdigest()[:length]

@@ -3,6 +3,7 @@ cache (never the network), presets and fingerprints."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import urllib.error
 from pathlib import Path
@@ -35,6 +36,22 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "urlopen", no_network)
     monkeypatch.setattr("urllib.request.urlopen", no_network)
     return hub
+
+
+def publish(state: dict, member, hub: Path, monkeypatch) -> Path:
+    """Put ``state`` into the hub cache as if it were the published file of
+    the weights ``member``: the file name carries its own SHA-256 prefix, as
+    torchvision's names do (the member's URL is pointed at that name)."""
+    checkpoints = hub / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    draft = checkpoints / "draft.pth"
+    torch.save(state, draft)
+    digest = hashlib.sha256(draft.read_bytes()).hexdigest()
+    stem = Path(member.url).name.split("-")[0]
+    path = draft.rename(checkpoints / f"{stem}-{digest[:8]}.pth")
+    url = member.url.rsplit("/", 1)[0] + "/" + path.name
+    monkeypatch.setattr(member.value, "url", url)
+    return path
 
 
 def save_state(model: torch.nn.Module, path: Path) -> str:
@@ -201,14 +218,12 @@ def test_default_weights_offline_and_uncached_raise_with_local_path_hint(offline
     assert list(offline_hub.rglob("*.pth")) == []  # nothing half-downloaded
 
 
-def test_default_weights_are_read_from_torch_hub_cache_without_network(offline_hub):
+def test_default_weights_are_read_from_torch_hub_cache_without_network(
+    offline_hub, monkeypatch
+):
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     source = random_model(torchvision.models.resnet18, seed=5)
-    checkpoints = offline_hub / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    filename = Path(weights.url).name
-    assert filename == "resnet18-f37072fd.pth"
-    torch.save(source.state_dict(), checkpoints / filename)
+    publish(source.state_dict(), weights, offline_hub, monkeypatch)
 
     bb = load_backbone("resnet18", "DEFAULT")
 
@@ -249,14 +264,12 @@ def _torchvision_reference(name: str, state: dict) -> torch.nn.Module:
 @pytest.mark.parametrize("source", ["DEFAULT", "file"])
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
 def test_googlenet_and_inception_weights_give_torchvision_pretrained_features(
-    offline_hub, tmp_path, name, source
+    offline_hub, tmp_path, monkeypatch, name, source
 ):
     state = _published_layout_state(name)
     if source == "DEFAULT":
-        url = torchvision.models.get_model_weights(name).DEFAULT.url
-        checkpoints = offline_hub / "checkpoints"
-        checkpoints.mkdir(parents=True)
-        torch.save(state, checkpoints / Path(url).name)
+        member = torchvision.models.get_model_weights(name).DEFAULT
+        publish(state, member, offline_hub, monkeypatch)
         weights = "DEFAULT"
     else:
         weights = str(tmp_path / f"{name}.pth")

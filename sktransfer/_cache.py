@@ -23,6 +23,16 @@ A cache is a convenience, never a reason for a fit to fail: a database of
 another format version, or a file that is not a database, is deleted and
 rebuilt with a :class:`CacheWarning`; a location that cannot be written (read
 only, disk full) gives a warning and features are computed without caching.
+Without a usable home directory (no ``$HOME`` and no passwd entry, as in
+containers run with ``--user``), the default cache moves to a private
+temporary folder, with a warning.
+
+The cache never touches a file that is not its own: a database file (or its
+``-wal``/``-shm``/``-journal`` companion, or the ``locks`` folder) that is a
+symbolic link, a hard link or not a regular file disables the cache with a
+warning instead of being opened. The default folder, which the package
+creates, is private to the user (folder 0700, files 0600); a folder the user
+chose keeps the permissions the user's umask gives.
 
 This module needs only the standard library and numpy (the fault tests load
 it on its own in subprocesses, without importing torch).
@@ -35,6 +45,8 @@ import math
 import os
 import re
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 import warnings
@@ -78,6 +90,10 @@ _SCHEMA = (
 )
 
 _MAX_BYTES_ENV = "SKTRANSFER_CACHE_MAX_BYTES"
+#: The smallest ``max_bytes`` that keeps anything: an empty database, its
+#: log and its shared-memory file already take about 600 KB.
+MIN_MAX_BYTES = 1024**2
+_COMPANIONS = ("-wal", "-shm", "-journal")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -87,25 +103,85 @@ class CacheWarning(UserWarning):
 
 def default_cache_dir() -> Path:
     """``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
-    ``~/.cache/sktransfer``."""
+    ``~/.cache/sktransfer``; without a usable home directory, a private
+    folder in the temporary directory (``sktransfer-cache-<uid>``)."""
+    return _default_location()[0]
+
+
+def _default_location() -> tuple[Path, bool, str | None]:
+    """``(folder, private, why)``: ``private`` when the package chose the
+    folder (not the user), ``why`` the reason a fallback was taken."""
     env = os.environ.get("SKTRANSFER_CACHE")
+    reasons = []
     if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sktransfer"
+        try:
+            return Path(env).expanduser(), False, None
+        except RuntimeError:
+            reasons.append(f"$SKTRANSFER_CACHE={env!r} needs a home directory")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "sktransfer", True, _joined(reasons)
+    if xdg:
+        # the XDG specification: relative paths are invalid and ignored
+        reasons.append(f"$XDG_CACHE_HOME={xdg!r} is not an absolute path (ignored)")
+    home_var = os.environ.get("HOME")
+    if home_var is not None and not os.path.isabs(home_var):
+        # Python reads HOME='' as "/" and a relative HOME against the
+        # working folder: neither is a home directory
+        reasons.append(f"$HOME={home_var!r} is not an absolute path")
+    else:
+        try:
+            home = Path.home()
+        except RuntimeError:
+            home = None
+        if home is not None and home.is_absolute():
+            return home / ".cache" / "sktransfer", True, _joined(reasons)
+        reasons.append("there is no home directory ($HOME unset, no passwd entry)")
+    return _private_temp_dir(), True, _joined(reasons)
+
+
+def _joined(reasons: list) -> str | None:
+    return "; ".join(reasons) or None
+
+
+def _private_temp_dir() -> Path:
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    return Path(tempfile.gettempdir()) / f"sktransfer-cache-{user}"
 
 
 def resolve_cache(cache) -> FeatureCache | None:
-    """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None)."""
+    """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None).
+
+    ``"auto"`` warns (:class:`CacheWarning`) when it has to fall back from
+    the usual folder. An empty path is refused with a ``ValueError``: it
+    would mean the working folder, which is never what was meant.
+    """
     if cache is None or cache is False:
         return None
     if isinstance(cache, FeatureCache):
         return cache
-    if cache == "auto":
-        return FeatureCache(default_cache_dir())
+    if isinstance(cache, str) and cache == "auto":
+        folder, private, why = _default_location()
+        if why:
+            warnings.warn(
+                f"{why}; the feature cache is in {str(folder)!r}.",
+                CacheWarning,
+                stacklevel=3,
+            )
+        return FeatureCache(folder, private=private)
     if isinstance(cache, (str, os.PathLike)):
-        return FeatureCache(cache)
-    raise ValueError(f"cache must be 'auto', a directory path or None; got {cache!r}.")
+        text = os.fspath(cache)
+        text = os.fsdecode(text) if isinstance(text, bytes) else text
+        if not text.strip():
+            raise ValueError(
+                f"cache={text!r} is an empty path; pass a folder, 'auto' (the "
+                "per-user cache folder) or None to compute without caching."
+            )
+        return FeatureCache(text)
+    raise ValueError(
+        "cache must be 'auto', a directory path, a FeatureCache or None; "
+        f"got {cache!r}."
+    )
 
 
 def parse_size(value, what: str = "max_bytes") -> int | None:
@@ -129,6 +205,34 @@ def parse_size(value, what: str = "max_bytes") -> int | None:
     )
 
 
+def _expand_user(directory) -> tuple[Path, str | None]:
+    """``directory`` with ``~`` expanded, and the problem if it cannot be."""
+    path = Path(directory)
+    first = path.parts[0] if path.parts else ""
+    if not first.startswith("~"):
+        return path, None
+    who = "this user has" if first == "~" else f"user {first[1:]!r} has"
+    problem = f"{str(path)!r} starts with {first!r} but {who} no home directory"
+    home = os.environ.get("HOME")
+    if first == "~" and home is not None and not os.path.isabs(home):
+        return path, problem  # Python would read HOME='' as "/"
+    try:
+        return path.expanduser(), None
+    except RuntimeError:  # no home directory, or no such user
+        return path, problem
+
+
+def _check_limit(limit: int | None, what: str) -> int | None:
+    if limit is not None and limit < MIN_MAX_BYTES:
+        raise ValueError(
+            f"{what}={limit:,} bytes is smaller than an empty feature cache "
+            f"(about 600 KB of tables and logs), so nothing could stay cached; "
+            f"give at least {MIN_MAX_BYTES:,} bytes ('1M'), or cache=None to "
+            "compute without caching."
+        )
+    return limit
+
+
 class FeatureCache:
     """Feature vectors on disk, keyed by model and image fingerprints.
 
@@ -141,7 +245,13 @@ class FeatureCache:
         of bytes or a string such as ``"20G"``. When a write takes the cache
         past it, the oldest entries are deleted until it is back under 90%
         of the limit. None reads ``$SKTRANSFER_CACHE_MAX_BYTES``; when that
-        is unset too, the cache grows without limit.
+        is unset too, the cache grows without limit. A limit below
+        ``MIN_MAX_BYTES`` (1 MiB: an empty cache takes about 600 KB) is
+        refused, since nothing could stay cached.
+    private : bool, default=False
+        Create the folder 0700 and the files 0600, and use the folder only
+        if it belongs to the user. The default cache folder is private; a
+        folder you choose keeps the permissions your umask gives.
 
     Notes
     -----
@@ -159,13 +269,16 @@ class FeatureCache:
     0
     """
 
-    def __init__(self, directory, max_bytes=None):
-        self.directory = Path(directory).expanduser()
+    def __init__(self, directory, max_bytes=None, *, private=False):
+        self.directory, self._problem = _expand_user(directory)
         if max_bytes is None:
             env = os.environ.get(_MAX_BYTES_ENV) or None
-            self.max_bytes = parse_size(env, f"${_MAX_BYTES_ENV}")
+            self.max_bytes = _check_limit(
+                parse_size(env, f"${_MAX_BYTES_ENV}"), f"${_MAX_BYTES_ENV}"
+            )
         else:
-            self.max_bytes = parse_size(max_bytes)
+            self.max_bytes = _check_limit(parse_size(max_bytes), "max_bytes")
+        self.private = bool(private)
         self._conn = None
         self._pid = None
         self._inode = None
@@ -177,13 +290,25 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         limit = f", max_bytes={self.max_bytes}" if self.max_bytes is not None else ""
-        return f"FeatureCache({str(self.directory)!r}{limit})"
+        private = ", private=True" if self.private else ""
+        return f"FeatureCache({str(self.directory)!r}{limit}{private})"
 
     def __getstate__(self):
-        return {"directory": self.directory, "max_bytes": self.max_bytes}
+        return {
+            "directory": self.directory,
+            "max_bytes": self.max_bytes,
+            "private": self.private,
+        }
 
     def __setstate__(self, state):
-        self.__init__(state["directory"], state.get("max_bytes"))
+        self.__init__(
+            state["directory"], state.get("max_bytes"), private=state.get("private")
+        )
+
+    @property
+    def storing(self) -> bool:
+        """False once a problem stopped the cache from storing features."""
+        return not self._disabled and self._writable
 
     # -- connection ---------------------------------------------------------
 
@@ -197,20 +322,86 @@ class FeatureCache:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         self._conn = None  # never use a connection inherited through fork
+        if self._problem is not None:
+            self._disable(self._problem)
+            return None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with self._file_lock(".open"):
-                conn = self._open()
+            self._make_folder()
+            problem = self._foreign_files()
+            if problem is None:
+                with self._file_lock(".open"):
+                    conn = self._open()
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
             return None
+        if problem is not None:
+            self._disable(problem)
+            return None
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _make_folder(self) -> None:
+        if not self.private:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not hasattr(os, "getuid"):
+            return
+        uid = os.getuid()
+        link, folder = os.lstat(self.directory), os.stat(self.directory)
+        if link.st_uid != uid or folder.st_uid != uid:
+            # e.g. a folder (or a link) another user made in the temp folder
+            raise PermissionError(
+                f"the folder belongs to another user (uid {folder.st_uid}), "
+                "who could read or change what is stored in it"
+            )
+        if stat.S_IMODE(folder.st_mode) & 0o077:
+            os.chmod(self.directory, 0o700)
+
+    def _foreign_files(self) -> str | None:
+        """Why a file where the cache keeps its own is not its own, if so."""
+        checks = [(self.path, "file")]
+        checks += [(Path(f"{self.path}{end}"), "file") for end in _COMPANIONS]
+        checks.append((self.directory / "locks", "folder"))
+        for path, kind in checks:
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            is_file = stat.S_ISREG(info.st_mode)
+            if stat.S_ISLNK(info.st_mode):
+                why = "is a symbolic link"
+            elif kind == "folder" and not stat.S_ISDIR(info.st_mode):
+                why = "is not a folder"
+            elif kind == "file" and not is_file:
+                why = "is not a regular file"
+            elif kind == "file" and info.st_nlink > 1:
+                why = f"has {info.st_nlink - 1} other hard link(s)"
+            else:
+                continue
+            return (
+                f"{str(path)!r} {why}; the cache never opens a file that may "
+                "belong to another program (it would modify it). Remove it, or "
+                "choose another cache folder"
+            )
+        return None
+
+    def _create_database_file(self) -> None:
+        """Create the empty database file, private when the folder is, and
+        never through a link (SQLite gives its -wal and -shm files the
+        database file's permissions)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600 if self.private else 0o666)
+        except FileExistsError:
+            return  # another process was faster
+        os.close(fd)
 
     def _open(self):
         """Connect, checking the format; a database that cannot be ours is
         deleted and created again (under the open lock, so two processes
         never rebuild over each other)."""
+        self._create_database_file()
         conn = _raw_connect(self.path)
         try:
             problem = _format_problem(conn)
@@ -229,6 +420,7 @@ class FeatureCache:
                 "deleted and rebuilt (its features will be computed again)."
             )
             self._remove_files()
+            self._create_database_file()
             conn = _raw_connect(self.path)
             try:
                 problem = _format_problem(conn)
@@ -249,11 +441,13 @@ class FeatureCache:
         warnings.warn(message, CacheWarning, stacklevel=5)
 
     def _disable(self, exc) -> None:
+        """Stop using the cache; ``exc`` is an exception or a reason."""
         self._disabled = True
         self.close()
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc
         self._warn(
             f"the feature cache at {str(self.directory)!r} cannot be used "
-            f"({type(exc).__name__}: {exc}); features are computed without caching."
+            f"({why}); features are computed without caching."
         )
 
     def _failed(self, exc, writing: bool) -> None:
@@ -304,9 +498,13 @@ class FeatureCache:
         fd = None
         if fcntl is not None:
             lock_dir = self.directory / "locks"
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
             try:
-                lock_dir.mkdir(exist_ok=True)
-                fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                lock_dir.mkdir(mode=0o700 if self.private else 0o777, exist_ok=True)
+                if not stat.S_ISDIR(os.lstat(lock_dir).st_mode):
+                    raise OSError("the locks folder is a link")
+                mode = 0o600 if self.private else 0o666
+                fd = os.open(lock_dir / f"{name}.lock", flags, mode)
             except OSError:
                 fd = None
         if fd is None:

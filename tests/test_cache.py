@@ -77,10 +77,10 @@ def test_cross_val_score_computes_each_image_once_in_total(
 
 
 HEAD_GRID = [
-    {"lr": [1e-3], "dropout": [0.0], "epochs": [1]},
-    {"lr": [1e-2], "dropout": [0.5], "epochs": [2]},
-    {"lr": [3e-3], "dropout": [0.2], "epochs": [1]},
-    {"lr": [1e-2], "dropout": [0.0], "epochs": [2]},
+    {"lr": [1e-3], "dropout": [0.0], "precompute_epochs": [1]},
+    {"lr": [1e-2], "dropout": [0.5], "precompute_epochs": [2]},
+    {"lr": [3e-3], "dropout": [0.2], "precompute_epochs": [1]},
+    {"lr": [1e-2], "dropout": [0.0], "precompute_epochs": [2]},
 ]
 
 
@@ -285,7 +285,9 @@ def test_cache_none_computes_every_time_and_writes_nothing(
     features(X[:4], None)
     assert forward_count["n"] == 8
     # A classifier: fit, then predict, computes the images again.
-    clf = PretrainedImageClassifier(**TINY, cache=None, epochs=1, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=None, precompute_epochs=1, random_state=0
+    )
     clf.fit(X, y).predict(X)
     assert forward_count["n"] == 8 + 2 * len(X)
 
@@ -399,7 +401,7 @@ def test_read_only_cache_directory_degrades_to_computing_with_warning(
         if os.access(directory, os.W_OK):
             pytest.skip("running as root: chmod 0o555 does not stop writes")
         clf = PretrainedImageClassifier(
-            **TINY, cache=str(directory), epochs=1, random_state=0
+            **TINY, cache=str(directory), precompute_epochs=1, random_state=0
         )
         with pytest.warns(CacheWarning, match="cannot be used"):
             clf.fit(X, y)
@@ -418,7 +420,9 @@ def test_cache_path_that_is_a_regular_file_degrades_with_warning(
     not_a_dir = tmp_path / "cache-file"
     not_a_dir.write_bytes(b"not a directory")
     cache = not_a_dir / "sub" if below else not_a_dir
-    clf = PretrainedImageClassifier(**TINY, cache=str(cache), epochs=1, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(cache), precompute_epochs=1, random_state=0
+    )
 
     with pytest.warns(CacheWarning, match="cache-file"):
         clf.fit(X, y)

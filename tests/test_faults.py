@@ -360,13 +360,13 @@ def test_fit_with_cache_below_a_regular_file_succeeds_with_warning(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     clf = PretrainedImageClassifier(
-        **TINY, cache=str(blocker / "cache"), epochs=1, random_state=0
+        **TINY, cache=str(blocker / "cache"), precompute_epochs=1, random_state=0
     )
 
     with pytest.warns(CacheWarning, match="cannot be used"):
         clf.fit(X, y)
 
-    check_is_fitted(clf, "net_")
+    check_is_fitted(clf, "head_")
     assert forward_count["n"] == len(X)
     assert clf.predict(X).shape == (len(X),)
     assert blocker.read_text() == "not a folder"
@@ -390,13 +390,17 @@ def test_full_disk_while_writing_warns_and_the_fit_goes_on(
 
     monkeypatch.setattr(sktransfer._cache, "_raw_connect", full_disk_connect)
     clf = PretrainedImageClassifier(
-        **TINY, cache=str(directory), epochs=1, feature_batch_size=8, random_state=0
+        **TINY,
+        cache=str(directory),
+        precompute_epochs=1,
+        extract_batch_size=8,
+        random_state=0,
     )
 
     with pytest.warns(CacheWarning, match="database or disk is full"):
         clf.fit(X, y)
 
-    check_is_fitted(clf, "net_")
+    check_is_fitted(clf, "head_")
     assert forward_count["n"] == len(X)
     cache = FeatureCache(directory)
     stored = cache.get_many(clf.extractor_.model_key, [fingerprint(p) for p in X])
@@ -502,7 +506,7 @@ def test_size_limit_from_environment_and_through_pickling(tmp_path, monkeypatch)
     monkeypatch.setenv("SKTRANSFER_CACHE_MAX_BYTES", "3G")
     assert FeatureCache(tmp_path).max_bytes == 3 * 1024**3
     assert resolve_cache("auto").max_bytes == 3 * 1024**3
-    assert FeatureCache(tmp_path, max_bytes=1000).max_bytes == 1000  # wins
+    assert FeatureCache(tmp_path, max_bytes=2_000_000).max_bytes == 2_000_000  # wins
     copy = pickle.loads(pickle.dumps(FeatureCache(tmp_path, max_bytes="2.5M")))
     assert copy.max_bytes == int(2.5 * 1024**2)
 
@@ -518,7 +522,7 @@ def test_size_limit_from_environment_and_through_pickling(tmp_path, monkeypatch)
 def test_transform_through_an_evicting_cache_returns_correct_features(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (300, 36, 36, 3), dtype=np.uint8)
-    params = dict(TINY, precision="fp32", device="cpu", batch_size=50)
+    params = dict(TINY, precision="fp32", device="cpu", extract_batch_size=50)
     cache = FeatureCache(tmp_path / "cache", max_bytes=1024**2)
     model = PretrainedFeatures(**params, cache=cache).fit()
 
@@ -578,14 +582,18 @@ def test_keyboard_interrupt_in_fit_keeps_finished_batches_and_no_net(
     X, y = image_set
     cache_dir = str(tmp_path / "cache")
     clf = PretrainedImageClassifier(
-        **TINY, cache=cache_dir, epochs=1, feature_batch_size=2, random_state=0
+        **TINY,
+        cache=cache_dir,
+        precompute_epochs=1,
+        extract_batch_size=2,
+        random_state=0,
     )
     interrupt_on_batch(monkeypatch, 3)
 
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X, y)
 
-    assert not hasattr(clf, "net_")
+    assert not hasattr(clf, "head_")
     assert not hasattr(clf, "extractor_")
     cache = FeatureCache(cache_dir)
     assert cache.stats()["entries"] == 4  # the first 2 batches of 2 images
@@ -606,7 +614,7 @@ def test_keyboard_interrupt_in_fit_keeps_finished_batches_and_no_net(
     clf.fit(X, y)
 
     assert counted["n"] == len(X) - 4  # only the rest
-    check_is_fitted(clf, "net_")
+    check_is_fitted(clf, "head_")
     assert cache.stats()["entries"] == len(X)
 
 
@@ -615,7 +623,7 @@ def test_keyboard_interrupt_in_fit_leaves_no_fitted_attribute(
 ):
     X, y = image_set
     clf = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "cache"), epochs=1, feature_batch_size=2
+        **TINY, cache=str(tmp_path / "cache"), precompute_epochs=1, extract_batch_size=2
     )
     interrupt_on_batch(monkeypatch, 3)
 
@@ -631,17 +639,17 @@ def test_keyboard_interrupt_in_refit_leaves_the_fitted_model_as_it_was(
 ):
     X, y = image_set
     clf = PretrainedImageClassifier(
-        **TINY, cache=None, epochs=1, feature_batch_size=2, random_state=0
+        **TINY, cache=None, precompute_epochs=1, extract_batch_size=2, random_state=0
     ).fit(X, y)
     before = clf.predict_proba(X)
-    net = clf.net_
+    head = clf.head_
     interrupt_on_batch(monkeypatch, 3)
 
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X[::-1], y[::-1])
 
     monkeypatch.undo()
-    assert clf.net_ is net
+    assert clf.head_ is head
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
@@ -663,7 +671,9 @@ def test_saved_classifier_is_the_size_of_its_weights_without_data_or_cache(
     tmp_path, image_set
 ):
     X, y = image_set
-    clf = PretrainedImageClassifier(**TINY, cache=None, epochs=1, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=None, precompute_epochs=1, random_state=0
+    )
     clf.fit(X, y)
     path = tmp_path / "model.joblib"
     joblib.dump(clf, path)
@@ -679,7 +689,7 @@ def test_saved_classifier_is_the_size_of_its_weights_without_data_or_cache(
 
     # A cached model saves the cache's location only, not its content.
     cached = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "cache"), epochs=1, random_state=0
+        **TINY, cache=str(tmp_path / "cache"), precompute_epochs=1, random_state=0
     ).fit(X, y)
     cached_path = tmp_path / "cached.joblib"
     joblib.dump(cached, cached_path)
@@ -703,7 +713,9 @@ def test_saved_classifier_loads_and_predicts_in_a_fresh_cpu_process(
     tmp_path, image_set
 ):
     X, y = image_set
-    clf = PretrainedImageClassifier(**TINY, cache=None, epochs=1, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=None, precompute_epochs=1, random_state=0
+    )
     clf.fit(X, y)
     model_path, out = tmp_path / "model.joblib", tmp_path / "proba.npy"
     joblib.dump(clf, model_path)

@@ -17,16 +17,70 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbones import _override, load_backbone
+from ._backbones import load_backbone
 from ._cache import FeatureCache, resolve_cache
-from ._images import ImageLoadError, as_image_list, describe, fingerprint, load_image
-from ._transforms import PLAIN, View, render, to_tensor, tta_views
+from ._images import (
+    ImageLoadError,
+    as_image_list,
+    describe,
+    fingerprint,
+    load_image,
+    read_image_file,
+)
+from ._transforms import PLAIN, View, check_preprocessing, render, to_tensor, tta_views
+
+
+def available_devices() -> list[str]:
+    """The values ``device`` accepts on this machine."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
 
 
 def resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
+    """The ``device`` parameter as a torch device that exists here.
+
+    Raises a ``ValueError`` naming the parameter and the devices available
+    for a name torch does not know, a device this machine lacks, or one that
+    holds no data (``"meta"``).
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    choices = ", ".join(repr(d) for d in available_devices())
+    shown = repr(str(device)) if isinstance(device, str) else repr(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={shown} is not a device name; available here: {choices}."
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise ValueError(
+            f"device={shown} holds no data and cannot compute features; "
+            f"available here: {choices}."
+        )
+    module = getattr(torch, dev.type, None)
+    if dev.type == "mps":
+        module = getattr(torch.backends, "mps", None)
+    is_available = getattr(module, "is_available", None)
+    if is_available is None or not is_available():
+        raise ValueError(
+            f"device={shown}: this machine has no {dev.type.upper()} device "
+            f"(or torch was built without it); available here: {choices}."
+        )
+    count = getattr(module, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ValueError(
+            f"device={shown}: this machine has {count()} {dev.type.upper()} "
+            f"device(s); available here: {choices}."
+        )
+    return dev
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -46,7 +100,15 @@ def bf16_is_fast(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(
+            f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}."
+        )
     return precision
+
+
+class NonFiniteFeaturesError(ValueError):
+    """The body computed NaN or inf features (none of them is cached)."""
 
 
 class FeatureExtractor:
@@ -178,7 +240,10 @@ class FeatureExtractor:
                     bad,
                 )
         if raise_errors:
-            raise_bad_images(bad, len(sources), cached=self.cache is not None)
+            cache = self.cache
+            raise_bad_images(
+                bad, len(sources), cached=cache is not None and cache.storing
+            )
         return out
 
     def _fill_from_cache(self, out, key, fingerprints, todo=None):
@@ -216,34 +281,50 @@ class FeatureExtractor:
         ]
 
         def decode(batch):
-            arrays, kept = [], []
+            arrays, kept, keys = [], [], []
             for i in batch:
                 try:
-                    img = load_image(sources[i], draft_size=pre.resize_size, index=i)
+                    img, fp = _snapshot(sources[i], pre.resize_size, i)
                     arrays.append(render(img, pre, view))
                     kept.append(i)
+                    keys.append(fp)
                 except ImageLoadError as exc:
                     bad[i] = str(exc)
                 except ValueError as exc:
                     bad[i] = f"{describe(sources[i], i)}: {exc}"
-            return kept, (np.stack(arrays) if arrays else None)
+            return kept, keys, (np.stack(arrays) if arrays else None)
 
         bar = _progress(
             len(unique), verbose, "features" if view == PLAIN else "TTA view"
         )
+        redo = []  # copies of an image that changed since it was fingerprinted
         try:
-            for kept, batch in _prefetch(decode, batches):
+            for kept, keys, batch in _prefetch(decode, batches):
                 if batch is None:
                     continue
                 feats = self.forward(batch)
+                finite = np.isfinite(feats).all(axis=1)
                 out[kept] = feats
                 if self.cache is not None:
+                    # Stored under the fingerprint of the bytes that were
+                    # decoded: a file replaced since ``fps`` were taken gets
+                    # its new content's key, never the old one.
                     self.cache.put_many(
-                        key, [(fps[i], feats[k]) for k, i in enumerate(kept)]
+                        key,
+                        [(keys[k], feats[k]) for k in range(len(kept)) if finite[k]],
                     )
-                for i in kept:
+                if not finite.all():
+                    raise self._non_finite_error(
+                        [sources[i] for k, i in enumerate(kept) if not finite[k]],
+                        [i for k, i in enumerate(kept) if not finite[k]],
+                        len(kept),
+                    )
+                for k, i in enumerate(kept):
                     for c in copies.get(i, ()):
-                        out[c] = out[i]
+                        if keys[k] == fps[i] or sources[c] == sources[i]:
+                            out[c] = out[i]
+                        else:
+                            redo.append(c)
                 if bar is not None:
                     bar.update(len(kept))
         finally:
@@ -255,6 +336,59 @@ class FeatureExtractor:
                     bad[c] = bad[i].replace(
                         describe(sources[i], i), describe(sources[c], c), 1
                     )
+        if redo:
+            self._compute(out, sources, fps, redo, view, key, batch_size, 0, bad)
+
+    def _non_finite_error(self, examples, indices, n_batch) -> NonFiniteFeaturesError:
+        """Name what most likely made the features NaN or inf."""
+        bb, pre = self.backbone, self.preprocessing
+        causes = []
+        params = self.backbone.body.state_dict()
+        if any(
+            v.is_floating_point() and not bool(torch.isfinite(v).all())
+            for v in params.values()
+        ):
+            if bb.weights_id.startswith("tuned:"):
+                causes.append(
+                    "the fine-tuned body's weights became NaN/inf: training "
+                    "diverged, lower the fine-tuning learning rate"
+                )
+            else:
+                source = bb.weights_file or bb.weights_id
+                causes.append(f"the body's weights hold NaN/inf (from {source!r})")
+        if min(pre.std) < 1e-3:
+            causes.append(
+                f"preprocessing std {pre.std} is tiny: pixels are divided by it"
+            )
+        if self.precision == "bf16":
+            causes.append("bf16 precision overflowed: try precision='fp32'")
+        if not causes:
+            causes.append(
+                f"the weights ({bb.weights_file or bb.weights_id!r}), the "
+                f"preprocessing mean {pre.mean} / std {pre.std}, or precision "
+                f"{self.precision!r}"
+            )
+        first = describe(examples[0], indices[0])
+        return NonFiniteFeaturesError(
+            f"backbone {bb.name!r} computed non-finite features (NaN or inf) for "
+            f"{len(examples)} of {n_batch} images in a batch, such as {first}; "
+            "none of them was cached. Likely cause: " + "; ".join(causes) + "."
+        )
+
+
+def _snapshot(source, draft_size: int, index: int):
+    """Decode ``source`` and fingerprint exactly what was decoded.
+
+    A file is read once: its pixels and its fingerprint come from the same
+    bytes. An array or PIL image is copied first, so that a caller changing
+    it in place meanwhile cannot split the two either.
+    """
+    if isinstance(source, str):
+        data, now = read_image_file(source)
+        return load_image(source, draft_size=draft_size, index=index, data=data), now
+    source = source.copy()  # an array or a PIL image
+    now = fingerprint(source)
+    return load_image(source, draft_size=draft_size, index=index), now
 
 
 def image_fingerprints(sources, bad: dict) -> list:
@@ -289,7 +423,14 @@ def raise_bad_images(bad: dict, n_images: int, cached: bool = False) -> None:
     messages = [bad[i] for i in sorted(bad)]
     lines = "\n".join(f"  {msg}" for msg in messages[:50])
     more = f"\n  ... and {len(messages) - 50} more" if len(messages) > 50 else ""
-    kept = " (the features of the others are cached)" if cached else ""
+    others = n_images - len(messages)
+    kept = ""
+    if cached and others > 0:
+        kept = (
+            " (the features of the other one are cached)"
+            if others == 1
+            else f" (the features of the other {others} are cached)"
+        )
     raise ImageLoadError(
         f"{len(messages)} of {n_images} images could not be used{kept}:\n{lines}{more}"
     )
@@ -353,7 +494,12 @@ def build_extractor(estimator, backbone=None) -> FeatureExtractor:
     (a warm start continues from its current weights); its weights' preset
     gets the estimator's preprocessing overrides and image size all the same.
     """
+    # Everything that can be wrong with the parameters is found before the
+    # backbone is loaded (which may download).
+    check_preprocessing(estimator.preprocessing)
     dev = resolve_device(estimator.device)
+    precision = resolve_precision(estimator.precision, dev)
+    cache = resolve_cache(estimator.cache)
     if backbone is None:
         bb = load_backbone(
             estimator.backbone, estimator.weights, estimator.preprocessing
@@ -361,17 +507,11 @@ def build_extractor(estimator, backbone=None) -> FeatureExtractor:
     else:
         bb = backbone
         bb.body.to(dev)
-    pre = bb.base_preprocessing or bb.preprocessing
-    if estimator.preprocessing:
-        pre = _override(pre, estimator.preprocessing)
-    pre = pre.with_image_size(estimator.image_size)
-    extractor = FeatureExtractor(
-        bb,
-        pre,
-        resolve_precision(estimator.precision, dev),
-        dev,
-        resolve_cache(estimator.cache),
+    pre = (bb.base_preprocessing or bb.preprocessing).with_overrides(
+        estimator.preprocessing
     )
+    pre = pre.with_image_size(estimator.image_size)
+    extractor = FeatureExtractor(bb, pre, precision, dev, cache)
     # what the body was built from, for warm starts to check against
     extractor.built_from = (estimator.backbone, repr(estimator.weights))
     return extractor
@@ -406,16 +546,28 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     image_size : int, default=None
         Side of the square network input; None uses the weights' preset.
     preprocessing : dict, default=None
-        Overrides of the preset: ``resize_size``, ``crop_size``, ``mean``,
-        ``std``, ``interpolation``.
+        Overrides of the weights' preset: ``resize_size``, ``crop_size``
+        (ints >= 1), ``mean``, ``std`` (three numbers each, for pixels
+        scaled to [0, 1]; std > 0), ``interpolation`` (``"bilinear"``,
+        ``"bicubic"``, ``"nearest"``, ``"lanczos"``) and ``resize_mode``:
+        ``"crop"`` (default: resize the short side, cut the centre square),
+        ``"squish"`` (the whole picture, stretched to the square) or
+        ``"pad"`` (the whole picture, fitted inside the square and padded
+        with the mean colour). Each setting has its own cache entries.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         ``"auto"`` uses bf16 autocast where the hardware runs it natively.
-    batch_size : int, default=32
+    extract_batch_size : int, default=32
+        Images per forward pass of the body.
     device : str, default="auto"
-        ``"auto"`` picks CUDA when available, else the CPU.
-    cache : "auto", path or None, default="auto"
+        ``"auto"`` picks CUDA when available, else the CPU; else a torch
+        device name that exists here (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``).
+    cache : "auto", path, FeatureCache or None, default="auto"
         Feature cache location: ``"auto"`` is ``$SKTRANSFER_CACHE`` or the
-        per-user cache folder; None disables caching.
+        per-user cache folder (private to the user; a private temporary
+        folder when there is no usable home); None disables caching. A
+        cache that cannot be used gives a ``CacheWarning``, never an error;
+        an empty string is refused.
     tta : int, default=0
         When > 0, ``transform`` returns the mean of the features of the
         plain view and ``tta`` augmented views.
@@ -441,7 +593,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS,
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "extract_batch_size": [Interval(Integral, 1, None, closed="left")],
         "tta": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["verbose"],
     }
@@ -454,7 +606,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         image_size=None,
         preprocessing=None,
         precision="auto",
-        batch_size=32,
+        extract_batch_size=32,
         device="auto",
         cache="auto",
         tta=0,
@@ -465,7 +617,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.image_size = image_size
         self.preprocessing = preprocessing
         self.precision = precision
-        self.batch_size = batch_size
+        self.extract_batch_size = extract_batch_size
         self.device = device
         self.cache = cache
         self.tta = tta
@@ -485,7 +637,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         _check_not_empty(X)
         views = tta_views(self.tta) if self.tta else [PLAIN]
         feats = self.extractor_.transform(
-            X, views=views, batch_size=self.batch_size, verbose=self.verbose
+            X, views=views, batch_size=self.extract_batch_size, verbose=self.verbose
         )
         return feats.mean(axis=0) if len(views) > 1 else feats[0]
 

@@ -18,6 +18,7 @@ import sktransfer
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS / "sphinxext"))
 
 project = "sktransfer"
 author = "The sktransfer developers"
@@ -32,6 +33,7 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "local_links",  # docs/sphinxext: every local link of the built site resolves
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -76,14 +78,12 @@ warnings.filterwarnings(
     "ignore", message="Matplotlib is currently using agg", category=UserWarning
 )
 
-sys.path.insert(0, str(DOCS / "sphinxext"))
-
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     # Every example runs during the build, not only plot_*.py files.
     "filename_pattern": re.escape(os.sep),
-    # Needs the ONNX extra and a served model; shown, not run.
+    # A command-line script of docs/scale_and_export.md, not a gallery page.
     "ignore_pattern": r"(__init__|serve_onnx)\.py",
     "within_subsection_order": "gallery_order.ReadingOrder",
     "doc_module": ("sktransfer",),

@@ -71,7 +71,7 @@ print(Y[:3])
 X_train, X_test, Y_train, Y_test = train_test_split(X, Y, test_size=0.3, random_state=0)
 clf = PretrainedImageClassifier("mobilenet_v2", weights=WEIGHTS, random_state=0)
 clf.fit(X_train, Y_train)
-print("multi-label:", clf.multilabel_, "| labels:", list(clf.classes_))
+print(f"multi-label: {clf.multilabel_}; labels: {', '.join(clf.classes_)}")
 
 predicted = clf.predict(X_test)  # one 0/1 column per label, in classes_ order
 truth = np.array([[name in labels for name in clf.classes_] for labels in Y_test])

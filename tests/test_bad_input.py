@@ -1,5 +1,11 @@
 """Bad input gets a clear error that names the culprit, raised before any
-head training, and never loses features that were already computed."""
+training, and never loses features that were already computed.
+
+Whatever can be checked without the images (parameters, labels, weights,
+the validation split, a warm start's classes) is checked before the first
+image is read: in those tests X holds a missing file, which would be
+reported if an image were read, and ``forward_count`` stays 0.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,12 @@ import re
 
 import numpy as np
 import pytest
-import skorch
 import torch
 import torchvision
 from conftest import TINY, make_images
 from PIL import Image
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import accuracy_score
 
 from sktransfer import (
     FeatureCache,
@@ -20,7 +26,13 @@ from sktransfer import (
     PretrainedFeatures,
     PretrainedImageClassifier,
 )
-from sktransfer._features import FeatureExtractor
+
+#: PretrainedFeatures' images-per-forward-pass parameter.
+FEATURES_BATCH = (
+    "extract_batch_size"
+    if "extract_batch_size" in PretrainedFeatures().get_params()
+    else "batch_size"
+)
 
 
 @pytest.fixture
@@ -31,20 +43,30 @@ def images(tmp_path):
 
 @pytest.fixture
 def clf(tmp_path):
-    return PretrainedImageClassifier(**TINY, cache=str(tmp_path / "cache"), epochs=1)
+    return PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "cache"), precompute_epochs=1
+    )
 
 
 @pytest.fixture
-def training_calls(monkeypatch):
-    """Record every start of head training (skorch's fit) and refuse it."""
-    calls = []
+def untouched(images, tmp_path, forward_count):
+    """``(X with a missing file, y)``: a check that comes before reading the
+    images raises its own error, not the missing file's; ``check()`` then
+    says that no image went through the body."""
+    X, y = images
+    X = [*X[:-1], str(tmp_path / "never_read.jpg")]
 
-    def refuse(self, *args, **kwargs):
-        calls.append(self)
-        raise AssertionError("head training started despite bad input")
+    def check(err=None):
+        assert forward_count["n"] == 0
+        if err is not None:
+            assert "never_read" not in str(err.value)
+            assert "np.str_" not in str(err.value)
 
-    monkeypatch.setattr(skorch.NeuralNetClassifier, "fit", refuse)
-    return calls
+    return X, y, check
+
+
+def not_fitted(est):
+    return not hasattr(est, "head_") and not hasattr(est, "classes_")
 
 
 def _jpeg(tmp_path, name="good.jpg", size=64):
@@ -79,43 +101,39 @@ def _fit_with_extra(clf, images, extra):
     clf.fit(X + [str(p) for p in extra], y + ["a"] * len(extra))
 
 
-# --- unreadable image files ------------------------------------------------------
+# --- unreadable image files -------------------------------------------------------
 
 
-def test_missing_file_is_named(clf, images, tmp_path, training_calls):
+def test_missing_file_is_named(clf, images, tmp_path):
     missing = tmp_path / "no_such_photo.jpg"
     with pytest.raises(ImageLoadError, match=re.escape(repr(str(missing)))) as err:
         _fit_with_extra(clf, images, [missing])
     assert "does not exist" in str(err.value)
-    assert not training_calls
-    assert not hasattr(clf, "net_")
+    assert not_fitted(clf)
 
 
-def test_zero_byte_file_is_named(clf, images, tmp_path, training_calls):
+def test_zero_byte_file_is_named(clf, images, tmp_path):
     empty = _empty_jpg(tmp_path)
     with pytest.raises(ImageLoadError, match=re.escape(str(empty))) as err:
         _fit_with_extra(clf, images, [empty])
     assert "empty" in str(err.value)
-    assert not training_calls
-    assert not hasattr(clf, "net_")
+    assert not_fitted(clf)
 
 
-def test_truncated_jpeg_is_named(clf, images, tmp_path, training_calls):
+def test_truncated_jpeg_is_named(clf, images, tmp_path):
     truncated = _truncated_jpeg(tmp_path)
     with pytest.raises(ImageLoadError, match=re.escape(str(truncated))) as err:
         _fit_with_extra(clf, images, [truncated])
     assert "truncated" in str(err.value)
-    assert not training_calls
-    assert not hasattr(clf, "net_")
+    assert not_fitted(clf)
 
 
-def test_text_file_named_jpg_is_named(clf, images, tmp_path, training_calls):
+def test_text_file_named_jpg_is_named(clf, images, tmp_path):
     text = _text_jpg(tmp_path)
     with pytest.raises(ImageLoadError, match=re.escape(str(text))) as err:
         _fit_with_extra(clf, images, [text])
     assert "could not be decoded" in str(err.value)
-    assert not training_calls
-    assert not hasattr(clf, "net_")
+    assert not_fitted(clf)
 
 
 def test_image_load_error_is_a_value_error(clf, images, tmp_path):
@@ -123,9 +141,17 @@ def test_image_load_error_is_a_value_error(clf, images, tmp_path):
         _fit_with_extra(clf, images, [tmp_path / "missing.jpg"])
 
 
+@pytest.mark.parametrize(
+    "params",
+    [dict(precompute_epochs=1), dict(precompute_epochs=0, augmented_cycles=1)],
+    ids=["features-stage", "image-stage"],
+)
 def test_several_unreadable_files_are_listed_in_one_error(
-    clf, images, tmp_path, training_calls
+    clf, images, tmp_path, params
 ):
+    """Also when no stage needs features: every image is checked before
+    training starts."""
+    clf.set_params(**params)
     bad = [tmp_path / "missing1.jpg", _empty_jpg(tmp_path), tmp_path / "missing2.jpg"]
     with pytest.raises(ImageLoadError) as err:
         _fit_with_extra(clf, images, bad)
@@ -133,12 +159,10 @@ def test_several_unreadable_files_are_listed_in_one_error(
     for path in bad:
         assert str(path) in message
     assert message.startswith(f"3 of {len(images[0]) + 3} images")
-    assert not training_calls
+    assert not_fitted(clf)
 
 
-def test_several_undecodable_files_are_listed_in_one_error(
-    clf, images, tmp_path, training_calls
-):
+def test_several_undecodable_files_are_listed_in_one_error(clf, images, tmp_path):
     bad = [
         _truncated_jpeg(tmp_path),
         _text_jpg(tmp_path, "a.jpg", "first"),
@@ -150,7 +174,7 @@ def test_several_undecodable_files_are_listed_in_one_error(
     for path in bad:
         assert str(path) in message
     assert message.startswith(f"3 of {len(images[0]) + 3} images")
-    assert not training_calls
+    assert not_fitted(clf)
 
 
 def test_byte_identical_bad_files_are_each_named(clf, images, tmp_path):
@@ -165,9 +189,7 @@ def test_byte_identical_bad_files_are_each_named(clf, images, tmp_path):
         assert str(path) in message, message
 
 
-def test_all_kinds_of_bad_files_are_listed_in_one_error(
-    clf, images, tmp_path, training_calls
-):
+def test_all_kinds_of_bad_files_are_listed_in_one_error(clf, images, tmp_path):
     bad = [
         tmp_path / "missing.jpg",
         _empty_jpg(tmp_path),
@@ -179,7 +201,7 @@ def test_all_kinds_of_bad_files_are_listed_in_one_error(
     message = str(err.value)
     missing_from_message = [str(p) for p in bad if str(p) not in message]
     assert not missing_from_message, message
-    assert not training_calls
+    assert not_fitted(clf)
 
 
 def test_predict_names_a_missing_file(clf, images, tmp_path):
@@ -190,93 +212,101 @@ def test_predict_names_a_missing_file(clf, images, tmp_path):
         clf.predict(X[:2] + [str(missing)])
 
 
-def test_error_keeps_features_already_computed(images, tmp_path, monkeypatch):
+def test_one_bad_image_of_one_claims_no_cached_features(clf, images, tmp_path):
+    X, y = images
+    clf.fit(X, y)
+    missing = tmp_path / "alone.jpg"
+    with pytest.raises(ImageLoadError) as err:
+        clf.predict([str(missing)])
+    message = str(err.value)
+    assert message.startswith("1 of 1 images") or "1 image" in message
+    assert "cached" not in message and "other" not in message
+
+
+def test_error_keeps_features_already_computed(images, tmp_path, forward_count):
     X, y = images
     cache_dir = tmp_path / "keep-cache"
-    clf = PretrainedImageClassifier(**TINY, cache=str(cache_dir), epochs=1)
+    clf = PretrainedImageClassifier(**TINY, cache=str(cache_dir), precompute_epochs=1)
     truncated = _truncated_jpeg(tmp_path)
-    with pytest.raises(ImageLoadError, match=re.escape(str(truncated))):
+    with pytest.raises(ImageLoadError, match=re.escape(str(truncated))) as err:
         _fit_with_extra(clf, images, [truncated])
+    assert f"the features of the other {len(X)} are cached" in str(err.value)
     stats = FeatureCache(cache_dir).stats()
     assert stats["entries"] == len(X)
     assert stats["computed"] == len(X)
-
-    computed = []
-    original = FeatureExtractor.forward
-
-    def counting_forward(self, batch):
-        computed.append(len(batch))
-        return original(self, batch)
-
-    monkeypatch.setattr(FeatureExtractor, "forward", counting_forward)
+    forward_count["n"] = 0
     clf.fit(X, y)
-    assert sum(computed) == 0
+    assert forward_count["n"] == 0
     assert FeatureCache(cache_dir).stats()["computed"] == len(X)
     assert clf.predict(X).shape == (len(X),)
 
 
-# --- labels ---------------------------------------------------------------------
+# --- labels -----------------------------------------------------------------------
 
 
-def test_length_mismatch_names_both_lengths(clf, images, training_calls):
-    X, y = images
-    with pytest.raises(ValueError, match=r"12 images but 11 labels"):
+def test_length_mismatch_names_both_lengths(clf, untouched):
+    X, y, check = untouched
+    with pytest.raises(ValueError, match=r"12 images but 11 labels") as err:
         clf.fit(X, y[:-1])
-    assert not training_calls
+    check(err)
 
 
-def test_one_class_only(clf, images, training_calls):
-    X, _ = images
-    with pytest.raises(ValueError, match=r"only one class \('a'\)"):
-        clf.fit(X, ["a"] * len(X))
-    assert not training_calls
+def test_one_class_only(clf, untouched):
+    X, _, check = untouched
+    with pytest.raises(ValueError, match=r"only one class \('a'\)") as err:
+        clf.fit(X, np.array(["a"] * len(X)))
+    check(err)
 
 
-def test_nan_label_in_float_labels(clf, images, training_calls):
-    X, _ = images
+def test_nan_label_in_float_labels(clf, untouched):
+    X, _, check = untouched
     y = np.array([0.0, 1.0] * (len(X) // 2))
     y[5] = np.nan
-    with pytest.raises(ValueError, match=r"missing labels.*index 5"):
+    with pytest.raises(ValueError, match=r"missing labels.*index 5") as err:
         clf.fit(X, y)
-    assert not training_calls
+    check(err)
 
 
-def test_nan_label_in_string_labels(clf, images, training_calls):
-    X, y = images
+def test_nan_label_in_string_labels(clf, untouched):
+    X, y, check = untouched
     y[2] = float("nan")
-    with pytest.raises(ValueError, match=r"missing labels.*index 2"):
+    with pytest.raises(ValueError, match=r"missing labels.*index 2") as err:
         clf.fit(X, y)
-    assert not training_calls
+    check(err)
 
 
-def test_none_label(clf, images, training_calls):
-    X, y = images
+def test_none_label(clf, untouched):
+    X, y, check = untouched
     y[7] = None
-    with pytest.raises(ValueError, match=r"missing labels \(NaN or None\).*index 7"):
+    with pytest.raises(
+        ValueError, match=r"missing labels \(NaN or None\).*index 7"
+    ) as err:
         clf.fit(X, y)
-    assert not training_calls
+    check(err)
 
 
-def test_y_none(clf, images):
-    X, _ = images
-    with pytest.raises(ValueError, match="y is required"):
+def test_y_none(clf, untouched):
+    X, _, check = untouched
+    with pytest.raises(ValueError, match="y is required") as err:
         clf.fit(X, None)
+    check(err)
 
 
-def test_continuous_float_labels(clf, images, training_calls):
-    X, _ = images
+def test_continuous_float_labels(clf, untouched):
+    X, _, check = untouched
     y = np.linspace(0.1, 2.3, len(X))
-    with pytest.raises(ValueError, match="continuous"):
+    with pytest.raises(ValueError, match="continuous") as err:
         clf.fit(X, y)
-    assert not training_calls
+    assert "PretrainedImageRegressor" in str(err.value)
+    check(err)
 
 
-def test_two_dimensional_y(clf, images, training_calls):
-    X, y = images
+def test_two_dimensional_string_y_is_not_an_indicator_matrix(clf, untouched):
+    X, y, check = untouched
     y2 = np.stack([y, y], axis=1)
-    with pytest.raises(ValueError, match=r"y must be 1-D.*\(12, 2\)"):
+    with pytest.raises(ValueError, match=r"0/1 indicator matrix") as err:
         clf.fit(X, y2)
-    assert not training_calls
+    check(err)
 
 
 def test_column_vector_y_warns_and_is_used_as_1d(clf, images):
@@ -288,23 +318,122 @@ def test_column_vector_y_warns_and_is_used_as_1d(clf, images):
 
 def test_score_with_unseen_label_warns_naming_it(clf, images):
     X, y = images
-    clf.fit(X, y)
-    y_test = list(y)
+    clf.fit(np.asarray(X), np.asarray(y))
+    y_test = np.asarray(y, dtype="<U8")
     y_test[0] = "zebra"
-    with pytest.warns(UserWarning, match=r"not seen during fit: \['zebra'\]"):
+    with pytest.warns(UserWarning, match=r"not seen during fit: \['zebra'\]") as rec:
         score = clf.score(X, y_test)
+    assert all("np.str_" not in str(w.message) for w in rec)
     expected = np.mean(clf.predict(X) == np.asarray(y_test))
     assert score == pytest.approx(expected)
     assert score <= (len(X) - 1) / len(X)
 
 
-# --- X --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "as_y",
+    [
+        lambda labels: labels,
+        lambda labels: np.array(labels + [None], dtype=object)[:-1],
+    ],
+    ids=["list", "object-array"],
+)
+def test_tuple_labels_come_back_exactly(clf, images, as_y):
+    X, _ = images
+    labels = [("cls", i % 2) for i in range(len(X))]
+    y = as_y(labels)
+    clf.fit(X, y)
+    assert clf.classes_.shape == (2,)
+    assert clf.classes_.tolist() == [("cls", 0), ("cls", 1)]
+    assert all(type(c) is tuple and type(c[1]) is int for c in clf.classes_)
+    pred = clf.predict(X)
+    assert pred.shape == (len(X),)
+    assert set(pred.tolist()) <= {("cls", 0), ("cls", 1)}
+    assert clf.predict_proba(X).shape == (len(X), 2)
+    assert clf.score(X, y) == pytest.approx(
+        np.mean([p == t for p, t in zip(pred.tolist(), labels)])
+    )
+    assert clf.score(X, labels) == pytest.approx(
+        accuracy_score([str(t) for t in labels], [str(p) for p in pred])
+    )
 
 
-def test_empty_X_in_fit(clf, training_calls):
+def test_mixed_label_types_are_named(clf, untouched):
+    X, _, check = untouched
+    y = ["a", 1] * (len(X) // 2)
+    with pytest.raises(ValueError, match=r"mixes label types \(int, str\)") as err:
+        clf.fit(X, y)
+    check(err)
+
+
+# --- checks that come before any image is read ------------------------------------
+
+
+def test_a_class_of_one_image_is_named_before_reading_images(untouched, tmp_path):
+    X, y, check = untouched
+    y = np.asarray(y, dtype="<U8")
+    y[3] = "bird"
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), validation_fraction=0.25
+    )
+    with pytest.raises(ValueError, match=r"class 'bird' has only 1") as err:
+        clf.fit(X, y)
+    assert "[0]" not in str(err.value)
+    check(err)
+
+
+def test_many_small_classes_are_summarised_not_listed(untouched, tmp_path):
+    X, _, check = untouched
+    X = X * 100  # 1,200 sources; none is read
+    y = np.array([f"c{i:04d}" for i in range(len(X) - 2)] + ["c0000", "c0001"])
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), validation_fraction=0.5
+    )
+    with pytest.raises(ValueError, match=r"and \d+ more") as err:
+        clf.fit(X, y)
+    message = str(err.value)
+    assert len(message) < 600, message
+    assert "'c0002'" in message
+    check(err)
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.05])
+def test_a_split_that_cannot_be_stratified_is_named_before_reading_images(
+    untouched, tmp_path, fraction
+):
+    X, y, check = untouched
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), validation_fraction=fraction
+    )
+    with pytest.raises(ValueError, match="validation_fraction") as err:
+        clf.fit(X, y)
+    check(err)
+
+
+def test_warm_start_with_other_classes_is_refused_before_reading_images(
+    clf, images, tmp_path, forward_count
+):
+    X, y = images
+    clf.fit(X, np.asarray(y))
+    rows = list(clf.history_)
+    forward_count["n"] = 0
+    clf.set_params(warm_start=True)
+    other = np.where(np.asarray(y) == "b", "cats", np.asarray(y))
+    with pytest.raises(ValueError, match="same classes") as err:
+        clf.fit([*X[:-1], str(tmp_path / "never_read.jpg")], other)
+    message = str(err.value)
+    assert "'cats'" in message and "'b'" in message
+    assert "np.str_" not in message
+    assert forward_count["n"] == 0
+    assert clf.classes_.tolist() == ["a", "b"] and clf.history_ == rows
+
+
+# --- X ----------------------------------------------------------------------------
+
+
+def test_empty_X_in_fit(clf, forward_count):
     with pytest.raises(ValueError, match="X is empty"):
         clf.fit([], [])
-    assert not training_calls
+    assert forward_count["n"] == 0
 
 
 def test_empty_X_in_predict_and_transform(clf, images):
@@ -329,19 +458,26 @@ def test_single_pil_image_instead_of_list(clf):
         clf.fit(img, ["a"])
 
 
-def test_float_image_array(clf, training_calls):
+def test_a_column_of_paths_gets_a_hint_to_ravel(clf, images, forward_count):
+    X, y = images
+    with pytest.raises(ValueError, match=r"X\.ravel\(\)"):
+        clf.fit(np.asarray(X).reshape(-1, 1), y)
+    assert forward_count["n"] == 0
+
+
+def test_float_image_array(clf, forward_count):
     X = np.random.default_rng(0).random((4, 40, 40, 3))
     with pytest.raises(ValueError, match=r"dtype uint8.*float64"):
         clf.fit(X, ["a", "b", "a", "b"])
-    assert not training_calls
+    assert forward_count["n"] == 0
 
 
 @pytest.mark.parametrize("shape", [(4, 40), (4, 40, 40, 5), (4, 2, 40, 40, 3)])
-def test_image_array_with_wrong_shape(clf, shape, training_calls):
+def test_image_array_with_wrong_shape(clf, shape, forward_count):
     X = np.zeros(shape, dtype=np.uint8)
     with pytest.raises(ValueError, match=re.escape(f"got shape {shape}")):
         clf.fit(X, ["a", "b", "a", "b"])
-    assert not training_calls
+    assert forward_count["n"] == 0
 
 
 def test_list_with_a_non_image_item(clf, images):
@@ -362,7 +498,7 @@ def test_unknown_backbone_name(cls, images, tmp_path):
         est.fit(X, y)
 
 
-def test_weights_file_of_another_architecture(clf, images, tmp_path, training_calls):
+def test_weights_file_of_another_architecture(clf, images, tmp_path, forward_count):
     X, y = images
     path = tmp_path / "resnet18-weights.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
@@ -370,20 +506,21 @@ def test_weights_file_of_another_architecture(clf, images, tmp_path, training_ca
     with pytest.raises(ValueError, match=re.escape(str(path))) as err:
         clf.fit(X, y)
     assert "mobilenet_v2" in str(err.value)
-    assert not training_calls
+    assert forward_count["n"] == 0
+    assert not_fitted(clf)
 
 
 @pytest.mark.parametrize("kind", ["str", "Path"])
-def test_missing_weights_file(kind, clf, images, tmp_path, training_calls):
+def test_missing_weights_file(kind, clf, images, tmp_path, forward_count):
     X, y = images
     path = tmp_path / "weights" / "missing.pth"
     clf.set_params(weights=str(path) if kind == "str" else path)
     with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
         clf.fit(X, y)
-    assert not training_calls
+    assert forward_count["n"] == 0
 
 
-# --- not fitted -----------------------------------------------------------------
+# --- not fitted -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba"])
@@ -405,7 +542,7 @@ def test_transform_before_fit_raises_not_fitted(images):
         PretrainedFeatures(**TINY).transform(X)
 
 
-# --- parameters -----------------------------------------------------------------
+# --- parameters -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -413,33 +550,76 @@ def test_transform_before_fit_raises_not_fitted(images):
     [
         ("lr", -1),
         ("lr", 0.0),
+        ("lr", "fast"),
         ("dropout", 1.5),
         ("dropout", 1.0),
-        ("epochs", -1),
+        ("precompute_epochs", -1),
+        ("augmented_cycles", -1),
+        ("unfrozen_cycles", 1.5),
+        ("unfreeze_from", 3),
+        ("cycle_len", 0),
+        ("cycle_mult", 0.5),
+        ("unfrozen_lr", -1e-4),
+        ("unfrozen_lr", "fast"),
+        ("lr_mult", 0.5),
+        ("lr_mult", (1e-6, 1e-5, 1e-4)),
         ("precision", "fp8"),
         ("tta", -1),
         ("batch_size", 0),
+        ("batch_size", 1),
+        ("extract_batch_size", 0),
+        ("snapshot_ensemble", "yes"),
+        ("class_weight", "equal"),
+        ("threshold", 1.5),
+        ("validation_fraction", 1.0),
+        ("augment", "sideways"),
         ("image_size", 8),
     ],
 )
-def test_bad_classifier_parameter_is_named(name, value, clf, images, training_calls):
-    X, y = images
+def test_bad_classifier_parameter_is_named_before_reading_images(
+    name, value, clf, untouched
+):
+    X, y, check = untouched
     clf.set_params(**{name: value})
-    with pytest.raises(ValueError, match=rf"'{name}' parameter"):
+    with pytest.raises(ValueError, match=rf"'{name}' parameter") as err:
         clf.fit(X, y)
-    assert not training_calls
+    check(err)
+    assert not_fitted(clf)
 
 
-def test_bad_hidden_sizes_is_named(clf, images, training_calls):
-    X, y = images
-    clf.set_params(hidden_sizes=(64, 0))
-    with pytest.raises(ValueError, match="'hidden_sizes' parameter"):
+@pytest.mark.parametrize("hidden", [(64, 0), (0,), (-3,), (1.5,), ("64",)])
+def test_bad_hidden_sizes_is_named_before_reading_images(clf, untouched, hidden):
+    X, y, check = untouched
+    clf.set_params(hidden_sizes=hidden)
+    with pytest.raises(ValueError, match="'hidden_sizes' parameter") as err:
         clf.fit(X, y)
-    assert not training_calls
+    check(err)
 
 
 @pytest.mark.parametrize(
-    "name, value", [("precision", "fp8"), ("tta", -1), ("batch_size", 0)]
+    "rates",
+    [
+        (1e-5, 1e-4),
+        (1e-6, 1e-5, 1e-4, 1e-3),
+        (0.0, 1e-5, 1e-4),
+        (1e-6, float("nan"), 1e-4),
+        (1e-6, float("inf"), 1e-4),
+        ("a", "b", "c"),
+        [],
+    ],
+    ids=["two", "four", "zero", "nan", "inf", "strings", "empty"],
+)
+def test_bad_unfrozen_lr_tuple_is_named_before_reading_images(clf, untouched, rates):
+    X, y, check = untouched
+    clf.set_params(unfrozen_cycles=1, unfrozen_lr=rates)
+    with pytest.raises(ValueError, match="'unfrozen_lr' parameter") as err:
+        clf.fit(X, y)
+    assert "tuple of 3 positive rates" in str(err.value)
+    check(err)
+
+
+@pytest.mark.parametrize(
+    "name, value", [("precision", "fp8"), ("tta", -1), (FEATURES_BATCH, 0)]
 )
 def test_bad_features_parameter_is_named(name, value, images):
     X, _ = images
@@ -454,7 +634,7 @@ def test_on_error_skip_leaves_bad_images_out_and_lists_them(tmp_path):
     X = [*X, str(tmp_path / "text.jpg"), str(tmp_path / "missing.jpg")]
     y = [*y, "a", "b"]
     clf = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "cache"), epochs=2, on_error="skip"
+        **TINY, cache=str(tmp_path / "cache"), precompute_epochs=2, on_error="skip"
     )
     with pytest.warns(UserWarning, match="text.jpg"):
         clf.fit(X, y)
@@ -468,7 +648,7 @@ def test_on_error_skip_still_needs_two_classes(tmp_path):
     X = [*X[:3], str(tmp_path / "gone1.jpg"), str(tmp_path / "gone2.jpg")]
     y = ["a", "a", "a", "b", "b"]
     clf = PretrainedImageClassifier(
-        **TINY, cache=str(tmp_path / "cache"), epochs=1, on_error="skip"
+        **TINY, cache=str(tmp_path / "cache"), precompute_epochs=1, on_error="skip"
     )
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="only one class"):
         clf.fit(X, y)

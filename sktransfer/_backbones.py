@@ -455,7 +455,8 @@ def _expand(weights) -> Path:
 
 def _read_state_dict(path: Path, registry: bool = False) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist.")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"weights file {str(path)!r} {what}.")
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file

@@ -114,10 +114,10 @@ def _default_location() -> tuple[Path, bool, str | None]:
     env = os.environ.get("SKTRANSFER_CACHE")
     reasons = []
     if env:
-        try:
-            return Path(env).expanduser(), False, None
-        except RuntimeError:
-            reasons.append(f"$SKTRANSFER_CACHE={env!r} needs a home directory")
+        folder, problem = _expand_user(env)
+        if problem is None:
+            return folder, False, None
+        reasons.append(f"$SKTRANSFER_CACHE={env!r}: {problem}")
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "sktransfer", True, _joined(reasons)

@@ -27,7 +27,15 @@ from ._images import (
     load_image,
     read_image_file,
 )
-from ._transforms import PLAIN, View, check_preprocessing, render, to_tensor, tta_views
+from ._transforms import (
+    MAX_CROP_SIZE,
+    PLAIN,
+    View,
+    check_preprocessing,
+    render,
+    to_tensor,
+    tta_views,
+)
 
 
 def available_devices() -> list[str]:
@@ -52,6 +60,8 @@ def resolve_device(device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     choices = ", ".join(repr(d) for d in available_devices())
     shown = repr(str(device)) if isinstance(device, str) else repr(device)
+    if isinstance(device, str):
+        device = device.strip().lower()  # "CPU", "Cuda:0"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -401,7 +411,10 @@ def image_fingerprints(sources, bad: dict) -> list:
             fps.append(fingerprint(s))
         except ImageLoadError as exc:
             fps.append(None)
-            bad[i] = str(exc)
+            bad[i] = str(exc).replace(describe(s), describe(s, i), 1)
+        except (ValueError, OSError) as exc:  # e.g. a closed PIL image
+            fps.append(None)
+            bad[i] = f"{describe(s, i)} could not be read ({type(exc).__name__}: {exc})"
     return fps
 
 
@@ -520,7 +533,7 @@ def build_extractor(estimator, backbone=None) -> FeatureExtractor:
 _COMMON_CONSTRAINTS = {
     "backbone": [str],
     "weights": [str, os.PathLike, None],
-    "image_size": [Interval(Integral, 16, None, closed="left"), None],
+    "image_size": [Interval(Integral, 16, MAX_CROP_SIZE, closed="both"), None],
     "preprocessing": [dict, None],
     "precision": [StrOptions({"auto", "fp32", "bf16"})],
     "device": [str, None],

@@ -30,6 +30,7 @@ import os
 import stat
 import sys
 import warnings
+from collections.abc import Mapping, Set
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -65,7 +66,13 @@ def _tensor_to_array(tensor, what: str) -> np.ndarray:
             "uint8 (values 0-255): convert with (t * 255).round().to(torch.uint8) "
             "if its values are in [0, 1]."
         )
-    return tensor.detach().cpu().numpy()
+    try:
+        return tensor.detach().cpu().numpy()
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        raise ValueError(
+            f"{what} is a torch tensor on device {tensor.device} whose values "
+            f"cannot be read ({type(exc).__name__}: {exc})."
+        ) from None
 
 
 def _channels_first_hint(shape: tuple, what: str, tensor: bool) -> str:
@@ -120,6 +127,13 @@ def as_image_list(X) -> list:
     if isinstance(X, Image.Image):
         raise ValueError(
             "X must be a sequence of images; wrap the PIL image in a list."
+        )
+    if isinstance(X, (Mapping, Set)):
+        # a set has no order, a mapping's keys are not obviously the images:
+        # either would pair features with the wrong rows of y
+        raise ValueError(
+            f"X must be an ordered sequence of images (a list, an array, a "
+            f"Series); got a {type(X).__name__}."
         )
     tensor = _is_tensor(X)
     if tensor:
@@ -205,14 +219,18 @@ def fingerprint(source) -> str:
         return fingerprint_bytes(read_bytes(source))
     h = hashlib.blake2b(digest_size=16)
     if isinstance(source, Image.Image):
+        _check_size(source.size, describe(source))  # before tobytes copies it
         h.update(f"pil\0{source.mode}\0{source.size}\0".encode())
         h.update(source.tobytes())
         # a palette image's pixels are indices: its colours live in the palette
         h.update(repr((source.getpalette(), source.info.get("transparency"))).encode())
     else:
-        arr = np.ascontiguousarray(source)
+        arr = np.asarray(source)
+        if arr.ndim >= 2:
+            _check_size((arr.shape[1], arr.shape[0]), describe(arr))  # before a copy
+        arr = np.ascontiguousarray(arr)
         h.update(f"array\0{arr.shape}\0".encode())
-        h.update(arr.tobytes())
+        h.update(arr.data)  # the buffer itself: no second copy of the pixels
     return h.hexdigest()
 
 
@@ -464,7 +482,8 @@ def to_rgb(img: Image.Image, name) -> Image.Image:
         return Image.fromarray(arr, "L").convert("RGB")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0, 0)
         arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
         return Image.fromarray(np.nan_to_num(arr).astype(np.uint8), "L").convert("RGB")
     if mode == "P" and "transparency" in img.info:

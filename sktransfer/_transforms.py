@@ -41,6 +41,10 @@ _RESAMPLE = {
 
 RESIZE_MODES = ("crop", "squish", "pad")
 
+#: Largest side of the network input: 4096 x 4096 is far beyond what any
+#: backbone was trained at, and one batch of it already takes gigabytes.
+MAX_CROP_SIZE = 4096
+
 
 def _show(value) -> str:
     """``repr`` of a value as the user wrote it (``'cats'``, not
@@ -50,17 +54,16 @@ def _show(value) -> str:
     return repr(value)
 
 
-def _side(key: str, value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        if not (isinstance(value, Real) and float(value).is_integer()):
-            raise ValueError(
-                f"preprocessing[{key!r}] must be a whole number of pixels >= 1; "
-                f"got {_show(value)}."
-            )
-    if value < 1:
+def _side(key: str, value, largest: int | None = None) -> int:
+    whole = not isinstance(value, (bool, np.bool_)) and (
+        isinstance(value, Integral)
+        or (isinstance(value, Real) and float(value).is_integer())
+    )
+    if not whole or value < 1 or (largest is not None and value > largest):
+        bound = f" and <= {largest}" if largest is not None else ""
         raise ValueError(
-            f"preprocessing[{key!r}] must be a whole number of pixels >= 1; "
-            f"got {_show(value)}."
+            f"preprocessing[{key!r}] must be a whole number of pixels >= 1"
+            f"{bound}; got {_show(value)}."
         )
     return int(value)
 
@@ -128,7 +131,7 @@ class Preprocessing:
     def __post_init__(self):
         checked = {
             "resize_size": _side("resize_size", self.resize_size),
-            "crop_size": _side("crop_size", self.crop_size),
+            "crop_size": _side("crop_size", self.crop_size, MAX_CROP_SIZE),
             "mean": _channels("mean", self.mean),
             "std": _channels("std", self.std),
             "interpolation": _choice("interpolation", self.interpolation, _RESAMPLE),

@@ -178,9 +178,11 @@ def load_image_csv(
     image_dir = Path(image_dir).expanduser()
     name = repr(str(csv_path))
     if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV file {name} does not exist.")
+        what = "is not a regular file" if csv_path.exists() else "does not exist"
+        raise FileNotFoundError(f"CSV file {name} {what}.")
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder {str(image_dir)!r} does not exist.")
+        what = "is not a folder" if image_dir.exists() else "does not exist"
+        raise FileNotFoundError(f"image folder {str(image_dir)!r} {what}.")
     header, rows = _read_csv(csv_path)
     id_at = _column(header, id_column, 0, "id_column", name)
     label_at = _column(header, label_column, 1, "label_column", name)
@@ -320,9 +322,10 @@ def _check_inside(ids, image_dir: Path, suffix: str | None, name: str) -> None:
         if os.path.commonpath([base, target]) != base:
             outside.append((line, image_id))
     if outside:
+        lines = "line" if len(outside) == 1 else "lines"
         raise ValueError(
             f"{len(outside)} ids in {name} name files outside the image folder "
-            f"{str(image_dir)!r}: lines {_some([line for line, _ in outside])} "
+            f"{str(image_dir)!r}: {lines} {_some([line for line, _ in outside])} "
             f"({_some([repr(image_id) for _, image_id in outside])}). Ids are "
             "paths relative to image_dir; if the CSV is trusted to name files "
             "elsewhere, pass allow_outside=True."

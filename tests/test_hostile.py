@@ -12,6 +12,7 @@ import stat
 import struct
 import tempfile
 import threading
+import warnings
 import zlib
 from pathlib import Path
 
@@ -766,3 +767,95 @@ def test_extract_batch_size_is_the_images_per_forward_pass(monkeypatch):
 
     assert sizes == [2, 2, 1]
     assert pickle.loads(pickle.dumps(model)).extract_batch_size == 2
+
+
+# -- found by a hostile pass after the fixes above ------------------------------
+
+
+@pytest.mark.parametrize(
+    "X, words",
+    [
+        ({"a.jpg", "b.jpg"}, "got a set"),
+        ({"a.jpg": 0}, "got a dict"),
+        (torch.zeros((1, 8, 8, 3), dtype=torch.uint8, device="meta"), "device meta"),
+    ],
+    ids=["set", "dict", "meta-tensor"],
+)
+def test_unordered_or_unreadable_X_is_refused(X, words):
+    with pytest.raises(ValueError, match=words):
+        transformer().fit().transform(X)
+
+
+def test_closed_pil_image_is_reported_as_a_bad_image_naming_it(tmp_path):
+    path = solid(tmp_path / "a.png", (1, 2, 3))
+    closed = Image.open(path)
+    closed.close()
+
+    with pytest.raises(ImageLoadError, match=r"(?s)1 of 2 images.*X\[1\].*closed"):
+        transformer().fit().transform([np.zeros((8, 8, 3), np.uint8), closed])
+
+
+def test_device_names_are_case_insensitive():
+    assert transformer(device="CPU").fit().extractor_.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (dict(image_size=100_000), "image_size"),
+        (dict(image_size=None, preprocessing={"crop_size": 100_000}), "<= 4096"),
+        (dict(preprocessing={"resize_size": True}), "resize_size"),
+    ],
+)
+def test_sizes_that_cannot_be_rendered_are_refused(params, words):
+    with pytest.raises(ValueError, match=words):
+        transformer(**params).fit()
+
+
+@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+def test_SKTRANSFER_CACHE_under_an_empty_HOME_is_not_read_as_the_root(
+    no_home, monkeypatch
+):
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.setenv("SKTRANSFER_CACHE", "~/features")
+
+    with pytest.warns(CacheWarning, match=r"SKTRANSFER_CACHE='~/features'"):
+        transformer(cache="auto").fit().transform([np.zeros((8, 8, 3), np.uint8)])
+
+    assert (no_home / f"sktransfer-cache-{os.getuid()}").is_dir()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_weights_and_csv_that_are_fifos_are_named_as_such(tmp_path):
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(FileNotFoundError, match="is not a regular file"):
+        transformer(weights=str(fifo)).fit()
+    with pytest.raises(FileNotFoundError, match="CSV file .* is not a regular file"):
+        load_image_csv(fifo, tmp_path)
+
+
+def test_float_image_of_nan_only_gives_finite_features_without_warnings():
+    nan = Image.fromarray(np.full((20, 20), np.nan, np.float32))
+    model = transformer().fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features = model.transform([nan])
+    assert np.isfinite(features).all()
+
+
+def test_oversized_array_is_refused_before_any_copy_of_its_pixels():
+    import tracemalloc
+
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (17000, 17000, 3))
+    bad = {}
+    tracemalloc.start()
+    try:
+        fingerprints = image_fingerprints([np.zeros((8, 8, 3), np.uint8), huge], bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert fingerprints[1] is None
+    assert "X[1]" in bad[1] and "289,000,000 pixels" in bad[1]
+    assert peak < 10 * 1024**2  # the 867 MB the pixels would take were never made

@@ -546,8 +546,12 @@ class FeatureCache:
                     self._failed(exc, writing=False)
                     return
             for image, dim, data in rows:
-                if len(data) == 4 * dim:  # a complete entry, never a torn one
-                    yield image, np.frombuffer(data, dtype=np.float32)
+                if len(data) != 4 * dim:  # a complete entry, never a torn one
+                    continue
+                vec = np.frombuffer(data, dtype=np.float32)
+                # NaN written by an older version is recomputed, never served
+                if np.isfinite(vec).all():
+                    yield image, vec
 
     def get_many(self, model: str, images) -> dict[str, np.ndarray]:
         """Cached vectors for ``images`` under ``model`` (missing ones absent).
@@ -560,14 +564,16 @@ class FeatureCache:
 
     def put_many(self, model: str, items) -> None:
         """Store ``(image, vector)`` pairs in one transaction (all or none);
-        then, past ``max_bytes``, evict the oldest entries."""
+        then, past ``max_bytes``, evict the oldest entries. Vectors holding
+        NaN or inf are left out."""
         if self._disabled or not self._writable:
             return
         rows = []
         now = time.time()
         for image, vec in items:
             vec = np.ascontiguousarray(vec, dtype=np.float32).ravel()
-            rows.append((model, image, int(vec.shape[0]), vec, now))
+            if np.isfinite(vec).all():  # NaN or inf is never a feature
+                rows.append((model, image, int(vec.shape[0]), vec, now))
         if not rows:
             return
         with self._mutex:

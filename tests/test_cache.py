@@ -476,3 +476,19 @@ def test_stats_report_entries_models_bytes_and_computed_and_clear_empties(
     features(X, str(directory), tta=1)  # everything is computed again
     assert forward_count["n"] == 4 * len(X)
     assert cache.stats()["computed"] == 2 * len(X)
+
+
+def test_non_finite_vectors_are_never_stored_nor_served(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    good = np.arange(4, dtype=np.float32)
+    cache.put_many("m", [("good", good), ("nan", np.full(4, np.nan, np.float32))])
+    assert sorted(cache.get_many("m", ["good", "nan"])) == ["good"]
+
+    # an entry written by an older version, which stored NaN
+    with sqlite3.connect(cache.path) as conn:
+        conn.execute(
+            "INSERT INTO features (model, image, dim, data, created) "
+            "VALUES ('m', 'old', 4, ?, 0)",
+            (np.array([1, np.inf, 0, 0], np.float32).tobytes(),),
+        )
+    assert sorted(cache.get_many("m", ["good", "old"])) == ["good"]

@@ -1,4 +1,5 @@
-"""scikit-learn behaviour of PretrainedImageClassifier and PretrainedFeatures.
+"""scikit-learn behaviour of PretrainedImageClassifier, PretrainedImageRegressor
+and PretrainedFeatures.
 
 Every model here is the TINY backbone (random-init ResNet-18 at 32 px) on a
 dozen generated 40 px JPEGs, so each fit takes a fraction of a second.
@@ -30,26 +31,45 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
+from sktransfer import (
+    FeatureCache,
+    PretrainedFeatures,
+    PretrainedImageClassifier,
+    PretrainedImageRegressor,
+)
 
 #: Head settings under which the tiny model separates the colour classes of
 #: ``make_images`` perfectly on its training set.
-LEARNS = dict(epochs=10, lr=3e-2, hidden_sizes=(), dropout=0.0)
+LEARNS = dict(precompute_epochs=10, lr=3e-2, hidden_sizes=(), dropout=0.0)
+
+#: PretrainedFeatures' images-per-forward-pass parameter.
+FEATURES_BATCH = (
+    "extract_batch_size"
+    if "extract_batch_size" in PretrainedFeatures().get_params()
+    else "batch_size"
+)
 
 
-# --- fixtures ----------------------------------------------------------------
+# --- fixtures ---------------------------------------------------------------------
 
 
 @pytest.fixture
 def tiny(cache_dir):
-    return dict(TINY, cache=cache_dir, epochs=2, random_state=0)
+    return dict(TINY, cache=cache_dir, precompute_epochs=2, random_state=0)
+
+
+def targets_for(cls, y):
+    """Labels for a classifier, numbers for a regressor."""
+    if cls is PretrainedImageRegressor:
+        return (np.asarray(y) == "b").astype(float) + np.linspace(0, 0.5, len(y))
+    return y
 
 
 def _to_paths(X):
     return [Path(p) for p in X]
 
 
-# --- parameters, clone -------------------------------------------------------
+# --- parameters, clone ------------------------------------------------------------
 
 
 def test_constructor_stores_parameters_unchanged(tmp_path):
@@ -77,25 +97,36 @@ def test_constructor_stores_parameters_unchanged(tmp_path):
     assert feats.get_params()["preprocessing"] is preprocessing
 
 
-@pytest.mark.parametrize("cls", [PretrainedImageClassifier, PretrainedFeatures])
+@pytest.mark.parametrize(
+    "cls",
+    [PretrainedImageClassifier, PretrainedImageRegressor, PretrainedFeatures],
+)
 def test_clone_keeps_params_and_drops_fitted_state(cls, images, tiny):
-    if cls is PretrainedImageClassifier:
-        params = tiny
-    else:
+    X, y = images
+    if cls is PretrainedFeatures:
         params = dict(TINY, cache=tiny["cache"], tta=1)
-    est = cls(**params).fit(*images)
+    else:
+        params = tiny
+    est = cls(**params).fit(X, targets_for(cls, y))
     twin = clone(est)
     assert type(twin) is cls
     assert twin.get_params() == est.get_params()
-    assert not hasattr(twin, "extractor_")
-    assert not hasattr(twin, "net_")
+    for name in ("extractor_", "head_", "ensemble_", "history_"):
+        assert not hasattr(twin, name), name
 
 
 @pytest.mark.parametrize(
     "cls, changes",
     [
-        (PretrainedImageClassifier, dict(lr=0.5, dropout=0.25, epochs=7, tta=3)),
-        (PretrainedFeatures, dict(batch_size=5, tta=2, precision="fp32")),
+        (
+            PretrainedImageClassifier,
+            dict(lr=0.5, dropout=0.25, precompute_epochs=7, tta=3, threshold=0.3),
+        ),
+        (
+            PretrainedImageRegressor,
+            dict(unfrozen_lr=(1e-6, 1e-5, 1e-4), unfreeze_from=2, batch_size=8),
+        ),
+        (PretrainedFeatures, {FEATURES_BATCH: 5, "tta": 2, "precision": "fp32"}),
     ],
 )
 def test_set_params_changes_get_params(cls, changes):
@@ -113,7 +144,14 @@ def test_set_params_changes_get_params(cls, changes):
         est.set_params(no_such_param=1)
 
 
-# --- composition ---------------------------------------------------------------
+def test_the_recipe_estimators_share_their_parameters():
+    classifier = set(PretrainedImageClassifier().get_params())
+    regressor = set(PretrainedImageRegressor().get_params())
+    assert classifier - regressor == {"class_weight", "threshold"}
+    assert regressor <= classifier
+
+
+# --- composition ------------------------------------------------------------------
 
 
 def test_features_then_logistic_regression_pipeline(images, cache_dir):
@@ -148,7 +186,9 @@ def test_classifier_as_last_pipeline_step(images, tiny):
 
 def test_cross_val_score_returns_three_finite_scores(tmp_path):
     X, y = make_images(tmp_path / "cv", n_per_class=9)
-    clf = PretrainedImageClassifier(**TINY, cache=str(tmp_path / "c"), epochs=2)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=str(tmp_path / "c"), precompute_epochs=2
+    )
     scores = cross_val_score(clf, X, y, cv=3)
     assert scores.shape == (3,)
     assert np.isfinite(scores).all()
@@ -159,7 +199,7 @@ def test_cross_val_score_returns_three_finite_scores(tmp_path):
 def test_grid_search_over_head_params(n_jobs, images, tmp_path):
     X, y = images
     cache = tmp_path / "grid-cache"
-    grid = {"lr": [1e-3, 3e-2], "dropout": [0.0, 0.5], "epochs": [1, 3]}
+    grid = {"lr": [1e-3, 3e-2], "dropout": [0.0, 0.5], "precompute_epochs": [1, 3]}
     search = GridSearchCV(
         PretrainedImageClassifier(**TINY, cache=str(cache), random_state=0),
         grid,
@@ -180,14 +220,16 @@ def test_grid_search_over_head_params(n_jobs, images, tmp_path):
     assert stats["computed"] == len(X)
 
 
-# --- persistence ---------------------------------------------------------------
+# --- persistence ------------------------------------------------------------------
 
 
 def test_joblib_round_trip_in_fresh_process(images, tmp_path):
     X, y = images
     # No cache: the fresh process must recompute the features from the
     # pickled body's weights.
-    clf = PretrainedImageClassifier(**TINY, cache=None, epochs=2, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=None, precompute_epochs=2, random_state=0
+    )
     clf.fit(X, y)
     expected = clf.predict_proba(X)
     model = tmp_path / "model.joblib"
@@ -219,7 +261,9 @@ def test_joblib_round_trip_in_fresh_process(images, tmp_path):
 
 def test_pickle_round_trip_in_process(images):
     X, y = images
-    clf = PretrainedImageClassifier(**TINY, cache=None, epochs=2, random_state=0)
+    clf = PretrainedImageClassifier(
+        **TINY, cache=None, precompute_epochs=2, random_state=0
+    )
     clf.fit(X, y)
     twin = pickle.loads(pickle.dumps(clf))
     assert twin.get_params() == clf.get_params()
@@ -228,7 +272,23 @@ def test_pickle_round_trip_in_process(images):
     np.testing.assert_array_equal(twin.predict(X), clf.predict(X))
 
 
-# --- randomness ----------------------------------------------------------------
+def test_regressor_pickle_round_trip_with_a_snapshot_ensemble(images):
+    X, y = images
+    reg = PretrainedImageRegressor(
+        **TINY,
+        cache=None,
+        precompute_epochs=3,
+        cycle_len=1,
+        snapshot_ensemble=True,
+        random_state=0,
+    ).fit(X, targets_for(PretrainedImageRegressor, y))
+    assert len(reg.ensemble_) == 3
+    twin = pickle.loads(pickle.dumps(reg))
+    assert len(twin.ensemble_) == 3
+    np.testing.assert_allclose(twin.predict(X), reg.predict(X), rtol=1e-6)
+
+
+# --- randomness -------------------------------------------------------------------
 
 
 def test_same_random_state_gives_identical_probabilities(images, tiny):
@@ -289,7 +349,7 @@ def test_features_transform_leaves_global_rng_state_untouched(images, cache_dir)
     _assert_same_rng_states(before, _global_rng_states())
 
 
-# --- classes, probabilities, score ---------------------------------------------
+# --- classes, probabilities, score ------------------------------------------------
 
 
 def test_classes_are_sorted_and_define_proba_columns(tmp_path):
@@ -346,7 +406,7 @@ def test_predict_log_proba_is_log_of_predict_proba(images, tiny):
 
 def test_score_equals_accuracy_score(images, tiny):
     X, y = images
-    clf = PretrainedImageClassifier(**{**tiny, "epochs": 1}).fit(X, y)
+    clf = PretrainedImageClassifier(**{**tiny, "precompute_epochs": 1}).fit(X, y)
     y_flipped = y.copy()
     y_flipped[:3] = np.where(y[:3] == "a", "b", "a")
     assert clf.score(X, y_flipped) == pytest.approx(
@@ -355,7 +415,7 @@ def test_score_equals_accuracy_score(images, tiny):
     assert clf.score(X, y) == pytest.approx(accuracy_score(y, clf.predict(X)))
 
 
-# --- TTA -----------------------------------------------------------------------
+# --- TTA --------------------------------------------------------------------------
 
 
 def test_tta_averages_real_augmented_views(images, tiny):
@@ -377,7 +437,7 @@ def test_features_tta_differs_from_plain(images, cache_dir):
     assert not np.allclose(plain, tta, atol=1e-5)
 
 
-# --- input kinds -----------------------------------------------------------------
+# --- input kinds ------------------------------------------------------------------
 
 
 def _rgb_arrays(paths):
@@ -417,16 +477,24 @@ def test_path_kinds_give_identical_probabilities(images, tiny):
         )
 
 
-# --- scikit-learn's estimator checks ---------------------------------------------
+# --- scikit-learn's estimator checks ----------------------------------------------
 #
-# Both estimators declare ``input_tags.two_d_array = False`` (X is images), so
+# The estimators declare ``input_tags.two_d_array = False`` (X is images), so
 # for them scikit-learn generates only ``check_estimator_cloneable``. To run the
 # API checks on the real code anyway, the subclasses below differ from the
 # public classes in that one tag only; every check that feeds them a 2-D float
-# array is listed as an expected failure with the reason.
+# array is listed as an expected failure with the reason (strict: a check that
+# starts to pass must leave the list).
 
 
 class _ClassifierAs2D(PretrainedImageClassifier):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        return tags
+
+
+class _RegressorAs2D(PretrainedImageRegressor):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = True
@@ -441,8 +509,13 @@ class _FeaturesAs2D(PretrainedFeatures):
 
 
 _NOT_IMAGES = "X must be images; a 2-D float array is refused"
+_NOT_IMAGES_FIRST = _NOT_IMAGES + " before y or sample_weight is looked at"
+_NOT_A_SEQUENCE = "an array-like wrapper is not a sequence of images"
+_SPARSE = "sparse X is refused as not a sequence of images"
+_OBJECT_ROWS = "rows of a 2-D object array are not images (the message says so)"
 
-_CLASSIFIER_XFAIL = {
+#: What both recipe estimators fail, for the same reasons.
+_RECIPE_XFAIL = {
     "check_fit_score_takes_y": _NOT_IMAGES,
     "check_estimators_overwrite_params": _NOT_IMAGES,
     "check_dont_overwrite_parameters": _NOT_IMAGES,
@@ -451,21 +524,23 @@ _CLASSIFIER_XFAIL = {
     "check_n_features_in_after_fitting": _NOT_IMAGES,
     "check_positive_only_tag_during_fit": _NOT_IMAGES,
     "check_estimators_dtypes": _NOT_IMAGES,
+    "check_sample_weights_pandas_series": _NOT_IMAGES_FIRST,
+    "check_sample_weights_not_an_array": _NOT_A_SEQUENCE,
+    "check_sample_weights_list": _NOT_IMAGES_FIRST,
+    "check_all_zero_sample_weights_error": _NOT_IMAGES_FIRST,
+    "check_sample_weights_shape": _NOT_IMAGES_FIRST,
+    "check_sample_weights_not_overwritten": _NOT_IMAGES_FIRST,
+    "check_sample_weight_equivalence_on_dense_data": _NOT_IMAGES_FIRST,
     "check_complex_data": _NOT_IMAGES + " (with an image-shape message)",
-    "check_dtype_object": "X rows of an object array are not images",
+    "check_dtype_object": _OBJECT_ROWS,
     "check_estimators_empty_data_messages": _NOT_IMAGES + " (image-shape message)",
     "check_pipeline_consistency": _NOT_IMAGES,
     "check_estimators_nan_inf": _NOT_IMAGES + " before any NaN check",
-    "check_estimator_sparse_tag": "sparse X is refused as not a sequence of images",
-    "check_estimator_sparse_array": "sparse X is refused as not a sequence of images",
-    "check_estimator_sparse_matrix": "sparse X is refused as not a sequence of images",
+    "check_estimator_sparse_tag": _SPARSE,
+    "check_estimator_sparse_array": _SPARSE,
+    "check_estimator_sparse_matrix": _SPARSE,
     "check_estimators_pickle": _NOT_IMAGES,
     "check_f_contiguous_array_estimator": _NOT_IMAGES,
-    "check_classifier_data_not_an_array": "an array-like wrapper is not images",
-    "check_classifiers_one_label": _NOT_IMAGES + " before y is checked",
-    "check_classifiers_classes": _NOT_IMAGES,
-    "check_classifiers_train": _NOT_IMAGES,
-    "check_classifiers_regression_target": _NOT_IMAGES + " before y is checked",
     "check_supervised_y_2d": _NOT_IMAGES,
     "check_methods_sample_order_invariance": _NOT_IMAGES,
     "check_methods_subset_invariance": _NOT_IMAGES,
@@ -476,7 +551,26 @@ _CLASSIFIER_XFAIL = {
     "check_fit_check_is_fitted": _NOT_IMAGES,
     "check_n_features_in": _NOT_IMAGES,
     "check_fit2d_predict1d": _NOT_IMAGES,
-    "check_requires_y_none": _NOT_IMAGES + " before y is checked",
+    "check_requires_y_none": _NOT_IMAGES_FIRST,
+}
+
+_CLASSIFIER_XFAIL = {
+    **_RECIPE_XFAIL,
+    "check_classifier_data_not_an_array": _NOT_A_SEQUENCE,
+    "check_classifiers_one_label": _NOT_IMAGES_FIRST,
+    "check_classifiers_one_label_sample_weights": _NOT_IMAGES_FIRST,
+    "check_classifiers_classes": _NOT_IMAGES,
+    "check_classifiers_train": _NOT_IMAGES,
+    "check_classifiers_regression_target": _NOT_IMAGES_FIRST,
+    "check_class_weight_classifiers": _NOT_IMAGES,
+}
+
+_REGRESSOR_XFAIL = {
+    **_RECIPE_XFAIL,
+    "check_regressors_train": _NOT_IMAGES,
+    "check_regressor_data_not_an_array": _NOT_A_SEQUENCE,
+    "check_regressors_no_decision_function": _NOT_IMAGES,
+    "check_regressors_int": _NOT_IMAGES,
 }
 
 _FIT_IGNORES_X = "fit only loads the backbone and does not look at X"
@@ -488,14 +582,14 @@ _FEATURES_XFAIL = {
     "check_n_features_in": _NO_N_FEATURES_IN,
     "check_estimators_dtypes": _NOT_IMAGES,
     "check_complex_data": _FIT_IGNORES_X,
-    "check_dtype_object": "X rows of an object array are not images",
+    "check_dtype_object": _OBJECT_ROWS,
     "check_estimators_empty_data_messages": _FIT_IGNORES_X,
     "check_pipeline_consistency": _NOT_IMAGES,
     "check_estimators_nan_inf": _FIT_IGNORES_X,
     "check_estimator_sparse_tag": _FIT_IGNORES_X,
     "check_estimators_pickle": _NOT_IMAGES,
     "check_f_contiguous_array_estimator": _NOT_IMAGES,
-    "check_transformer_data_not_an_array": "an array-like wrapper is not images",
+    "check_transformer_data_not_an_array": _NOT_A_SEQUENCE,
     "check_transformer_general": _NOT_IMAGES,
     "check_transformer_preserve_dtypes": _NOT_IMAGES,
     "check_methods_sample_order_invariance": _NOT_IMAGES,
@@ -510,6 +604,8 @@ _FEATURES_XFAIL = {
 def _expected_failed_checks(estimator):
     if isinstance(estimator, _ClassifierAs2D):
         return _CLASSIFIER_XFAIL
+    if isinstance(estimator, _RegressorAs2D):
+        return _REGRESSOR_XFAIL
     if isinstance(estimator, _FeaturesAs2D):
         return _FEATURES_XFAIL
     return {}
@@ -520,9 +616,11 @@ _CHECK_PARAMS = dict(TINY, cache=None)
 
 @parametrize_with_checks(
     [
-        PretrainedImageClassifier(**_CHECK_PARAMS, epochs=1),
+        PretrainedImageClassifier(**_CHECK_PARAMS, precompute_epochs=1),
+        PretrainedImageRegressor(**_CHECK_PARAMS, precompute_epochs=1),
         PretrainedFeatures(**_CHECK_PARAMS),
-        _ClassifierAs2D(**_CHECK_PARAMS, epochs=1),
+        _ClassifierAs2D(**_CHECK_PARAMS, precompute_epochs=1),
+        _RegressorAs2D(**_CHECK_PARAMS, precompute_epochs=1),
         _FeaturesAs2D(**_CHECK_PARAMS),
     ],
     expected_failed_checks=_expected_failed_checks,

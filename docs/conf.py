@@ -106,6 +106,9 @@ html_css_files = ["sktransfer.css"]
 html_show_sourcelink = False
 html_theme_options = {
     "navbar_align": "left",
+    "navbar_persistent": [],
+    "navbar_end": ["search-button", "theme-switcher"],
+    "header_links_before_dropdown": 7,
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
@@ -113,7 +116,15 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
     "icon_links": [],
 }
-html_sidebars = {"index": [], "install": [], "changelog": []}
+# Pages that read best at full width: the landing page, installation, the
+# changelog, and the gallery's examples (code and printed tables are wide).
+html_sidebars = {
+    "index": [],
+    "install": [],
+    "changelog": [],
+    "auto_examples/*": [],
+}
+toc_object_entries_show_parents = "hide"  # "predict", not "Class.predict"
 html_context = {"default_mode": "light"}
 
 # -- Cross-references to other projects: offline by default ----------------

@@ -19,6 +19,8 @@ Each stage runs the network on every photo of every epoch, so on a CPU this
 is the slow part of the gallery; a GPU makes it seconds.
 """
 
+# sphinx_gallery_thumbnail_number = 6
+
 # %%
 # 1. A Kaggle-style ``labels.csv``
 # --------------------------------

@@ -15,6 +15,8 @@ them: each picture is a 2 x 2 mosaic of flower photos, drawn from one or two
 kinds of flower, and its labels are the kinds it shows.
 """
 
+# sphinx_gallery_thumbnail_number = 2
+
 # %%
 # Mosaics and their ``labels.csv``
 # --------------------------------

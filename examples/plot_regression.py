@@ -13,6 +13,8 @@ it, and the target is the fraction of the picture the dog covers, from 0 to
 100%. No colour statistic gives it away; the network has to see "dog".
 """
 
+# sphinx_gallery_thumbnail_number = 2
+
 # %%
 # Pictures and their targets
 # --------------------------

@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import DATA, MOBILENET, TINY, requires_shared
 from PIL import Image
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import cross_val_score
 
 from sktransfer import LRFinder, PretrainedImageClassifier, load_image_csv
@@ -290,3 +290,61 @@ def test_warm_start_needs_the_same_labels(learned, tagged):
         clf.fit(X, other)
     clf.fit(X, labels)  # the same labels continue
     assert [r["fit"] for r in clf.history_][-1] == 2
+
+
+# --- real photos ------------------------------------------------------------------
+
+
+def collages(folder, n, seed=0):
+    """``n`` pictures of a cat or dog next to an ant or bee (sides alternate),
+    each labelled with both."""
+    rng = np.random.default_rng(seed)
+    pets = [
+        (path, kind[:-1])
+        for kind in ("cats", "dogs")
+        for path in sorted((DATA / "dogscats" / "train" / kind).iterdir())[:50]
+    ]
+    bugs = [
+        (path, kind[:-1])
+        for kind in ("ants", "bees")
+        for path in sorted((DATA / "hymenoptera_data" / "train" / kind).iterdir())
+        if path.suffix == ".jpg"
+    ]
+    bugs = bugs[:50] + [b for b in bugs if b[1] == "bee"][:50]
+    folder.mkdir()
+    X, y = [], []
+    for i, (p, b) in enumerate(
+        zip(rng.permutation(len(pets))[:n], rng.permutation(len(bugs))[:n])
+    ):
+        (pet, pet_label), (bug, bug_label) = pets[p], bugs[b]
+        picture = Image.new("RGB", (320, 160))
+        left, right = (pet, bug) if i % 2 else (bug, pet)
+        for x, path in ((0, left), (160, right)):
+            photo = Image.open(path).convert("RGB").resize((160, 160))
+            picture.paste(photo, (x, 0))
+        X.append(str(folder / f"collage_{i}.jpg"))
+        picture.save(X[-1], quality=90)
+        y.append([pet_label, bug_label])
+    return X, y
+
+
+@requires_shared
+@pytest.mark.real_data
+def test_real_photos_side_by_side_carry_both_labels(tmp_path):
+    X, y = collages(tmp_path / "collages", 100)
+    clf = PretrainedImageClassifier(
+        "mobilenet_v2",
+        weights=str(MOBILENET),
+        image_size=160,
+        precompute_epochs=20,
+        cache=str(tmp_path / "cache"),
+        random_state=0,
+    ).fit(X[:60], y[:60])
+    assert clf.classes_.tolist() == ["ant", "bee", "cat", "dog"]
+    pred = clf.predict(X[60:])
+    truth = np.array([[int(c in row) for c in clf.classes_] for row in y[60:]])
+    # predicting all four labels scores 2/3, predicting none 0
+    assert f1_score(truth, pred, average="samples") > 0.78
+    assert clf.score(X[60:], y[60:]) > 0.5
+    # cats and dogs fill half the picture: seen on (almost) every one
+    assert (pred == truth)[:, 2:].mean() > 0.85

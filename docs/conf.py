@@ -85,15 +85,15 @@ sphinx_gallery_conf = {
     "filename_pattern": re.escape(os.sep),
     # A command-line script of docs/scale_and_export.md, not a gallery page.
     "ignore_pattern": r"(__init__|serve_onnx)\.py",
-    "within_subsection_order": "gallery_order.ReadingOrder",
+    "within_subsection_order": "gallery_config.ReadingOrder",
     "doc_module": ("sktransfer",),
     "backreferences_dir": "generated/backreferences",
     "reference_url": {"sktransfer": None},
-    "image_scrapers": ("matplotlib",),
+    "image_scrapers": ("gallery_config.TIGHT_FIGURES",),
     "remove_config_comments": True,
     "min_reported_time": 5,
     "show_memory": False,
-    "capture_repr": ("__repr__",),
+    "capture_repr": (),  # examples print what they mean to show
     "matplotlib_animations": False,
 }
 

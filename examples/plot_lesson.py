@@ -135,7 +135,8 @@ finder.plot()
 #   earlier ones ``lr_mult=10`` and 100 times lower: early layers hold general
 #   features (edges, textures) that need little change.
 #
-# :func:`~sktransfer.make_plan` shows the stages without training:
+# :func:`~sktransfer.make_plan` shows the stages without training, with the
+# learning rates of the layer groups (early, middle, late, head):
 
 clf.set_params(
     lr=float(np.round(finder.suggestion_, 4)),
@@ -150,8 +151,8 @@ clf.set_params(
 for stage in make_plan(clf.get_params()):
     rates = ", ".join(f"{rate:.0e}" for rate in stage.group_lrs(stage.lr))
     print(
-        f"{stage.name:<12} on {stage.input:<8} {stage.epochs} epoch(s), "
-        f"{stage.n_cycles} cycle(s); rates (early, middle, late, head): {rates}"
+        f"{stage.name:<12} {stage.input:<8} {stage.epochs} epochs, "
+        f"{stage.n_cycles} cycles, rates {rates}"
     )
 
 # %%

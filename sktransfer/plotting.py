@@ -83,7 +83,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
         spread = max(widths.max() / widths.min(), heights.max() / heights.min())
         log = bool(spread > 4)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 5))
+        _, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
     ax.scatter(
         widths,
         heights,
@@ -103,8 +103,14 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
             label=f"network input {image_size} x {image_size}",
         )
     if log:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 50, 100, 200, not 5 x 10^1
+            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
     low = min(widths.min(), heights.min(), image_size or np.inf)
     high = max(widths.max(), heights.max(), image_size or 0)
     pad = 1.25 if log else 1.05
@@ -264,7 +270,7 @@ def plot_history(estimator_or_history, axes=None):
 
     rows = _history_rows(estimator_or_history)
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     axes = np.asarray(axes, dtype=object).ravel()
     if axes.shape != (2,):
         raise ValueError(f"axes must hold two Axes; got {axes.shape[0]}.")
@@ -314,10 +320,13 @@ def plot_history(estimator_or_history, axes=None):
             if rows[start].get("fit") != rows[start - 1].get("fit"):
                 size = rows[start].get("image_size")
                 text = f"fit {rows[start]['fit']}" + (f", {size} px" if size else "")
+                # Beside the line, on the side with more room.
+                right_half = start >= len(rows) / 2
                 loss_ax.annotate(
                     text,
-                    (start + 0.6, 1),
+                    (start + (0.4 if right_half else 0.6), 0.98),
                     xycoords=("data", "axes fraction"),
+                    ha="right" if right_half else "left",
                     va="top",
                     fontsize="small",
                     color="0.3",

@@ -67,6 +67,9 @@ def test_plot_image_sizes_uses_log_axes_when_sizes_spread(tmp_path):
 
     auto = plot_image_sizes(paths)
     assert (auto.get_xscale(), auto.get_yscale()) == ("log", "log")
+    auto.figure.canvas.draw()
+    labels = [t.get_text() for t in auto.get_xticklabels() if t.get_text()]
+    assert "100" in labels and "1000" in labels  # plain numbers, not 10^2
     forced = plot_image_sizes(paths, log=False)
     assert forced.get_xscale() == "linear"
     assert forced.get_xlim()[1] >= 2000  # every point is inside the axes
@@ -238,7 +241,9 @@ def test_plot_history_shows_the_score_the_history_holds_and_marks_new_fits():
 
     assert score_ax.get_ylabel() == "validation R²"
     assert score_ax.get_title() == "Validation R²"
-    assert [text.get_text() for text in loss_ax.texts] == ["fit 2, 288 px"]
+    (label,) = loss_ax.texts
+    assert label.get_text() == "fit 2, 288 px"
+    assert label.get_horizontalalignment() == "right"  # the line is at 2.5 of 4
     stage_changes = [
         line.get_xdata()[0]
         for line in loss_ax.get_lines()

@@ -36,7 +36,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
     ----------
     n_outputs_ : int
         Number of targets.
-    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+    target_mean_, target_scale_ : ndarray of shape (n_outputs,)
         The standardisation of the targets.
     n_features_ : int
         Length of the body's feature vector.

@@ -225,14 +225,36 @@ def dask_features(
 
     Examples
     --------
-    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
-    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
-    >>> X = dask_features(
-    ...     PretrainedFeatures("mobilenet_v2", weights="/data/mobilenet_v2.pth"),
-    ...     paths,
-    ...     progress=True,
-    ... ).compute()
-    >>> LogisticRegression(max_iter=1000).fit(X, labels)
+    Six small photos, two partitions, dask's local scheduler (a tiny
+    random-weights network keeps the example fast):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sktransfer import PretrainedFeatures, dask_features
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> paths = [str(folder / f"{i}.png") for i in range(6)]
+    >>> for i, path in enumerate(paths):
+    ...     Image.new("RGB", (40, 40), (40 * i, 0, 0)).save(path)
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=None
+    ... )
+    >>> lazy = dask_features(features, paths, npartitions=2)
+    >>> lazy  # doctest: +ELLIPSIS
+    dask.array<sktransfer-features, shape=(6, 512), dtype=float32, ...>
+    >>> lazy.compute().shape
+    (6, 512)
+
+    On a cluster, connect a client first; the same call then runs one task
+    per partition on its workers (the weights file and the photos must be
+    readable there under the same paths):
+
+    >>> from distributed import Client  # doctest: +SKIP
+    >>> client = Client("scheduler-host:8786")  # doctest: +SKIP
+    >>> features = PretrainedFeatures(
+    ...     "mobilenet_v2", weights="/data/mobilenet_v2.pth"
+    ... )  # doctest: +SKIP
+    >>> X = dask_features(features, paths, progress=True).compute()  # doctest: +SKIP
     """
     import numpy as np
     from dask.base import tokenize

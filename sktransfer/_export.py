@@ -97,9 +97,15 @@ def preprocess(estimator, X) -> np.ndarray:
 
     Examples
     --------
-    >>> batch = preprocess(clf, ["cat.jpg", "dog.jpg"])  # doctest: +SKIP
-    >>> batch.shape
-    (2, 224, 224, 3)
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedFeatures, preprocess
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=None
+    ... ).fit()
+    >>> photos = np.zeros((2, 48, 64, 3), dtype=np.uint8)
+    >>> batch = preprocess(features, photos)
+    >>> batch.shape, batch.dtype
+    ((2, 32, 32, 3), dtype('uint8'))
     """
     extractor = _extractor(estimator)
     pre = extractor.preprocessing
@@ -148,8 +154,23 @@ def to_torch(estimator) -> ExportedModel:
 
     Examples
     --------
-    >>> model = to_torch(clf)  # doctest: +SKIP
-    >>> proba = model(torch.from_numpy(preprocess(clf, paths)))
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> import torch
+    >>> from sktransfer import preprocess, to_torch
+    >>> model = to_torch(clf).eval()
+    >>> with torch.no_grad():
+    ...     proba = model(torch.from_numpy(preprocess(clf, X))).numpy()
+    >>> proba.shape
+    (8, 2)
+    >>> bool(np.abs(proba - clf.predict_proba(X)).max() < 1e-3)
+    True
     """
     extractor = _extractor(estimator)
     _warn_tta(estimator)
@@ -211,8 +232,22 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
 
     Examples
     --------
-    >>> export_onnx(clf, "model.onnx")  # doctest: +SKIP
-    'model.onnx'
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> import os
+    >>> import tempfile
+    >>> import onnxruntime
+    >>> from sktransfer import export_onnx, preprocess
+    >>> path = export_onnx(clf, os.path.join(tempfile.mkdtemp(), "model.onnx"))
+    >>> session = onnxruntime.InferenceSession(path)
+    >>> session.run(None, {"images": preprocess(clf, X)})[0].shape
+    (8, 2)
     """
     try:
         import onnx
@@ -264,8 +299,22 @@ def export_torchscript(estimator, path) -> str:
 
     Examples
     --------
-    >>> export_torchscript(clf, "model.pt")  # doctest: +SKIP
-    'model.pt'
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> import os
+    >>> import tempfile
+    >>> import torch
+    >>> from sktransfer import export_torchscript, preprocess
+    >>> path = export_torchscript(clf, os.path.join(tempfile.mkdtemp(), "model.pt"))
+    >>> model = torch.jit.load(path)
+    >>> model(torch.from_numpy(preprocess(clf, X))).shape
+    torch.Size([8, 2])
     """
     path = os.fspath(path)
     model = to_torch(estimator)

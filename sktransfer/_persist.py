@@ -44,7 +44,26 @@ _BUILTIN = "sktransfer.persist-v1"
 
 class ModelFormatError(ValueError):
     """A saved model folder cannot be loaded: newer format, tampered or
-    incomplete files. The message names the file and what is wrong."""
+    incomplete files. The message names the file and what is wrong.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sktransfer import ModelFormatError, PretrainedFeatures, load, save
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=None
+    ... ).fit()
+    >>> folder = save(features, Path(tempfile.mkdtemp()) / "features")
+    >>> with open(folder / "weights.safetensors", "r+b") as f:
+    ...     _ = f.seek(-4, 2)
+    ...     _ = f.write(b"oops")  # the file no longer matches its sha256
+    >>> try:
+    ...     load(folder)
+    ... except ModelFormatError as error:
+    ...     print("sha256" in str(error))
+    True
+    """
 
 
 # --- public API --------------------------------------------------------------
@@ -82,9 +101,21 @@ def save(estimator, folder, *, overwrite=False) -> Path:
 
     Examples
     --------
-    >>> import sktransfer
-    >>> sktransfer.save(clf, "ants-bees-model")  # doctest: +SKIP
-    >>> clf = sktransfer.load("ants-bees-model")  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier, load, save
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["ant"] * 4 + ["bee"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> folder = save(clf, Path(tempfile.mkdtemp()) / "ants-bees-model")
+    >>> sorted(path.name for path in folder.iterdir())
+    ['model.json', 'weights.safetensors']
+    >>> bool(np.array_equal(load(folder).predict_proba(X), clf.predict_proba(X)))
+    True
     """
     from safetensors.torch import save_file
 
@@ -160,9 +191,22 @@ def load(folder):
 
     Examples
     --------
-    >>> import sktransfer
-    >>> clf = sktransfer.load("ants-bees-model")  # doctest: +SKIP
-    >>> clf.predict(["new_photo.jpg"])  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier, load, save
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["ant"] * 4 + ["bee"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> folder = save(clf, Path(tempfile.mkdtemp()) / "ants-bees-model")
+    >>> loaded = load(folder)
+    >>> type(loaded).__name__, loaded.classes_.tolist()
+    ('PretrainedImageClassifier', ['ant', 'bee'])
+    >>> bool((loaded.predict(X) == clf.predict(X)).all())
+    True
     """
     folder = Path(folder).expanduser()
     document = _read_document(folder)

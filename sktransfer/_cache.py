@@ -98,13 +98,51 @@ _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 class CacheWarning(UserWarning):
-    """The cache could not be used; features are computed without it."""
+    """The cache could not be used; features are computed without it.
+
+    Raised as a warning, never an error: a read-only or broken cache folder
+    costs time, not results.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import warnings
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from sktransfer import CacheWarning, PretrainedFeatures
+    >>> blocker = Path(tempfile.mkdtemp()) / "cache"
+    >>> _ = blocker.write_text("a file where the cache folder should be")
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=str(blocker)
+    ... )
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     out = features.fit_transform(np.zeros((2, 32, 32, 3), np.uint8))
+    >>> out.shape, [w.category.__name__ for w in caught]
+    ((2, 512), ['CacheWarning'])
+    """
 
 
 def default_cache_dir() -> Path:
-    """``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
+    """The folder of the feature cache when ``cache="auto"``.
+
+    ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
     ``~/.cache/sktransfer``; without a usable home directory, a private
-    folder in the temporary directory (``sktransfer-cache-<uid>``)."""
+    folder in the temporary directory (``sktransfer-cache-<uid>``).
+
+    Returns
+    -------
+    folder : pathlib.Path
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> from sktransfer import default_cache_dir
+    >>> with mock.patch.dict(os.environ, {"SKTRANSFER_CACHE": "/data/cache"}):
+    ...     print(default_cache_dir())
+    /data/cache
+    """
     return _default_location()[0]
 
 

@@ -596,12 +596,25 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> from sklearn.pipeline import make_pipeline
+    A tiny random-weights network keeps the example fast; use pretrained
+    weights (``"DEFAULT"`` or a local file) for real features.
+
+    >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
-    >>> model = make_pipeline(
-    ...     PretrainedFeatures("mobilenet_v2", weights="mobilenet_v2.pth"),
-    ...     LogisticRegression(max_iter=1000),
-    ... )  # doctest: +SKIP
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sktransfer import PretrainedFeatures
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> X[4:, ..., 0] = 255  # the second class is red
+    >>> y = ["grey"] * 4 + ["red"] * 4
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=None
+    ... )
+    >>> features.fit_transform(X).shape
+    (8, 512)
+    >>> model = make_pipeline(features, LogisticRegression(max_iter=1000))
+    >>> model.fit(X, y).score(X, y)
+    1.0
     """
 
     _parameter_constraints = {

@@ -50,7 +50,24 @@ MAX_FILE_BYTES = 2 * MAX_IMAGE_BYTES
 
 
 class ImageLoadError(ValueError):
-    """An image could not be read or decoded. The message names the image."""
+    """An image could not be read or decoded. The message names the image.
+
+    ``fit`` checks every image before training and lists all the bad ones in
+    one error (or, with ``on_error="skip"``, leaves them out).
+
+    Examples
+    --------
+    >>> from sktransfer import ImageLoadError, PretrainedFeatures
+    >>> features = PretrainedFeatures(
+    ...     "resnet18", weights=None, image_size=32, cache=None
+    ... ).fit()
+    >>> try:
+    ...     features.transform(["no-such-photo.jpg"])
+    ... except ImageLoadError as error:
+    ...     print(error)
+    1 of 1 images could not be used:
+      image 'no-such-photo.jpg' does not exist.
+    """
 
 
 def _is_tensor(obj) -> bool:

@@ -71,8 +71,21 @@ class LRFinder:
 
     Examples
     --------
-    >>> finder = LRFinder(PretrainedImageClassifier(...)).fit(X, y)  # doctest: +SKIP
-    >>> finder.suggestion_, finder.plot()  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from sktransfer import LRFinder, PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(16, 32, 32, 3), dtype=np.uint8)
+    >>> X[8:, ..., 0] = 255  # the second class is red
+    >>> y = ["grey"] * 8 + ["red"] * 8
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, batch_size=4
+    ... )
+    >>> finder = LRFinder(clf, end_lr=100, num_it=40, random_state=0).fit(X, y)
+    >>> finder.diverged_, sorted(finder.suggestions_)
+    (True, ['minimum', 'steepest', 'valley'])
+    >>> ax = finder.plot()  # loss against rate, suggestions marked
+    >>> clf.set_params(lr=finder.suggestion_)  # doctest: +ELLIPSIS
+    PretrainedImageClassifier(...)
     """
 
     def __init__(

@@ -44,6 +44,16 @@ class Stage:
         Augmentation preset of image stages.
     snapshot : bool
         Keep the model at the end of every cycle (snapshot ensemble).
+
+    Examples
+    --------
+    >>> from sktransfer import PretrainedImageClassifier, make_plan
+    >>> clf = PretrainedImageClassifier(unfrozen_cycles=2, cycle_mult=2)
+    >>> stage = make_plan(clf.get_params())[-1]
+    >>> stage.name, stage.input, stage.epochs, stage.trains_body
+    ('unfrozen', 'images', 3, True)
+    >>> [f"{rate:g}" for rate in stage.group_lrs(stage.lr)]  # early ... head
+    ['1e-06', '1e-05', '0.0001', '0.0001']
     """
 
     name: str
@@ -102,6 +112,13 @@ def make_plan(params: dict) -> list[Stage]:
        ``unfreeze_from`` and later unfrozen, at differential rates.
 
     A stage whose count is 0 is left out; a plan with no stage is an error.
+
+    Examples
+    --------
+    >>> from sktransfer import PretrainedImageClassifier, make_plan
+    >>> clf = PretrainedImageClassifier(augmented_cycles=1, unfrozen_cycles=2)
+    >>> [(stage.name, stage.epochs) for stage in make_plan(clf.get_params())]
+    [('precomputed', 8), ('augmented', 1), ('unfrozen', 2)]
     """
     head_only = N_BODY_GROUPS
     counts = {

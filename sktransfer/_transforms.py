@@ -384,6 +384,22 @@ def augmented_copies(
     Returns
     -------
     copies : ndarray of shape (n, image_size, image_size, 3), uint8
+
+    See Also
+    --------
+    sktransfer.plot_augmentations : the original next to its copies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import augmented_copies
+    >>> photo = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    >>> copies = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> copies.shape, copies.dtype
+    ((4, 32, 32, 3), dtype('uint8'))
+    >>> again = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> bool((again == copies).all())  # the same seed, the same copies
+    True
     """
     from ._images import load_image
 

@@ -65,7 +65,19 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
 
     Examples
     --------
-    >>> X, y = load_image_folder("data/dogscats", split="train")  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sktransfer import load_image_folder
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["train/cats/1.jpg", "train/cats/2.jpg", "train/dogs/1.jpg"]:
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     Image.new("RGB", (40, 30)).save(root / name)
+    >>> X, y = load_image_folder(root, split="train")
+    >>> [Path(path).relative_to(root).as_posix() for path in X]
+    ['train/cats/1.jpg', 'train/cats/2.jpg', 'train/dogs/1.jpg']
+    >>> y.tolist()
+    ['cats', 'cats', 'dogs']
     """
     root = Path(root).expanduser()
     if split is not None:
@@ -169,10 +181,29 @@ def load_image_csv(
 
     Examples
     --------
-    >>> X, y = load_image_csv("labels.csv", "train", suffix=".jpg")  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sktransfer import load_image_csv
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "train").mkdir()
+    >>> for image_id in ["a1", "b2"]:
+    ...     Image.new("RGB", (40, 30)).save(root / "train" / f"{image_id}.jpg")
+    >>> _ = (root / "labels.csv").write_text("id,breed\\na1,beagle\\nb2,pug\\n")
+    >>> X, y = load_image_csv(root / "labels.csv", root / "train", suffix=".jpg")
+    >>> [Path(path).name for path in X], y.tolist()
+    (['a1.jpg', 'b2.jpg'], ['beagle', 'pug'])
+
+    Multi-label data (the planet competition's ``tags`` column):
+
+    >>> _ = (root / "tags.csv").write_text(
+    ...     "image_name,tags\\na1,clear primary\\nb2,haze primary water\\n"
+    ... )
     >>> X, tags = load_image_csv(
-    ...     "train_v2.csv", "train-jpg", label_column="tags", label_sep=" "
-    ... )  # doctest: +SKIP
+    ...     root / "tags.csv", root / "train", label_column="tags", label_sep=" "
+    ... )
+    >>> tags
+    [['clear', 'primary'], ['haze', 'primary', 'water']]
     """
     csv_path = Path(csv_path).expanduser()
     image_dir = Path(image_dir).expanduser()

@@ -88,7 +88,6 @@ sphinx_gallery_conf = {
     "within_subsection_order": "gallery_config.ReadingOrder",
     "doc_module": ("sktransfer",),
     "backreferences_dir": "generated/backreferences",
-    "reference_url": {"sktransfer": None},
     "image_scrapers": ("gallery_config.TIGHT_FIGURES",),
     "remove_config_comments": True,
     "min_reported_time": 5,

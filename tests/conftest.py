@@ -96,7 +96,9 @@ def image_set(tmp_path):
 
 @pytest.fixture
 def tiny_params(tmp_path):
-    return dict(TINY, cache=str(tmp_path / "cache"), precompute_epochs=3, random_state=0)
+    return dict(
+        TINY, cache=str(tmp_path / "cache"), precompute_epochs=3, random_state=0
+    )
 
 
 def shared_available(*parts) -> bool:

@@ -125,8 +125,7 @@ for name, model in [
     print(f"{name:<34} {r2:>6.3f} {error:>13.1f} pts")
 
 # %%
-# Predicted against true fractions, and the training history: for a
-# regressor :func:`~sktransfer.plot_history` shows the validation R².
+# Predicted against true fractions:
 
 fig, ax = plt.subplots(figsize=(5, 5))
 ax.plot([0, 100], [0, 100], color="0.6", linestyle=":", label="perfect")
@@ -137,6 +136,10 @@ ax.set_ylabel("predicted share (%)")
 ax.set_aspect("equal")
 ax.legend(fontsize="small")
 ax.set_title("How much of the picture is a dog?")
+
+# %%
+# The training history: for a regressor :func:`~sktransfer.plot_history` shows
+# the validation R² next to the losses.
 
 plot_history(reg)
 

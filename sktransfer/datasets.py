@@ -523,7 +523,7 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
 
     See Also
     --------
-    sktransfer.plotting.plot_image_sizes : histograms of widths and heights.
+    sktransfer.plot_image_sizes : width against height, the network input marked.
 
     Examples
     --------

@@ -80,7 +80,7 @@ def main():
             name,
             weights=weights,
             precision="fp32",
-            batch_size=args.batch_size,
+            extract_batch_size=args.batch_size,
             cache=None,
         ).fit()
         n = len(X) if name == "mobilenet_v2" else min(len(X), 600)
@@ -98,7 +98,7 @@ def main():
             "mobilenet_v2",
             weights=str(WEIGHTS),
             precision=precision,
-            batch_size=args.batch_size,
+            extract_batch_size=args.batch_size,
             cache=None,
         ).fit()
         start = time.perf_counter()

@@ -86,6 +86,7 @@ class Prepared:
     info: dict
     skipped: list
     history: list
+    image_counts: tuple | None = None
 
 
 class RecipeEstimator(BaseEstimator):
@@ -167,6 +168,11 @@ class RecipeEstimator(BaseEstimator):
                 f"positive ints. Got {hidden!r} instead."
             )
         check_rates(self.unfrozen_lr, self.lr_mult, name)
+        if isinstance(self.unfreeze_from, bool):
+            raise ValueError(
+                f"The 'unfreeze_from' parameter of {name} must be 0, 1 or 2 (the "
+                f"first layer group trained). Got {self.unfreeze_from!r} instead."
+            )
         return make_plan(self.get_params())
 
     def _prepare(self, X, y, sample_weight=None) -> Prepared:
@@ -178,6 +184,7 @@ class RecipeEstimator(BaseEstimator):
             raise ValueError("X is empty: at least one image is required.")
         task, encoded, info = self._encode_targets(y, n)
         base_weights = _check_sample_weight(sample_weight, n)
+        self._class_weights(encoded, info)  # its errors, before any image
         continuing = self.warm_start and hasattr(self, "head_")
         if continuing:
             problem = self._same_targets(info)
@@ -187,7 +194,9 @@ class RecipeEstimator(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].input == "features" or self.lr == "auto"
-        features, fps, bad = self._read_images(extractor, sources, needs_features)
+        features, fps, bad, counts = self._read_images(
+            extractor, sources, needs_features
+        )
         skipped = self._skip_bad(sources, bad)
         keep = _kept_rows(n, bad, base_weights)
         if len(keep) < n:
@@ -230,7 +239,9 @@ class RecipeEstimator(BaseEstimator):
             verbose=self.verbose,
         )
         history = list(self.history_) if continuing else []
-        return Prepared(plan, data, head, task, settings, seed, info, skipped, history)
+        return Prepared(
+            plan, data, head, task, settings, seed, info, skipped, history, counts
+        )
 
     def _make_extractor(self, continuing):
         if not continuing:
@@ -249,11 +260,13 @@ class RecipeEstimator(BaseEstimator):
         return build_extractor(self, backbone=copy.deepcopy(old.backbone))
 
     def _read_images(self, extractor, sources, needs_features):
-        """Fingerprints, plain features (when a stage needs them) and the
-        images that could not be used (index -> message)."""
+        """Fingerprints, plain features (when a stage needs them), the
+        images that could not be used (index -> message) and the numbers of
+        images computed and read from the cache (None without features)."""
         bad: dict = {}
         fps = image_fingerprints(sources, bad)
         features = None
+        before = getattr(extractor, "images_computed", 0)
         if needs_features:
             features = extractor.transform(
                 sources,
@@ -267,8 +280,15 @@ class RecipeEstimator(BaseEstimator):
         else:  # training reads the images later: check them all now
             check_decodable(sources, fps, bad, extractor.preprocessing.resize_size)
         if bad and self.on_error == "raise":
-            raise_bad_images(bad, len(sources), cached=extractor.cache is not None)
-        return features, fps, bad
+            cache = extractor.cache
+            raise_bad_images(
+                bad, len(sources), cached=cache is not None and cache.storing
+            )
+        counts = None
+        if needs_features:
+            computed = getattr(extractor, "images_computed", 0) - before
+            counts = (computed, len(sources) - len(bad) - computed)
+        return features, fps, bad, counts
 
     def _skip_bad(self, sources, bad) -> list:
         if not bad:
@@ -304,6 +324,13 @@ class RecipeEstimator(BaseEstimator):
                 f"validation_fraction={self.validation_fraction} needs at least 2 "
                 f"images of every class for a stratified split; class {names}{more} "
                 "has only 1. Add images, or set validation_fraction=None."
+            )
+        if n - n_valid < task.n_outputs:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves "
+                f"{n - n_valid} images for training, fewer than the "
+                f"{task.n_outputs} classes; lower it, or set "
+                "validation_fraction=None."
             )
         if n_valid < task.n_outputs:
             raise ValueError(
@@ -467,6 +494,10 @@ def _ensemble(extractor, result, last_stage) -> list:
             member_head.load_state_dict(state)
             members.append((extractor, member_head))
             continue
+        if not last_stage.trains_body:  # the body is the same in every one
+            member_head.load_state_dict(_prefixed(state, "head."))
+            members.append((extractor, member_head))
+            continue
         member_head.load_state_dict(_prefixed(state, "head."))
         body_extractor = copy.copy(extractor)
         backbone = copy.deepcopy(extractor.backbone)
@@ -488,8 +519,12 @@ def _summary(estimator, prepared, rows, seconds) -> None:
             f"{stage.name} {len(own)} epochs {sum(r['seconds'] for r in own):.1f}s"
         )
     n = len(prepared.data.sources)
+    counts = prepared.image_counts
+    images = f"{n} images"
+    if counts is not None:
+        images += f" ({counts[0]} computed, {counts[1]} cached)"
     print(
-        f"{type(estimator).__name__}: {n} images, "
+        f"{type(estimator).__name__}: {images}, "
         + ", ".join(stages)
         + f"; fit took {seconds:.1f}s",
         file=sys.stderr,

@@ -379,6 +379,7 @@ class FeatureCache:
         return conn
 
     def _make_folder(self) -> None:
+        _warn_if_network_filesystem(self.directory)
         if not self.private:
             self.directory.mkdir(parents=True, exist_ok=True)
             return
@@ -864,3 +865,13 @@ def _transaction(conn):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+def _warn_if_network_filesystem(directory) -> None:
+    """A CacheWarning when the cache sits on NFS, SMB or a remote FUSE mount
+    (SQLite's locks are not reliable there)."""
+    try:
+        from ._dask import warn_if_network_filesystem
+    except ImportError:  # this module loaded on its own (fault tests)
+        return
+    warn_if_network_filesystem(directory)

@@ -440,10 +440,10 @@ def encode_labels(y, n_samples, allow_one_class=False):
         isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels
     ):
         return _label_collections(labels)
-    if any(isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels):
-        i = next(
-            i for i, v in enumerate(labels) if isinstance(v, (list, set, np.ndarray))
-        )
+    collection = [isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels]
+    if any(collection):
+        odd = sum(collection) * 2 < len(collection)  # name one of the fewer kind
+        i = collection.index(odd)
         raise ValueError(
             f"y mixes single labels and label collections (y[{i}] is a "
             f"{type(labels[i]).__name__}); give one label per image, or a "

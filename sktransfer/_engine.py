@@ -243,7 +243,7 @@ class _StageNet(NeuralNet):
         losses = self.task.loss(y_pred.float(), target)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         if not torch.isfinite(loss):
-            raise DivergedError(f"the loss became {float(loss)}")
+            raise DivergedError(f"the loss became {loss.item()}")
         return loss
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
@@ -486,9 +486,11 @@ def set_trainable(groups, first_trainable: int) -> None:
 def sweep_rate(stage, model, groups, data, task, settings, seed) -> float:
     """The rate the default rule reads off a sweep for ``stage``; a stated
     fallback (with a warning) when the sweep cannot be read."""
-    sweep = stage_sweep(stage, model, groups, data, task, settings, seed)
     fallback = FALLBACK_LRS["unfrozen" if stage.trains_body else "head"]
-    problem = sweep_problem(sweep, len(data.train), settings.batch_size)
+    problem = too_few_samples(len(data.train), settings.batch_size)
+    if not problem:
+        sweep = stage_sweep(stage, model, groups, data, task, settings, seed)
+        problem = sweep_problem(sweep, len(data.train), settings.batch_size)
     if problem:
         name = "unfrozen_lr" if stage.trains_body else "lr"
         warnings.warn(
@@ -545,15 +547,26 @@ def _same_groups(groups, model, copy_of):
     return [[copied[index[id(p)]] for p in group] for group in groups]
 
 
-def sweep_problem(sweep, n_train, batch_size) -> str | None:
-    """Why a sweep cannot be trusted, or None."""
-    if len(sweep["lrs"]) < 3:
-        return f"ran only {len(sweep['lrs'])} steps before the loss diverged"
+def too_few_samples(n_train, batch_size) -> str | None:
     if n_train < 2 * batch_size and n_train < 64:
         return (
             f"had only {n_train} training samples (fewer than two batches of "
             f"{batch_size}), too few for a readable loss curve"
         )
+    return None
+
+
+def sweep_problem(sweep, n_train, batch_size) -> str | None:
+    """Why a sweep cannot be trusted, or None."""
+    steps = len(sweep["lrs"])
+    if steps < max(3, sweep.get("num_it", 0) // 5):
+        return (
+            f"stopped after {steps} of {sweep.get('num_it', steps)} steps (the "
+            "loss jumped at once: too few or too noisy batches)"
+        )
+    problem = too_few_samples(n_train, batch_size)
+    if problem:
+        return problem
     if not sweep["diverged"]:
         return (
             f"never diverged up to a rate of {sweep['lrs'][-1]:.3g}, so the "
@@ -626,6 +639,7 @@ def lr_sweep(
         "losses": np.asarray(losses),
         "smoothed": np.asarray(smoothed),
         "diverged": diverged,
+        "num_it": num_it,
     }
 
 

@@ -199,6 +199,8 @@ class FeatureExtractor:
                 self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
             ):
                 out = self.backbone.body(x)
+        # images through the body in this process (a fit's summary line)
+        self.images_computed = getattr(self, "images_computed", 0) + len(batch)
         return out.float().cpu().numpy()
 
     def transform(

@@ -165,7 +165,8 @@ class LRFinder:
                 on_error="skip" if est.skipped_ else est.on_error,
             )
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the skip warning was given once
+            if self.stage == "unfrozen":  # fit gave the skip warning already
+                warnings.filterwarnings("ignore", message="on_error='skip'")
             prepared = est._prepare(X, y, sample_weight)
         stage = prepared.plan[-1] if self.stage == "unfrozen" else prepared.plan[0]
         model, groups = engine.build_model(prepared.data.extractor, prepared.head)

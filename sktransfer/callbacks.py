@@ -84,32 +84,37 @@ def sgdr_schedule(
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
     _check_schedule(cycle_len, cycle_mult, min_ratio)
     n_steps = int(n_steps)
-    length = cycle_len
-    if n_cycles is not None:
-        planned = sum(cycle_len * cycle_mult**i for i in range(int(n_cycles)))
-        length = cycle_len * n_steps / (planned * steps_per_epoch)
-    ends, total = [], 0
-    for size in _cycle_lengths(length, cycle_mult, steps_per_epoch, n_steps):
-        total += size
-        if total <= n_steps:
-            ends.append(total)
-    last = None
-    if n_cycles is not None and len(ends) >= n_cycles:
-        # rounding cycles to whole batches must not start an extra cycle
-        ends = ends[: int(n_cycles)]
-        last = ends[-1] - 1
-    factors = np.array(
-        [
-            sgdr_factor(
-                s if last is None else min(s, last),
-                steps_per_epoch=steps_per_epoch,
-                cycle_len=length,
-                cycle_mult=cycle_mult,
-                min_ratio=min_ratio,
-            )
-            for s in range(n_steps)
-        ]
-    )
+    if n_cycles is None:
+        ends, total = [], 0
+        for size in _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, n_steps):
+            total += size
+            if total <= n_steps:
+                ends.append(total)
+        factors = np.array(
+            [
+                sgdr_factor(
+                    s,
+                    steps_per_epoch=steps_per_epoch,
+                    cycle_len=cycle_len,
+                    cycle_mult=cycle_mult,
+                    min_ratio=min_ratio,
+                )
+                for s in range(n_steps)
+            ]
+        )
+        return factors, ends
+    # Cycle ends are rounded where they fall in the whole run (not cycle by
+    # cycle), so rounding never loses the last cycle nor ends it early.
+    planned = np.cumsum([cycle_len * cycle_mult**i for i in range(int(n_cycles))])
+    ends = sorted({int(round(e)) for e in planned / planned[-1] * n_steps} - {0})
+    factors = np.empty(n_steps)
+    start = 0
+    for end in ends:
+        t = (np.arange(start, end) - start) / (end - start)
+        factors[start:end] = min_ratio + (1.0 - min_ratio) * 0.5 * (
+            1.0 + np.cos(np.pi * t)
+        )
+        start = end
     return factors, ends
 
 

@@ -59,27 +59,41 @@ def table(rows, header):
 
 
 def pairs(n=600, seed=0):
-    """Square pictures made of two flower photos of different classes side by
-    side (each squeezed to half the width), labelled with both classes."""
-    out = WORK / "flower_pairs"
-    paths, labels = load_image_folder(SHARED / "data" / "flowers")
+    """Pictures made of two photos of different classes side by side (cats,
+    dogs, ants, bees; each cropped to a square, 128 x 128, on a 256 x 128
+    canvas), labelled with both classes. A centre crop of such a picture
+    keeps only half of each photo; "squish" and "pad" keep both."""
+    out = WORK / "animal_pairs"
+    data = SHARED / "data"
+    sets = [
+        load_image_folder(data / "dogscats" / "train"),
+        load_image_folder(data / "hymenoptera_data" / "train"),
+        load_image_folder(data / "hymenoptera_data" / "val"),
+    ]
+    paths = np.concatenate([p for p, _ in sets])
+    labels = np.concatenate([y for _, y in sets])
+    ok = np.array(["imageNotFound" not in p for p in paths])
+    paths, labels = paths[ok], labels[ok]
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    classes = sorted(by_class)
     rng = np.random.default_rng(seed)
     X, Y = [], []
     out.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        a, b = rng.choice(len(paths), size=2, replace=False)
-        while labels[a] == labels[b]:
-            b = rng.integers(len(paths))
+        a, b = rng.choice(classes, size=2, replace=False)
+        left, right = (paths[rng.choice(by_class[c])] for c in (a, b))
         path = out / f"pair_{i:04d}.jpg"
         if not path.exists():
-            left = Image.open(paths[a]).convert("RGB").resize((128, 256))
-            right = Image.open(paths[b]).convert("RGB").resize((128, 256))
-            canvas = Image.new("RGB", (256, 256))
-            canvas.paste(left, (0, 0))
-            canvas.paste(right, (128, 0))
+            canvas = Image.new("RGB", (256, 128))
+            for k, photo in enumerate((left, right)):
+                img = Image.open(photo).convert("RGB")
+                side = min(img.size)
+                box = ((img.width - side) // 2, (img.height - side) // 2)
+                img = img.crop((*box, box[0] + side, box[1] + side))
+                canvas.paste(img.resize((128, 128)), (128 * k, 0))
             canvas.save(path, quality=92)
         X.append(str(path))
-        Y.append(sorted({str(labels[a]), str(labels[b])}))
+        Y.append(sorted({str(a), str(b)}))
     return np.array(X), Y
 
 
@@ -87,7 +101,7 @@ def bench_multilabel(args):
     X, Y = pairs(args.n)
     X_tr, X_te, Y_tr, Y_te = train_test_split(X, Y, test_size=0.25, random_state=0)
     rows = []
-    for mode in ("crop", "squish"):
+    for mode in ("crop", "squish", "pad"):
         pre = None if mode == "crop" else {"resize_mode": mode}
         start = time.perf_counter()
         clf = PretrainedImageClassifier(
@@ -103,7 +117,7 @@ def bench_multilabel(args):
                 f"{time.perf_counter() - start:.0f}",
             )
         )
-    print(f"multi-label flower pairs: {len(X_tr)} train / {len(X_te)} test")
+    print(f"multi-label photo pairs: {len(X_tr)} train / {len(X_te)} test")
     table(rows, ("model", "samples-F1", "subset acc", "seconds"))
 
 
@@ -152,8 +166,8 @@ def bench_regression(args):
     feats = features(X)
     ridge, recipe = [], []
     start = time.perf_counter()
-    params = dict(BASE, augment=None, random_state=0, tta=args.tta)
-    if args.command == "angle":
+    params = dict(BASE, augment=None, dropout=0.1, random_state=0, tta=args.tta)
+    if args.unfrozen_cycles:
         params.update(
             unfrozen_cycles=args.unfrozen_cycles,
             cycle_mult=2,
@@ -185,7 +199,7 @@ def bench_regression(args):
 
 
 def _describe(params):
-    keys = ("unfrozen_cycles", "cycle_mult", "unfrozen_lr", "tta", "augment")
+    keys = ("dropout", "unfrozen_cycles", "cycle_mult", "unfrozen_lr", "tta", "augment")
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 

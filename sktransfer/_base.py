@@ -381,7 +381,7 @@ class RecipeEstimator(BaseEstimator):
         """Task outputs averaged over TTA views and ensemble members."""
         check_is_fitted(self, "head_")
         _check_not_empty(X)
-        views = tta_views(self.tta) if self.tta else [PLAIN]
+        views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
         return engine.predict_outputs(
             self.ensemble_,
             X,

@@ -195,37 +195,50 @@ class View:
     zoom: float = 1.0
     dx: float = 0.0
     dy: float = 0.0
+    #: top-down views: a vertical flip and a number of quarter turns
+    vflip: bool = False
+    turns: int = 0
 
     @property
     def key(self) -> str:
         if self == PLAIN:
             return "plain"
-        return (
+        key = (
             f"flip={int(self.flip)},zoom={self.zoom:.4f},"
             f"dx={self.dx:.4f},dy={self.dy:.4f}"
         )
+        if self.vflip or self.turns:  # older keys stay as they were
+            key += f",vflip={int(self.vflip)},turns={self.turns % 4}"
+        return key
 
 
 PLAIN = View()
 
 
-def tta_views(n: int, max_zoom: float = 1.1) -> list[View]:
+def tta_views(n: int, max_zoom: float = 1.1, augment="side_on") -> list[View]:
     """The plain view followed by ``n`` fixed augmented views.
 
-    The first augmented view is the horizontal mirror (the most useful TTA
-    view for photos); the others add a mild zoom and an off-centre crop. The
-    parameters come from a fixed seed, so the views (and their cached
-    features) are the same in every process and every run.
+    The views follow the training augmentation ``augment``: ``"side_on"``
+    starts with the horizontal mirror (the most useful TTA view for photos)
+    and adds mild zooms and off-centre crops, some mirrored; ``"top_down"``
+    adds vertical flips and quarter turns; ``None`` (for targets that a
+    mirror would change) uses zooms and shifts only. The parameters come
+    from a fixed seed, so the views (and their cached features) are the same
+    in every process and every run.
     """
     views = [PLAIN]
     rng = np.random.default_rng(20180101)
     for i in range(n):
-        if i == 0:
+        flips = augment is not None
+        if i == 0 and flips:
             views.append(View(flip=True))
             continue
         zoom = float(rng.uniform(1.0, max_zoom))
         dx, dy = (float(v) for v in rng.uniform(-1.0, 1.0, size=2))
-        views.append(View(flip=bool(i % 2 == 0), zoom=zoom, dx=dx, dy=dy))
+        extra = {}
+        if augment == "top_down":
+            extra = {"vflip": bool(i % 3 == 1), "turns": i % 4}
+        views.append(View(flip=flips and i % 2 == 0, zoom=zoom, dx=dx, dy=dy, **extra))
     return views
 
 
@@ -269,6 +282,16 @@ def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarr
         out = canvas
     if view.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if view.vflip:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if view.turns % 4:
+        out = out.transpose(
+            (
+                Image.Transpose.ROTATE_90,
+                Image.Transpose.ROTATE_180,
+                Image.Transpose.ROTATE_270,
+            )[view.turns % 4 - 1]
+        )
     return np.asarray(out, dtype=np.uint8)
 
 

@@ -127,7 +127,7 @@ def bench_multilabel(args):
 def derived(kind, n, seed=0):
     """Photos of dogs and cats, each transformed by a random amount: the
     amount is the target."""
-    out = WORK / kind
+    out = WORK / f"{kind}-{n}-{seed}"  # the targets depend on n and seed
     out.mkdir(parents=True, exist_ok=True)
     paths, _ = load_image_folder(SHARED / "data" / "dogscats" / "train")
     rng = np.random.default_rng(seed)

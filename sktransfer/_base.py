@@ -34,7 +34,7 @@ from ._features import (
     image_fingerprints,
     raise_bad_images,
 )
-from ._images import as_image_list, describe
+from ._images import as_image_list
 from ._plan import check_rates, make_plan
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 
@@ -529,10 +529,3 @@ def _summary(estimator, prepared, rows, seconds) -> None:
         + f"; fit took {seconds:.1f}s",
         file=sys.stderr,
     )
-
-
-def label_text(value) -> str:
-    return repr(_plain(value))
-
-
-__all__ = ["RecipeEstimator", "describe"]

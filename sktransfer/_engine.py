@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import math
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -510,6 +509,7 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
     head_only = not stage.trains_body
     if head_only:
         copy_of = copy.deepcopy(model.head)
+        _prepare_head_batchnorm(copy_of, True)
         param_groups = [(copy_of.parameters(), 1.0)]
         sweep_stage = dataclasses.replace(stage, input="features")
     else:
@@ -522,8 +522,6 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
             if g >= stage.trainable_from
         ]
         sweep_stage = stage
-    if head_only:
-        _prepare_head_batchnorm(copy_of, True)
     train_set = _dataset(sweep_stage, data, data.train, settings, seed, stage.augment)
     batches = dataset_batches(train_set, settings.batch_size, seed)
     device = next(model.head.parameters()).device
@@ -784,7 +782,3 @@ def small_work_threads(active=True):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def elapsed(start) -> float:
-    return time.perf_counter() - start

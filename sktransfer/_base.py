@@ -44,6 +44,7 @@ RECIPE_CONSTRAINTS = {
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "precompute_epochs": [Interval(Integral, 0, None, closed="left")],
     "augmented_cycles": [Interval(Integral, 0, None, closed="left")],
+    "augmented_copies": [Interval(Integral, 0, None, closed="left")],
     "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
     "unfreeze_from": [Interval(Integral, 0, 2, closed="both")],
     "cycle_len": [Interval(Real, 0, None, closed="neither")],
@@ -193,7 +194,7 @@ class RecipeEstimator(BaseEstimator):
         self._check_split(encoded, task, info, n)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
-        needs_features = plan[0].input == "features" or self.lr == "auto"
+        needs_features = plan[0].on_features or self.lr == "auto"
         features, fps, bad, counts = self._read_images(
             extractor, sources, needs_features
         )
@@ -490,7 +491,7 @@ def _ensemble(extractor, result, last_stage) -> list:
     members = []
     for state in result.snapshots:
         member_head = copy.deepcopy(head)
-        if last_stage.input == "features":
+        if last_stage.on_features:
             member_head.load_state_dict(state)
             members.append((extractor, member_head))
             continue

@@ -38,6 +38,13 @@ _RECIPE_DOC = """
     augmented_cycles : int, default=0
         Stage 2: SGDR cycles of ``cycle_len`` epochs training the head on
         augmented photos through the frozen body. 0 skips the stage.
+    augmented_copies : int, default=4
+        Stage 2 trains on the cached features of this many fixed augmented
+        copies of each photo (epoch ``e`` sees copy ``e % augmented_copies``;
+        only the copies the epochs use are computed). Like the plain
+        features, they are computed once and shared by every fold, grid
+        candidate and refit. 0 augments afresh on every epoch instead,
+        pushing every photo through the body each time.
     unfrozen_cycles : int, default=0
         Stage 3: SGDR cycles with the body unfrozen (the first ``cycle_len``
         epochs long, each next one ``cycle_mult`` times longer), at
@@ -202,6 +209,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         dropout=0.5,
         precompute_epochs=8,
         augmented_cycles=0,
+        augmented_copies=4,
         unfrozen_cycles=0,
         unfreeze_from=0,
         cycle_len=1,
@@ -236,6 +244,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.dropout = dropout
         self.precompute_epochs = precompute_epochs
         self.augmented_cycles = augmented_cycles
+        self.augmented_copies = augmented_copies
         self.unfrozen_cycles = unfrozen_cycles
         self.unfreeze_from = unfreeze_from
         self.cycle_len = cycle_len

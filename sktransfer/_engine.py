@@ -27,9 +27,17 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
 
-from ._finetune import ImageDataset, TransferNet, adamw_options, group_parameters
+from ._finetune import (
+    ImageDataset,
+    ImageLoader,
+    TransferNet,
+    adamw_options,
+    group_parameters,
+)
 from ._head import Head
 from ._plan import N_BODY_GROUPS, Stage
+from ._threads import decode_workers
+from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
 
 #: Rates used when a sweep cannot suggest one (it never diverged, or it had
@@ -62,6 +70,18 @@ class TrainingSet:
     extract_batch_size: int = 32
     verbose: int = 0
     features: np.ndarray | None = None
+
+    def augmented_features(self, rows, n_copies, augment, settings) -> np.ndarray:
+        """Features ``(n_copies, len(rows), n_features)`` of fixed augmented
+        copies of the images ``rows`` (cached like the plain view)."""
+        views = [AugmentedView(i, augment, settings.max_zoom) for i in range(n_copies)]
+        return self.extractor.transform(
+            [self.sources[i] for i in rows],
+            views=views,
+            batch_size=self.extract_batch_size,
+            verbose=self.verbose,
+            fingerprints=[self.fingerprints[i] for i in rows],
+        )
 
     def plain_features(self) -> np.ndarray:
         if self.features is None:
@@ -146,8 +166,9 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
 def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed):
     """Train one stage at top rate ``lr``; returns ``(history rows,
     snapshots)``."""
-    on_features = stage.input == "features"
-    _prepare_head_batchnorm(model.head, on_features)
+    on_features = stage.on_features
+    # augmented copies move the features from epoch to epoch like images do
+    _prepare_head_batchnorm(model.head, stage.input == "features")
     set_trainable(groups, stage.trainable_from)
     train_set = _dataset(stage, data, data.train, settings, seed, stage.augment)
     valid_set = None
@@ -182,8 +203,12 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed):
 
 
 def _dataset(stage, data, rows, settings, seed, augment):
-    """The features or images of ``rows`` for ``stage``."""
-    if stage.input == "features":
+    """The features, augmented copies' features or images of ``rows`` for
+    ``stage`` (``augment=None``: the plain view)."""
+    if stage.input == "copies" and augment is not None:
+        copies = data.augmented_features(rows, stage.copies, augment, settings)
+        return CopiesDataset(copies, data.targets[rows], data.weights[rows])
+    if stage.on_features:
         return FeatureDataset(
             data.plain_features()[rows], data.targets[rows], data.weights[rows]
         )
@@ -211,6 +236,29 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, i):
         return self.x[i], (self.targets[i], self.weights[i])
+
+
+class CopiesDataset(FeatureDataset):
+    """Features of ``k`` augmented copies of every sample, ``(k, n, f)``:
+    epoch ``e`` serves copy ``e % k`` (:class:`_NextCopy` turns the page)."""
+
+    def __init__(self, copies, targets, weights):
+        super().__init__(copies, targets, weights)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.x.shape[1]
+
+    def __getitem__(self, i):
+        return self.x[self.epoch % len(self.x), i], (self.targets[i], self.weights[i])
+
+
+class _NextCopy(Callback):
+    """Serve the next augmented copy on every epoch."""
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if isinstance(dataset_train, CopiesDataset):
+            dataset_train.epoch = len(net.history) - 1  # this stage's epochs
 
 
 class _StageNet(NeuralNet):
@@ -258,9 +306,9 @@ class _StageNet(NeuralNet):
 
 
 def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
-    module = model.head if stage.input == "features" else model
+    module = model.head if stage.on_features else model
     lrs = stage.group_lrs(lr)
-    if stage.input == "features":
+    if stage.on_features:
         param_groups = [(groups[-1], lrs[-1])]
     else:
         param_groups = list(zip(groups, lrs))
@@ -278,11 +326,25 @@ def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
         batch_size=settings.batch_size,
         train_split=None if valid_set is None else predefined_split(valid_set),
         iterator_train__shuffle=True,
+        **_loaders(stage, model),
         device=str(next(model.head.parameters()).device),
         predict_nonlinearity=None,
         callbacks="disable",
         verbose=0,
     )
+
+
+def _loaders(stage, model) -> dict:
+    """Image stages decode in a pool of threads ahead of the network."""
+    if stage.on_features:
+        return {}
+    workers = decode_workers(next(model.head.parameters()).device)
+    return {
+        "iterator_train": ImageLoader,
+        "iterator_valid": ImageLoader,
+        "iterator_train__decode_workers": workers,
+        "iterator_valid__decode_workers": workers,
+    }
 
 
 def _steps_per_epoch(n_train, batch_size) -> int:
@@ -306,6 +368,7 @@ def _callbacks(stage, steps, task, valid_set, settings):
             ),
         ),
         ("lrs", _RecordRates()),
+        ("copies", _NextCopy()),
     ]
     if valid_set is not None:
         callbacks.append(("valid_score", _ValidScore(task)))
@@ -700,6 +763,8 @@ def dataset_batches(dataset, batch_size, seed):
         if p not in orders:
             orders.clear()
             orders[p] = rng.permutation(n)
+            if isinstance(dataset, ImageDataset):
+                dataset.new_pass()  # new augmentations on every pass
         items = [dataset[j] for j in orders[p][b * batch_size : (b + 1) * batch_size]]
         x = torch.stack([item[0] for item in items])
         target = torch.stack([item[1][0] for item in items])

@@ -7,8 +7,6 @@ import copy
 import dataclasses
 import hashlib
 import os
-import queue
-import threading
 from numbers import Integral
 
 import numpy as np
@@ -27,12 +25,14 @@ from ._images import (
     load_image,
     read_image_file,
 )
+from ._threads import decode_workers, ordered_map
 from ._transforms import (
     MAX_CROP_SIZE,
     PLAIN,
+    AugmentedView,
     View,
     check_preprocessing,
-    render,
+    render_view,
     to_tensor,
     tta_views,
 )
@@ -188,7 +188,7 @@ class FeatureExtractor:
     def n_features(self) -> int:
         return self.backbone.n_features
 
-    def view_key(self, view: View) -> str:
+    def view_key(self, view: View | AugmentedView) -> str:
         return self.model_key if view == PLAIN else f"{self.model_key}:{view.key}"
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
@@ -215,9 +215,9 @@ class FeatureExtractor:
     ):
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
-        Cached vectors are read; the rest are computed in batches whose
-        decoding runs in a background thread while the body works on the
-        previous batch. Every finished batch is written to the cache at
+        Cached vectors are read; the rest are computed in batches decoded by
+        a pool of threads (:func:`decode_workers`) ahead of the body. Every
+        finished batch is written to the cache at
         once, so an error or an interruption loses nothing already computed.
         Images that cannot be decoded are collected and reported together
         in one error, after every good image has been computed and cached;
@@ -297,7 +297,7 @@ class FeatureExtractor:
             for i in batch:
                 try:
                     img, fp = _snapshot(sources[i], pre.resize_size, i)
-                    arrays.append(render(img, pre, view))
+                    arrays.append(render_view(img, pre, view, fp))
                     kept.append(i)
                     keys.append(fp)
                 except ImageLoadError as exc:
@@ -306,12 +306,11 @@ class FeatureExtractor:
                     bad[i] = f"{describe(sources[i], i)}: {exc}"
             return kept, keys, (np.stack(arrays) if arrays else None)
 
-        bar = _progress(
-            len(unique), verbose, "features" if view == PLAIN else "TTA view"
-        )
+        bar = _progress(len(unique), verbose, _bar_title(view))
         redo = []  # copies of an image that changed since it was fingerprinted
         try:
-            for kept, keys, batch in _prefetch(decode, batches):
+            workers = decode_workers(self.device)
+            for kept, keys, batch in ordered_map(decode, batches, workers):
                 if batch is None:
                     continue
                 feats = self.forward(batch)
@@ -451,45 +450,10 @@ def raise_bad_images(bad: dict, n_images: int, cached: bool = False) -> None:
     )
 
 
-def _prefetch(fn, items, depth: int = 2):
-    """Yield ``fn(item)`` for each item, computing up to ``depth`` ahead in a
-    background thread (decoding overlaps the body's forward pass)."""
-    if len(items) <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    sentinel = object()
-
-    def worker():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put((True, fn(item)))
-        except BaseException as exc:  # handed to the consumer
-            q.put((False, exc))
-            return
-        q.put((True, sentinel))
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, value = q.get()
-            if not ok:
-                raise value
-            if value is sentinel:
-                return
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+def _bar_title(view) -> str:
+    if view == PLAIN:
+        return "features"
+    return "augmented copy" if isinstance(view, AugmentedView) else "TTA view"
 
 
 def _progress(total, verbose, desc):

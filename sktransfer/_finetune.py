@@ -19,9 +19,10 @@ import inspect
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ._images import load_image
+from ._threads import ordered_map
 from ._transforms import PLAIN, Preprocessing, random_augment, render
 
 
@@ -51,9 +52,9 @@ class ImageDataset(Dataset):
     """Decoded, (optionally) augmented images as uint8 CHW tensors, with
     their targets and sample weights: items are ``(x, (target, weight))``.
 
-    Augmentations draw from one generator seeded at construction; with a
-    single-process loader and a seeded shuffle, every run sees the same
-    sequence of augmented images.
+    The augmentation of item ``i`` is drawn from a generator seeded by
+    ``(seed, epoch, i)``: the same in every run, whatever thread decodes it
+    and in whatever order, and new on every pass (:meth:`new_pass`).
     """
 
     def __init__(
@@ -76,7 +77,14 @@ class ImageDataset(Dataset):
         self.pre = pre
         self.augment = augment
         self.max_zoom = max_zoom
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._passes = 0
+
+    def new_pass(self) -> None:
+        """Draw new augmentations for the next pass over the data."""
+        self.epoch = self._passes
+        self._passes += 1
 
     def __len__(self):
         return len(self.sources)
@@ -84,11 +92,32 @@ class ImageDataset(Dataset):
     def __getitem__(self, i):
         img = load_image(self.sources[i], draft_size=self.pre.resize_size, index=i)
         if self.augment:
-            arr = random_augment(img, self.pre, self.rng, self.augment, self.max_zoom)
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            arr = random_augment(img, self.pre, rng, self.augment, self.max_zoom)
         else:
             arr = render(img, self.pre, PLAIN)
         x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)
         return x, (self.targets[i], self.weights[i])
+
+
+class ImageLoader(DataLoader):
+    """The data loader of image stages: batches decoded by ``decode_workers``
+    threads ahead of the network (see :mod:`._threads`), each pass over an
+    :class:`ImageDataset` with new augmentations."""
+
+    def __init__(self, dataset, *, decode_workers=1, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.decode_workers = decode_workers
+
+    def __iter__(self):
+        dataset = self.dataset
+        if isinstance(dataset, ImageDataset):
+            dataset.new_pass()
+
+        def load(indices):
+            return self.collate_fn([dataset[i] for i in indices])
+
+        return ordered_map(load, list(self.batch_sampler), self.decode_workers)
 
 
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:

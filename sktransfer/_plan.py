@@ -28,8 +28,9 @@ class Stage:
     Attributes
     ----------
     name : {"precomputed", "augmented", "unfrozen"}
-    input : {"features", "images"}
-        Cached features of the frozen body, or decoded (augmented) photos.
+    input : {"features", "copies", "images"}
+        Cached features of the frozen body, cached features of fixed
+        augmented copies of the photos, or decoded (augmented) photos.
     trainable_from : int
         First trainable layer group; ``N_BODY_GROUPS`` trains the head only.
     epochs : int
@@ -44,6 +45,9 @@ class Stage:
         Augmentation preset of image stages.
     snapshot : bool
         Keep the model at the end of every cycle (snapshot ensemble).
+    copies : int
+        For ``"copies"`` input: how many augmented copies of each photo the
+        stage uses (epoch ``e`` trains on copy ``e % copies``).
 
     Examples
     --------
@@ -67,6 +71,13 @@ class Stage:
     n_cycles: int
     augment: str | None = None
     snapshot: bool = False
+    copies: int = 0
+
+    @property
+    def on_features(self) -> bool:
+        """True where the stage trains the head on cached features (the
+        plain view or augmented copies) rather than on decoded photos."""
+        return self.input != "images"
 
     @property
     def trains_body(self) -> bool:
@@ -106,7 +117,9 @@ def make_plan(params: dict) -> list[Stage]:
        features: one cosine cycle, or SGDR cycles of ``cycle_len`` epochs
        when it is the last stage of a snapshot ensemble;
     2. ``augmented_cycles`` SGDR cycles of ``cycle_len`` epochs of the head
-       on augmented photos through the frozen body;
+       on augmented photos through the frozen body: on the cached features
+       of ``augmented_copies`` fixed copies of each photo, or (0) on photos
+       augmented afresh every epoch;
     3. ``unfrozen_cycles`` SGDR cycles (the first ``cycle_len`` epochs long,
        each next one ``cycle_mult`` times longer) with layer groups
        ``unfreeze_from`` and later unfrozen, at differential rates.
@@ -152,11 +165,13 @@ def make_plan(params: dict) -> list[Stage]:
         )  # fmt: skip
     if counts["augmented"]:
         n = counts["augmented"]
+        epochs = cycle_epochs(cycle_len, 1, n)
+        copies = min(int(params.get("augmented_copies", 0)), epochs)
         stages.append(
             Stage(
-                "augmented", "images", head_only, cycle_epochs(cycle_len, 1, n),
+                "augmented", "copies" if copies else "images", head_only, epochs,
                 lr, (1.0,) * 4, cycle_len, 1.0, n, params["augment"],
-                snapshot=snapshot and active[-1] == "augmented",
+                snapshot=snapshot and active[-1] == "augmented", copies=copies,
             )
         )  # fmt: skip
     if counts["unfrozen"]:

@@ -84,6 +84,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         dropout=0.5,
         precompute_epochs=8,
         augmented_cycles=0,
+        augmented_copies=4,
         unfrozen_cycles=0,
         unfreeze_from=0,
         cycle_len=1,
@@ -116,6 +117,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.dropout = dropout
         self.precompute_epochs = precompute_epochs
         self.augmented_cycles = augmented_cycles
+        self.augmented_copies = augmented_copies
         self.unfrozen_cycles = unfrozen_cycles
         self.unfreeze_from = unfreeze_from
         self.cycle_len = cycle_len

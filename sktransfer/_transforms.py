@@ -24,6 +24,7 @@ matters to ``"crop"``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, replace
 from numbers import Integral, Real
@@ -373,6 +374,38 @@ def random_augment(
             np.uint8
         )
     return out
+
+
+@dataclass(frozen=True)
+class AugmentedView:
+    """Copy number ``index`` of the fixed augmented copies of every photo.
+
+    Each copy is a :func:`random_augment` draw from a generator seeded by
+    the photo's fingerprint and ``index``: a pure function of the photo, so
+    its features can be cached like the plain view's and shared by every
+    fold, grid candidate and refit. Different photos get different draws.
+    """
+
+    index: int
+    augment: str = "side_on"
+    max_zoom: float = 1.1
+
+    @property
+    def key(self) -> str:
+        return f"augmented={self.augment},copy={self.index},zoom={self.max_zoom:.4f}"
+
+    def rng(self, fingerprint: str) -> np.random.Generator:
+        digest = hashlib.blake2b(f"{fingerprint}:{self.key}".encode(), digest_size=8)
+        return np.random.default_rng(int.from_bytes(digest.digest(), "little"))
+
+
+def render_view(img: Image.Image, pre: Preprocessing, view, fingerprint: str):
+    """The network input of ``img`` under a fixed view or augmented copy
+    (the copy is drawn from the image's ``fingerprint``)."""
+    if isinstance(view, AugmentedView):
+        rng = view.rng(fingerprint)
+        return random_augment(img, pre, rng, view.augment, view.max_zoom)
+    return render(img, pre, view)
 
 
 def augmented_copies(

@@ -65,7 +65,9 @@ def test_three_stages_in_order_with_their_inputs_and_trainable_groups(unfreeze_f
         augment="top_down",
     )
     assert [s.name for s in plan] == ["precomputed", "augmented", "unfrozen"]
-    assert [s.input for s in plan] == ["features", "images", "images"]
+    # the head trains on cached features of augmented copies by default
+    assert [s.input for s in plan] == ["features", "copies", "images"]
+    assert plan[1].copies == 1 and plan[1].on_features
     assert [s.trainable_from for s in plan] == [3, 3, unfreeze_from]
     assert [s.trains_body for s in plan] == [False, False, True]
     # augmentation applies to photos only
@@ -256,7 +258,7 @@ def test_history_follows_the_plan_stage_by_stage(images, base):
         # every stage starts at its planned rates: the head alone on
         # features, all four layer groups on images
         lrs = stage.group_lrs(stage.lr)
-        expected = lrs[-1:] if stage.input == "features" else lrs
+        expected = lrs[-1:] if stage.on_features else lrs
         assert rows[0]["lrs"] == pytest.approx(expected, rel=1e-9)
         assert all(r["fit"] == 1 and r["image_size"] == 32 for r in rows)
 
@@ -273,6 +275,7 @@ def test_image_stages_alone_compute_and_cache_no_features(
         random_state=0,
         precompute_epochs=0,
         augmented_cycles=1,
+        augmented_copies=0,
     ).fit(X, y)
     assert [r["stage"] for r in clf.history_] == ["augmented"]
     assert forward_count["n"] == 0
@@ -286,7 +289,7 @@ def test_lr_auto_without_a_precomputed_stage_computes_features_once(
     with pytest.warns(UserWarning, match="sweep"):
         clf = PretrainedImageClassifier(
             **TINY, cache=None, random_state=0, lr="auto", precompute_epochs=0,
-            augmented_cycles=1,
+            augmented_cycles=1, augmented_copies=0,
         ).fit(X, y)  # fmt: skip
     assert forward_count["n"] == len(X)
     (row,) = clf.history_
@@ -302,8 +305,93 @@ def test_the_whole_recipe_reads_each_image_through_the_frozen_body_once(
         PretrainedImageClassifier(
             **TINY, cache=None, random_state=0, batch_size=6, lr="auto",
             precompute_epochs=1, augmented_cycles=1, unfrozen_cycles=1,
+            augmented_copies=0,
         ).fit(X, y)  # fmt: skip
     assert forward_count["n"] == len(X)
+
+
+# --- augmented copies: cached features of fixed augmentations ---------------------
+
+
+@pytest.mark.parametrize(
+    "cycles, copies, planned",
+    [(3, 4, 3), (3, 2, 2), (5, 1, 1), (2, 0, 0)],
+)
+def test_the_plan_computes_only_the_copies_its_epochs_use(cycles, copies, planned):
+    (stage,) = plan_of(
+        precompute_epochs=0, augmented_cycles=cycles, augmented_copies=copies
+    )
+    assert stage.epochs == cycles
+    assert stage.copies == planned
+    assert stage.input == ("copies" if copies else "images")
+
+
+def test_augmented_copies_go_through_the_body_once_and_are_then_cached(
+    images, tmp_path, forward_count
+):
+    X, y = images
+    params = dict(
+        TINY, cache=str(tmp_path / "c"), batch_size=6, precompute_epochs=1,
+        augmented_cycles=3, augmented_copies=2,
+    )  # fmt: skip
+    first = PretrainedImageClassifier(**params, random_state=0).fit(X, y)
+    # the plain view once, and two copies for three epochs
+    assert forward_count["n"] == 3 * len(X)
+    assert [r["stage"] for r in first.history_][-3:] == ["augmented"] * 3
+    # another seed (a grid candidate, a fold) reads all of them from the cache
+    forward_count["n"] = 0
+    other = PretrainedImageClassifier(**params, random_state=1).fit(X, y)
+    assert forward_count["n"] == 0
+    assert not np.allclose(first.predict_proba(X), other.predict_proba(X))
+    # a third copy is the only thing computed when the epochs need it
+    PretrainedImageClassifier(**{**params, "augmented_copies": 3}).fit(X, y)
+    assert forward_count["n"] == len(X)
+
+
+def test_copies_differ_between_photos_and_epochs_but_not_between_runs(tmp_path):
+    from sktransfer import PretrainedFeatures
+    from sktransfer._transforms import AugmentedView
+
+    paths, _ = make_images(tmp_path / "img", n_per_class=2, size=48)
+    features = PretrainedFeatures(**TINY, cache=None).fit()
+    views = [AugmentedView(0), AugmentedView(1)]
+    a = features.extractor_.transform(paths, views=views)
+    b = features.extractor_.transform(paths, views=views)
+    plain = features.transform(paths)
+    np.testing.assert_array_equal(a, b)  # fixed: a pure function of the photo
+    assert not np.allclose(a[0], a[1])  # two copies of each photo differ
+    assert not np.allclose(a[0], plain[None])
+    # every photo gets its own draw, not one shared set of parameters: the
+    # same pixels under two names are the same photo, under one fingerprint
+    assert AugmentedView(0).rng("x").random() != AugmentedView(0).rng("y").random()
+
+
+def test_augmented_copies_and_augmenting_afresh_learn_alike(images, base):
+    X, y = images
+    params = dict(base, precompute_epochs=2, augmented_cycles=2)
+    cached = PretrainedImageClassifier(**params).fit(X, y)
+    afresh = PretrainedImageClassifier(**params, augmented_copies=0).fit(X, y)
+    for est in (cached, afresh):
+        assert est.score(X, y) >= 0.9
+        assert all(np.isfinite(r["train_loss"]) for r in est.history_)
+
+
+def test_augmented_copies_with_augment_none_train_on_the_plain_view(
+    images, base, forward_count
+):
+    X, y = images
+    PretrainedImageClassifier(
+        **{**base, "cache": None}, augment=None, precompute_epochs=1,
+        augmented_cycles=2,
+    ).fit(X, y)  # fmt: skip
+    assert forward_count["n"] == len(X)  # no copy: the plain view is all there is
+
+
+def test_a_bad_augmented_copies_value_is_named(images, base, forward_count):
+    X, y = images
+    with pytest.raises(ValueError, match="augmented_copies"):
+        PretrainedImageClassifier(**base, augmented_copies=-1).fit(X, y)
+    assert forward_count["n"] == 0
 
 
 # --- progress ---------------------------------------------------------------------

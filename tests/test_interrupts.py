@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -111,8 +112,19 @@ STAGES = {
         4,  # the first step of the second epoch
         lambda rates: len(rates) == 1 and rates[0] < 1e-3,
     ),
-    "augmented": (
+    "augmented": (  # the head on augmented copies' features
         dict(precompute_epochs=1, augmented_cycles=2, unfrozen_cycles=1),
+        dict(precompute_epochs=1),
+        4,
+        lambda rates: len(rates) == 1,
+    ),
+    "augmented-afresh": (  # the head on photos augmented on every epoch
+        dict(
+            precompute_epochs=1,
+            augmented_cycles=2,
+            augmented_copies=0,
+            unfrozen_cycles=1,
+        ),
         dict(precompute_epochs=1),
         4,
         lambda rates: len(rates) == 4,
@@ -236,11 +248,20 @@ def test_ctrl_c_while_a_photo_is_augmented(images, base):
     calls = {"n": 0, "at": 5, "raise": ctrl_c}
     X = photos(paths, calls)
     clf = PretrainedImageClassifier(
-        **base, precompute_epochs=1, augmented_cycles=2, unfrozen_cycles=1
+        **base,
+        precompute_epochs=1,
+        augmented_cycles=2,
+        augmented_copies=0,  # photos augmented on every epoch
+        unfrozen_cycles=1,
     )
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X, y)
-    assert calls["n"] == 5
+    # decoding runs a few photos ahead of training; it stops with the fit,
+    # before one epoch of the 12 photos is through
+    assert 5 <= calls["n"] < len(X)
+    seen = calls["n"]
+    time.sleep(0.3)
+    assert calls["n"] == seen
     assert not hasattr(clf, "head_")
 
 
@@ -253,7 +274,7 @@ def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(images, ba
     calls = {"n": 0, "at": None, "raise": disk_gone}
     X = photos(paths, calls)
     clf = PretrainedImageClassifier(
-        **base, precompute_epochs=1, augmented_cycles=1
+        **base, precompute_epochs=1, augmented_cycles=1, augmented_copies=0
     ).fit(X, y)
     before = snapshot(clf, X)
     # 12 augmented photos, then two batches of 4 of the unfrozen stage: fail

@@ -547,8 +547,10 @@ def four_images(tmp_path):
     return make_images(tmp_path / "four", n_per_class=2)
 
 
-def test_unfrozen_lr_auto(four_images, estimator):
-    X, y = four_images
+def test_unfrozen_lr_auto(tmp_path, estimator):
+    # eight images in batches of 2: four batches per pass, enough for a
+    # readable curve whatever the augmentations drawn
+    X, y = make_images(tmp_path / "eight", n_per_class=4)
     estimator.set_params(**SMALL, batch_size=2)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

@@ -643,6 +643,27 @@ def test_early_stopping_runs(images, base):
     assert clf.predict(X).shape == (12,)
 
 
+def test_early_stopping_ends_the_stage_and_the_fit_goes_on(images, base):
+    """skorch stops by raising KeyboardInterrupt: it must end the stage,
+    never leave ``fit`` as if the user had pressed Ctrl-C."""
+    X, y = images
+    clf = PretrainedImageClassifier(
+        **base,
+        validation_fraction=0.25,
+        early_stopping=True,
+        precompute_epochs=40,
+        lr=0.05,
+        augmented_cycles=1,
+    ).fit(X, y)
+    rows = rows_of(clf, "precomputed")
+    assert len(rows) < 40  # stopped early
+    losses = [r["valid_loss"] for r in rows]
+    best = int(np.argmin(losses))
+    assert len(rows) == best + 1 + 3  # three epochs without improvement
+    assert len(rows_of(clf, "augmented")) == 1  # the next stage still ran
+    assert clf.predict(X).shape == (12,)
+
+
 @pytest.mark.parametrize("fraction", [0.9, 0.05])
 def test_validation_fraction_that_cannot_be_stratified_raises(images, base, fraction):
     X, y = images

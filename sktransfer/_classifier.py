@@ -96,8 +96,11 @@ _RECIPE_DOC = """
         ``"raise"`` lists them all in one error before training; ``"skip"``
         leaves them out, warns, and lists them in ``skipped_``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
-        Numeric precision of the body's forward pass. ``"auto"`` uses bf16
-        autocast where the hardware runs bf16 natively, fp32 elsewhere.
+        Numeric precision of the network's matrix work, in feature
+        extraction and in every training stage (bf16 autocast; weights,
+        optimizer state and losses stay fp32). ``"auto"`` uses bf16 where
+        the hardware runs it natively (AVX-512 BF16/AMX CPUs, GPUs with
+        bf16 support), fp32 elsewhere.
     extract_batch_size : int, default=32
         Images per forward pass of the body when computing features.
     device : str, default="auto"

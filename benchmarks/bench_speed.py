@@ -13,6 +13,7 @@ less so):
    mobilenet_v3_large and resnet34.
 
     .venv/bin/python benchmarks/bench_speed.py [--only refit|grid|extract]
+        [--precision auto|fp32|bf16]
 
 Run it with nothing else on the machine: the "busy" rows add their own
 known load (one process spinning on a core).
@@ -120,8 +121,8 @@ def bare_forward(extractor, batch_size, n_batches):
     return batch_size * n_batches / (time.perf_counter() - start)
 
 
-def bench_extract(X):
-    print("\n## 3. End-to-end extraction vs bare forward, precision='auto'\n")
+def bench_extract(X, precision="auto"):
+    print(f"\n## 3. End-to-end extraction vs bare forward, precision={precision!r}\n")
     print("| backbone | precision | bare forward img/s | end-to-end img/s | ratio |")
     print("|---|---|---|---|---|")
     for name, weights, n in (
@@ -129,7 +130,9 @@ def bench_extract(X):
         ("mobilenet_v3_large", None, 800),
         ("resnet34", None, 400),
     ):
-        tr = PretrainedFeatures(name, weights=weights, cache=None).fit()
+        tr = PretrainedFeatures(
+            name, weights=weights, cache=None, precision=precision
+        ).fit()
         ext = tr.extractor_
         bare = bare_forward(ext, 32, max(4, n // 64))
         e2e = n / timed(lambda tr=tr, n=n: tr.transform(X[:n]))
@@ -140,6 +143,12 @@ def bench_extract(X):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["refit", "grid", "extract"])
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="of the extraction rows ('fp32' stands in for a CPU without bf16)",
+    )
     args = parser.parse_args()
     X, y = load_image_folder(SHARED / "data" / "dogscats" / "train")
     cpu = next(
@@ -156,7 +165,7 @@ def main():
     if args.only in (None, "grid"):
         bench_grid(X, y)
     if args.only in (None, "extract"):
-        bench_extract(X)
+        bench_extract(X, args.precision)
 
 
 if __name__ == "__main__":

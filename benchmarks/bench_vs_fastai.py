@@ -81,7 +81,9 @@ def run_fastai(name, _cache):
         Normalize,
         Resize,
         aug_transforms,
+        default_split,
         imagenet_stats,
+        model_meta,
         vision_learner,
     )
 
@@ -96,14 +98,17 @@ def run_fastai(name, _cache):
         item_tfms=Resize(256),
         batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(*imagenet_stats)],
     )
-    dls = block.dataloaders(items, bs=64, num_workers=0)
+    dls = block.dataloaders(items, bs=64)  # fastai's default loader workers
 
     def arch(*args, **kwargs):
         model = torchvision.models.mobilenet_v2(weights=None)
         model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
         return model
 
-    learn = vision_learner(dls, arch, pretrained=False, normalize=False, cut=-1)
+    # fastai knows no cut for this body under a custom function: the
+    # classifier is the last child, as for its own mobilenet entries
+    model_meta[arch] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
+    learn = vision_learner(dls, arch, pretrained=False, normalize=False)
     lr = learn.lr_find(show_plot=False).valley
     learn.fine_tune(2, base_lr=lr, freeze_epochs=1)
     proba, _ = learn.tta()

@@ -308,9 +308,10 @@ class FeatureExtractor:
 
         bar = _progress(len(unique), verbose, _bar_title(view))
         redo = []  # copies of an image that changed since it was fingerprinted
+        decoded = None
         try:
-            workers = decode_workers(self.device)
-            for kept, keys, batch in ordered_map(decode, batches, workers):
+            decoded = ordered_map(decode, batches, decode_workers(self.device))
+            for kept, keys, batch in decoded:
                 if batch is None:
                     continue
                 feats = self.forward(batch)
@@ -339,6 +340,8 @@ class FeatureExtractor:
                 if bar is not None:
                     bar.update(len(kept))
         finally:
+            if decoded is not None:
+                decoded.close()  # stop decoding now, not when collected
             if bar is not None:
                 bar.close()
         for i, dups in copies.items():

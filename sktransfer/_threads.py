@@ -48,7 +48,7 @@ def ordered_map(fn, items, workers: int = 1, ahead: int = 2):
 
     An exception raised by ``fn`` is raised here, at its item. Closing the
     generator early (an error or Ctrl-C in the consumer) cancels the items
-    not yet started.
+    not yet started and waits for those being computed.
     """
     items = list(items)
     if len(items) <= 1:
@@ -70,6 +70,9 @@ def ordered_map(fn, items, workers: int = 1, ahead: int = 2):
                 break
             yield result
     finally:
+        # Items not started are dropped; those being decoded are waited for
+        # (a batch at most per thread), so that nothing still reads the
+        # user's images once the caller has moved on or stopped.
         for future in pending:
             future.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)

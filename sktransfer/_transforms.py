@@ -296,6 +296,64 @@ def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarr
     return np.asarray(out, dtype=np.uint8)
 
 
+def render_rotated(
+    img: Image.Image, pre: Preprocessing, view: View, angle: float
+) -> np.ndarray:
+    """:func:`render` of ``img`` rotated by ``angle`` degrees (counter-
+    clockwise, about its centre), in one affine resampling pass.
+
+    Only the output pixels are computed: rotating the whole photo first and
+    then resizing costs several times more (3 ms against well under 1 ms for
+    a 500 x 375 photo), and training decodes every photo on every epoch. A
+    photo much larger than the output is first reduced by an integer factor
+    (a box filter), so the bilinear pass never skips source pixels. Corners
+    the rotation uncovers are black in ``"crop"`` mode (the crop mostly
+    cuts them) and the padding colour in the others.
+    """
+    if not angle:
+        return render(img, pre, view)
+    x0, y0, x1, y1 = crop_box(img.width, img.height, pre, view)
+    box_w, box_h = x1 - x0, y1 - y0
+    side = pre.crop_size
+    out_w = out_h = side
+    if pre.resize_mode == "pad":
+        scale = side / max(box_w, box_h)
+        out_w = min(side, max(1, round(box_w * scale)))
+        out_h = min(side, max(1, round(box_h * scale)))
+    factor = int(min(box_w / out_w, box_h / out_h) // 2)
+    if factor >= 2:  # reduce first: the bilinear pass then samples densely
+        img = img.reduce(factor)
+        x0, y0, x1, y1 = (v / factor for v in (x0, y0, x1, y1))
+        box_w, box_h = x1 - x0, y1 - y0
+    # output pixel (u, v) -> the box in the rotated image -> the original:
+    # rotating the picture counter-clockwise by ``angle`` about its centre
+    # means sampling the original at the clockwise rotation of each point
+    sx, sy = box_w / out_w, box_h / out_h
+    cx, cy = img.width / 2, img.height / 2
+    theta = math.radians(angle)
+    cos, sin = math.cos(theta), math.sin(theta)
+    ox, oy = x0 - cx, y0 - cy
+    coeffs = (
+        cos * sx, -sin * sy, cos * ox - sin * oy + cx,
+        sin * sx, cos * sy, sin * ox + cos * oy + cy,
+    )  # fmt: skip
+    fill = (0, 0, 0) if pre.resize_mode == "crop" else _mean_colour(pre)
+    out = img.transform(
+        (out_w, out_h),
+        Image.Transform.AFFINE,
+        coeffs,
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=fill,
+    )
+    if (out_w, out_h) != (side, side):
+        canvas = Image.new("RGB", (side, side), _mean_colour(pre))
+        canvas.paste(out, ((side - out_w) // 2, (side - out_h) // 2))
+        out = canvas
+    if view.flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(out, dtype=np.uint8)
+
+
 def _mean_colour(pre: Preprocessing) -> tuple:
     """The colour that normalisation turns into zero."""
     return tuple(int(round(m * 255)) for m in pre.mean)
@@ -339,33 +397,24 @@ def random_augment(
         raise ValueError(
             f"augment must be one of {AUGMENTATIONS} or None; got {_show(kind)}."
         )
-    if max_rotate:
-        angle = float(rng.uniform(-max_rotate, max_rotate))
-        # Where the whole picture stays in view, the corners a rotation
-        # uncovers are filled like padding; a centre crop mostly cuts them.
-        fill = None if pre.resize_mode == "crop" else _mean_colour(pre)
-        img = img.rotate(
-            angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=fill
-        )
+    angle = float(rng.uniform(-max_rotate, max_rotate)) if max_rotate else 0.0
+    turns, vflip = 0, False
     if kind == "top_down":
-        k = int(rng.integers(4))
-        if k:
-            img = img.transpose(
-                (
-                    Image.Transpose.ROTATE_90,
-                    Image.Transpose.ROTATE_180,
-                    Image.Transpose.ROTATE_270,
-                )[k - 1]
-            )
-        if rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        turns, vflip = int(rng.integers(4)), bool(rng.random() < 0.5)
     view = View(
         flip=bool(rng.random() < 0.5),
         zoom=float(rng.uniform(1.0, max(1.0, max_zoom))),
         dx=float(rng.uniform(-1, 1)),
         dy=float(rng.uniform(-1, 1)),
     )
-    out = render(img, pre, view)
+    out = render_rotated(img, pre, view, angle)
+    # quarter turns and vertical flips of the square output: the same
+    # distribution as turning the photo first, at a fraction of the cost
+    if vflip:
+        out = out[::-1]
+    if turns:
+        out = np.rot90(out, turns)
+    out = np.ascontiguousarray(out)
     if max_lighting:
         brightness = float(rng.uniform(-max_lighting, max_lighting)) * 255.0
         contrast = 1.0 + float(rng.uniform(-max_lighting, max_lighting))

@@ -222,15 +222,16 @@ def test_ctrl_c_in_a_refit_keeps_the_previous_model(images, base, steps):
 
 
 class Photo(Image.Image):
-    """A user's RGB photo whose ``k``-th rotation, counted over all photos
-    sharing ``calls``, raises (plain decoding never rotates; augmentation
-    turns every training photo once per epoch)."""
+    """A user's RGB photo whose ``k``-th rotated view, counted over all
+    photos sharing ``calls``, raises (plain decoding never rotates;
+    augmentation renders every training photo turned by a small angle, in
+    one affine pass, once per epoch)."""
 
-    def rotate(self, *args, **kwargs):
+    def transform(self, *args, **kwargs):
         self.calls["n"] += 1
         if self.calls["n"] == self.calls["at"]:
             self.calls["raise"]()
-        return super().rotate(*args, **kwargs)
+        return super().transform(*args, **kwargs)
 
 
 def photos(paths, calls):

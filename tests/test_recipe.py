@@ -721,6 +721,26 @@ def test_random_augment_presets(picture, kind):
     assert not np.array_equal(out, render(picture, PRE, PLAIN))
 
 
+@pytest.mark.parametrize("mode", ["crop", "squish", "pad"])
+def test_a_rotated_view_is_the_view_of_the_rotated_photo(mode):
+    """The one-pass affine render matches rotating the photo, then cutting
+    and resizing the view (up to interpolation)."""
+    from sktransfer._transforms import View, render_rotated
+
+    yy, xx = np.mgrid[0:200, 0:300]
+    smooth = np.stack([xx * 255 // 299, yy * 255 // 199, (xx + yy) % 256], -1)
+    photo = Image.fromarray(smooth.astype(np.uint8))
+    pre = Preprocessing(resize_size=40, crop_size=32, resize_mode=mode)
+    view = View(flip=True, zoom=1.1, dx=0.4, dy=-0.5)
+    fill = None if mode == "crop" else tuple(round(m * 255) for m in pre.mean)
+    for angle in (7.0, -12.0):
+        turned = photo.rotate(angle, Image.Resampling.BILINEAR, fillcolor=fill)
+        expected = render(turned, pre, view).astype(int)
+        got = render_rotated(photo, pre, view, angle).astype(int)
+        assert got.shape == expected.shape == (32, 32, 3)
+        assert np.abs(got - expected)[2:-2, 2:-2].mean() < 6
+
+
 def test_random_augment_none_is_the_plain_view(picture):
     out = random_augment(picture, PRE, np.random.default_rng(0), None)
     np.testing.assert_array_equal(out, render(picture, PRE, PLAIN))
@@ -740,9 +760,9 @@ class CountsRotations(Image.Image):
 
     rotations = 0
 
-    def rotate(self, *args, **kwargs):
+    def transform(self, *args, **kwargs):  # a rotated view is one affine pass
         self.rotations += 1
-        return super().rotate(*args, **kwargs)
+        return super().transform(*args, **kwargs)
 
 
 def counting_rotations(paths):

@@ -20,34 +20,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+from _common import WEIGHTS, machine, split
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import train_test_split
 
 from sktransfer import PretrainedImageClassifier
-from sktransfer._features import bf16_is_fast
-from sktransfer.datasets import load_image_folder
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")
-
-
-def split(name):
-    data = SHARED / "data"
-    if name == "hymenoptera":
-        X_tr, y_tr = load_image_folder(data / "hymenoptera_data" / "train")
-        X_te, y_te = load_image_folder(data / "hymenoptera_data" / "val")
-        ok = np.array(["imageNotFound" not in p for p in X_tr])
-        return X_tr[ok], X_te, y_tr[ok], y_te
-    folder = data / ("dogscats/train" if name == "dogscats" else "flowers")
-    X, y = load_image_folder(folder)
-    train = 1600 if name == "dogscats" else 1500
-    return train_test_split(
-        X, y, train_size=train, test_size=400, stratify=y, random_state=0
-    )
+WEIGHTS = str(WEIGHTS)
 
 
 def run(name, cycles, variants):
@@ -104,15 +83,7 @@ def main():
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--copies", type=int, nargs="+", default=[0, 1, 3])
     args = parser.parse_args()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-         if line.startswith("model name")),
-        "?",
-    )  # fmt: skip
-    print(
-        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"native bf16: {bf16_is_fast(torch.device('cpu'))}"
-    )
+    print(machine())
     for name in args.data:
         run(name, args.cycles, args.copies)
 

@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from _common import SHARED, WEIGHTS, machine
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 
 from sktransfer import PretrainedImageClassifier
-from sktransfer._features import bf16_is_fast, resolve_precision
 from sktransfer.datasets import load_image_folder
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")
+WEIGHTS = str(WEIGHTS)
 
 
 def main():
@@ -41,17 +39,8 @@ def main():
         X, y, train_size=args.n_train, test_size=args.n_test, stratify=y,
         random_state=0,
     )  # fmt: skip
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-         if line.startswith("model name")),
-        "?",
-    )  # fmt: skip
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(
-        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"device {device}, native bf16: {bf16_is_fast(device)}, "
-        f"'auto' picks {resolve_precision('auto', device)}"
-    )
+    print(machine(device))
     print(f"\ndogs vs cats, {len(X_tr)} training photos, {len(X_te)} held out\n")
     print(
         "| precision | extraction img/s | unfrozen epoch img/s | accuracy | log loss |"

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from _common import machine
 from sklearn.model_selection import GridSearchCV
 
 from sktransfer import PretrainedFeatures, PretrainedImageClassifier
-from sktransfer._features import bf16_is_fast
 from sktransfer.datasets import load_image_folder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -151,15 +150,7 @@ def main():
     )
     args = parser.parse_args()
     X, y = load_image_folder(SHARED / "data" / "dogscats" / "train")
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-         if line.startswith("model name")),
-        "?",
-    )  # fmt: skip
-    print(
-        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"native bf16: {bf16_is_fast(torch.device('cpu'))}"
-    )
+    print(machine())
     if args.only in (None, "refit"):
         bench_refit(X, y)
     if args.only in (None, "grid"):

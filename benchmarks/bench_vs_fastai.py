@@ -29,25 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2-imagenet.pth"
-
-
-def split(name):
-    from sklearn.model_selection import train_test_split
-
-    from sktransfer.datasets import load_image_folder
-
-    data = SHARED / "data"
-    if name == "hymenoptera":
-        X_tr, y_tr = load_image_folder(data / "hymenoptera_data" / "train")
-        X_te, y_te = load_image_folder(data / "hymenoptera_data" / "val")
-        # the placeholder GIF in train/ants is not a photo: both runs skip it
-        ok = np.array(["imageNotFound" not in p for p in X_tr])
-        return X_tr[ok], X_te, y_tr[ok], y_te
-    X, y = load_image_folder(data / "dogscats" / "train")
-    return train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+from _common import WEIGHTS, split
 
 
 def run_sktransfer(name, cache):

@@ -235,11 +235,8 @@ class FeatureDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
+        # ``i`` may be a tensor of rows: a whole mini-batch at once
         return self.x[i], (self.targets[i], self.weights[i])
-
-    def batch(self, rows: torch.Tensor):
-        """Items ``rows`` at once: what collating them one by one gives."""
-        return self.x[rows], (self.targets[rows], self.weights[rows])
 
 
 class FeatureLoader(DataLoader):
@@ -249,7 +246,7 @@ class FeatureLoader(DataLoader):
 
     def __iter__(self):
         for rows in self.batch_sampler:
-            yield self.dataset.batch(torch.as_tensor(rows))
+            yield self.dataset[torch.as_tensor(rows)]
 
 
 class CopiesDataset(FeatureDataset):
@@ -265,10 +262,6 @@ class CopiesDataset(FeatureDataset):
 
     def __getitem__(self, i):
         return self.x[self.epoch % len(self.x), i], (self.targets[i], self.weights[i])
-
-    def batch(self, rows: torch.Tensor):
-        copy_ = self.x[self.epoch % len(self.x)]
-        return copy_[rows], (self.targets[rows], self.weights[rows])
 
 
 class _NextCopy(Callback):

@@ -267,19 +267,31 @@ def crop_box(width: int, height: int, pre: Preprocessing, view: View) -> tuple:
 def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarray:
     """Return the ``(crop, crop, 3)`` uint8 network input for one RGB image."""
     box = crop_box(img.width, img.height, pre, view)
-    side = pre.crop_size
-    size = (side, side)
-    if pre.resize_mode == "pad":
-        box_w, box_h = box[2] - box[0], box[3] - box[1]
-        scale = side / max(box_w, box_h)
-        size = (
-            min(side, max(1, round(box_w * scale))),
-            min(side, max(1, round(box_h * scale))),
-        )
+    size = _content_size(box[2] - box[0], box[3] - box[1], pre)
     out = img.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
-    if pre.resize_mode == "pad" and size != (side, side):
+    return _placed(out, pre, view)
+
+
+def _content_size(box_w: float, box_h: float, pre: Preprocessing) -> tuple:
+    """Size of the picture inside the square input: the whole square, or in
+    ``"pad"`` mode the box fitted inside it."""
+    side = pre.crop_size
+    if pre.resize_mode != "pad":
+        return side, side
+    scale = side / max(box_w, box_h)
+    return (
+        min(side, max(1, round(box_w * scale))),
+        min(side, max(1, round(box_h * scale))),
+    )
+
+
+def _placed(out: Image.Image, pre: Preprocessing, view: View) -> np.ndarray:
+    """The picture padded to the square input, then flipped and turned as
+    ``view`` says, as a uint8 array."""
+    side = pre.crop_size
+    if out.size != (side, side):
         canvas = Image.new("RGB", (side, side), _mean_colour(pre))
-        canvas.paste(out, ((side - size[0]) // 2, (side - size[1]) // 2))
+        canvas.paste(out, ((side - out.width) // 2, (side - out.height) // 2))
         out = canvas
     if view.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -314,12 +326,7 @@ def render_rotated(
         return render(img, pre, view)
     x0, y0, x1, y1 = crop_box(img.width, img.height, pre, view)
     box_w, box_h = x1 - x0, y1 - y0
-    side = pre.crop_size
-    out_w = out_h = side
-    if pre.resize_mode == "pad":
-        scale = side / max(box_w, box_h)
-        out_w = min(side, max(1, round(box_w * scale)))
-        out_h = min(side, max(1, round(box_h * scale)))
+    out_w, out_h = _content_size(box_w, box_h, pre)
     scale = max(out_w / box_w, out_h / box_h)
     if scale < 0.8:
         # shrink the photo first, with the antialiasing resize ``render``
@@ -351,13 +358,7 @@ def render_rotated(
         resample=Image.Resampling.BILINEAR,
         fillcolor=fill,
     )
-    if (out_w, out_h) != (side, side):
-        canvas = Image.new("RGB", (side, side), _mean_colour(pre))
-        canvas.paste(out, ((side - out_w) // 2, (side - out_h) // 2))
-        out = canvas
-    if view.flip:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(out, dtype=np.uint8)
+    return _placed(out, pre, view)
 
 
 def _mean_colour(pre: Preprocessing) -> tuple:

@@ -36,7 +36,7 @@ from ._finetune import (
 )
 from ._head import Head
 from ._plan import N_BODY_GROUPS, Stage
-from ._threads import decode_workers
+from ._threads import decode_plan
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
 
@@ -370,15 +370,15 @@ def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
 
 def _loaders(stage, model) -> dict:
     """Stages on features gather whole batches at once; image stages decode
-    in a pool of threads ahead of the network."""
+    in a pool of threads (see :mod:`._threads`)."""
     if stage.on_features:
         return {"iterator_train": FeatureLoader, "iterator_valid": FeatureLoader}
-    workers = decode_workers(next(model.head.parameters()).device)
+    plan = decode_plan(next(model.head.parameters()).device)
     return {
         "iterator_train": ImageLoader,
         "iterator_valid": ImageLoader,
-        "iterator_train__decode_workers": workers,
-        "iterator_valid__decode_workers": workers,
+        "iterator_train__decode_plan": plan,
+        "iterator_valid__decode_plan": plan,
     }
 
 

@@ -25,7 +25,7 @@ from ._images import (
     load_image,
     read_image_file,
 )
-from ._threads import decode_workers, ordered_map
+from ._threads import decode_plan, decoded_batches
 from ._transforms import (
     MAX_CROP_SIZE,
     PLAIN,
@@ -216,7 +216,7 @@ class FeatureExtractor:
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
         Cached vectors are read; the rest are computed in batches decoded by
-        a pool of threads (:func:`decode_workers`) ahead of the body. Every
+        a pool of threads (:func:`decode_plan`). Every
         finished batch is written to the cache at
         once, so an error or an interruption loses nothing already computed.
         Images that cannot be decoded are collected and reported together
@@ -292,31 +292,29 @@ class FeatureExtractor:
             unique[s : s + batch_size] for s in range(0, len(unique), batch_size)
         ]
 
-        def decode(batch):
-            arrays, kept, keys = [], [], []
-            for i in batch:
-                try:
-                    img, fp = _snapshot(sources[i], pre.resize_size, i)
-                    arrays.append(render_view(img, pre, view, fp))
-                    kept.append(i)
-                    keys.append(fp)
-                except ImageLoadError as exc:
-                    bad[i] = str(exc)
-                except ValueError as exc:
-                    bad[i] = f"{describe(sources[i], i)}: {exc}"
-            return kept, keys, (np.stack(arrays) if arrays else None)
+        def decode(i):
+            try:
+                img, fp = _snapshot(sources[i], pre.resize_size, i)
+                return i, fp, render_view(img, pre, view, fp)
+            except ImageLoadError as exc:
+                bad[i] = str(exc)
+            except ValueError as exc:
+                bad[i] = f"{describe(sources[i], i)}: {exc}"
+            return None
 
         bar = _progress(len(unique), verbose, _bar_title(view))
         redo = []  # copies of an image that changed since it was fingerprinted
         decoded = None
         try:
-            decoded = ordered_map(decode, batches, decode_workers(self.device))
-            for kept, keys, batch in decoded:
-                if batch is None:
+            decoded = decoded_batches(decode, batches, decode_plan(self.device))
+            for items in decoded:
+                items = [item for item in items if item is not None]
+                if not items:
                     continue
-                feats = self.forward(batch)
+                kept, keys, arrays = zip(*items)
+                feats = self.forward(np.stack(arrays))
                 finite = np.isfinite(feats).all(axis=1)
-                out[kept] = feats
+                out[list(kept)] = feats
                 if self.cache is not None:
                     # Stored under the fingerprint of the bytes that were
                     # decoded: a file replaced since ``fps`` were taken gets

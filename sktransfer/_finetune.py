@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._images import load_image
-from ._threads import ordered_map
+from ._threads import DecodePlan, decoded_batches
 from ._transforms import PLAIN, Preprocessing, random_augment, render
 
 
@@ -101,23 +101,22 @@ class ImageDataset(Dataset):
 
 
 class ImageLoader(DataLoader):
-    """The data loader of image stages: batches decoded by ``decode_workers``
-    threads ahead of the network (see :mod:`._threads`), each pass over an
-    :class:`ImageDataset` with new augmentations."""
+    """The data loader of image stages: the images of each batch decoded by
+    a pool of threads as :func:`._threads.decode_plan` says, each pass over
+    an :class:`ImageDataset` with new augmentations."""
 
-    def __init__(self, dataset, *, decode_workers=1, **kwargs):
+    def __init__(self, dataset, *, decode_plan=None, **kwargs):
         super().__init__(dataset, **kwargs)
-        self.decode_workers = decode_workers
+        self.decode_plan = decode_plan or DecodePlan(1, False)
 
     def __iter__(self):
         dataset = self.dataset
         if isinstance(dataset, ImageDataset):
             dataset.new_pass()
-
-        def load(indices):
-            return self.collate_fn([dataset[i] for i in indices])
-
-        return ordered_map(load, list(self.batch_sampler), self.decode_workers)
+        batches = decoded_batches(
+            dataset.__getitem__, list(self.batch_sampler), self.decode_plan
+        )
+        return map(self.collate_fn, batches)
 
 
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:

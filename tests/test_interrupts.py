@@ -290,7 +290,9 @@ def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(images, ba
     )
     with pytest.raises(RuntimeError, match="disk gone"):
         clf.fit(X, y)
-    assert calls["n"] == 12 + 8 + 2
+    # the failing photo's batch of 4 is decoded in parallel: its other
+    # photos may be read too, never a photo of a later batch
+    assert 12 + 8 + 2 <= calls["n"] <= 12 + 8 + 4
     calls["at"] = None
     assert_unchanged(clf, X, before)
     assert clf.extractor_.backbone.weights_id == "random-init"

@@ -172,6 +172,7 @@ def bench_regression(args):
             unfrozen_cycles=args.unfrozen_cycles,
             cycle_mult=2,
             unfrozen_lr=args.unfrozen_lr,
+            lr_mult=args.lr_mult,
         )
     for train, test in folds.split(X):
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
@@ -199,7 +200,15 @@ def bench_regression(args):
 
 
 def _describe(params):
-    keys = ("dropout", "unfrozen_cycles", "cycle_mult", "unfrozen_lr", "tta", "augment")
+    keys = (
+        "dropout",
+        "unfrozen_cycles",
+        "cycle_mult",
+        "unfrozen_lr",
+        "lr_mult",
+        "tta",
+        "augment",
+    )
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
@@ -286,6 +295,7 @@ def main():
     parser.add_argument("--tta", type=int, default=0)
     parser.add_argument("--unfrozen-cycles", type=int, default=2)
     parser.add_argument("--unfrozen-lr", type=float, default=3e-4)
+    parser.add_argument("--lr-mult", type=float, default=10)
     args = parser.parse_args()
     run = {
         "multilabel": bench_multilabel,

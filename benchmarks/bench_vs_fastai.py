@@ -48,6 +48,14 @@ def run_sktransfer(name, cache):
         random_state=0,
     )
     clf.fit(X_tr, y_tr)
+    stages: dict = {}
+    for record in clf.history_:
+        stages[record["stage"]] = stages.get(record["stage"], 0.0) + record["seconds"]
+    print(
+        "sktransfer epochs by stage: "
+        + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in stages.items()),
+        flush=True,
+    )
     proba = clf.predict_proba(X_te)
     return proba, list(clf.classes_), list(y_te)
 

@@ -373,12 +373,16 @@ def _loaders(stage, model) -> dict:
     in a pool of threads (see :mod:`._threads`)."""
     if stage.on_features:
         return {"iterator_train": FeatureLoader, "iterator_valid": FeatureLoader}
-    plan = decode_plan(next(model.head.parameters()).device)
+    device = next(model.head.parameters()).device
+    plan = decode_plan(device)
+    pin = device.type == "cuda"
     return {
         "iterator_train": ImageLoader,
         "iterator_valid": ImageLoader,
         "iterator_train__decode_plan": plan,
         "iterator_valid__decode_plan": plan,
+        "iterator_train__pin_memory": pin,
+        "iterator_valid__pin_memory": pin,
     }
 
 

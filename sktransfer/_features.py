@@ -193,7 +193,7 @@ class FeatureExtractor:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """uint8 ``(n, H, W, 3)`` -> float32 features ``(n, n_features)``."""
-        x = to_tensor(batch, self.preprocessing).to(self.device)
+        x = to_tensor(batch, self.preprocessing, self.device)
         with torch.inference_mode():
             with torch.autocast(
                 self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"

@@ -116,7 +116,13 @@ class ImageLoader(DataLoader):
         batches = decoded_batches(
             dataset.__getitem__, list(self.batch_sampler), self.decode_plan
         )
-        return map(self.collate_fn, batches)
+        return map(self._collate, batches)
+
+    def _collate(self, items):
+        x, rest = self.collate_fn(items)
+        if self.pin_memory:  # for a GPU: faster copies of the pixels
+            x = x.pin_memory()
+        return x, rest
 
 
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:

@@ -379,7 +379,7 @@ class FeatureCache:
         return conn
 
     def _make_folder(self) -> None:
-        _warn_if_network_filesystem(self.directory)
+        warn_if_network_filesystem(self.directory)
         if not self.private:
             self.directory.mkdir(parents=True, exist_ok=True)
             return
@@ -867,11 +867,22 @@ def _transaction(conn):
         raise
 
 
-def _warn_if_network_filesystem(directory) -> None:
-    """A CacheWarning when the cache sits on NFS, SMB or a remote FUSE mount
-    (SQLite's locks are not reliable there)."""
+def warn_if_network_filesystem(directory, mounts=None) -> str | None:
+    """Warn with a :class:`~sktransfer.CacheWarning` when the cache folder
+    ``directory`` is on a network file system; return its type (or None)."""
     try:
-        from ._dask import warn_if_network_filesystem
-    except ImportError:  # this module loaded on its own (fault tests)
-        return
-    warn_if_network_filesystem(directory)
+        from ._mounts import network_filesystem
+    except ImportError:  # this file loaded on its own (writer processes in tests)
+        return None
+    fstype = network_filesystem(directory, mounts)
+    if fstype is not None:
+        warnings.warn(
+            f"the feature cache {str(directory)!r} is on a network file system "
+            f"({fstype}): SQLite's locks are not reliable there, and workers "
+            "on several machines writing to one cache can corrupt it. Give "
+            "each machine a cache on its own local disk, e.g. "
+            "cache='/local/scratch/sktransfer' or $SKTRANSFER_CACHE.",
+            CacheWarning,
+            stacklevel=3,
+        )
+    return fstype

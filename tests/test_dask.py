@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from sktransfer import CacheWarning, FeatureCache, PretrainedFeatures
-from sktransfer._dask import (
-    dask_features,
-    network_filesystem,
-    warn_if_network_filesystem,
-    worker_stats,
-)
+from sktransfer._cache import warn_if_network_filesystem
+from sktransfer._dask import dask_features, worker_stats
+from sktransfer._mounts import network_filesystem
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
@@ -235,11 +232,11 @@ def test_cache_on_network_filesystem_warns_with_the_fix(mounts):
 def test_dask_features_warns_when_this_machine_sees_the_cache_on_nfs(
     mounts, images, monkeypatch
 ):
-    import sktransfer._dask
+    import sktransfer._mounts
 
     table, share, _, local = mounts
     paths, _ = images
-    monkeypatch.setattr(sktransfer._dask, "MOUNT_TABLE", str(table))
+    monkeypatch.setattr(sktransfer._mounts, "MOUNT_TABLE", str(table))
     with pytest.warns(CacheWarning, match=r"nfs4"):
         dask_features(dict(SMALL, cache=str(share / "cache")), paths)
     import warnings

@@ -174,7 +174,7 @@ def bench_regression(args):
             unfrozen_lr=args.unfrozen_lr,
             lr_mult=args.lr_mult,
         )
-    for train, test in folds.split(X):
+    for train, test in list(folds.split(X))[: args.max_folds]:
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
         ridge.append(
             r2_score(y[test], model.fit(feats[train], y[train]).predict(feats[test]))
@@ -182,7 +182,10 @@ def bench_regression(args):
         reg = PretrainedImageRegressor(**params).fit(X[train], y[train])
         recipe.append(r2_score(y[test], reg.predict(X[test])))
     seconds = time.perf_counter() - start
-    print(f"regression target '{args.command}': {len(X)} photos, {args.folds}-fold R^2")
+    print(
+        f"regression target '{args.command}': {len(X)} photos, {args.folds}-fold "
+        f"R^2 ({len(recipe)} folds run)"
+    )
     table(
         [
             (
@@ -292,6 +295,9 @@ def main():
     )
     parser.add_argument("--n", type=int, default=600, help="derived photos")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--max-folds", type=int, default=None, help="run only the first folds"
+    )
     parser.add_argument("--tta", type=int, default=0)
     parser.add_argument("--unfrozen-cycles", type=int, default=2)
     parser.add_argument("--unfrozen-lr", type=float, default=3e-4)

@@ -46,12 +46,17 @@ def available_cpus() -> int:
 def decode_plan(device: torch.device | str = "cpu") -> DecodePlan:
     """How to decode images for a network on ``device`` (see the module
     docstring): on a GPU, every CPU but one (at most 8) decodes ahead of the
-    network; on a CPU, every CPU decodes each batch between the network's
-    passes. ``SKTRANSFER_DECODE_WORKERS=n`` sets the number of threads.
+    network; on a CPU, as many threads as the network's passes use (torch's
+    intra-op threads: all cores, or the limit a parent process such as a
+    joblib worker set) decode each batch between those passes.
+    ``SKTRANSFER_DECODE_WORKERS=n`` sets the number of threads.
     """
     overlap = torch.device(device).type != "cpu"
     cpus = available_cpus()
-    workers = max(1, min(8, cpus - 1)) if overlap else cpus
+    if overlap:
+        workers = max(1, min(8, cpus - 1))
+    else:
+        workers = max(1, min(cpus, torch.get_num_threads()))
     chosen = os.environ.get("SKTRANSFER_DECODE_WORKERS", "").strip()
     if chosen.isdigit() and int(chosen) > 0:
         workers = int(chosen)

@@ -15,9 +15,9 @@ Where the network runs decides how decoding is scheduled (:func:`decode_plan`):
   others spin until it gets it back, which costs more than the decoding
   itself (on 2 cores, ``mobilenet_v3_large`` in bf16: 0.71 of the bare
   forward with one thread decoding beside it, 0.78 when all cores decode
-  between forward passes). So each batch is decoded by every core *between*
-  the network's passes (*phased*), and decoding threads run torch with one
-  intra-op thread of their own.
+  between forward passes). So each batch is decoded *between* the
+  network's passes (*phased*) by as many threads as those passes use, and
+  decoding threads run torch with one intra-op thread of their own.
 """
 
 from __future__ import annotations

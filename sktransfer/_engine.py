@@ -25,7 +25,7 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.helper import predefined_split
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ._finetune import (
     ImageDataset,
@@ -36,7 +36,7 @@ from ._finetune import (
 )
 from ._head import Head
 from ._plan import N_BODY_GROUPS, Stage
-from ._threads import decode_plan
+from ._threads import decode_plan, decoded_batches
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
 
@@ -341,6 +341,7 @@ class _EarlyStopping(EarlyStopping):
 
 def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
     module = model.head if stage.on_features else model
+    device = next(model.head.parameters()).device
     lrs = stage.group_lrs(lr)
     if stage.on_features:
         param_groups = [(groups[-1], lrs[-1])]
@@ -360,20 +361,19 @@ def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
         batch_size=settings.batch_size,
         train_split=None if valid_set is None else predefined_split(valid_set),
         iterator_train__shuffle=True,
-        **_loaders(stage, model),
-        device=str(next(model.head.parameters()).device),
+        **_loaders(stage, device),
+        device=str(device),
         predict_nonlinearity=None,
         callbacks="disable",
         verbose=0,
     )
 
 
-def _loaders(stage, model) -> dict:
+def _loaders(stage, device) -> dict:
     """Stages on features gather whole batches at once; image stages decode
     in a pool of threads (see :mod:`._threads`)."""
     if stage.on_features:
         return {"iterator_train": FeatureLoader, "iterator_valid": FeatureLoader}
-    device = next(model.head.parameters()).device
     plan = decode_plan(device)
     pin = device.type == "cuda"
     return {
@@ -625,8 +625,8 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
         ]
         sweep_stage = stage
     train_set = _dataset(sweep_stage, data, data.train, settings, seed, stage.augment)
-    batches = dataset_batches(train_set, settings.batch_size, seed)
     device = next(model.head.parameters()).device
+    batches = dataset_batches(train_set, settings.batch_size, seed, decode_plan(device))
     with seeded(seed), small_work_threads(head_only):
         return lr_sweep(
             copy_of,
@@ -787,10 +787,12 @@ def _valley(loss) -> int:
     return best_start + int(round((end - best_start) * 2 / 3))
 
 
-def dataset_batches(dataset, batch_size, seed):
+def dataset_batches(dataset, batch_size, seed, plan):
     """``batches(i)``: the i-th ``(x, target, weight)`` mini-batch of a
     sweep; the data is cycled with a fresh seeded shuffle on every pass, so
-    small data sets still give as many iterations as the sweep needs."""
+    small data sets still give as many iterations as the sweep needs.
+    Batches are gathered as the stages' loaders gather them: features with
+    one index operation, images decoded by threads as ``plan`` says."""
     n = len(dataset)
     batch_size = min(batch_size, n)
     per_pass = max(1, n // batch_size)
@@ -804,10 +806,13 @@ def dataset_batches(dataset, batch_size, seed):
             orders[p] = rng.permutation(n)
             if isinstance(dataset, ImageDataset):
                 dataset.new_pass()  # new augmentations on every pass
-        items = [dataset[j] for j in orders[p][b * batch_size : (b + 1) * batch_size]]
-        x = torch.stack([item[0] for item in items])
-        target = torch.stack([item[1][0] for item in items])
-        weight = torch.stack([item[1][1] for item in items])
+        rows = orders[p][b * batch_size : (b + 1) * batch_size]
+        if isinstance(dataset, ImageDataset):
+            decoded = decoded_batches(dataset.__getitem__, [rows], plan)
+            with contextlib.closing(decoded):
+                x, (target, weight) = default_collate(next(decoded))
+        else:
+            x, (target, weight) = dataset[torch.as_tensor(rows)]
         return x, target, weight
 
     return batches

@@ -216,9 +216,9 @@ class FeatureExtractor:
         """Features of every image under each view: ``(n_views, n, n_features)``.
 
         Cached vectors are read; the rest are computed in batches decoded by
-        a pool of threads (:func:`decode_plan`). Every
-        finished batch is written to the cache at
-        once, so an error or an interruption loses nothing already computed.
+        a pool of threads (:func:`decode_plan`). Every finished batch is
+        written to the cache at once, so an error or an interruption loses
+        nothing already computed.
         Images that cannot be decoded are collected and reported together
         in one error, after every good image has been computed and cached;
         with ``raise_errors=False`` they are only recorded in ``bad`` (index

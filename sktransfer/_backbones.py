@@ -84,7 +84,7 @@ class Backbone:
             del settings["resize_mode"]
         text = "|".join(
             [
-                "sktransfer-features-v1",
+                "sktransfer-features-v2",
                 self.name,
                 self.weights_id,
                 repr(sorted(settings.items())),

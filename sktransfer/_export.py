@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._images import as_image_list, load_image
+from ._images import as_image_list, load_pixels
 from ._transforms import PLAIN, render
 
 #: Input and output names of exported graphs.
@@ -114,7 +114,7 @@ def preprocess(estimator, X) -> np.ndarray:
         raise ValueError("X is empty: at least one image is required.")
     out = np.empty((len(sources), pre.crop_size, pre.crop_size, 3), dtype=np.uint8)
     for i, source in enumerate(sources):
-        img = load_image(source, draft_size=pre.resize_size, index=i)
+        img = load_pixels(source, draft_size=pre.resize_size, index=i)
         out[i] = render(img, pre, PLAIN)
     return out
 
@@ -160,7 +160,8 @@ def to_torch(estimator) -> ExportedModel:
     >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
     >>> y = ["cat"] * 4 + ["dog"] * 4
     >>> clf = PretrainedImageClassifier(
-    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0,
+    ...     precision="fp32",
     ... ).fit(X, y)
     >>> import torch
     >>> from sktransfer import preprocess, to_torch
@@ -169,7 +170,7 @@ def to_torch(estimator) -> ExportedModel:
     ...     proba = model(torch.from_numpy(preprocess(clf, X))).numpy()
     >>> proba.shape
     (8, 2)
-    >>> bool(np.abs(proba - clf.predict_proba(X)).max() < 1e-3)
+    >>> bool(np.abs(proba - clf.predict_proba(X)).max() < 1e-5)
     True
     """
     extractor = _extractor(estimator)

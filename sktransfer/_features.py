@@ -22,7 +22,7 @@ from ._images import (
     as_image_list,
     describe,
     fingerprint,
-    load_image,
+    load_pixels,
     read_image_file,
 )
 from ._threads import decode_plan, decoded_batches
@@ -397,10 +397,10 @@ def _snapshot(source, draft_size: int, index: int):
     """
     if isinstance(source, str):
         data, now = read_image_file(source)
-        return load_image(source, draft_size=draft_size, index=index, data=data), now
+        return load_pixels(source, draft_size=draft_size, index=index, data=data), now
     source = source.copy()  # an array or a PIL image
     now = fingerprint(source)
-    return load_image(source, draft_size=draft_size, index=index), now
+    return load_pixels(source, draft_size=draft_size, index=index), now
 
 
 def image_fingerprints(sources, bad: dict) -> list:
@@ -426,7 +426,7 @@ def check_decodable(sources, fingerprints, bad: dict, draft_size=None) -> None:
         if fp is None:
             continue
         try:
-            load_image(sources[i], draft_size=draft_size, index=i)
+            load_pixels(sources[i], draft_size=draft_size, index=i)
         except ImageLoadError as exc:
             bad[i] = str(exc)
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._images import load_image
+from ._images import load_pixels
 from ._threads import DecodePlan, decoded_batches
 from ._transforms import PLAIN, Preprocessing, random_augment, render
 
@@ -90,13 +90,13 @@ class ImageDataset(Dataset):
         return len(self.sources)
 
     def __getitem__(self, i):
-        img = load_image(self.sources[i], draft_size=self.pre.resize_size, index=i)
+        img = load_pixels(self.sources[i], draft_size=self.pre.resize_size, index=i)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             arr = random_augment(img, self.pre, rng, self.augment, self.max_zoom)
         else:
             arr = render(img, self.pre, PLAIN)
-        x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8)).permute(2, 0, 1)
         return x, (self.targets[i], self.weights[i])
 
 

@@ -40,6 +40,9 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
+#: Filters resized by torch's antialiased uint8 kernels (:func:`resize_box`).
+_TORCH_RESIZE = ("bilinear", "bicubic")
+
 RESIZE_MODES = ("crop", "squish", "pad")
 
 #: Largest side of the network input: 4096 x 4096 is far beyond what any
@@ -264,12 +267,58 @@ def crop_box(width: int, height: int, pre: Preprocessing, view: View) -> tuple:
     return (cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2)
 
 
-def render(img: Image.Image, pre: Preprocessing, view: View = PLAIN) -> np.ndarray:
-    """Return the ``(crop, crop, 3)`` uint8 network input for one RGB image."""
-    box = crop_box(img.width, img.height, pre, view)
+def render(img, pre: Preprocessing, view: View = PLAIN) -> np.ndarray:
+    """Return the ``(crop, crop, 3)`` uint8 network input for one RGB image
+    (a PIL image or an ``(H, W, 3)`` uint8 array)."""
+    pixels = as_pixels(img)
+    height, width = pixels.shape[:2]
+    box = crop_box(width, height, pre, view)
     size = _content_size(box[2] - box[0], box[3] - box[1], pre)
-    out = img.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
-    return _placed(out, pre, view)
+    return _placed(resize_box(pixels, box, size, pre.interpolation), pre, view)
+
+
+def as_pixels(img) -> np.ndarray:
+    """An RGB PIL image or array as an ``(H, W, 3)`` uint8 array."""
+    if isinstance(img, Image.Image):
+        return np.asarray(img)
+    return img
+
+
+def pixel_box(box: tuple, width: int, height: int) -> tuple:
+    """``box`` (floats, as :func:`crop_box` gives it) on whole pixels: its
+    size rounded once (a square stays square), its centre kept, inside the
+    image."""
+    w = min(width, max(1, round(box[2] - box[0])))
+    h = min(height, max(1, round(box[3] - box[1])))
+    left = min(max(0, round((box[0] + box[2] - w) / 2)), width - w)
+    top = min(max(0, round((box[1] + box[3] - h) / 2)), height - h)
+    return left, top, left + w, top + h
+
+
+def resize_box(pixels: np.ndarray, box: tuple, size: tuple, interpolation: str):
+    """The ``box`` of ``pixels`` (on whole pixels, :func:`pixel_box`)
+    resized to ``size`` = (width, height) with antialiasing.
+
+    Bilinear and bicubic use torch's uint8 kernels, which give PIL's
+    antialiased result (within a level or two on a few pixels) in about
+    half of PIL's time; the other filters use PIL.
+    """
+    left, top, right, bottom = pixel_box(box, pixels.shape[1], pixels.shape[0])
+    part = pixels[top:bottom, left:right]
+    if interpolation not in _TORCH_RESIZE:
+        img = Image.fromarray(np.ascontiguousarray(part))
+        return np.asarray(img.resize(size, _RESAMPLE[interpolation]))
+    if (right - left, bottom - top) == tuple(size):
+        return part
+    # a dense (H, W, 3) copy of the box: the tensor is then channels_last,
+    # so is the result, and the result is an (h, w, 3) array with no copy
+    # (a strided copy of the result would cost about as much as the resize)
+    part = np.array(part, dtype=np.uint8, order="C", copy=True)
+    x = torch.from_numpy(part).permute(2, 0, 1).unsqueeze(0)
+    out = torch.nn.functional.interpolate(
+        x, size=(size[1], size[0]), mode=interpolation, antialias=True
+    )
+    return out[0].permute(1, 2, 0).numpy()
 
 
 def _content_size(box_w: float, box_h: float, pre: Preprocessing) -> tuple:
@@ -285,32 +334,27 @@ def _content_size(box_w: float, box_h: float, pre: Preprocessing) -> tuple:
     )
 
 
-def _placed(out: Image.Image, pre: Preprocessing, view: View) -> np.ndarray:
+def _placed(out: np.ndarray, pre: Preprocessing, view: View) -> np.ndarray:
     """The picture padded to the square input, then flipped and turned as
-    ``view`` says, as a uint8 array."""
+    ``view`` says, as a contiguous uint8 array."""
     side = pre.crop_size
-    if out.size != (side, side):
-        canvas = Image.new("RGB", (side, side), _mean_colour(pre))
-        canvas.paste(out, ((side - out.width) // 2, (side - out.height) // 2))
+    height, width = out.shape[:2]
+    if (height, width) != (side, side):
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        canvas[:] = _mean_colour(pre)
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = out
         out = canvas
     if view.flip:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out = out[:, ::-1]
     if view.vflip:
-        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        out = out[::-1]
     if view.turns % 4:
-        out = out.transpose(
-            (
-                Image.Transpose.ROTATE_90,
-                Image.Transpose.ROTATE_180,
-                Image.Transpose.ROTATE_270,
-            )[view.turns % 4 - 1]
-        )
-    return np.asarray(out, dtype=np.uint8)
+        out = np.rot90(out, view.turns % 4)  # counter-clockwise
+    return np.ascontiguousarray(out, dtype=np.uint8)
 
 
-def render_rotated(
-    img: Image.Image, pre: Preprocessing, view: View, angle: float
-) -> np.ndarray:
+def render_rotated(img, pre: Preprocessing, view: View, angle: float) -> np.ndarray:
     """:func:`render` of ``img`` rotated by ``angle`` degrees (counter-
     clockwise, about its centre), in one affine resampling pass.
 
@@ -324,7 +368,9 @@ def render_rotated(
     """
     if not angle:
         return render(img, pre, view)
-    x0, y0, x1, y1 = crop_box(img.width, img.height, pre, view)
+    pixels = as_pixels(img)
+    height, width = pixels.shape[:2]
+    x0, y0, x1, y1 = crop_box(width, height, pre, view)
     box_w, box_h = x1 - x0, y1 - y0
     out_w, out_h = _content_size(box_w, box_h, pre)
     scale = max(out_w / box_w, out_h / box_h)
@@ -333,16 +379,17 @@ def render_rotated(
         # uses, so that the affine pass below never shrinks by more than
         # 1.25x (where bilinear sampling starts to alias) and the view looks
         # like the plain view does
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        fx, fy = size[0] / img.width, size[1] / img.height
-        img = img.resize(size, _RESAMPLE[pre.interpolation], reducing_gap=3.0)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        fx, fy = size[0] / width, size[1] / height
+        pixels = resize_box(pixels, (0, 0, width, height), size, pre.interpolation)
         x0, x1, y0, y1 = x0 * fx, x1 * fx, y0 * fy, y1 * fy
         box_w, box_h = x1 - x0, y1 - y0
+        width, height = size
     # output pixel (u, v) -> the box in the rotated image -> the original:
     # rotating the picture counter-clockwise by ``angle`` about its centre
     # means sampling the original at the clockwise rotation of each point
     sx, sy = box_w / out_w, box_h / out_h
-    cx, cy = img.width / 2, img.height / 2
+    cx, cy = width / 2, height / 2
     theta = math.radians(angle)
     cos, sin = math.cos(theta), math.sin(theta)
     ox, oy = x0 - cx, y0 - cy
@@ -351,14 +398,14 @@ def render_rotated(
         sin * sx, cos * sy, sin * ox + cos * oy + cy,
     )  # fmt: skip
     fill = (0, 0, 0) if pre.resize_mode == "crop" else _mean_colour(pre)
-    out = img.transform(
+    out = Image.fromarray(np.ascontiguousarray(pixels)).transform(
         (out_w, out_h),
         Image.Transform.AFFINE,
         coeffs,
         resample=Image.Resampling.BILINEAR,
         fillcolor=fill,
     )
-    return _placed(out, pre, view)
+    return _placed(np.asarray(out), pre, view)
 
 
 def _mean_colour(pre: Preprocessing) -> tuple:
@@ -388,7 +435,7 @@ AUGMENTATIONS = ("side_on", "top_down")
 
 
 def random_augment(
-    img: Image.Image,
+    img,
     pre: Preprocessing,
     rng: np.random.Generator,
     kind: str | None = "side_on",
@@ -461,7 +508,7 @@ class AugmentedView:
         return np.random.default_rng(int.from_bytes(digest.digest(), "little"))
 
 
-def render_view(img: Image.Image, pre: Preprocessing, view, fingerprint: str):
+def render_view(img, pre: Preprocessing, view, fingerprint: str):
     """The network input of ``img`` under a fixed view or augmented copy
     (the copy is drawn from the image's ``fingerprint``)."""
     if isinstance(view, AugmentedView):
@@ -519,12 +566,12 @@ def augmented_copies(
     >>> bool((again == copies).all())  # the same seed, the same copies
     True
     """
-    from ._images import load_image
+    from ._images import load_pixels
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}.")
     pre = Preprocessing(resize_mode=resize_mode).with_image_size(int(image_size))
-    img = load_image(image, draft_size=pre.resize_size)
+    img = load_pixels(image, draft_size=pre.resize_size)
     rng = np.random.default_rng(random_state)
     return np.stack(
         [random_augment(img, pre, rng, augment, max_zoom) for _ in range(n)]

@@ -612,3 +612,113 @@ def test_resize_mode_is_part_of_the_cache_key(tmp_path, forward_count):
 def test_unknown_resize_mode_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match=r"'resize_mode'.*'crop', 'squish', 'pad'"):
         Preprocessing(resize_mode="fit")
+
+
+# --- the network's pixels: JPEGs straight into arrays, torch resizes ---------
+
+
+def _pil_reference(path: Path, draft_size=None) -> np.ndarray:
+    """What PIL alone makes of a file: decode (DCT-scaled like fit does),
+    EXIF orientation, RGB."""
+    from PIL import ImageOps
+
+    img = Image.open(path)
+    if draft_size and img.format == "JPEG":
+        w, h = img.size
+        scale = draft_size / min(w, h)
+        img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+    img = ImageOps.exif_transpose(img)
+    return np.asarray(img.convert("RGB"))
+
+
+def _textured(w: int, h: int, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    big = Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+    return np.asarray(big)
+
+
+JPEG_VARIANTS = {
+    "baseline 4:2:0": {"quality": 90},
+    "4:4:4": {"quality": 90, "subsampling": 0},
+    "4:2:2": {"quality": 85, "subsampling": 1},
+    "progressive": {"quality": 80, "progressive": True},
+    "optimized, low quality": {"quality": 20, "optimize": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(JPEG_VARIANTS))
+@pytest.mark.parametrize("draft_size", [None, 256, 100])
+def test_jpeg_pixels_are_exactly_those_pil_decodes(tmp_path, variant, draft_size):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_textured(1030, 770)).save(path, **JPEG_VARIANTS[variant])
+    pixels = images.load_pixels(str(path), draft_size=draft_size)
+    expected = _pil_reference(path, draft_size)
+    assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+    np.testing.assert_array_equal(pixels, expected)
+    if draft_size:  # DCT scaling did happen, and not below the size asked
+        assert pixels.shape[0] < 770 and min(pixels.shape[:2]) >= draft_size
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_pixels_follow_every_exif_orientation_as_pil_does(tmp_path, orientation):
+    path = tmp_path / f"o{orientation}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_textured(64, 40)).save(path, quality=95, exif=exif)
+    pixels = images.load_pixels(str(path))
+    np.testing.assert_array_equal(pixels, _pil_reference(path))
+    assert pixels.shape[:2] == ((64, 40) if orientation >= 5 else (40, 64))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_gray_and_cmyk_jpegs_give_pils_rgb(tmp_path, mode):
+    path = tmp_path / f"{mode}.jpg"
+    Image.fromarray(_textured(48, 32)).convert(mode).save(path, quality=90)
+    pixels = images.load_pixels(str(path))
+    assert pixels.shape == (32, 48, 3)
+    np.testing.assert_array_equal(pixels, _pil_reference(path))
+
+
+def test_a_truncated_jpeg_is_refused_by_name_not_filled_in(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(_textured(200, 150)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match="cut.jpg"):
+        images.load_pixels(str(path))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize("mode", ["crop", "squish", "pad"])
+def test_render_resizes_the_whole_pixel_box_as_pil_does(interpolation, mode):
+    photo = _textured(500, 375, seed=1)
+    pre = Preprocessing(interpolation=interpolation, resize_mode=mode)
+    out = render(photo, pre).astype(int)
+    # the same box on whole pixels, resized by PIL
+    if mode == "crop":
+        side = round(375 * 224 / 256)  # 328: the centre square
+        left, top = round((500 - side) / 2), round((375 - side) / 2)
+        box, size = (left, top, left + side, top + side), (224, 224)
+    else:
+        box, size = (0, 0, 500, 375), (224, 224) if mode == "squish" else (224, 168)
+    expected = np.asarray(
+        Image.fromarray(photo)
+        .crop(box)
+        .resize(size, getattr(Image.Resampling, interpolation.upper()))
+    ).astype(int)
+    if mode == "pad":  # centred, mean colour above and below
+        assert (out[:28] == [124, 116, 104]).all() and (out[196:] == out[0, 0]).all()
+        out = out[28:196]
+    diff = np.abs(out - expected)
+    assert diff.max() <= 3, diff.max()
+    assert diff.mean() < 0.05
+
+
+def test_a_pil_image_and_its_array_render_alike():
+    photo = _textured(300, 200, seed=2)
+    for view in [PLAIN, View(flip=True, zoom=1.1, dx=0.5, dy=-1), View(turns=1)]:
+        np.testing.assert_array_equal(
+            render(Image.fromarray(photo), IMAGENET, view),
+            render(photo, IMAGENET, view),
+        )

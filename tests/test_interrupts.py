@@ -221,33 +221,27 @@ def test_ctrl_c_in_a_refit_keeps_the_previous_model(images, base, steps):
 # --- from the user's own photos ---------------------------------------------------
 
 
-class Photo(Image.Image):
-    """A user's RGB photo whose ``k``-th rotated view, counted over all
-    photos sharing ``calls``, raises (plain decoding never rotates;
-    augmentation renders every training photo turned by a small angle, in
-    one affine pass, once per epoch)."""
+def photos(paths, calls, monkeypatch):
+    """The user's RGB photos. The ``k``-th rotated view rendered from any of
+    them, counted in ``calls``, raises: plain views never rotate, and
+    augmentation renders every training photo turned by a small angle in
+    one affine pass of PIL's, once per epoch."""
+    transform = Image.Image.transform
 
-    def transform(self, *args, **kwargs):
-        self.calls["n"] += 1
-        if self.calls["n"] == self.calls["at"]:
-            self.calls["raise"]()
-        return super().transform(*args, **kwargs)
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["at"]:
+            calls["raise"]()
+        return transform(self, *args, **kwargs)
 
-
-def photos(paths, calls):
-    out = []
-    for path in paths:
-        img = Image.open(path).convert("RGB")
-        img.__class__ = Photo
-        img.calls = calls
-        out.append(img)
-    return out
+    monkeypatch.setattr(Image.Image, "transform", counted)
+    return [Image.open(path).convert("RGB") for path in paths]
 
 
-def test_ctrl_c_while_a_photo_is_augmented(images, base):
+def test_ctrl_c_while_a_photo_is_augmented(images, base, monkeypatch):
     paths, y = images
     calls = {"n": 0, "at": 5, "raise": ctrl_c}
-    X = photos(paths, calls)
+    X = photos(paths, calls, monkeypatch)
     clf = PretrainedImageClassifier(
         **base,
         precompute_epochs=1,
@@ -266,14 +260,16 @@ def test_ctrl_c_while_a_photo_is_augmented(images, base):
     assert not hasattr(clf, "head_")
 
 
-def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(images, base):
+def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(
+    images, base, monkeypatch
+):
     paths, y = images
 
     def disk_gone():
         raise RuntimeError("disk gone")
 
     calls = {"n": 0, "at": None, "raise": disk_gone}
-    X = photos(paths, calls)
+    X = photos(paths, calls, monkeypatch)
     clf = PretrainedImageClassifier(
         **base, precompute_epochs=1, augmented_cycles=1, augmented_copies=0
     ).fit(X, y)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from _common import machine
 from sklearn.model_selection import GridSearchCV
 
@@ -160,7 +161,8 @@ def main():
     )
     args = parser.parse_args()
     X, y = load_image_folder(SHARED / "data" / "dogscats" / "train")
-    print(machine())
+    # the extraction rows run where device='auto' puts them: a GPU if any
+    print(machine(torch.device("cuda" if torch.cuda.is_available() else "cpu")))
     if args.only in (None, "refit"):
         bench_refit(X, y)
     if args.only in (None, "grid"):

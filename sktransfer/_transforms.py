@@ -310,14 +310,20 @@ def resize_box(pixels: np.ndarray, box: tuple, size: tuple, interpolation: str):
         return np.asarray(img.resize(size, _RESAMPLE[interpolation]))
     if (right - left, bottom - top) == tuple(size):
         return part
+    part = np.ascontiguousarray(part)
     if not part.flags.writeable:  # torch wants memory it may write to
         part = part.copy()
-    x = torch.from_numpy(part).permute(2, 0, 1).unsqueeze(0)
+    height, width = part.shape[:2]
+    # the (h, w, 3) pixels seen as a (1, 3, h, w) tensor with channels_last
+    # strides in every dimension: the kernel then writes its result
+    # channels_last too, which is an (h, w, 3) array as it is (a planar
+    # result would take a strided copy costing as much as the resize)
+    x = torch.from_numpy(part).as_strided(
+        (1, 3, height, width), (height * width * 3, 1, width * 3, 3)
+    )
     out = torch.nn.functional.interpolate(
         x, size=(size[1], size[0]), mode=interpolation, antialias=True
     )
-    # planar (3, h, w) memory seen as (h, w, 3): :func:`_placed` makes the
-    # one contiguous copy
     return out[0].permute(1, 2, 0).numpy()
 
 

@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Mapping, Set
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 try:
     import simplejpeg
@@ -472,7 +472,7 @@ def _jpeg_pixels(data: bytes, source: str, draft_size: int | None):
         if img.format != "JPEG" or img.mode != "RGB":
             return None  # gray, CMYK: PIL's conversions
         width, height = img.size
-        orientation = img.getexif().get(_ORIENTATION, 1)
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
         pixels = simplejpeg.decode_jpeg(
             data, "RGB", min_height=height, min_width=width, strict=True
         )
@@ -482,9 +482,6 @@ def _jpeg_pixels(data: bytes, source: str, draft_size: int | None):
         return None
     turn = _ORIENTED.get(orientation)
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
-
-
-_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _decode_error(exc: BaseException, source: str) -> ImageLoadError:

@@ -305,11 +305,11 @@ def resize_box(pixels: np.ndarray, box: tuple, size: tuple, interpolation: str):
     """
     left, top, right, bottom = pixel_box(box, pixels.shape[1], pixels.shape[0])
     part = pixels[top:bottom, left:right]
+    if (right - left, bottom - top) == tuple(size):
+        return part
     if interpolation not in _TORCH_RESIZE:
         img = Image.fromarray(np.ascontiguousarray(part))
         return np.asarray(img.resize(size, _RESAMPLE[interpolation]))
-    if (right - left, bottom - top) == tuple(size):
-        return part
     part = np.ascontiguousarray(part)
     if not part.flags.writeable:  # torch wants memory it may write to
         part = part.copy()

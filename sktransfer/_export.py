@@ -14,9 +14,11 @@ scikit-learn and without sktransfer.
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -209,7 +211,9 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
     Runtime): ``sktransfer`` holds a JSON document with ``classes`` (for a
     classifier), ``preprocessing`` (resize_size, crop_size, interpolation,
     resize_mode, mean and std), ``input_layout`` and the library versions.
-    Weights are stored inside the file (one file to ship).
+    Weights are stored inside the file (one file to ship). The file is
+    written beside ``path`` under a temporary name and then renamed, so a
+    failed or interrupted export leaves an existing file at ``path`` intact.
 
     Parameters
     ----------
@@ -280,7 +284,12 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
     entry = proto.metadata_props.add()
     entry.key = "sktransfer"
     entry.value = json.dumps(metadata)
-    onnx.save_model(proto, path, save_as_external_data=False)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            onnx.save_model(proto, f, save_as_external_data=False)
+
+    _write_aside(path, write)
     return path
 
 
@@ -325,8 +334,25 @@ def export_torchscript(estimator, path) -> str:
         # torch's deprecation notice of TorchScript: said in this docstring
         warnings.filterwarnings("ignore", "`torch.jit", category=FutureWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-    traced.save(path, _extra_files={"sktransfer.json": json.dumps(metadata)})
+    extra = {"sktransfer.json": json.dumps(metadata)}
+    _write_aside(path, lambda tmp: traced.save(str(tmp), _extra_files=extra))
     return path
+
+
+def _write_aside(path: str, write) -> None:
+    """Write ``path`` through a temporary file in its folder, then rename it
+    into place (as :func:`~sktransfer.save` does): a full disk or an
+    interruption leaves the previous file as it was, and no temporary file."""
+    from ._persist import _fsync, _fsync_folder, _temporary_file
+
+    target = Path(path)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)  # from an export that was killed
+    with _temporary_file(target.parent, target.name) as tmp:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, target)
+    _fsync_folder(target.parent)
 
 
 def export_metadata(estimator) -> dict:

@@ -19,13 +19,16 @@ loading needs neither the original weights file nor network.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
 import platform
-import tempfile
+import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,21 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "sktransfer-model"
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+#: The next ``model.json`` while a save is switching models: complete, and
+#: recording the sha256 of the weights it belongs to (see :func:`save`).
+PENDING_FILE = ".model.json.next"
+#: What a folder's ``model.json`` holds, at its top level.
+_DOCUMENT_KEYS = {
+    "format",
+    "format_version",
+    "estimator",
+    "params",
+    "state_protocol",
+    "state",
+    "tensors",
+    "files",
+    "versions",
+}
 #: ``state_protocol`` of states written here (not by an estimator's own
 #: ``_fitted_state``).
 _BUILTIN = "sktransfer.persist-v1"
@@ -134,37 +152,68 @@ def save(estimator, folder, *, overwrite=False) -> Path:
         meta, tensors = _builtin_state(estimator)
         protocol = _BUILTIN
     tensors = {name: _plain_tensor(t, name) for name, t in tensors.items()}
+    state = _encode(meta, "the fitted state")
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
+    _finish_or_discard_interrupted_save(folder)
     if (folder / MODEL_FILE).exists() and not overwrite:
         raise FileExistsError(
             f"{str(folder)!r} already holds a saved model; pass overwrite=True "
             "to replace it, or choose another folder."
         )
-    with _temporary_file(folder, WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME})
-        digest = _sha256(tmp)
-        os.replace(tmp, folder / WEIGHTS_FILE)
-    document = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "estimator": cls.__name__,
-        "params": params,
-        "state_protocol": protocol,
-        "state": _encode(meta, "the fitted state"),
-        "tensors": {name: _describe(t) for name, t in sorted(tensors.items())},
-        "files": {WEIGHTS_FILE: digest},
-        "versions": _versions(__version__),
-    }
-    # model.json last: a folder with an older model.json and new weights
-    # fails the sha256 check instead of loading a mix of two models
-    with _temporary_file(folder, MODEL_FILE) as tmp:
-        tmp.write_text(json.dumps(document, indent=1, allow_nan=True) + "\n")
-        os.replace(tmp, folder / MODEL_FILE)
+    # Everything is written under new names first; then three renames switch
+    # models: the complete next model.json to PENDING_FILE, the weights into
+    # place, PENDING_FILE to model.json. Between the last two, load finds
+    # the new model through PENDING_FILE (it records the sha256 of the new
+    # weights), so an interruption at any moment leaves the old model or the
+    # new one loadable, never a mix.
+    with _temporary_file(folder, WEIGHTS_FILE) as weights_tmp:
+        save_file(tensors, str(weights_tmp), metadata={"format": FORMAT_NAME})
+        _fsync(weights_tmp)
+        document = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "estimator": cls.__name__,
+            "params": params,
+            "state_protocol": protocol,
+            "state": state,
+            "tensors": {name: _describe(t) for name, t in sorted(tensors.items())},
+            "files": {WEIGHTS_FILE: _sha256(weights_tmp)},
+            "versions": _versions(__version__),
+        }
+        with _temporary_file(folder, MODEL_FILE) as model_tmp:
+            text = json.dumps(document, indent=1, allow_nan=True) + "\n"
+            model_tmp.write_text(text, encoding="utf-8")
+            _fsync(model_tmp)
+            os.replace(model_tmp, folder / PENDING_FILE)
+        os.replace(weights_tmp, folder / WEIGHTS_FILE)
+    os.replace(folder / PENDING_FILE, folder / MODEL_FILE)
+    _fsync_folder(folder)
     return folder
 
 
-def load(folder):
+def _finish_or_discard_interrupted_save(folder: Path) -> None:
+    """Clean up after a save interrupted in this folder: finish its switch
+    when its weights are already in place (they belong to PENDING_FILE, and
+    model.json is the older model's), otherwise drop what it left."""
+    pending = folder / PENDING_FILE
+    if pending.is_file():
+        try:
+            document = json.loads(pending.read_text(encoding="utf-8"))
+            expected = document["files"][WEIGHTS_FILE]
+            complete = expected == _sha256(folder / WEIGHTS_FILE)
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            complete = False
+        if complete:
+            os.replace(pending, folder / MODEL_FILE)
+        else:
+            pending.unlink(missing_ok=True)
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        for leftover in folder.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def load(folder, *, cache="auto", device=None):
     """Load an estimator saved by :func:`save`.
 
     No code from the folder runs: ``model.json`` is parsed as JSON and
@@ -174,6 +223,15 @@ def load(folder):
     Parameters
     ----------
     folder : str or path-like
+    cache : "auto", str, path-like, FeatureCache or None, default="auto"
+        The feature cache of the loaded model (its ``cache`` parameter).
+        The ``cache`` recorded in the folder is never used: a folder can
+        come from anywhere, and must not choose where the model writes.
+        ``"auto"`` is the loading user's own per-user cache folder.
+    device : str or None, default=None
+        The device of the loaded model (its ``device`` parameter). None
+        keeps the device recorded in the folder when this machine has it,
+        and otherwise uses ``"auto"`` with a ``UserWarning``.
 
     Returns
     -------
@@ -187,7 +245,17 @@ def load(folder):
     ModelFormatError
         The folder was written by a newer sktransfer (format version), or a
         file's sha256, a tensor's name, shape or dtype differs from what
-        ``model.json`` records or the model needs, or a file is missing.
+        ``model.json`` records or the model needs, or a file is missing, or
+        an entry of ``model.json`` is not what the matching parameter or
+        fitted attribute takes. The message names the file and the entry.
+        Everything is checked before the model is built (the architectures
+        are compared with the tensors without allocating them).
+
+    Notes
+    -----
+    A folder that another process is saving into at the same moment is
+    read again once; :func:`save` switches models so that the folder always
+    holds one complete model, the old or the new.
 
     Examples
     --------
@@ -208,54 +276,95 @@ def load(folder):
     >>> bool((loaded.predict(X) == clf.predict(X)).all())
     True
     """
+    from ._cache import resolve_cache
+
+    resolve_cache(cache)  # a bad argument is the caller's, not the folder's
     folder = Path(folder).expanduser()
-    document = _read_document(folder)
-    cls = _registered_class(document["estimator"])
-    params = _decode(document.get("params", {}))
-    valid = set(cls().get_params(deep=False))
-    unknown = sorted(set(params) - valid)
-    if unknown:
-        raise ModelFormatError(
-            f"{folder / MODEL_FILE} has parameter(s) {unknown} that "
-            f"{cls.__name__} of this sktransfer version does not take (saved "
-            f"with sktransfer {document.get('versions', {}).get('sktransfer')}); "
-            "load it with that version."
-        )
-    tensors = _read_tensors(folder, document)
-    meta = _decode(document.get("state", {}))
-    estimator = cls(**params)
-    protocol = document.get("state_protocol")
     try:
-        if protocol == _BUILTIN:
-            _set_builtin_state(estimator, meta, tensors)
-        elif protocol == "estimator" and hasattr(estimator, "_set_fitted_state"):
-            estimator._set_fitted_state(meta, tensors)
-        else:
+        path, document, tensors = _read_folder(folder)
+    except _ChangedWhileReading:
+        try:
+            path, document, tensors = _read_folder(folder)
+        except _ChangedWhileReading:
             raise ModelFormatError(
-                f"{folder / MODEL_FILE} has a fitted state of kind {protocol!r} "
-                f"that {cls.__name__} of this sktransfer version cannot restore."
-            )
-    except (RuntimeError, KeyError) as exc:
-        raise ModelFormatError(
-            f"the tensors of {folder / WEIGHTS_FILE} do not fit the "
-            f"{cls.__name__} that {MODEL_FILE} describes: {exc}"
-        ) from None
-    return estimator
+                f"{str(folder)!r} changed twice while being read: another "
+                "process is saving into it. Load it when that save has finished."
+            ) from None
+    return _build(path, document, tensors, cache, device)
 
 
-# --- the folder ------------------------------------------------------------------
+class _ChangedWhileReading(Exception):
+    """model.json or the weights were replaced while load read them."""
 
 
-def _read_document(folder: Path) -> dict:
-    path = folder / MODEL_FILE
-    if not path.is_file():
+def _identity(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_folder(folder: Path) -> tuple[Path, dict, dict]:
+    """``(path of the model.json used, its document, the tensors)``, read
+    once each (bytes in memory, so that what is checked is what is used)."""
+    model, weights, pending = (
+        folder / MODEL_FILE,
+        folder / WEIGHTS_FILE,
+        folder / PENDING_FILE,
+    )
+    before = [_identity(p) for p in (model, weights)]
+    if before[0] is None and not pending.is_file():
         raise ModelFormatError(
             f"{str(folder)!r} holds no saved model: {MODEL_FILE} is missing. "
             "Save one with sktransfer.save(estimator, folder)."
         )
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = weights.read_bytes()
+    except FileNotFoundError:
+        if before[1] is not None:
+            raise _ChangedWhileReading() from None
+        raise ModelFormatError(
+            f"{weights} is missing: the saved model is incomplete."
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    document = None
+    if before[0] is not None:
+        document = _parse_document(model, _read_text(model))
+        if document["files"][WEIGHTS_FILE] == actual:
+            return model, document, _parse_tensors(weights, data, document)
+    # a save switching models right now (or interrupted while switching):
+    # the next model.json names these weights
+    with contextlib.suppress(OSError, ModelFormatError):
+        candidate = _parse_document(pending, _read_text(pending))
+        if candidate["files"][WEIGHTS_FILE] == actual:
+            return pending, candidate, _parse_tensors(weights, data, candidate)
+    if [_identity(p) for p in (model, weights)] != before:
+        raise _ChangedWhileReading()
+    if document is None:
+        raise ModelFormatError(
+            f"{str(folder)!r} holds no saved model: {MODEL_FILE} is missing. "
+            "Save one with sktransfer.save(estimator, folder)."
+        )
+    raise ModelFormatError(
+        f"{weights} has been modified or damaged: its sha256 is {actual}, "
+        f"{MODEL_FILE} records {document['files'][WEIGHTS_FILE]}. Copy the saved "
+        "folder again."
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"{path} is not valid JSON ({exc}).") from None
+
+
+def _parse_document(path: Path, text: str) -> dict:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer of more than 4300 digits
         raise ModelFormatError(f"{path} is not valid JSON ({exc}).") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise ModelFormatError(
@@ -264,59 +373,153 @@ def _read_document(folder: Path) -> dict:
         )
     version = document.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFormatError(f"{path} has an invalid format_version {version!r}.")
-    if version > FORMAT_VERSION:
-        saved_with = document.get("versions", {}).get("sktransfer", "a newer version")
         raise ModelFormatError(
-            f"{path} was saved by sktransfer {saved_with} in model format version "
-            f"{version}; this sktransfer reads format versions up to "
+            f"{path} has an invalid entry 'format_version': {version!r:.80}."
+        )
+    if version > FORMAT_VERSION:
+        versions = document.get("versions")
+        saved_with = "a newer version"
+        if isinstance(versions, dict) and isinstance(versions.get("sktransfer"), str):
+            saved_with = versions["sktransfer"]
+        raise ModelFormatError(
+            f"{path} was saved by sktransfer {saved_with:.40} in model format "
+            f"version {version}; this sktransfer reads format versions up to "
             f"{FORMAT_VERSION}. Upgrade sktransfer (pip install -U sktransfer)."
         )
-    files = document.get("files")
-    if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE}:
+    unknown = sorted(set(document) - _DOCUMENT_KEYS)
+    if unknown:
         raise ModelFormatError(
-            f"{path} must list exactly the file {WEIGHTS_FILE!r} with its sha256; "
-            f"it lists {sorted(files) if isinstance(files, dict) else files!r}."
+            f"{path} has unknown entries {[str(k)[:40] for k in unknown[:5]]}; "
+            f"a model of format version {version} has {sorted(_DOCUMENT_KEYS)}."
         )
+    files = document.get("files")
+    if (
+        not isinstance(files, dict)
+        or set(files) != {WEIGHTS_FILE}
+        or not isinstance(files[WEIGHTS_FILE], str)
+    ):
+        shown = sorted(files) if isinstance(files, dict) else files
+        raise ModelFormatError(
+            f"{path} must list exactly the file {WEIGHTS_FILE!r} with its sha256 "
+            f"in the entry 'files'; it lists {shown!r:.200}."
+        )
+    for key in ("params", "state", "tensors"):
+        if not isinstance(document.get(key), dict):
+            raise ModelFormatError(
+                f"{path} has an invalid entry {key!r}: a JSON object is needed, "
+                f"got {type(document.get(key)).__name__}."
+            )
+    if not isinstance(document.get("versions", {}), dict):
+        raise ModelFormatError(f"{path} has an invalid entry 'versions'.")
+    for name, spec in document["tensors"].items():
+        if not isinstance(spec, str):
+            raise ModelFormatError(
+                f"{path} has an invalid entry 'tensors'[{name!r:.80}]: "
+                f"{spec!r:.80} (a description such as 'float32[3, 3]' is needed)."
+            )
     return document
 
 
-def _read_tensors(folder: Path, document: dict) -> dict:
-    from safetensors import SafetensorError, safe_open
+def _parse_tensors(path: Path, data: bytes, document: dict) -> dict:
+    """The tensors of the weights file, after checking that their names,
+    dtypes and shapes are those ``model.json`` records."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
 
-    path = folder / WEIGHTS_FILE
-    if not path.is_file():
-        raise ModelFormatError(f"{path} is missing: the saved model is incomplete.")
-    expected = document["files"][WEIGHTS_FILE]
-    actual = _sha256(path)
-    if actual != expected:
-        raise ModelFormatError(
-            f"{path} has been modified or damaged: its sha256 is {actual}, "
-            f"{MODEL_FILE} records {expected}. Copy the saved folder again."
-        )
-    manifest = document.get("tensors", {})
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            names = set(f.keys())
-            if names != set(manifest):
-                missing = sorted(set(manifest) - names)[:5]
-                extra = sorted(names - set(manifest))[:5]
-                raise ModelFormatError(
-                    f"{path} and {MODEL_FILE} disagree on the tensors: missing "
-                    f"{missing}, not listed {extra}."
-                )
-            tensors = {name: f.get_tensor(name) for name in sorted(names)}
-    except SafetensorError as exc:
+        tensors = load_bytes(data)
+    except (SafetensorError, ValueError, TypeError) as exc:
         raise ModelFormatError(
             f"{path} is not a valid safetensors file ({exc})."
         ) from None
+    manifest = document["tensors"]
+    if set(tensors) != set(manifest):
+        missing = sorted(set(manifest) - set(tensors))[:5]
+        extra = sorted(set(tensors) - set(manifest))[:5]
+        raise ModelFormatError(
+            f"{path} and {MODEL_FILE} disagree on the tensors (entry 'tensors'): "
+            f"missing {missing}, not listed {extra}."
+        )
     for name, tensor in tensors.items():
         if _describe(tensor) != manifest[name]:
             raise ModelFormatError(
                 f"tensor {name!r} of {path} is {_describe(tensor)}; {MODEL_FILE} "
-                f"records {manifest[name]}."
+                f"records {manifest[name]!r:.80}."
             )
     return tensors
+
+
+def _build(path: Path, document: dict, tensors: dict, cache, device):
+    """The estimator that a checked document and its tensors describe."""
+    cls = _registered_class(document.get("estimator"), where=path)
+    raw = document["params"]
+    valid = set(cls().get_params(deep=False))
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        versions = document.get("versions", {})
+        raise ModelFormatError(
+            f"{path} has parameter(s) {[k[:40] for k in unknown[:5]]} that "
+            f"{cls.__name__} of this sktransfer version does not take (saved "
+            f"with sktransfer {str(versions.get('sktransfer'))[:40]}); load it "
+            "with that version."
+        )
+    # where the model writes is the loading user's choice, never the folder's
+    params = {
+        name: _decode(value, path, f"params[{name!r}]")
+        for name, value in raw.items()
+        if name not in ("cache", "device")
+    }
+    saved_device = _decode(raw.get("device", "auto"), path, "params['device']")
+    estimator = cls(**params)
+    estimator.set_params(device=saved_device)
+    _validate_params(estimator, path)
+    if device is None:
+        from ._features import resolve_device
+
+        try:
+            resolve_device(saved_device)
+        except ValueError as exc:
+            warnings.warn(
+                f"{path} records device={saved_device!r}, which this machine "
+                f"does not have ({exc}); the loaded model uses device='auto'. "
+                "Pass load(..., device=...) to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+            device = "auto"
+        else:
+            device = saved_device
+    estimator.set_params(cache=cache, device=device)
+    estimator._validate_params()  # load's own arguments: the caller's errors
+    protocol = document.get("state_protocol")
+    if protocol != _BUILTIN:
+        raise ModelFormatError(
+            f"{path} has a fitted state of kind {protocol!r:.80} (entry "
+            f"'state_protocol') that {cls.__name__} of this sktransfer version "
+            "cannot restore."
+        )
+    meta = _check_state(document["state"], estimator, path)
+    _check_architectures(meta, tensors, path)
+    try:
+        _set_builtin_state(estimator, meta, tensors)
+    except ModelFormatError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(
+            f"the tensors of {path.parent / WEIGHTS_FILE} do not fit the "
+            f"{cls.__name__} that {path} describes: {exc}"
+        ) from None
+    return estimator
+
+
+def _validate_params(estimator, path: Path) -> None:
+    """The folder's parameters, checked by the estimator's own rules."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        estimator._validate_params()
+    except InvalidParameterError as exc:
+        raise ModelFormatError(f"{path} has an invalid entry 'params': {exc}") from None
 
 
 def _describe(tensor) -> str:
@@ -327,14 +530,37 @@ def _describe(tensor) -> str:
 
 @contextlib.contextmanager
 def _temporary_file(folder: Path, name: str):
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp)
+    """A new empty file ``.{name}.{random}.tmp`` in ``folder``, removed on
+    exit unless it was renamed. Created with the permissions the umask gives
+    (mkstemp's are owner-only), since it becomes the saved file."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Data on disk before the rename that publishes it."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The renames on disk too (POSIX; Windows cannot open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -366,7 +592,7 @@ def _versions(own: str) -> dict:
     return versions
 
 
-def _registered_class(name, cls=None):
+def _registered_class(name, cls=None, where=MODEL_FILE):
     """The estimator class of a saved model: one of a fixed list, never an
     import path read from a file."""
     from ._classifier import PretrainedImageClassifier
@@ -387,9 +613,10 @@ def _registered_class(name, cls=None):
             f"got {cls.__name__}. Use joblib.dump for other objects (a pickle: "
             "load only what you trust)."
         )
-    if name not in known:
+    if not isinstance(name, str) or name not in known:
         raise ModelFormatError(
-            f"{MODEL_FILE} names the estimator {name!r}, which is not one of "
+            f"{where} names the estimator {name!r:.80} (entry 'estimator'), "
+            "which is not one of "
             f"{', '.join(sorted(known))}."
         )
     return known[name]
@@ -413,13 +640,26 @@ def _plain_tensor(tensor, name) -> torch.Tensor:
 
 # --- JSON values -------------------------------------------------------------
 
-_TAGS = {"__tuple__", "__dict__", "__path__", "__ndarray__", "__cache__", "__float__"}
+_TAGS = {
+    "__tuple__",
+    "__dict__",
+    "__path__",
+    "__ndarray__",
+    "__cache__",
+    "__float__",
+    "__bytes__",
+    "__date__",
+    "__datetime__",
+}
+#: Array dtypes a saved folder may hold: bool, numbers, str, bytes, dates.
+_ARRAY_KINDS = "biufUSMm"
 
 
 def _encode(value, what: str):
     """A value as JSON. What JSON lacks is tagged with a ``"__name__"`` key:
     tuples, dicts with keys that are not plain strings, paths, arrays,
-    caches, NaN and infinities. Anything else is refused, naming ``what``."""
+    caches, NaN and infinities, bytes, dates and datetimes. Anything else is
+    refused, naming ``what``."""
     from ._cache import FeatureCache
 
     if isinstance(value, np.generic):
@@ -428,6 +668,14 @@ def _encode(value, what: str):
         return value
     if isinstance(value, float):
         return value if np.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, bytes):
+        return {"__bytes__": base64.b64encode(value).decode("ascii")}
+    if type(value) is datetime.date:
+        return {"__date__": value.isoformat()}
+    if type(value) is datetime.datetime and (
+        value.tzinfo is None or type(value.tzinfo) is datetime.timezone
+    ):
+        return {"__datetime__": value.isoformat()}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, what) for v in value]}
     if isinstance(value, list):
@@ -447,49 +695,108 @@ def _encode(value, what: str):
         if value.dtype == object:
             items = [_encode(v, what) for v in value.ravel().tolist()]
             return {"__ndarray__": items, "__dtype__": "O"}
-        if value.dtype.kind in "biufU":
+        if value.dtype.kind in "Mm":  # as integers: exact, NaT included
+            items = value.astype(np.int64).tolist()
+            return {"__ndarray__": items, "__dtype__": value.dtype.str}
+        if value.dtype.kind in _ARRAY_KINDS:
             items = _encode(value.tolist(), what)
             return {"__ndarray__": items, "__dtype__": value.dtype.str}
+    kind = type(value).__name__
+    if isinstance(value, datetime.datetime):
+        kind = f"{kind} with time zone {value.tzinfo!r}"
     raise TypeError(
-        f"{what} is a {type(value).__name__}, which cannot be saved without "
-        "pickle: use plain values (str, number, bool, None, tuple, list, dict, "
-        "path; an int for random_state), or joblib.dump (a pickle: load only "
-        "what you trust)."
+        f"{what} is a {kind}, which cannot be saved without pickle: use plain "
+        "values (str, bytes, number, bool, None, date, datetime with a fixed "
+        "UTC offset, tuple, list, dict, path; an int for random_state), or "
+        "joblib.dump (a pickle: load only what you trust)."
     )
 
 
-def _decode(value):
+def _decode(value, path: Path, where: str):
+    """The value :func:`_encode` wrote; a :class:`ModelFormatError` naming
+    ``path`` and the entry ``where`` for anything it could not have written."""
+
+    def bad(why: str):
+        return ModelFormatError(f"{path} has an invalid entry {where}: {why}.")
+
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     tags = [k for k in value if k.startswith("__")]
     if not tags:
-        return {k: _decode(v) for k, v in value.items()}
-    if not set(tags) <= _TAGS | {"__dtype__"} or len(tags) != len(value):
-        raise ModelFormatError(f"{MODEL_FILE} holds an unknown value {value!r:.80}.")
-    if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
-    if "__dict__" in value:
-        return {_decode(k): _decode(v) for k, v in value["__dict__"]}
-    if "__path__" in value:
-        return Path(value["__path__"])
-    if "__float__" in value:
-        text = value["__float__"]
-        if text not in ("nan", "inf", "-inf"):
-            raise ModelFormatError(f"{MODEL_FILE} holds an invalid number {text!r}.")
-        return float(text)
-    if "__cache__" in value:
-        from ._cache import FeatureCache
+        return {k: _decode(v, path, f"{where}[{k!r}]") for k, v in value.items()}
+    allowed = _TAGS - {"__cache__"}  # a cache is never read back from a file
+    if not set(tags) <= allowed | {"__dtype__"} or len(tags) != len(value):
+        raise bad(f"{MODEL_FILE} holds an unknown value {value!r:.80}")
+    (tag,) = [t for t in tags if t != "__dtype__"] or ["__dtype__"]
+    content = value[tag]
+    if tag == "__dtype__" or (tag == "__ndarray__") != ("__dtype__" in value):
+        raise bad(f"an array needs both '__ndarray__' and '__dtype__': {value!r:.80}")
+    if tag in ("__tuple__", "__dict__", "__ndarray__") and not isinstance(
+        content, list
+    ):
+        raise bad(f"{tag} needs a list, got {content!r:.80}")
+    if tag in ("__path__", "__float__", "__bytes__", "__date__", "__datetime__"):
+        if not isinstance(content, str):
+            raise bad(f"{tag} needs a string, got {content!r:.80}")
+    if tag == "__tuple__":
+        return tuple(_decode(v, path, f"{where}[{i}]") for i, v in enumerate(content))
+    if tag == "__dict__":
+        out = {}
+        for i, pair in enumerate(content):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise bad(f"item {i} of __dict__ is not a [key, value] pair")
+            key = _decode(pair[0], path, f"{where}[{i}]")
+            try:
+                out[key] = _decode(pair[1], path, f"{where}[{key!r}]")
+            except TypeError:
+                raise bad(f"the key {key!r:.80} cannot be a dict key") from None
+        return out
+    if tag == "__path__":
+        return Path(content)
+    try:
+        if tag == "__float__":
+            if content not in ("nan", "inf", "-inf"):
+                raise ValueError(f"invalid number {content!r:.80}")
+            return float(content)
+        if tag == "__bytes__":
+            return base64.b64decode(content.encode("ascii"), validate=True)
+        if tag == "__date__":
+            return datetime.date.fromisoformat(content)
+        if tag == "__datetime__":
+            return datetime.datetime.fromisoformat(content)
+        return _decode_array(content, value["__dtype__"], path, where)
+    except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        raise bad(str(exc)) from None
 
-        spec = value["__cache__"]
-        return FeatureCache(spec["directory"], spec.get("max_bytes"))
-    items = _decode(value["__ndarray__"])
-    if value.get("__dtype__") == "O":
+
+def _decode_array(items, dtype_text, path: Path, where: str) -> np.ndarray:
+    if dtype_text == "O":
+        items = [_decode(v, path, f"{where}[{i}]") for i, v in enumerate(items)]
         out = np.empty(len(items), dtype=object)
         out[:] = items
         return out
-    return np.asarray(items, dtype=np.dtype(value["__dtype__"]))
+    if not isinstance(dtype_text, str):
+        raise ValueError(f"data type {dtype_text!r:.80} is not a string")
+    try:
+        dtype = np.dtype(dtype_text)
+    except TypeError:
+        raise ValueError(f"data type {dtype_text!r:.80} not understood") from None
+    if dtype.kind not in _ARRAY_KINDS or dtype.fields or dtype.subdtype:
+        raise ValueError(
+            f"data type {dtype_text!r:.80} is not one an estimator saves "
+            "(bool, numbers, str, bytes, datetime64, timedelta64)"
+        )
+    if dtype.kind in "Mm":
+        return np.asarray(items, dtype=np.int64).astype(dtype)
+    items = _decode(items, path, where)
+    if dtype.kind in "US" and any(
+        not isinstance(v, str if dtype.kind == "U" else bytes)
+        for v in np.ravel(np.asarray(items, dtype=object))
+    ):
+        raise ValueError(f"an array of dtype {dtype_text!r} holds other values")
+    return np.asarray(items, dtype=dtype)
 
 
 # --- the built-in state of sktransfer's estimators ---------------------------
@@ -540,13 +847,14 @@ def restore_extractor(meta: dict, tensors: dict, prefix: str, estimator):
     _load_module_state(
         bb.body, _under(tensors, prefix), f"the body ({meta['backbone']})"
     )
+    pre, base = (
+        value
+        if isinstance(value, Preprocessing)
+        else Preprocessing(**_decode_preprocessing(value))
+        for value in (meta["preprocessing"], meta["base_preprocessing"])
+    )
     bb = dataclasses.replace(
-        bb,
-        weights_id=meta["weights_id"],
-        preprocessing=Preprocessing(**_decode_preprocessing(meta["preprocessing"])),
-        base_preprocessing=Preprocessing(
-            **_decode_preprocessing(meta["base_preprocessing"])
-        ),
+        bb, weights_id=meta["weights_id"], preprocessing=pre, base_preprocessing=base
     )
     extractor = FeatureExtractor(
         bb,
@@ -647,6 +955,229 @@ def _head_spec(head) -> dict:
         "hidden_sizes": [int(m.out_features) for m in linears[:-1]],
         "dropout": float(dropouts[-1].p) if dropouts else 0.0,
     }
+
+
+#: Private fitted attributes a saved state may set (all others are public
+#: names ending in ``_``).
+_PRIVATE_ATTRIBUTES = {"_y_ndim": (1, 2)}
+_EXTRACTOR_KEYS = {
+    "backbone": str,
+    "weights_id": str,
+    "n_features": int,
+    "preprocessing": dict,
+    "base_preprocessing": dict,
+    "precision": str,
+    "built_from": list,
+    "model_key": str,
+    "body_flags": dict,
+}
+_HEAD_KEYS = {
+    "n_features": int,
+    "n_outputs": int,
+    "hidden_sizes": list,
+    "dropout": float,
+}
+#: No layer of a saved model is wider than this.
+_MAX_WIDTH = 1 << 24
+
+
+def _check_state(raw: dict, estimator, path: Path) -> dict:
+    """The fitted state of ``model.json``, decoded and checked entry by entry
+    against what :func:`_builtin_state` writes, before anything is built."""
+    from ._transforms import Preprocessing
+
+    def bad(where: str, why: str):
+        return ModelFormatError(f"{path} has an invalid entry {where}: {why}.")
+
+    def need(value, kind, where: str):
+        ok = isinstance(value, kind) and not (
+            isinstance(value, bool) and kind in (int, float)
+        )
+        if kind is float:
+            ok = ok or (isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise bad(where, f"a {kind.__name__} is needed, got {value!r:.80}")
+        return value
+
+    expected = {"attributes", "extractors", "heads", "ensemble", "has_head"}
+    if set(raw) != expected:
+        raise bad(
+            "'state'",
+            f"it has the keys {sorted(str(k)[:40] for k in raw)[:10]}; "
+            f"{sorted(expected)} are needed",
+        )
+    meta = {key: _decode(value, path, f"state[{key!r}]") for key, value in raw.items()}
+    need(meta["attributes"], dict, "state['attributes']")
+    extractors = need(meta["extractors"], list, "state['extractors']")
+    heads = need(meta["heads"], list, "state['heads']")
+    need(meta["has_head"], bool, "state['has_head']")
+    if not extractors:
+        raise bad("state['extractors']", "it is empty")
+    for i, m in enumerate(extractors):
+        where = f"state['extractors'][{i}]"
+        need(m, dict, where)
+        if set(m) != set(_EXTRACTOR_KEYS):
+            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in m)[:12]}")
+        for key, kind in _EXTRACTOR_KEYS.items():
+            need(m[key], kind, f"{where}[{key!r}]")
+        if not 0 < m["n_features"] <= _MAX_WIDTH:
+            raise bad(f"{where}['n_features']", f"{m['n_features']} is out of range")
+        if m["precision"] not in ("fp32", "bf16"):
+            raise bad(f"{where}['precision']", f"{m['precision']!r:.40}")
+        if not all(isinstance(v, str) for v in m["built_from"]):
+            raise bad(f"{where}['built_from']", "a list of strings is needed")
+        for name, value in m["body_flags"].items():
+            if name != "transform_input" or not isinstance(value, bool):
+                raise bad(f"{where}['body_flags']", f"{name!r:.40}: {value!r:.40}")
+        for key in ("preprocessing", "base_preprocessing"):
+            try:
+                m[key] = Preprocessing(**_decode_preprocessing(m[key]))
+            except (TypeError, ValueError) as exc:
+                raise bad(f"{where}[{key!r}]", str(exc)) from None
+    for j, spec in enumerate(heads):
+        where = f"state['heads'][{j}]"
+        need(spec, dict, where)
+        if set(spec) != set(_HEAD_KEYS):
+            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in spec)[:12]}")
+        for key, kind in _HEAD_KEYS.items():
+            need(spec[key], kind, f"{where}[{key!r}]")
+        widths = [spec["n_features"], spec["n_outputs"], *spec["hidden_sizes"]]
+        if not all(
+            isinstance(w, int) and not isinstance(w, bool) and 0 < w <= _MAX_WIDTH
+            for w in widths
+        ):
+            raise bad(where, f"layer widths {widths!r:.80} are not all in range")
+        if not 0 <= spec["dropout"] < 1:
+            raise bad(f"{where}['dropout']", f"{spec['dropout']!r} is not in [0, 1)")
+    ensemble = meta["ensemble"]
+    if ensemble is not None:
+        need(ensemble, list, "state['ensemble']")
+        for k, pair in enumerate(ensemble):
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(type(v) is int for v in pair)
+                and 0 <= pair[0] < len(extractors)
+                and 0 <= pair[1] < len(heads)
+            ):
+                raise bad(f"state['ensemble'][{k}]", f"{pair!r:.80}")
+    for i, j in ensemble or []:
+        if heads[j]["n_features"] != extractors[i]["n_features"]:
+            raise bad(f"state['heads'][{j}]", "it does not take the features")
+    wants_head = not hasattr(estimator, "transform")
+    if meta["has_head"] != wants_head or (wants_head and not heads):
+        raise bad("state['has_head']", f"{type(estimator).__name__} needs a head")
+    if wants_head and not ensemble:
+        raise bad("state['ensemble']", f"{type(estimator).__name__} needs members")
+    _check_attributes(meta["attributes"], estimator, meta, bad)
+    return meta
+
+
+def _check_attributes(attributes: dict, estimator, meta: dict, bad) -> None:
+    cls = type(estimator)
+    for name, value in attributes.items():
+        where = f"state['attributes'][{name!r:.40}]"
+        if name in _PRIVATE_ATTRIBUTES:
+            if value not in _PRIVATE_ATTRIBUTES[name] or isinstance(value, bool):
+                raise bad(where, f"{value!r:.80}")
+            continue
+        if (
+            not isinstance(name, str)
+            or not name.isidentifier()
+            or name.startswith("_")
+            or not name.endswith("_")
+            or hasattr(cls, name)
+            or name in _MODULE_ATTRIBUTES
+        ):
+            raise bad(where, "it is not the name of a fitted attribute")
+    n_outputs = meta["heads"][0]["n_outputs"] if meta["heads"] else None
+    if "classes_" in attributes:
+        classes = attributes["classes_"]
+        if not isinstance(classes, np.ndarray) or classes.ndim != 1:
+            raise bad("state['attributes']['classes_']", "a 1-d array is needed")
+        if len(classes) != n_outputs and not (len(classes) == 2 and n_outputs == 1):
+            raise bad(
+                "state['attributes']['classes_']",
+                f"{len(classes)} classes for a head of {n_outputs} outputs",
+            )
+        try:
+            if len(set(classes.tolist())) != len(classes):
+                raise bad("state['attributes']['classes_']", "classes repeat")
+        except TypeError:
+            raise bad("state['attributes']['classes_']", "unhashable classes") from None
+    if "multilabel_" in attributes and not isinstance(attributes["multilabel_"], bool):
+        raise bad("state['attributes']['multilabel_']", "a bool is needed")
+    if hasattr(cls, "predict_proba") and "classes_" not in attributes:
+        raise bad("state['attributes']", "classes_ is missing")
+    for name in ("n_features_", "n_features_out_"):
+        if (
+            name in attributes
+            and attributes[name] != meta["extractors"][0]["n_features"]
+        ):
+            raise bad(f"state['attributes'][{name!r}]", "it differs from the body's")
+
+
+def _check_architectures(meta: dict, tensors: dict, path: Path) -> None:
+    """Each body and head the state names, built on the meta device (no
+    memory, no weights), against the saved tensors: a backbone or head that
+    does not match is refused before anything is built for real."""
+    from ._backbones import load_backbone
+    from ._head import Head
+
+    used = set()
+    for i, m in enumerate(meta["extractors"]):
+        prefix = f"extractors.{i}.body."
+        try:
+            with torch.device("meta"):
+                bb = load_backbone(m["backbone"], None)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise ModelFormatError(
+                f"{path} has an invalid entry state['extractors'][{i}]"
+                f"['backbone']: {exc}"
+            ) from None
+        state = _under(tensors, prefix)
+        _compare_state(bb.body, state, f"the body ({m['backbone']})", path)
+        if int(bb.n_features) != m["n_features"]:
+            raise ModelFormatError(
+                f"{path} has an invalid entry state['extractors'][{i}]"
+                f"['n_features']: {m['backbone']} gives {bb.n_features} features."
+            )
+        used.update(prefix + k for k in state)
+    for j, spec in enumerate(meta["heads"]):
+        prefix = f"heads.{j}."
+        with torch.device("meta"):
+            head = Head(
+                spec["n_features"],
+                spec["n_outputs"],
+                tuple(spec["hidden_sizes"]),
+                spec["dropout"],
+            )
+        state = _under(tensors, prefix)
+        _compare_state(head, state, f"head {j}", path)
+        used.update(prefix + k for k in state)
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise ModelFormatError(
+            f"{path.parent / WEIGHTS_FILE} holds tensors that no part of the model "
+            f"uses: {extra[:5]}."
+        )
+
+
+def _compare_state(module, state: dict, what: str, path: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {list(state[k].shape)} != {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or extra or wrong:
+        raise ModelFormatError(
+            f"the tensors of {path.parent / WEIGHTS_FILE} do not fit {what} that "
+            f"{path.name} describes: missing {missing[:5]}, unexpected "
+            f"{extra[:5]}, shape mismatches {wrong[:5]}."
+        )
 
 
 def _set_builtin_state(estimator, meta: dict, tensors: dict) -> None:

@@ -53,7 +53,9 @@ def rewrite_json(folder, change):
 # --- round trips -------------------------------------------------------------
 
 
-def test_saved_folder_is_json_and_safetensors_and_reads_back_equal(saved, images):
+def test_saved_folder_is_json_and_safetensors_and_reads_back_equal(
+    saved, images, cache_dir
+):
     clf, folder = saved
     paths, _ = images
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -65,7 +67,7 @@ def test_saved_folder_is_json_and_safetensors_and_reads_back_equal(saved, images
     assert document["format_version"] == 1
     assert document["params"]["backbone"] == "resnet18"
     assert document["versions"]["torch"] == torch.__version__
-    loaded = load(folder)
+    loaded = load(folder, cache=cache_dir)
     assert type(loaded) is PretrainedImageClassifier
     assert loaded.get_params() == clf.get_params()
     assert list(loaded.classes_) == ["a", "b"]
@@ -89,11 +91,11 @@ def test_loading_never_unpickles_and_leaves_global_rng_as_found(saved, monkeypat
 
 
 def test_loaded_model_reuses_the_features_cached_before_saving(
-    saved, images, forward_count
+    saved, images, forward_count, cache_dir
 ):
     _, folder = saved
     paths, _ = images
-    load(folder).predict_proba(paths)
+    load(folder, cache=cache_dir).predict_proba(paths)
     assert forward_count["n"] == 0  # same cache key: nothing recomputed
 
 
@@ -132,7 +134,7 @@ def test_every_estimator_kind_round_trips(kind, images, tmp_path, cache_dir):
     else:
         model = PretrainedFeatures(**TINY, cache=cache_dir).fit()
         outputs = "transform"
-    loaded = load(save(model, tmp_path / kind))
+    loaded = load(save(model, tmp_path / kind), cache=cache_dir)
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(
         getattr(loaded, outputs)(paths), getattr(model, outputs)(paths)

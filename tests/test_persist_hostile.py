@@ -105,7 +105,7 @@ def test_a_save_interrupted_at_any_point_leaves_the_old_or_the_new_model(
             for i, (event, arg) in enumerate(events)
             if event == "c_call" and getattr(arg, "__name__", "") == "replace"
         ]
-        assert len(renames) == 3
+        assert renames  # the folder is switched by renames
         points = {i + d for i in renames for d in (0, 1, 2)}  # at each rename
         points |= set(rng.sample(range(renames[0] - 200, len(events)), 8))
         points |= set(rng.sample(range(1, len(events)), 5))
@@ -463,7 +463,7 @@ FULL_DISK = """
 import resource, signal, sys
 import sktransfer
 
-model = sktransfer.load(sys.argv[1], cache=None)
+model = sktransfer.load(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a kill
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.RLIM_INFINITY))
 sktransfer.export_torchscript(model, sys.argv[2])

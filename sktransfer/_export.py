@@ -346,6 +346,16 @@ def _write_aside(path: str, write) -> None:
     from ._persist import _fsync, _fsync_folder, _temporary_file
 
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"{str(target)!r} is a folder; pass the path of the file to write, "
+            f"such as {str(target / ('model' + (target.suffix or '.onnx')))!r}."
+        )
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {str(target)!r}: the folder {str(target.parent)!r} does "
+            "not exist. Create it first."
+        )
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
         leftover.unlink(missing_ok=True)  # from an export that was killed
     with _temporary_file(target.parent, target.name) as tmp:

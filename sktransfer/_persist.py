@@ -23,6 +23,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -135,10 +136,6 @@ def save(estimator, folder, *, overwrite=False) -> Path:
     >>> bool(np.array_equal(load(folder).predict_proba(X), clf.predict_proba(X)))
     True
     """
-    from safetensors.torch import save_file
-
-    from . import __version__
-
     cls = _registered_class(type(estimator).__name__, type(estimator))
     params = {
         name: _encode(value, f"parameter {name!r}")
@@ -154,13 +151,28 @@ def save(estimator, folder, *, overwrite=False) -> Path:
     tensors = {name: _plain_tensor(t, name) for name, t in tensors.items()}
     state = _encode(meta, "the fitted state")
     folder = Path(folder).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    _finish_or_discard_interrupted_save(folder)
-    if (folder / MODEL_FILE).exists() and not overwrite:
+    if folder.exists() and not folder.is_dir():
         raise FileExistsError(
-            f"{str(folder)!r} already holds a saved model; pass overwrite=True "
-            "to replace it, or choose another folder."
+            f"{str(folder)!r} is a file; save writes a folder (model.json and "
+            "weights.safetensors): choose a folder path."
         )
+    folder.mkdir(parents=True, exist_ok=True)
+    with _save_lock(folder):
+        _finish_or_discard_interrupted_save(folder)
+        if (folder / MODEL_FILE).exists() and not overwrite:
+            raise FileExistsError(
+                f"{str(folder)!r} already holds a saved model; pass overwrite=True "
+                "to replace it, or choose another folder."
+            )
+        _write_and_switch(folder, cls, params, protocol, state, tensors)
+    return folder
+
+
+def _write_and_switch(folder: Path, cls, params, protocol, state, tensors) -> None:
+    from safetensors.torch import save_file
+
+    from . import __version__
+
     # Everything is written under new names first; then three renames switch
     # models: the complete next model.json to PENDING_FILE, the weights into
     # place, PENDING_FILE to model.json. Between the last two, load finds
@@ -189,7 +201,23 @@ def save(estimator, folder, *, overwrite=False) -> Path:
         os.replace(weights_tmp, folder / WEIGHTS_FILE)
     os.replace(folder / PENDING_FILE, folder / MODEL_FILE)
     _fsync_folder(folder)
-    return folder
+
+
+@contextlib.contextmanager
+def _save_lock(folder: Path):
+    """One save at a time in ``folder`` (an advisory lock on the folder
+    itself, so that no lock file is left in it; POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: saves are not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _finish_or_discard_interrupted_save(folder: Path) -> None:
@@ -277,9 +305,17 @@ def load(folder, *, cache="auto", device=None):
     True
     """
     from ._cache import resolve_cache
+    from ._features import resolve_device
 
-    resolve_cache(cache)  # a bad argument is the caller's, not the folder's
+    # bad arguments are the caller's errors, not the folder's
+    resolve_cache(cache)
+    if device is not None:
+        resolve_device(device)
     folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ModelFormatError(
+            f"{str(folder)!r} is a file, not a folder saved by sktransfer.save."
+        )
     try:
         path, document, tensors = _read_folder(folder)
     except _ChangedWhileReading:
@@ -290,7 +326,12 @@ def load(folder, *, cache="auto", device=None):
                 f"{str(folder)!r} changed twice while being read: another "
                 "process is saving into it. Load it when that save has finished."
             ) from None
-    return _build(path, document, tensors, cache, device)
+    try:
+        return _build(path, document, tensors, cache, device)
+    except RecursionError:
+        raise ModelFormatError(
+            f"{path} holds values nested too deeply for any saved model."
+        ) from None
 
 
 class _ChangedWhileReading(Exception):
@@ -321,6 +362,10 @@ def _read_folder(folder: Path) -> tuple[Path, dict, dict]:
         )
     try:
         data = weights.read_bytes()
+    except IsADirectoryError:
+        raise ModelFormatError(
+            f"{weights} is a folder; it must be the weights file that save wrote."
+        ) from None
     except FileNotFoundError:
         if before[1] is not None:
             raise _ChangedWhileReading() from None
@@ -356,6 +401,10 @@ def _read_folder(folder: Path) -> tuple[Path, dict, dict]:
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ModelFormatError(
+            f"{path} is a folder; it must be the JSON file that save wrote."
+        ) from None
     except UnicodeDecodeError as exc:
         raise ModelFormatError(f"{path} is not valid JSON ({exc}).") from None
 
@@ -492,19 +541,25 @@ def _build(path: Path, document: dict, tensors: dict, cache, device):
     estimator.set_params(cache=cache, device=device)
     estimator._validate_params()  # load's own arguments: the caller's errors
     protocol = document.get("state_protocol")
-    if protocol != _BUILTIN:
+    if protocol == "estimator" and hasattr(estimator, "_set_fitted_state"):
+        # an estimator that saves its own state checks it itself
+        restore = estimator._set_fitted_state
+        meta = _decode(document["state"], path, "'state'")
+    elif protocol == _BUILTIN:
+        meta = _check_state(document["state"], estimator, path)
+        _check_architectures(meta, tensors, path)
+        restore = functools.partial(_set_builtin_state, estimator)
+    else:
         raise ModelFormatError(
             f"{path} has a fitted state of kind {protocol!r:.80} (entry "
             f"'state_protocol') that {cls.__name__} of this sktransfer version "
             "cannot restore."
         )
-    meta = _check_state(document["state"], estimator, path)
-    _check_architectures(meta, tensors, path)
     try:
-        _set_builtin_state(estimator, meta, tensors)
+        restore(meta, tensors)
     except ModelFormatError:
         raise
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise ModelFormatError(
             f"the tensors of {path.parent / WEIGHTS_FILE} do not fit the "
             f"{cls.__name__} that {path} describes: {exc}"
@@ -1066,7 +1121,8 @@ def _check_state(raw: dict, estimator, path: Path) -> dict:
             raise bad(f"state['heads'][{j}]", "it does not take the features")
     wants_head = not hasattr(estimator, "transform")
     if meta["has_head"] != wants_head or (wants_head and not heads):
-        raise bad("state['has_head']", f"{type(estimator).__name__} needs a head")
+        needs = "needs a head" if wants_head else "has no head"
+        raise bad("state['has_head']", f"{type(estimator).__name__} {needs}")
     if wants_head and not ensemble:
         raise bad("state['ensemble']", f"{type(estimator).__name__} needs members")
     _check_attributes(meta["attributes"], estimator, meta, bad)

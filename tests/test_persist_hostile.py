@@ -158,6 +158,33 @@ def test_loading_while_another_thread_resaves_never_blames_damage(two_models, tm
     assert set(loaded) <= {a.backbone, b.backbone}
 
 
+def test_two_threads_saving_into_one_folder_leave_one_complete_model(
+    two_models, tmp_path
+):
+    a, b = two_models
+    folder = tmp_path / "model"
+    errors = []
+
+    def resave(model):
+        try:
+            for _ in range(6):
+                save(model, folder, overwrite=True)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=resave, args=(m,)) for m in (a, b)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert not errors
+    assert load(folder).backbone in (a.backbone, b.backbone)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.json",
+        "weights.safetensors",
+    ]
+
+
 # --- 2. a folder never chooses where the model writes ----------------------------
 
 
@@ -384,6 +411,48 @@ def test_tensors_added_or_removed_in_both_files_are_named(saved, tmp_path, chang
     (folder / "model.json").write_text(json.dumps(document))
     with pytest.raises(ModelFormatError, match=message):
         load(folder)
+
+
+def test_folders_whose_files_are_folders_or_nested_too_deeply_are_named(
+    saved, tmp_path
+):
+    _, folder, _ = saved
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ModelFormatError, match="a-file' is a file, not a folder"):
+        load(tmp_path / "a-file")
+    with pytest.raises(FileExistsError, match="a-file' is a file; save writes"):
+        save(load(folder), tmp_path / "a-file")
+    for name in ("model.json", "weights.safetensors"):
+        broken = copy_of(folder, tmp_path, name)
+        (broken / name).unlink()
+        (broken / name).mkdir()
+        with pytest.raises(ModelFormatError, match=f"{name} is a folder"):
+            load(broken)
+    deep = copy_of(folder, tmp_path, "deep")
+    nested = json.loads("[" * 900 + "]" * 900)
+    rewrite_json(deep, set_at("params", "verbose", nested))
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        load(deep)
+
+
+def test_bad_arguments_of_load_are_the_callers_errors(saved):
+    _, folder, _ = saved
+    with pytest.raises(ValueError, match="device='nonsense' is not a device") as info:
+        load(folder, device="nonsense")
+    assert not isinstance(info.value, ModelFormatError)
+    with pytest.raises(ValueError, match="cache must be") as info:
+        load(folder, cache=123)
+    assert not isinstance(info.value, ModelFormatError)
+
+
+def test_exports_to_a_folder_or_into_a_missing_folder_say_so(two_models, tmp_path):
+    a, _ = two_models
+    with pytest.raises(FileNotFoundError, match="the folder .*nowhere' does not"):
+        export_torchscript(a, tmp_path / "nowhere" / "model.pt")
+    (tmp_path / "model.pt").mkdir()
+    with pytest.raises(IsADirectoryError, match="model.pt' is a folder"):
+        export_torchscript(a, tmp_path / "model.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
 # --- bytes and date labels round-trip ---------------------------------------------

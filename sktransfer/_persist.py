@@ -12,17 +12,23 @@
 ``torch.load``, no import named by the files. The class comes from a fixed
 list of sktransfer estimators; a file of a newer format version, a file
 whose sha256 differs from the one recorded, or a tensor whose name, shape or
-dtype is not what the model needs, is a clear error before anything is
-built. The body is rebuilt from its architecture and the saved tensors, so
-loading needs neither the original weights file nor network.
+dtype is not what the model needs, or any entry that is not what the
+matching parameter or fitted attribute takes, is a :class:`ModelFormatError`
+naming the file and the entry, before anything is built
+(:mod:`sktransfer._persist_format` holds these checks). The body is rebuilt
+from its architecture and the saved tensors, so loading needs neither the
+original weights file nor network. A folder never chooses where the loaded
+model writes: its feature cache is the loading user's.
+
+``save`` writes everything under new names and switches models by renames,
+so that a save interrupted at any moment leaves the folder holding the old
+model or the new one, and the next save cleans up what it left.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import datetime
 import functools
 import hashlib
 import json
@@ -36,11 +42,22 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
+from ._persist_format import (
+    _MODULE_ATTRIBUTES,
+    MODEL_FILE,
+    WEIGHTS_FILE,
+    ModelFormatError,
+    _check_architectures,
+    _check_state,
+    _decode,
+    _decode_preprocessing,
+    _encode,
+    _under,
+)
+
 #: Bumped when a saved folder changes in a way older code cannot read.
 FORMAT_VERSION = 1
 FORMAT_NAME = "sktransfer-model"
-MODEL_FILE = "model.json"
-WEIGHTS_FILE = "weights.safetensors"
 #: The next ``model.json`` while a save is switching models: complete, and
 #: recording the sha256 of the weights it belongs to (see :func:`save`).
 PENDING_FILE = ".model.json.next"
@@ -59,30 +76,6 @@ _DOCUMENT_KEYS = {
 #: ``state_protocol`` of states written here (not by an estimator's own
 #: ``_fitted_state``).
 _BUILTIN = "sktransfer.persist-v1"
-
-
-class ModelFormatError(ValueError):
-    """A saved model folder cannot be loaded: newer format, tampered or
-    incomplete files. The message names the file and what is wrong.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from sktransfer import ModelFormatError, PretrainedFeatures, load, save
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=None
-    ... ).fit()
-    >>> folder = save(features, Path(tempfile.mkdtemp()) / "features")
-    >>> with open(folder / "weights.safetensors", "r+b") as f:
-    ...     _ = f.seek(-4, 2)
-    ...     _ = f.write(b"oops")  # the file no longer matches its sha256
-    >>> try:
-    ...     load(folder)
-    ... except ModelFormatError as error:
-    ...     print("sha256" in str(error))
-    True
-    """
 
 
 # --- public API --------------------------------------------------------------
@@ -693,174 +686,10 @@ def _plain_tensor(tensor, name) -> torch.Tensor:
     return tensor.detach().to("cpu").contiguous().clone()
 
 
-# --- JSON values -------------------------------------------------------------
-
-_TAGS = {
-    "__tuple__",
-    "__dict__",
-    "__path__",
-    "__ndarray__",
-    "__cache__",
-    "__float__",
-    "__bytes__",
-    "__date__",
-    "__datetime__",
-}
-#: Array dtypes a saved folder may hold: bool, numbers, str, bytes, dates.
-_ARRAY_KINDS = "biufUSMm"
-
-
-def _encode(value, what: str):
-    """A value as JSON. What JSON lacks is tagged with a ``"__name__"`` key:
-    tuples, dicts with keys that are not plain strings, paths, arrays,
-    caches, NaN and infinities, bytes, dates and datetimes. Anything else is
-    refused, naming ``what``."""
-    from ._cache import FeatureCache
-
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if np.isfinite(value) else {"__float__": repr(value)}
-    if isinstance(value, bytes):
-        return {"__bytes__": base64.b64encode(value).decode("ascii")}
-    if type(value) is datetime.date:
-        return {"__date__": value.isoformat()}
-    if type(value) is datetime.datetime and (
-        value.tzinfo is None or type(value.tzinfo) is datetime.timezone
-    ):
-        return {"__datetime__": value.isoformat()}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, what) for v in value]}
-    if isinstance(value, list):
-        return [_encode(v, what) for v in value]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, what) for k, v in value.items()}
-        return {
-            "__dict__": [[_encode(k, what), _encode(v, what)] for k, v in value.items()]
-        }
-    if isinstance(value, os.PathLike):
-        return {"__path__": os.fspath(value)}
-    if isinstance(value, FeatureCache):
-        spec = {"directory": str(value.directory), "max_bytes": value.max_bytes}
-        return {"__cache__": spec}
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            items = [_encode(v, what) for v in value.ravel().tolist()]
-            return {"__ndarray__": items, "__dtype__": "O"}
-        if value.dtype.kind in "Mm":  # as integers: exact, NaT included
-            items = value.astype(np.int64).tolist()
-            return {"__ndarray__": items, "__dtype__": value.dtype.str}
-        if value.dtype.kind in _ARRAY_KINDS:
-            items = _encode(value.tolist(), what)
-            return {"__ndarray__": items, "__dtype__": value.dtype.str}
-    kind = type(value).__name__
-    if isinstance(value, datetime.datetime):
-        kind = f"{kind} with time zone {value.tzinfo!r}"
-    raise TypeError(
-        f"{what} is a {kind}, which cannot be saved without pickle: use plain "
-        "values (str, bytes, number, bool, None, date, datetime with a fixed "
-        "UTC offset, tuple, list, dict, path; an int for random_state), or "
-        "joblib.dump (a pickle: load only what you trust)."
-    )
-
-
-def _decode(value, path: Path, where: str):
-    """The value :func:`_encode` wrote; a :class:`ModelFormatError` naming
-    ``path`` and the entry ``where`` for anything it could not have written."""
-
-    def bad(why: str):
-        return ModelFormatError(f"{path} has an invalid entry {where}: {why}.")
-
-    if isinstance(value, list):
-        return [_decode(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, dict):
-        return value
-    tags = [k for k in value if k.startswith("__")]
-    if not tags:
-        return {k: _decode(v, path, f"{where}[{k!r}]") for k, v in value.items()}
-    allowed = _TAGS - {"__cache__"}  # a cache is never read back from a file
-    if not set(tags) <= allowed | {"__dtype__"} or len(tags) != len(value):
-        raise bad(f"{MODEL_FILE} holds an unknown value {value!r:.80}")
-    (tag,) = [t for t in tags if t != "__dtype__"] or ["__dtype__"]
-    content = value[tag]
-    if tag == "__dtype__" or (tag == "__ndarray__") != ("__dtype__" in value):
-        raise bad(f"an array needs both '__ndarray__' and '__dtype__': {value!r:.80}")
-    if tag in ("__tuple__", "__dict__", "__ndarray__") and not isinstance(
-        content, list
-    ):
-        raise bad(f"{tag} needs a list, got {content!r:.80}")
-    if tag in ("__path__", "__float__", "__bytes__", "__date__", "__datetime__"):
-        if not isinstance(content, str):
-            raise bad(f"{tag} needs a string, got {content!r:.80}")
-    if tag == "__tuple__":
-        return tuple(_decode(v, path, f"{where}[{i}]") for i, v in enumerate(content))
-    if tag == "__dict__":
-        out = {}
-        for i, pair in enumerate(content):
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise bad(f"item {i} of __dict__ is not a [key, value] pair")
-            key = _decode(pair[0], path, f"{where}[{i}]")
-            try:
-                out[key] = _decode(pair[1], path, f"{where}[{key!r}]")
-            except TypeError:
-                raise bad(f"the key {key!r:.80} cannot be a dict key") from None
-        return out
-    if tag == "__path__":
-        return Path(content)
-    try:
-        if tag == "__float__":
-            if content not in ("nan", "inf", "-inf"):
-                raise ValueError(f"invalid number {content!r:.80}")
-            return float(content)
-        if tag == "__bytes__":
-            return base64.b64decode(content.encode("ascii"), validate=True)
-        if tag == "__date__":
-            return datetime.date.fromisoformat(content)
-        if tag == "__datetime__":
-            return datetime.datetime.fromisoformat(content)
-        return _decode_array(content, value["__dtype__"], path, where)
-    except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
-        raise bad(str(exc)) from None
-
-
-def _decode_array(items, dtype_text, path: Path, where: str) -> np.ndarray:
-    if dtype_text == "O":
-        items = [_decode(v, path, f"{where}[{i}]") for i, v in enumerate(items)]
-        out = np.empty(len(items), dtype=object)
-        out[:] = items
-        return out
-    if not isinstance(dtype_text, str):
-        raise ValueError(f"data type {dtype_text!r:.80} is not a string")
-    try:
-        dtype = np.dtype(dtype_text)
-    except TypeError:
-        raise ValueError(f"data type {dtype_text!r:.80} not understood") from None
-    if dtype.kind not in _ARRAY_KINDS or dtype.fields or dtype.subdtype:
-        raise ValueError(
-            f"data type {dtype_text!r:.80} is not one an estimator saves "
-            "(bool, numbers, str, bytes, datetime64, timedelta64)"
-        )
-    if dtype.kind in "Mm":
-        return np.asarray(items, dtype=np.int64).astype(dtype)
-    items = _decode(items, path, where)
-    if dtype.kind in "US" and any(
-        not isinstance(v, str if dtype.kind == "U" else bytes)
-        for v in np.ravel(np.asarray(items, dtype=object))
-    ):
-        raise ValueError(f"an array of dtype {dtype_text!r} holds other values")
-    return np.asarray(items, dtype=dtype)
-
-
 # --- the built-in state of sktransfer's estimators ---------------------------
 #
 # Used when an estimator has no ``_fitted_state`` of its own. The extractor
 # helpers are the part any estimator's state needs.
-
-#: Fitted attributes that hold torch objects, saved as tensors.
-_MODULE_ATTRIBUTES = ("extractor_", "head_", "ensemble_", "preprocessing_")
 
 
 def extractor_state(extractor, prefix: str) -> tuple[dict, dict]:
@@ -920,15 +749,6 @@ def restore_extractor(meta: dict, tensors: dict, prefix: str, estimator):
     )
     extractor.built_from = tuple(meta["built_from"]) or None
     return extractor
-
-
-def _under(tensors: dict, prefix: str) -> dict:
-    """The tensors whose names start with ``prefix``, without it."""
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _decode_preprocessing(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def _load_module_state(module, state: dict, what: str) -> None:
@@ -1010,230 +830,6 @@ def _head_spec(head) -> dict:
         "hidden_sizes": [int(m.out_features) for m in linears[:-1]],
         "dropout": float(dropouts[-1].p) if dropouts else 0.0,
     }
-
-
-#: Private fitted attributes a saved state may set (all others are public
-#: names ending in ``_``).
-_PRIVATE_ATTRIBUTES = {"_y_ndim": (1, 2)}
-_EXTRACTOR_KEYS = {
-    "backbone": str,
-    "weights_id": str,
-    "n_features": int,
-    "preprocessing": dict,
-    "base_preprocessing": dict,
-    "precision": str,
-    "built_from": list,
-    "model_key": str,
-    "body_flags": dict,
-}
-_HEAD_KEYS = {
-    "n_features": int,
-    "n_outputs": int,
-    "hidden_sizes": list,
-    "dropout": float,
-}
-#: No layer of a saved model is wider than this.
-_MAX_WIDTH = 1 << 24
-
-
-def _check_state(raw: dict, estimator, path: Path) -> dict:
-    """The fitted state of ``model.json``, decoded and checked entry by entry
-    against what :func:`_builtin_state` writes, before anything is built."""
-    from ._transforms import Preprocessing
-
-    def bad(where: str, why: str):
-        return ModelFormatError(f"{path} has an invalid entry {where}: {why}.")
-
-    def need(value, kind, where: str):
-        ok = isinstance(value, kind) and not (
-            isinstance(value, bool) and kind in (int, float)
-        )
-        if kind is float:
-            ok = ok or (isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise bad(where, f"a {kind.__name__} is needed, got {value!r:.80}")
-        return value
-
-    expected = {"attributes", "extractors", "heads", "ensemble", "has_head"}
-    if set(raw) != expected:
-        raise bad(
-            "'state'",
-            f"it has the keys {sorted(str(k)[:40] for k in raw)[:10]}; "
-            f"{sorted(expected)} are needed",
-        )
-    meta = {key: _decode(value, path, f"state[{key!r}]") for key, value in raw.items()}
-    need(meta["attributes"], dict, "state['attributes']")
-    extractors = need(meta["extractors"], list, "state['extractors']")
-    heads = need(meta["heads"], list, "state['heads']")
-    need(meta["has_head"], bool, "state['has_head']")
-    if not extractors:
-        raise bad("state['extractors']", "it is empty")
-    for i, m in enumerate(extractors):
-        where = f"state['extractors'][{i}]"
-        need(m, dict, where)
-        if set(m) != set(_EXTRACTOR_KEYS):
-            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in m)[:12]}")
-        for key, kind in _EXTRACTOR_KEYS.items():
-            need(m[key], kind, f"{where}[{key!r}]")
-        if not 0 < m["n_features"] <= _MAX_WIDTH:
-            raise bad(f"{where}['n_features']", f"{m['n_features']} is out of range")
-        if m["precision"] not in ("fp32", "bf16"):
-            raise bad(f"{where}['precision']", f"{m['precision']!r:.40}")
-        if not all(isinstance(v, str) for v in m["built_from"]):
-            raise bad(f"{where}['built_from']", "a list of strings is needed")
-        for name, value in m["body_flags"].items():
-            if name != "transform_input" or not isinstance(value, bool):
-                raise bad(f"{where}['body_flags']", f"{name!r:.40}: {value!r:.40}")
-        for key in ("preprocessing", "base_preprocessing"):
-            try:
-                m[key] = Preprocessing(**_decode_preprocessing(m[key]))
-            except (TypeError, ValueError) as exc:
-                raise bad(f"{where}[{key!r}]", str(exc)) from None
-    for j, spec in enumerate(heads):
-        where = f"state['heads'][{j}]"
-        need(spec, dict, where)
-        if set(spec) != set(_HEAD_KEYS):
-            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in spec)[:12]}")
-        for key, kind in _HEAD_KEYS.items():
-            need(spec[key], kind, f"{where}[{key!r}]")
-        widths = [spec["n_features"], spec["n_outputs"], *spec["hidden_sizes"]]
-        if not all(
-            isinstance(w, int) and not isinstance(w, bool) and 0 < w <= _MAX_WIDTH
-            for w in widths
-        ):
-            raise bad(where, f"layer widths {widths!r:.80} are not all in range")
-        if not 0 <= spec["dropout"] < 1:
-            raise bad(f"{where}['dropout']", f"{spec['dropout']!r} is not in [0, 1)")
-    ensemble = meta["ensemble"]
-    if ensemble is not None:
-        need(ensemble, list, "state['ensemble']")
-        for k, pair in enumerate(ensemble):
-            if not (
-                isinstance(pair, list)
-                and len(pair) == 2
-                and all(type(v) is int for v in pair)
-                and 0 <= pair[0] < len(extractors)
-                and 0 <= pair[1] < len(heads)
-            ):
-                raise bad(f"state['ensemble'][{k}]", f"{pair!r:.80}")
-    for i, j in ensemble or []:
-        if heads[j]["n_features"] != extractors[i]["n_features"]:
-            raise bad(f"state['heads'][{j}]", "it does not take the features")
-    wants_head = not hasattr(estimator, "transform")
-    if meta["has_head"] != wants_head or (wants_head and not heads):
-        needs = "needs a head" if wants_head else "has no head"
-        raise bad("state['has_head']", f"{type(estimator).__name__} {needs}")
-    if wants_head and not ensemble:
-        raise bad("state['ensemble']", f"{type(estimator).__name__} needs members")
-    _check_attributes(meta["attributes"], estimator, meta, bad)
-    return meta
-
-
-def _check_attributes(attributes: dict, estimator, meta: dict, bad) -> None:
-    cls = type(estimator)
-    for name, value in attributes.items():
-        where = f"state['attributes'][{name!r:.40}]"
-        if name in _PRIVATE_ATTRIBUTES:
-            if value not in _PRIVATE_ATTRIBUTES[name] or isinstance(value, bool):
-                raise bad(where, f"{value!r:.80}")
-            continue
-        if (
-            not isinstance(name, str)
-            or not name.isidentifier()
-            or name.startswith("_")
-            or not name.endswith("_")
-            or hasattr(cls, name)
-            or name in _MODULE_ATTRIBUTES
-        ):
-            raise bad(where, "it is not the name of a fitted attribute")
-    n_outputs = meta["heads"][0]["n_outputs"] if meta["heads"] else None
-    if "classes_" in attributes:
-        classes = attributes["classes_"]
-        if not isinstance(classes, np.ndarray) or classes.ndim != 1:
-            raise bad("state['attributes']['classes_']", "a 1-d array is needed")
-        if len(classes) != n_outputs and not (len(classes) == 2 and n_outputs == 1):
-            raise bad(
-                "state['attributes']['classes_']",
-                f"{len(classes)} classes for a head of {n_outputs} outputs",
-            )
-        try:
-            if len(set(classes.tolist())) != len(classes):
-                raise bad("state['attributes']['classes_']", "classes repeat")
-        except TypeError:
-            raise bad("state['attributes']['classes_']", "unhashable classes") from None
-    if "multilabel_" in attributes and not isinstance(attributes["multilabel_"], bool):
-        raise bad("state['attributes']['multilabel_']", "a bool is needed")
-    if hasattr(cls, "predict_proba") and "classes_" not in attributes:
-        raise bad("state['attributes']", "classes_ is missing")
-    for name in ("n_features_", "n_features_out_"):
-        if (
-            name in attributes
-            and attributes[name] != meta["extractors"][0]["n_features"]
-        ):
-            raise bad(f"state['attributes'][{name!r}]", "it differs from the body's")
-
-
-def _check_architectures(meta: dict, tensors: dict, path: Path) -> None:
-    """Each body and head the state names, built on the meta device (no
-    memory, no weights), against the saved tensors: a backbone or head that
-    does not match is refused before anything is built for real."""
-    from ._backbones import load_backbone
-    from ._head import Head
-
-    used = set()
-    for i, m in enumerate(meta["extractors"]):
-        prefix = f"extractors.{i}.body."
-        try:
-            with torch.device("meta"):
-                bb = load_backbone(m["backbone"], None)
-        except (ValueError, TypeError, ImportError) as exc:
-            raise ModelFormatError(
-                f"{path} has an invalid entry state['extractors'][{i}]"
-                f"['backbone']: {exc}"
-            ) from None
-        state = _under(tensors, prefix)
-        _compare_state(bb.body, state, f"the body ({m['backbone']})", path)
-        if int(bb.n_features) != m["n_features"]:
-            raise ModelFormatError(
-                f"{path} has an invalid entry state['extractors'][{i}]"
-                f"['n_features']: {m['backbone']} gives {bb.n_features} features."
-            )
-        used.update(prefix + k for k in state)
-    for j, spec in enumerate(meta["heads"]):
-        prefix = f"heads.{j}."
-        with torch.device("meta"):
-            head = Head(
-                spec["n_features"],
-                spec["n_outputs"],
-                tuple(spec["hidden_sizes"]),
-                spec["dropout"],
-            )
-        state = _under(tensors, prefix)
-        _compare_state(head, state, f"head {j}", path)
-        used.update(prefix + k for k in state)
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise ModelFormatError(
-            f"{path.parent / WEIGHTS_FILE} holds tensors that no part of the model "
-            f"uses: {extra[:5]}."
-        )
-
-
-def _compare_state(module, state: dict, what: str, path: Path) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k} {list(state[k].shape)} != {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or extra or wrong:
-        raise ModelFormatError(
-            f"the tensors of {path.parent / WEIGHTS_FILE} do not fit {what} that "
-            f"{path.name} describes: missing {missing[:5]}, unexpected "
-            f"{extra[:5]}, shape mismatches {wrong[:5]}."
-        )
 
 
 def _set_builtin_state(estimator, meta: dict, tensors: dict) -> None:

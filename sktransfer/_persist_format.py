@@ -53,6 +53,7 @@ _TAGS = {
     "__bytes__",
     "__date__",
     "__datetime__",
+    "__timedelta__",
 }
 
 
@@ -81,6 +82,8 @@ def _encode(value, what: str):
         value.tzinfo is None or type(value.tzinfo) is datetime.timezone
     ):
         return {"__datetime__": value.isoformat()}
+    if type(value) is datetime.timedelta:
+        return {"__timedelta__": [value.days, value.seconds, value.microseconds]}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, what) for v in value]}
     if isinstance(value, list):
@@ -107,12 +110,13 @@ def _encode(value, what: str):
             items = _encode(value.tolist(), what)
             return {"__ndarray__": items, "__dtype__": value.dtype.str}
     kind = type(value).__name__
-    if isinstance(value, datetime.datetime):
-        kind = f"{kind} with time zone {value.tzinfo!r}"
+    if type(value) is datetime.datetime:
+        kind = f"{kind} with the time zone {value.tzinfo!r}"
     raise TypeError(
         f"{what} is a {kind}, which cannot be saved without pickle: use plain "
-        "values (str, bytes, number, bool, None, date, datetime with a fixed "
-        "UTC offset, tuple, list, dict, path; an int for random_state), or "
+        "values (str, bytes, number, bool, None, date, timedelta, datetime "
+        "naive or with a fixed UTC offset, tuple, list, dict, path; an int for "
+        "random_state), or "
         "joblib.dump (a pickle: load only what you trust)."
     )
 
@@ -138,9 +142,12 @@ def _decode(value, path: Path, where: str):
     content = value[tag]
     if tag == "__dtype__" or (tag == "__ndarray__") != ("__dtype__" in value):
         raise bad(f"an array needs both '__ndarray__' and '__dtype__': {value!r:.80}")
-    if tag in ("__tuple__", "__dict__", "__ndarray__") and not isinstance(
-        content, list
-    ):
+    if tag in (
+        "__tuple__",
+        "__dict__",
+        "__ndarray__",
+        "__timedelta__",
+    ) and not isinstance(content, list):
         raise bad(f"{tag} needs a list, got {content!r:.80}")
     if tag in ("__path__", "__float__", "__bytes__", "__date__", "__datetime__"):
         if not isinstance(content, str):
@@ -171,6 +178,9 @@ def _decode(value, path: Path, where: str):
             return datetime.date.fromisoformat(content)
         if tag == "__datetime__":
             return datetime.datetime.fromisoformat(content)
+        if tag == "__timedelta__":
+            days, seconds, microseconds = content
+            return datetime.timedelta(days, seconds, microseconds)
         return _decode_array(content, value["__dtype__"], path, where)
     except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
         raise bad(str(exc)) from None

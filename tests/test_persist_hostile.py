@@ -471,8 +471,9 @@ def test_exports_to_a_folder_or_into_a_missing_folder_say_so(two_models, tmp_pat
             ),
         ],
         np.array(["2020-01-01", "2021-01-01"], dtype="datetime64[D]"),
+        [datetime.timedelta(hours=1), datetime.timedelta(days=2, microseconds=5)],
     ],
-    ids=["bytes", "date", "datetime", "datetime-utc-offset", "datetime64"],
+    ids=["bytes", "date", "datetime", "datetime-utc-offset", "datetime64", "timedelta"],
 )
 def test_bytes_and_date_labels_save_and_load_exactly(images, tmp_path, labels):
     paths, names = images

@@ -105,7 +105,13 @@ def save(estimator, folder, *, overwrite=False) -> Path:
     and JSON only, and :func:`load` checks every file against its recorded
     sha256. The folder is self-contained: the body's weights are in it, so
     the weights file or registry download used by ``fit`` is not needed to
-    load it. The feature cache is not saved.
+    load it. The feature cache is not saved, and the ``cache`` and
+    ``device`` recorded in the folder are not used by :func:`load`, which
+    takes them from its own arguments.
+
+    A save interrupted at any moment (Ctrl-C, a crash, a full disk) leaves
+    ``folder`` holding the model it held before or the new one, never a mix;
+    the next save into it removes what the interrupted one left.
 
     Every parameter must be a plain value (str, number, bool, None, tuple,
     list, dict, path): a ``random_state`` given as a ``RandomState`` object
@@ -277,6 +283,11 @@ def load(folder, *, cache="auto", device=None):
     A folder that another process is saving into at the same moment is
     read again once; :func:`save` switches models so that the folder always
     holds one complete model, the old or the new.
+
+    Loading reads only the folder's two files. The body comes from the
+    folder's tensors: a ``weights`` parameter naming a file is kept as saved
+    (it is what a later ``fit`` of the loaded estimator would read) but is
+    not read by ``load``, ``predict`` or ``transform``.
 
     Examples
     --------

@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import secrets
+import stat
 import warnings
 from pathlib import Path
 
@@ -226,9 +227,9 @@ def _finish_or_discard_interrupted_save(folder: Path) -> None:
     pending = folder / PENDING_FILE
     if pending.is_file():
         try:
-            document = json.loads(pending.read_text(encoding="utf-8"))
-            expected = document["files"][WEIGHTS_FILE]
-            complete = expected == _sha256(folder / WEIGHTS_FILE)
+            document = json.loads(_read_bytes(pending))
+            weights = _read_bytes(folder / WEIGHTS_FILE)
+            complete = document["files"][WEIGHTS_FILE] == _sha256_of(weights)
         except (OSError, ValueError, TypeError, KeyError, RecursionError):
             complete = False
         if complete:
@@ -365,18 +366,14 @@ def _read_folder(folder: Path) -> tuple[Path, dict, dict]:
             "Save one with sktransfer.save(estimator, folder)."
         )
     try:
-        data = weights.read_bytes()
-    except IsADirectoryError:
-        raise ModelFormatError(
-            f"{weights} is a folder; it must be the weights file that save wrote."
-        ) from None
+        data = _read_bytes(weights)
     except FileNotFoundError:
         if before[1] is not None:
             raise _ChangedWhileReading() from None
         raise ModelFormatError(
             f"{weights} is missing: the saved model is incomplete."
         ) from None
-    actual = hashlib.sha256(data).hexdigest()
+    actual = _sha256_of(data)
     document = None
     if before[0] is not None:
         document = _parse_document(model, _read_text(model))
@@ -402,13 +399,33 @@ def _read_folder(folder: Path) -> tuple[Path, dict, dict]:
     )
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file; a folder, device or pipe in its place
+    (``/dev/zero`` would never end) is a :class:`ModelFormatError`."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)  # non-blocking: opening a pipe does not wait
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ModelFormatError(
+                f"{path} is a folder; it must be the file that save wrote."
+            )
+        if not stat.S_ISREG(mode):
+            raise ModelFormatError(
+                f"{path} is not a regular file (a device, pipe or socket); it "
+                "must be the file that save wrote."
+            )
+        with os.fdopen(fd, "rb") as f:
+            fd = None  # closed by f
+            return f.read()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except IsADirectoryError:
-        raise ModelFormatError(
-            f"{path} is a folder; it must be the JSON file that save wrote."
-        ) from None
+        return _read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelFormatError(f"{path} is not valid JSON ({exc}).") from None
 
@@ -620,6 +637,10 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sha256(path: Path) -> str:

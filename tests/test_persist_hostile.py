@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import random
 import shutil
 import signal
@@ -428,6 +429,18 @@ def test_folders_whose_files_are_folders_or_nested_too_deeply_are_named(
         (broken / name).mkdir()
         with pytest.raises(ModelFormatError, match=f"{name} is a folder"):
             load(broken)
+    if os.path.exists("/dev/zero"):  # endless: refused, never read
+        endless = copy_of(folder, tmp_path, "endless")
+        (endless / "weights.safetensors").unlink()
+        (endless / "weights.safetensors").symlink_to("/dev/zero")
+        with pytest.raises(ModelFormatError, match="not a regular file"):
+            load(endless)
+    if hasattr(os, "mkfifo"):  # opening a pipe with no writer would wait
+        piped = copy_of(folder, tmp_path, "piped")
+        (piped / "model.json").unlink()
+        os.mkfifo(piped / "model.json")
+        with pytest.raises(ModelFormatError, match="not a regular file"):
+            load(piped)
     deep = copy_of(folder, tmp_path, "deep")
     nested = json.loads("[" * 900 + "]" * 900)
     rewrite_json(deep, set_at("params", "verbose", nested))

@@ -3,7 +3,9 @@ look at the sizes of the images before choosing ``image_size``."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import warnings
 from collections import Counter
@@ -547,16 +549,15 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
         try:
             width, height, mode, fmt = _header(source)
         except ImageLoadError as exc:  # not a regular file: says so itself
-            unreadable.append((source, str(exc)))
+            unreadable.append((_name(source, i), str(exc)))
             continue
         except Exception as exc:  # PIL raises many types for bad files
-            name = source if isinstance(source, str) else f"X[{i}]"
-            unreadable.append((name, f"{type(exc).__name__}: {exc}"))
+            unreadable.append((_name(source, i), f"{type(exc).__name__}: {exc}"))
             continue
         if width * height > MAX_IMAGE_PIXELS:
             unreadable.append(
                 (
-                    source if isinstance(source, str) else f"X[{i}]",
+                    _name(source, i),
                     f"{width}x{height} is more than {MAX_IMAGE_PIXELS:,} pixels",
                 )
             )
@@ -584,19 +585,31 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
 _TRANSPOSING = {5, 6, 7, 8}
 
 
+def _name(source, index: int) -> str:
+    """A path as it is, any other image as ``X[i]``."""
+    return source if isinstance(source, str) else f"X[{index}]"
+
+
 def _header(source) -> tuple[int, int, str, str]:
     from PIL import Image
 
+    from ._images import EncodedImage, _orientation, open_image_file
+
     if isinstance(source, Image.Image):
-        return source.size[0], source.size[1], source.mode, source.format or "PIL"
+        width, height = source.size
+        if _orientation(source) in _TRANSPOSING:  # turned when used
+            width, height = height, width
+        return width, height, source.mode, source.format or "PIL"
     if isinstance(source, np.ndarray):
         height, width = source.shape[:2]
         channels = source.shape[2] if source.ndim == 3 else 1
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
         return int(width), int(height), mode, "array"
-    from ._images import open_image_file
-
-    with warnings.catch_warnings(), open_image_file(source) as f:
+    if isinstance(source, EncodedImage):  # from Image.open: read as its file
+        opened = contextlib.nullcontext(io.BytesIO(source.data))
+    else:
+        opened = open_image_file(source)
+    with warnings.catch_warnings(), opened as f:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(f) as img:  # reads the header, not the pixels
             width, height = img.size

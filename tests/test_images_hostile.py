@@ -1,0 +1,160 @@
+"""Hostile cases for decoding, image folders and weights names.
+
+A path, ``Image.open(path)`` and the photo's pixels must give the same
+features; folder loaders must not turn OS debris or a split layout into
+classes; a registry weights name must not be taken for a same-named folder.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image, ImageOps
+
+from sktransfer import (
+    ImageLoadError,
+    PretrainedFeatures,
+    image_size_summary,
+)
+
+
+def _photo(width=600, height=400, seed=0) -> np.ndarray:
+    """A smooth random picture: distinct features in every orientation."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(height // 40 + 1, width // 40 + 1, 3))
+    big = Image.fromarray(small.astype(np.uint8)).resize(
+        (width, height), Image.Resampling.BICUBIC
+    )
+    return np.asarray(big)
+
+
+def _jpeg(path: Path, orientation=1, width=600, height=400) -> Path:
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    Image.fromarray(_photo(width, height)).save(path, quality=90, exif=exif)
+    return path
+
+
+def _features(X, image_size=32, cache=None):
+    params = dict(TINY, image_size=image_size)
+    return PretrainedFeatures(**params, cache=cache).fit().transform(X)
+
+
+# -- EXIF orientation and reduced-scale decoding of PIL images -----------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_a_path_and_image_open_give_the_same_features_in_every_orientation(
+    tmp_path, orientation, image_size
+):
+    # 600 x 400: at image_size 64 the path is decoded at a quarter scale
+    path = _jpeg(tmp_path / f"o{orientation}.jpg", orientation)
+
+    from_path = _features([str(path)], image_size)
+    from_pil = _features([Image.open(path)], image_size)
+    from_upload = _features([Image.open(io.BytesIO(path.read_bytes()))], image_size)
+
+    np.testing.assert_array_equal(from_pil, from_path)
+    np.testing.assert_array_equal(from_upload, from_path)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_loaded_pil_image_is_turned_by_its_exif_orientation(tmp_path, orientation):
+    path = _jpeg(tmp_path / "turned.jpg", orientation)
+    loaded = Image.open(path)
+    loaded.load()  # no reduced-scale decoding possible any more
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    unturned = np.asarray(Image.open(path))
+
+    from_loaded = _features([loaded], 224)
+
+    # at 224 px a 600 x 400 photo is decoded at full scale: its path, its
+    # loaded image and its upright pixels are the same picture
+    np.testing.assert_array_equal(from_loaded, _features([upright], 224))
+    np.testing.assert_array_equal(from_loaded, _features([str(path)], 224))
+    assert np.abs(from_loaded - _features([unturned], 224)).max() > 1e-3
+
+
+def test_a_converted_pil_image_keeps_its_exif_orientation(tmp_path):
+    path = _jpeg(tmp_path / "six.jpg", 6)
+    converted = Image.open(path).convert("RGB")
+
+    np.testing.assert_array_equal(
+        _features([converted], 224), _features([str(path)], 224)
+    )
+
+
+def test_reduced_scale_decoding_is_shared_by_a_path_and_image_open(tmp_path):
+    path = _jpeg(tmp_path / "wide.jpg", 1, 1200, 800)
+    loaded = Image.open(path).convert("RGB")  # full-scale pixels
+
+    from_path = _features([str(path)], 64)
+    from_pil = _features([Image.open(path)], 64)
+    from_loaded = _features([loaded], 64)
+
+    np.testing.assert_array_equal(from_pil, from_path)
+    # a loaded image cannot be decoded at reduced scale: it is used as given
+    assert np.abs(from_loaded - from_path).max() > 1e-4
+
+
+def test_the_cache_keeps_the_features_of_the_turned_pixels(tmp_path):
+    cache = str(tmp_path / "cache")
+    path = _jpeg(tmp_path / "eight.jpg", 8)
+    unturned = Image.fromarray(np.asarray(Image.open(path)))  # no EXIF
+    loaded = Image.open(path)
+    loaded.load()
+    expected = _features([str(path)])
+
+    # the unturned pixels are cached first: the turned images must not
+    # get their features
+    first = _features([unturned], cache=cache)
+    again = _features([Image.open(path), str(path)], cache=cache)
+    turned = _features([loaded], cache=cache)
+
+    assert np.abs(first - expected).max() > 1e-3
+    np.testing.assert_array_equal(again, np.vstack([expected, expected]))
+    np.testing.assert_array_equal(turned, _features([loaded]))
+    assert np.abs(turned - first).max() > 1e-3
+
+
+def test_image_open_is_still_usable_after_transform(tmp_path):
+    path = _jpeg(tmp_path / "kept.jpg", 6)
+    img = Image.open(path)
+
+    _features([img])
+
+    img.load()  # the file object was left where PIL expects it
+    assert img.size == (600, 400)
+
+
+def test_a_broken_image_open_is_named_in_the_error(tmp_path):
+    path = _jpeg(tmp_path / "cut.jpg")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    good = _jpeg(tmp_path / "good.jpg")
+
+    with pytest.raises(ImageLoadError) as info:
+        _features([str(good), Image.open(path)])
+
+    message = str(info.value)
+    assert "1 of 2 images" in message
+    assert "X[1]" in message and "cut.jpg" in message
+
+
+def test_size_summary_reads_image_open_as_its_file_and_turns_loaded_images(tmp_path):
+    path = _jpeg(tmp_path / "six.jpg", 6)  # stored 600 x 400, shown 400 x 600
+    loaded = Image.open(path)
+    loaded.load()
+
+    summary = image_size_summary([str(path), Image.open(path), loaded])
+
+    assert summary.unreadable == []
+    assert summary.widths.tolist() == [400, 400, 400]
+    assert summary.heights.tolist() == [600, 600, 600]
+    assert summary.formats == {"JPEG": 3}

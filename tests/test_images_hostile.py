@@ -8,16 +8,19 @@ classes; a registry weights name must not be taken for a same-named folder.
 from __future__ import annotations
 
 import io
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY
 from PIL import Image, ImageOps
 
 from sktransfer import (
     ImageLoadError,
     PretrainedFeatures,
+    WeightsUnavailableError,
     image_size_summary,
 )
 
@@ -158,3 +161,67 @@ def test_size_summary_reads_image_open_as_its_file_and_turns_loaded_images(tmp_p
     assert summary.widths.tolist() == [400, 400, 400]
     assert summary.heights.tolist() == [600, 600, 600]
     assert summary.formats == {"JPEG": 3}
+
+
+# -- registry weights names against same-named files and folders ---------------
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub directory, a network that always fails, and a
+    working directory of the test's own."""
+    hub = tmp_path / "torch-home" / "hub"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # restored afterwards
+    torch.hub.set_dir(str(hub))
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1"])
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_registry_name_wins_over_a_same_named_folder_or_file(
+    offline_hub, weights, kind
+):
+    if kind == "folder":
+        (offline_hub / weights).mkdir()
+    else:
+        (offline_hub / weights).write_bytes(b"not weights")
+
+    with pytest.raises(WeightsUnavailableError) as info:
+        PretrainedFeatures("resnet18", weights=weights, cache=None).fit()
+
+    message = str(info.value)
+    assert "not in torch's cache" in message and "resnet18" in message
+    assert list(offline_hub.parent.rglob("*.pth")) == []  # nothing downloaded
+
+
+def test_a_file_named_like_a_registry_name_is_read_when_written_as_a_path(
+    offline_hub,
+):
+    (offline_hub / "DEFAULT").write_bytes(b"not weights")
+
+    with pytest.raises(ValueError, match="DEFAULT") as info:
+        PretrainedFeatures("resnet18", weights="./DEFAULT", cache=None).fit()
+
+    assert not isinstance(info.value, WeightsUnavailableError)
+    assert "cache" not in str(info.value)
+
+
+def test_a_folder_is_never_taken_for_a_weights_file(offline_hub):
+    (offline_hub / "my_weights").mkdir()
+
+    with pytest.raises(ValueError) as info:
+        PretrainedFeatures("resnet18", weights="my_weights", cache=None).fit()
+
+    message = str(info.value)
+    assert "'my_weights' here is a folder" in message
+    assert "IMAGENET1K_V1" in message  # the names to choose from

@@ -43,6 +43,14 @@ _LIST_AT_MOST = 50
 def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     """Paths and labels of a ``root/class/image`` folder layout.
 
+    Images may sit in sub-folders of their class folder. What operating
+    systems and archivers leave beside photos is skipped: names starting
+    with ``.`` (``.DS_Store``, macOS's ``._photo.jpg``), ``__MACOSX``,
+    ``Thumbs.db``, ``desktop.ini``, ``@eaDir``. Symbolic links to folders
+    inside a class folder are not followed (no loops); other files with an
+    image ending are listed, so that one which cannot be read is named when
+    it is used.
+
     Parameters
     ----------
     root : str or path-like
@@ -51,8 +59,9 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
         For ``root/{train,valid}/class/image`` layouts: the split to read
         (``"train"``, ``"valid"``, ``"val"``, ...). Same as passing
         ``root / split``.
-    extensions : tuple of str
-        File name endings that count as images.
+    extensions : str or tuple of str
+        File name endings that count as images (case-insensitive; the dot
+        may be left out).
 
     Returns
     -------
@@ -60,6 +69,16 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
         Image paths, sorted by class then file name.
     y : ndarray of str, shape (n_images,)
         The class (sub-folder name) of each image.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` (or its ``split``) is not a folder.
+    ValueError
+        ``root`` has no class folders, a class folder holds no image, or
+        ``root`` holds splits (``train/``, ``val/``, ... each with class
+        folders) rather than classes: every photo would be labelled with its
+        split. Pass ``split=`` then.
 
     See Also
     --------
@@ -83,30 +102,140 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     """
     root = Path(root).expanduser()
     if split is not None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
         root = root / split
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
-    exts = tuple(e.lower() for e in extensions)
-    paths, labels, empty = [], [], []
-    class_dirs = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+        raise FileNotFoundError(f"image folder {str(root)!r} {_not_a_folder(root)}")
+    exts = _extensions(extensions)
+    class_dirs = _sub_folders(root)
     if not class_dirs:
-        raise ValueError(f"image folder {str(root)!r} has no class sub-folders.")
-    for class_dir in class_dirs:
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in exts
+        raise ValueError(
+            f"image folder {str(root)!r} has no class sub-folders: images must "
+            "sit in root/<class>/ (one folder per class)."
         )
+    _refuse_split_layout(root, class_dirs, exts)
+    found = {d.name: _class_files(d, exts) for d in class_dirs}
+    paths, labels, empty = [], [], []
+    for class_dir in class_dirs:
+        files, others = found[class_dir.name]
         if not files:
-            empty.append(class_dir.name)
+            seen = f": it holds {_some_files(others)}" if others else ""
+            empty.append(f"{class_dir.name!r}{seen}")
         paths.extend(str(p) for p in files)
         labels.extend([class_dir.name] * len(files))
     if empty:
         raise ValueError(
-            f"class folders {empty} under {str(root)!r} hold no images "
-            f"(looked for {', '.join(exts)})."
+            f"{len(empty)} class folder(s) under {str(root)!r} hold no images "
+            f"(looked for {', '.join(exts)}): {'; '.join(empty)}. Add images, "
+            "remove the folder, or pass extensions= for other file endings."
         )
     return np.asarray(paths), np.asarray(labels)
+
+
+#: Names operating systems and archivers leave beside photos (lower case);
+#: every name starting with "." is skipped too.
+_DEBRIS = frozenset(
+    {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin"}
+)
+
+#: Folder names of a split layout (root/train/class/image), lower case.
+_SPLITS = frozenset(
+    {"train", "training", "val", "valid", "validation", "test", "testing"}
+)
+
+
+def _is_debris(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _DEBRIS
+
+
+def _not_a_folder(path: Path) -> str:
+    if path.exists():
+        return "is not a folder."
+    parent = path.parent
+    if parent.is_dir():
+        there = [d.name for d in _sub_folders(parent)]
+        if there:
+            return f"does not exist; {str(parent)!r} holds {', '.join(there[:20])}."
+    return "does not exist."
+
+
+def _extensions(extensions) -> tuple:
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    try:
+        exts = tuple(
+            e.lower() if e.startswith(".") else "." + e.lower() for e in extensions
+        )
+    except (TypeError, AttributeError):
+        raise ValueError(
+            "extensions must be a tuple of file endings such as ('.jpg', '.png'); "
+            f"got {extensions!r}."
+        ) from None
+    if not exts:
+        raise ValueError("extensions is empty: no file would count as an image.")
+    return exts
+
+
+def _sub_folders(folder: Path) -> list:
+    """The folders in ``folder`` (symbolic links to folders included),
+    sorted, without OS debris."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise ValueError(
+            f"image folder {str(folder)!r} could not be read: {exc}"
+        ) from None
+    return sorted(p for p in entries if not _is_debris(p.name) and p.is_dir())
+
+
+def _class_files(class_dir: Path, exts: tuple) -> tuple[list, list]:
+    """The image files under ``class_dir`` (sorted), and the names of some
+    other files there; OS debris is skipped, linked folders not followed."""
+    files, others = [], []
+
+    def unreadable(exc):
+        raise ValueError(
+            f"class folder {str(class_dir)!r} could not be read: {exc}"
+        ) from None
+
+    for folder, dirs, names in os.walk(class_dir, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not _is_debris(d)]
+        for name in names:
+            if _is_debris(name):
+                continue
+            if os.path.splitext(name)[1].lower() in exts:
+                files.append(Path(folder, name))
+            elif len(others) < 3:
+                others.append(name)
+    return sorted(files), others
+
+
+def _some_files(names: list) -> str:
+    shown = ", ".join(repr(n) for n in names)
+    return f"other files only, such as {shown}"
+
+
+def _refuse_split_layout(root: Path, class_dirs: list, exts: tuple) -> None:
+    """Refuse ``root/train/class/image``: the labels would be split names."""
+    splits = []
+    for folder in class_dirs:
+        if folder.name.lower() not in _SPLITS:
+            continue
+        inner = [d for d in _sub_folders(folder) if _class_files(d, exts)[0]]
+        if inner:
+            splits.append((folder.name, inner[0].name))
+    if not splits:
+        return
+    named = ", ".join(f"{name!r}" for name, _ in splits)
+    name, example = splits[0]
+    raise ValueError(
+        f"image folder {str(root)!r} holds the split folder(s) {named}, each with "
+        f"class folders (such as {name}/{example}), not classes: every photo would "
+        f"be labelled with its split. Read one split: "
+        f"load_image_folder({str(root)!r}, split={name!r}), or pass "
+        f"{str(root / name)!r} as root."
+    )
 
 
 # -- labels in a CSV file -------------------------------------------------------
@@ -534,7 +663,7 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     >>> summary.width["median"], summary.height["max"], summary.formats
     (30.0, 20, {'array': 3})
     """
-    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, as_image_list
+    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, _debris_hint, as_image_list
 
     sources = as_image_list(X)
     widths, heights, unreadable = [], [], []
@@ -552,7 +681,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
             unreadable.append((_name(source, i), str(exc)))
             continue
         except Exception as exc:  # PIL raises many types for bad files
-            unreadable.append((_name(source, i), f"{type(exc).__name__}: {exc}"))
+            name = _name(source, i)
+            reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
+            unreadable.append((name, reason))
             continue
         if width * height > MAX_IMAGE_PIXELS:
             unreadable.append(

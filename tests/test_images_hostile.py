@@ -22,6 +22,7 @@ from sktransfer import (
     PretrainedFeatures,
     WeightsUnavailableError,
     image_size_summary,
+    load_image_folder,
 )
 
 
@@ -225,3 +226,136 @@ def test_a_folder_is_never_taken_for_a_weights_file(offline_hub):
     message = str(info.value)
     assert "'my_weights' here is a folder" in message
     assert "IMAGENET1K_V1" in message  # the names to choose from
+
+
+# -- image folders: OS debris, split layouts, empty classes --------------------
+
+
+def _save(path: Path, colour=(200, 40, 40)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), colour).save(path)
+    return path
+
+
+def _mac_debris(folder: Path) -> None:
+    """What a zip made on a Mac and unpacked elsewhere leaves behind."""
+    for name in ["cats/._1.jpg", "__MACOSX/cats/._1.jpg", "__MACOSX/._cats"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\x00\x05\x16\x07AppleDouble metadata")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "cats" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "cats" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / "dogs").mkdir(exist_ok=True)
+    (folder / "dogs" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (folder / ".hidden" / "x").mkdir(parents=True)
+    _save(folder / ".hidden" / "x" / "2.jpg")
+
+
+def test_folder_loader_skips_os_debris(tmp_path):
+    _save(tmp_path / "cats" / "1.jpg")
+    _save(tmp_path / "dogs" / "1.jpg")
+    _save(tmp_path / "dogs" / ".trash" / "old.jpg")  # a hidden sub-folder
+    _mac_debris(tmp_path)
+
+    X, y = load_image_folder(tmp_path)
+
+    names = [Path(p).relative_to(tmp_path).as_posix() for p in X]
+    assert names == ["cats/1.jpg", "dogs/1.jpg"]
+    assert y.tolist() == ["cats", "dogs"]
+    _features(X)  # every listed file is a photo
+
+
+@pytest.mark.parametrize("splits", [("train", "val"), ("train",), ("train", "valid")])
+def test_folder_loader_refuses_a_root_of_splits_naming_them_and_the_fix(
+    tmp_path, splits
+):
+    for split in splits:
+        _save(tmp_path / split / "ants" / "1.jpg")
+        _save(tmp_path / split / "bees" / "1.jpg")
+    (tmp_path / "models").mkdir()  # what fastai keeps beside the splits
+
+    with pytest.raises(ValueError) as info:
+        load_image_folder(tmp_path)
+
+    message = str(info.value)
+    assert all(f"'{split}'" in message for split in splits)
+    assert f"split='{splits[0]}'" in message
+    assert str(tmp_path / splits[0]) in message
+    X, y = load_image_folder(tmp_path, split=splits[0])  # the way out works
+    assert sorted(set(y)) == ["ants", "bees"]
+
+
+def test_classes_named_like_splits_holding_photos_are_still_classes(tmp_path):
+    _save(tmp_path / "test" / "1.jpg")  # photos directly inside: a class
+    _save(tmp_path / "train" / "1.jpg")
+
+    X, y = load_image_folder(tmp_path)
+
+    assert y.tolist() == ["test", "train"]
+
+
+def test_a_class_folder_of_debris_or_other_files_is_named_as_empty(tmp_path):
+    _save(tmp_path / "cats" / "1.jpg")
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / "dogs" / "._1.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "dogs" / ".DS_Store").write_bytes(b"Bud1")
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "IMG_1.HEIC").write_bytes(b"heic")
+
+    with pytest.raises(ValueError) as info:
+        load_image_folder(tmp_path)
+
+    message = str(info.value)
+    assert "2 class folder(s)" in message and "'dogs'" in message
+    assert "'birds': it holds other files only, such as 'IMG_1.HEIC'" in message
+    assert "extensions=" in message
+
+
+def test_symlink_loops_are_not_followed_and_odd_extensions_are_taken(tmp_path):
+    _save(tmp_path / "cats" / "1.JPG")
+    _save(tmp_path / "cats" / "deeper" / "2.jpeg")
+    _save(tmp_path / "dogs" / "1.png")
+    (tmp_path / "cats" / "loop").symlink_to(tmp_path / "cats")
+    (tmp_path / "dogs" / "up").symlink_to(tmp_path)
+
+    X, y = load_image_folder(tmp_path)
+    assert y.tolist() == ["cats", "cats", "dogs"]
+
+    undotted = load_image_folder(tmp_path, extensions=("jpg", "JPEG", "png"))
+    assert undotted[0].tolist() == X.tolist()
+    with pytest.raises(ValueError, match=r"\(looked for \.png\): 'cats'"):
+        load_image_folder(tmp_path, extensions="png")  # one ending, as a str
+
+
+def test_an_unreadable_file_with_an_image_ending_is_listed_then_named(tmp_path):
+    _save(tmp_path / "cats" / "1.jpg")
+    _save(tmp_path / "dogs" / "1.jpg")
+    (tmp_path / "dogs" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+
+    X, y = load_image_folder(tmp_path)
+
+    assert [Path(p).name for p in X] == ["1.jpg", "1.jpg", "gone.jpg"]
+    with pytest.raises(ImageLoadError, match="gone.jpg"):
+        _features(X)
+
+
+def test_a_missing_split_lists_the_splits_there_are(tmp_path):
+    _save(tmp_path / "train" / "cats" / "1.jpg")
+    _save(tmp_path / "val" / "cats" / "1.jpg")
+
+    with pytest.raises(FileNotFoundError, match="holds train, val"):
+        load_image_folder(tmp_path, split="valid")
+
+
+def test_debris_given_by_name_is_called_macos_metadata(tmp_path):
+    good = _save(tmp_path / "cats" / "1.jpg")
+    _mac_debris(tmp_path)
+    debris = tmp_path / "__MACOSX" / "cats" / "._1.jpg"
+
+    with pytest.raises(ImageLoadError) as info:
+        _features([str(good), str(debris)])
+    summary = image_size_summary([str(good), str(debris)])
+
+    assert "macOS metadata" in str(info.value) and "._1.jpg" in str(info.value)
+    assert summary.n_readable == 1
+    assert "macOS metadata" in summary.unreadable[0][1]

@@ -218,7 +218,7 @@ def _resolve_enum_member(enum, weights, name):
         options = ", ".join(["DEFAULT", *(m.name for m in enum)])
         folder = ""
         with contextlib.suppress(OSError, ValueError):
-            if _expand(weights).is_dir():
+            if weights.strip() and _expand(weights).is_dir():
                 folder = (
                     f" ({weights!r} here is a folder; a weights file must be a file)"
                 )

@@ -263,6 +263,7 @@ def fingerprint(source) -> str:
         return fingerprint_bytes(source.data)
     h = hashlib.blake2b(digest_size=16)
     if isinstance(source, Image.Image):
+        _check_open(source, describe(source))
         _check_size(source.size, describe(source))  # before tobytes copies it
         h.update(f"pil\0{source.mode}\0{source.size}\0".encode())
         orientation = _orientation(source)
@@ -395,6 +396,7 @@ def load_image(
     if isinstance(source, EncodedImage):
         return _load_file(source.data, name, draft_size)
     if isinstance(source, Image.Image):
+        _check_open(source, name)
         _check_size(source.size, name)
         return to_rgb(_upright(source), name)
     arr = np.asarray(source)
@@ -429,6 +431,16 @@ def _load_file(data: bytes, name: str, draft_size: int | None) -> Image.Image:
     except Exception as exc:
         raise _decode_error(exc, name) from None
     return to_rgb(_upright(img), name)
+
+
+def _check_open(img: Image.Image, name: str) -> None:
+    """Refuse an ``Image.open`` image closed before its pixels were loaded."""
+    if isinstance(img, ImageFile.ImageFile) and img.tile and img.fp is None:
+        raise ImageLoadError(
+            f"image {name} was closed before its pixels were loaded (was it "
+            "opened in a with-block that has ended?): pass its path, or call "
+            "img.load() before closing it."
+        )
 
 
 def _orientation(img: Image.Image) -> int:

@@ -164,6 +164,20 @@ def test_size_summary_reads_image_open_as_its_file_and_turns_loaded_images(tmp_p
     assert summary.formats == {"JPEG": 3}
 
 
+def test_an_image_closed_before_loading_is_named_with_the_fix(tmp_path):
+    path = _jpeg(tmp_path / "closed.jpg")
+    with Image.open(path) as closed:
+        pass  # never loaded
+
+    with pytest.raises(ImageLoadError) as info:
+        _features([str(path), closed])
+
+    message = str(info.value)
+    assert "1 of 2 images" in message and "X[1]" in message
+    assert "closed before its pixels were loaded" in message
+    assert "img.load()" in message
+
+
 # -- registry weights names against same-named files and folders ---------------
 
 

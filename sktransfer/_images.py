@@ -620,13 +620,22 @@ def _decode_error(exc: BaseException, name: str) -> ImageLoadError:
     )
 
 
+#: Files that operating systems leave beside photos (lower case).
+_OS_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
 def _debris_hint(name: str) -> str:
-    """A hint for the files macOS leaves beside copied photos."""
+    """A hint for the files operating systems leave beside photos."""
     base = os.path.basename(name.strip("'\""))
     if base.startswith("._") or "__MACOSX" in name:
         return (
             " Its name says it is macOS metadata (AppleDouble '._' file or "
             "'__MACOSX' folder), not a photo: leave it out."
+        )
+    if base.lower() in _OS_FILES:
+        return (
+            f" {base!r} is a folder-settings file of the operating system, not "
+            "a photo: leave it out."
         )
     return ""
 

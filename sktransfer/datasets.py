@@ -77,8 +77,9 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     ValueError
         ``root`` has no class folders, a class folder holds no image, or
         ``root`` holds splits (``train/``, ``val/``, ... each with class
-        folders) rather than classes: every photo would be labelled with its
-        split. Pass ``split=`` then.
+        folders, or only splits with photos directly inside) rather than
+        classes: every photo would be labelled with its split. Pass
+        ``split=`` then (or use :func:`load_image_csv` for labels in a CSV).
 
     See Also
     --------
@@ -217,25 +218,37 @@ def _some_files(names: list) -> str:
 
 
 def _refuse_split_layout(root: Path, class_dirs: list, exts: tuple) -> None:
-    """Refuse ``root/train/class/image``: the labels would be split names."""
-    splits = []
-    for folder in class_dirs:
-        if folder.name.lower() not in _SPLITS:
-            continue
+    """Refuse a root of splits: the labels would be split names.
+
+    Splits with class folders (``root/train/ants/``), and a root whose every
+    folder is a split holding photos directly (Kaggle's ``train/`` and
+    ``test/``, the labels in a CSV file).
+    """
+    split_dirs = [d for d in class_dirs if d.name.lower() in _SPLITS]
+    with_classes = []
+    for folder in split_dirs:
         inner = [d for d in _sub_folders(folder) if _class_files(d, exts)[0]]
         if inner:
-            splits.append((folder.name, inner[0].name))
-    if not splits:
-        return
-    named = ", ".join(f"{name!r}" for name, _ in splits)
-    name, example = splits[0]
-    raise ValueError(
-        f"image folder {str(root)!r} holds the split folder(s) {named}, each with "
-        f"class folders (such as {name}/{example}), not classes: every photo would "
-        f"be labelled with its split. Read one split: "
-        f"load_image_folder({str(root)!r}, split={name!r}), or pass "
-        f"{str(root / name)!r} as root."
-    )
+            with_classes.append((folder.name, inner[0].name))
+    if with_classes:
+        named = ", ".join(f"{name!r}" for name, _ in with_classes)
+        name, example = with_classes[0]
+        raise ValueError(
+            f"image folder {str(root)!r} holds the split folder(s) {named}, each "
+            f"with class folders (such as {name}/{example}), not classes: every "
+            f"photo would be labelled with its split. Read one split: "
+            f"load_image_folder({str(root)!r}, split={name!r}), or pass "
+            f"{str(root / name)!r} as root."
+        )
+    if split_dirs and len(split_dirs) == len(class_dirs):
+        named = ", ".join(f"{d.name!r}" for d in split_dirs)
+        raise ValueError(
+            f"image folder {str(root)!r} holds only split folder(s) ({named}) "
+            "with photos directly inside, not class folders: every photo would "
+            "be labelled with its split. Sort each split's photos into "
+            "<split>/<class>/ folders and pass split=, or, if the labels are in a "
+            "CSV file, use load_image_csv(csv_path, image_dir)."
+        )
 
 
 # -- labels in a CSV file -------------------------------------------------------
@@ -663,6 +676,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     >>> summary.width["median"], summary.height["max"], summary.formats
     (30.0, 20, {'array': 3})
     """
+    from PIL import UnidentifiedImageError
+
     from ._images import MAX_IMAGE_PIXELS, ImageLoadError, _debris_hint, as_image_list
 
     sources = as_image_list(X)
@@ -682,7 +697,11 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
             continue
         except Exception as exc:  # PIL raises many types for bad files
             name = _name(source, i)
-            reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
+            if isinstance(exc, UnidentifiedImageError):  # its text: a file handle
+                reason = "UnidentifiedImageError: not a recognised image format."
+                reason += _debris_hint(name)
+            else:
+                reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
             unreadable.append((name, reason))
             continue
         if width * height > MAX_IMAGE_PIXELS:

@@ -299,13 +299,26 @@ def test_folder_loader_refuses_a_root_of_splits_naming_them_and_the_fix(
     assert sorted(set(y)) == ["ants", "bees"]
 
 
-def test_classes_named_like_splits_holding_photos_are_still_classes(tmp_path):
+def test_a_root_of_splits_holding_photos_directly_points_at_the_csv_loader(
+    tmp_path,
+):
+    _save(tmp_path / "train" / "cat.1.jpg")  # Kaggle: labels in a CSV file
+    _save(tmp_path / "test" / "1.jpg")
+
+    with pytest.raises(ValueError) as info:
+        load_image_folder(tmp_path)
+
+    message = str(info.value)
+    assert "'test', 'train'" in message and "load_image_csv" in message
+
+
+def test_a_class_named_like_a_split_beside_other_classes_is_a_class(tmp_path):
     _save(tmp_path / "test" / "1.jpg")  # photos directly inside: a class
-    _save(tmp_path / "train" / "1.jpg")
+    _save(tmp_path / "cats" / "1.jpg")
 
     X, y = load_image_folder(tmp_path)
 
-    assert y.tolist() == ["test", "train"]
+    assert y.tolist() == ["cats", "test"]
 
 
 def test_a_class_folder_of_debris_or_other_files_is_named_as_empty(tmp_path):
@@ -373,3 +386,6 @@ def test_debris_given_by_name_is_called_macos_metadata(tmp_path):
     assert "macOS metadata" in str(info.value) and "._1.jpg" in str(info.value)
     assert summary.n_readable == 1
     assert "macOS metadata" in summary.unreadable[0][1]
+    thumbs = str(tmp_path / "cats" / "Thumbs.db")
+    (reason,) = dict(image_size_summary([thumbs]).unreadable).values()
+    assert "not a recognised image format" in reason and "not a photo" in reason

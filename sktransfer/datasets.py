@@ -115,6 +115,7 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
             f"image folder {str(root)!r} has no class sub-folders: images must "
             "sit in root/<class>/ (one folder per class)."
         )
+    _refuse_linked_classes(root, class_dirs)
     _refuse_split_layout(root, class_dirs, exts)
     found = {d.name: _class_files(d, exts) for d in class_dirs}
     paths, labels, empty = [], [], []
@@ -215,6 +216,29 @@ def _class_files(class_dir: Path, exts: tuple) -> tuple[list, list]:
 def _some_files(names: list) -> str:
     shown = ", ".join(repr(n) for n in names)
     return f"other files only, such as {shown}"
+
+
+def _refuse_linked_classes(root: Path, class_dirs: list) -> None:
+    """Refuse class folders that are links to root (or above it) or to
+    another class folder: their photos would be read twice, under two
+    labels."""
+    top = root.resolve()
+    seen: dict[Path, str] = {}
+    for folder in class_dirs:
+        target = folder.resolve()
+        if target == top or target in top.parents:
+            raise ValueError(
+                f"class folder {str(folder)!r} is a link to {str(target)!r}, which "
+                f"holds the image folder {str(root)!r} itself: its photos would be "
+                "read again under another label. Remove the link."
+            )
+        if target in seen:
+            raise ValueError(
+                f"class folders {seen[target]!r} and {folder.name!r} under "
+                f"{str(root)!r} are the same folder ({str(target)!r}, through a "
+                "link): its photos would get two labels. Remove one of them."
+            )
+        seen[target] = folder.name
 
 
 def _refuse_split_layout(root: Path, class_dirs: list, exts: tuple) -> None:

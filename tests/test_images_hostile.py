@@ -354,6 +354,22 @@ def test_symlink_loops_are_not_followed_and_odd_extensions_are_taken(tmp_path):
         load_image_folder(tmp_path, extensions="png")  # one ending, as a str
 
 
+@pytest.mark.parametrize("target", ["root", "parent", "class"])
+def test_a_class_folder_linked_to_root_or_another_class_is_refused(tmp_path, target):
+    root = tmp_path / "photos"
+    _save(root / "cats" / "1.jpg")
+    _save(root / "dogs" / "1.jpg")
+    linked = {"root": root, "parent": tmp_path, "class": root / "cats"}[target]
+    (root / "zebras").symlink_to(linked)
+
+    with pytest.raises(ValueError) as info:
+        load_image_folder(root)
+
+    message = str(info.value)
+    assert "zebras" in message and "link" in message
+    assert "Remove" in message
+
+
 def test_an_unreadable_file_with_an_image_ending_is_listed_then_named(tmp_path):
     _save(tmp_path / "cats" / "1.jpg")
     _save(tmp_path / "dogs" / "1.jpg")

@@ -22,6 +22,7 @@ from sktransfer import (
     PretrainedFeatures,
     WeightsUnavailableError,
     image_size_summary,
+    load_image_csv,
     load_image_folder,
 )
 
@@ -388,6 +389,21 @@ def test_a_missing_split_lists_the_splits_there_are(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="holds train, val"):
         load_image_folder(tmp_path, split="valid")
+
+
+def test_csv_ids_without_extension_never_match_os_debris(tmp_path):
+    _save(tmp_path / "img" / "a1.jpg")
+    _save(tmp_path / "img" / "b2.png")
+    _mac_debris(tmp_path / "img")
+    (tmp_path / "img" / "._a1.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "img" / ".b2.jpg").write_bytes(b"hidden")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,label\na1,cat\nb2,dog\n")
+
+    X, y = load_image_csv(csv, tmp_path / "img")
+
+    assert [Path(p).name for p in X] == ["a1.jpg", "b2.png"]
+    assert y.tolist() == ["cat", "dog"]
 
 
 def test_debris_given_by_name_is_called_macos_metadata(tmp_path):

@@ -15,6 +15,12 @@ pretrained parameters:
   ``"ResNet34_Weights.IMAGENET1K_V1"``;
 * a path to a local ``state_dict`` file (offline, air-gapped machines);
 * ``None``: random initialisation (for tests and for training from scratch).
+
+A registry name wins over a file or folder of the same name in the working
+directory (``weights="DEFAULT"`` beside a folder ``DEFAULT/`` means the
+registry weights); write ``"./DEFAULT"`` for a file of that name. A string
+with a path separator or a weights file ending (``.pth``, ``.pt``, ``.bin``,
+``.safetensors``) is always a path, and a folder is never a weights file.
 """
 
 from __future__ import annotations
@@ -149,7 +155,7 @@ def _load_torchvision(name: str, weights) -> Backbone:
         model = tvm.get_model(name, weights=None, **kwargs)
         weights_id = "random-init"
         pre = _preset_from_enum(list(enum)[0])
-    elif _is_path(weights):
+    elif _is_path(weights, _is_enum_name(enum, weights)):
         model = tvm.get_model(name, weights=None, **kwargs)
         path = _expand(weights)
         state = _read_state_dict(path)
@@ -210,10 +216,25 @@ def _resolve_enum_member(enum, weights, name):
         return enum[key]
     except KeyError:
         options = ", ".join(["DEFAULT", *(m.name for m in enum)])
+        folder = ""
+        with contextlib.suppress(OSError, ValueError):
+            if weights.strip() and _expand(weights).is_dir():
+                folder = (
+                    f" ({weights!r} here is a folder; a weights file must be a file)"
+                )
         raise ValueError(
             f"weights {weights!r} is neither a file that exists nor a weights name "
-            f"of backbone {name!r} (choose from {options})."
+            f"of backbone {name!r}{folder} (choose from {options}, or pass the path "
+            "of a state_dict file)."
         ) from None
+
+
+def _is_enum_name(enum, weights) -> bool:
+    """Whether ``weights`` is a weights name of torchvision's ``enum``."""
+    if not isinstance(weights, str):
+        return False
+    key = weights.split(".")[-1]
+    return key == "DEFAULT" or key in enum.__members__
 
 
 #: The SHA-256 prefix in a published weights file name (torch.hub's rule).
@@ -362,7 +383,7 @@ def _load_timm(name: str, weights) -> Backbone:
             f"unknown backbone 'timm:{name}': timm has no model of that name."
         )
     weights_file = None
-    if weights is None or _is_path(weights):
+    if weights is None or _is_path(weights, _is_timm_tag(timm, name, weights)):
         model = timm.create_model(name, pretrained=False)
         if weights is None:
             weights_id = "random-init"
@@ -414,6 +435,18 @@ def _load_timm(name: str, weights) -> Backbone:
     )
 
 
+def _is_timm_tag(timm, name: str, weights) -> bool:
+    """Whether ``weights`` names pretrained weights of timm model ``name``."""
+    if not isinstance(weights, str):
+        return False
+    if weights == "DEFAULT":
+        return True
+    try:
+        return f"{name}.{weights}" in timm.list_pretrained(f"{name}.*")
+    except Exception:  # a name timm's filter cannot take
+        return False
+
+
 def _timm_checked_file(model_name: str) -> str | None:
     """Check timm weights that come from a URL into torch's cache (as
     :func:`_registry_file` does); return the file's path, if any.
@@ -452,15 +485,25 @@ def _timm_hash_check():
 # --- local files -------------------------------------------------------------
 
 
-def _is_path(weights) -> bool:
+def _is_path(weights, registry_name: bool = False) -> bool:
+    """Whether ``weights`` names a local weights file.
+
+    ``registry_name``: ``weights`` is also a registry name, which wins over a
+    bare name in the working directory (see the module notes).
+    """
     if isinstance(weights, os.PathLike):
         return True
     if not isinstance(weights, str):
         return False
-    if os.sep in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    if any(sep in weights for sep in separators) or weights.endswith(
+        (".pth", ".pt", ".bin", ".safetensors")
+    ):
         return True
+    if registry_name or weights == "DEFAULT":
+        return False
     try:
-        return _expand(weights).exists()
+        return _expand(weights).is_file()  # a folder is never a weights file
     except (OSError, ValueError):  # a NUL in the name
         return False
 

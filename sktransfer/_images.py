@@ -7,6 +7,12 @@ leaves this module as an RGB ``PIL.Image`` (:func:`load_image`) or as an
 ``(H, W, 3)`` uint8 array (:func:`load_pixels`, what the network's input is
 made from).
 
+A PIL image straight from ``Image.open`` (its pixels not loaded yet) is
+read as the file it was opened from: its bytes, fingerprint, reduced-scale
+JPEG decoding and EXIF orientation are exactly those of the file's path. A
+PIL image whose pixels are loaded is taken as it is, turned as its EXIF
+orientation says (when it carries one); arrays are taken as they are.
+
 Colour JPEG files are decoded by libjpeg-turbo directly (``simplejpeg``,
 where it is installed): the same library PIL uses, with the same settings,
 so the very same pixels, without building a PIL image and copying them out
@@ -40,7 +46,7 @@ import warnings
 from collections.abc import Mapping, Set
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 try:
     import simplejpeg
@@ -200,7 +206,7 @@ def _as_source(item, i: int):
     if isinstance(item, bytes):
         return os.fsdecode(item)
     if isinstance(item, Image.Image):
-        return item
+        return as_encoded(item) or item
     tensor = _is_tensor(item)
     if tensor:
         item = _tensor_to_array(item, f"X[{i}]")
@@ -230,6 +236,8 @@ def describe(source, index: int | None = None) -> str:
     if isinstance(source, str):
         return repr(source)
     where = f"X[{index}]" if index is not None else "image"
+    if isinstance(source, EncodedImage):
+        return f"{where} ({source.what})"
     if isinstance(source, Image.Image):
         return f"{where} (PIL image {source.size[0]}x{source.size[1]} {source.mode})"
     return f"{where} (array {tuple(source.shape)})"
@@ -242,14 +250,25 @@ def fingerprint(source) -> str:
     or edited in place gets a new fingerprint even when its size and
     modification time do not change, and copies of one photo share their
     cached features.
-    Arrays and PIL images are hashed by their pixels.
+    An image from ``Image.open`` whose pixels are not loaded yet is hashed
+    as its file (the same fingerprint as the file's path, and the same
+    pixels). Arrays and loaded PIL images are hashed by their pixels, and a
+    PIL image by its EXIF orientation too (the pixels it gives are turned).
     """
+    if isinstance(source, Image.Image):
+        source = as_encoded(source) or source
     if isinstance(source, str):
         return fingerprint_bytes(read_bytes(source))
+    if isinstance(source, EncodedImage):
+        return fingerprint_bytes(source.data)
     h = hashlib.blake2b(digest_size=16)
     if isinstance(source, Image.Image):
+        _check_open(source, describe(source))
         _check_size(source.size, describe(source))  # before tobytes copies it
         h.update(f"pil\0{source.mode}\0{source.size}\0".encode())
+        orientation = _orientation(source)
+        if orientation != 1:  # unturned images keep the keys they had
+            h.update(f"orientation\0{orientation}\0".encode())
         h.update(source.tobytes())
         # a palette image's pixels are indices: its colours live in the palette
         h.update(repr((source.getpalette(), source.info.get("transparency"))).encode())
@@ -359,38 +378,27 @@ def load_image(
         One image.
     draft_size : int, optional
         The smallest side the caller needs. Large JPEGs are then decoded at a
-        reduced scale (DCT scaling), which is several times faster.
+        reduced scale (DCT scaling), which is several times faster. Applies
+        to files, and to PIL images from ``Image.open`` not yet loaded.
     index : int, optional
         The position of the image in ``X``, for error messages.
     data : bytes, optional
         The file's bytes, when the caller has read them already (the pixels
         then come from exactly those bytes).
     """
+    if isinstance(source, Image.Image):
+        source = as_encoded(source) or source
     if isinstance(source, str):
         if data is None:
             data = read_bytes(source)
-        try:
-            img = _decode(data, source, draft_size)
-        except ValueError as exc:
-            if not _text_chunk_limit(exc):
-                raise _decode_error(exc, source) from None
-            # Oversized PNG text chunks are metadata, never pixels: decode
-            # the picture without them rather than call it broken.
-            try:
-                img = _decode(_without_png_text(data), source, draft_size)
-            except Exception as retry_exc:
-                raise _decode_error(retry_exc, source) from None
-        except Exception as exc:
-            raise _decode_error(exc, source) from None
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # a broken EXIF block must not lose the picture
-            pass
-        return to_rgb(img, source)
+        return _load_file(data, repr(source), draft_size)
     name = describe(source, index)
+    if isinstance(source, EncodedImage):
+        return _load_file(source.data, name, draft_size)
     if isinstance(source, Image.Image):
+        _check_open(source, name)
         _check_size(source.size, name)
-        return to_rgb(source, name)
+        return to_rgb(_upright(source), name)
     arr = np.asarray(source)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -406,24 +414,130 @@ def load_image(
     raise ValueError(f"{name} must have shape (H, W) or (H, W, 3).")
 
 
-def _opened(data: bytes, source: str, draft_size: int | None) -> Image.Image:
+def _load_file(data: bytes, name: str, draft_size: int | None) -> Image.Image:
+    """The RGB picture in a file's bytes; ``name`` (the file's name, quoted)
+    is what error messages call it."""
+    try:
+        img = _decode(data, name, draft_size)
+    except ValueError as exc:
+        if not _text_chunk_limit(exc):
+            raise _decode_error(exc, name) from None
+        # Oversized PNG text chunks are metadata, never pixels: decode
+        # the picture without them rather than call it broken.
+        try:
+            img = _decode(_without_png_text(data), name, draft_size)
+        except Exception as retry_exc:
+            raise _decode_error(retry_exc, name) from None
+    except Exception as exc:
+        raise _decode_error(exc, name) from None
+    return to_rgb(_upright(img), name)
+
+
+def _check_open(img: Image.Image, name: str) -> None:
+    """Refuse an ``Image.open`` image closed before its pixels were loaded."""
+    if isinstance(img, ImageFile.ImageFile) and img.tile and img.fp is None:
+        raise ImageLoadError(
+            f"image {name} was closed before its pixels were loaded (was it "
+            "opened in a with-block that has ended?): pass its path, or call "
+            "img.load() before closing it."
+        )
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation of ``img`` (1, upright, when it has none or its
+    EXIF block cannot be read)."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block must not lose the picture
+        return 1
+    return value if value in _ORIENTED else 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says (itself when upright)."""
+    if _orientation(img) == 1:
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the picture
+        return img
+
+
+class EncodedImage:
+    """The bytes of the file an ``Image.open`` image reads its pixels from.
+
+    Such an image is decoded as its file would be (reduced-scale JPEG
+    decoding, EXIF orientation), so a path and ``Image.open(path)`` give the
+    same pixels and share one fingerprint. The bytes are read once, when
+    ``X`` is taken in: the file object is never read again, from any thread.
+    """
+
+    __slots__ = ("data", "what")
+
+    def __init__(self, data: bytes, what: str):
+        self.data = data
+        self.what = what
+
+    def copy(self) -> EncodedImage:
+        return self  # immutable
+
+
+def as_encoded(img: Image.Image) -> EncodedImage | None:
+    """``img`` as the bytes of its file when it comes from ``Image.open``
+    and none of its pixels is loaded; None for any other image (or a file
+    that can no longer be read: the image is then used as it is, and says
+    what is wrong when it is loaded)."""
+    if (
+        not isinstance(img, ImageFile.ImageFile)
+        or not img.tile
+        or getattr(img, "fp", None) is None
+    ):
+        return None
+    try:
+        if img.tell() != 0:  # another frame of a GIF or TIFF: as given
+            return None
+        fp = img.fp
+        position = fp.tell()
+        try:
+            fp.seek(0)  # Image.open reads a file from its start too
+            data = fp.read(MAX_FILE_BYTES + 1)
+        finally:
+            fp.seek(position)
+        if not data or len(data) > MAX_FILE_BYTES:
+            return None
+        # the same picture as the image object says (not one the caller
+        # has set a draft mode on, or changed otherwise)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as again:
+                if (again.size, again.mode) != (img.size, img.mode):
+                    return None
+    except Exception:
+        return None
+    filename = getattr(img, "filename", "") or ""
+    where = f" from {os.fsdecode(filename)!r}" if filename else ""
+    what = f"PIL image {img.size[0]}x{img.size[1]} {img.format or img.mode}{where}"
+    return EncodedImage(data, what)
+
+
+def _opened(data: bytes, name: str, draft_size: int | None) -> Image.Image:
     """The image in ``data``, its header read and checked, JPEG DCT scaling
     set up; no pixel decoded yet. Call with DecompressionBombWarning as an
     error."""
     img = Image.open(io.BytesIO(data))
-    _check_size(img.size, repr(source))
+    _check_size(img.size, name)
     if draft_size and img.format == "JPEG":
         w, h = img.size
         scale = draft_size / min(w, h)
         img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
-    _check_memory(img, repr(source))
+    _check_memory(img, name)
     return img
 
 
-def _decode(data: bytes, source: str, draft_size: int | None) -> Image.Image:
+def _decode(data: bytes, name: str, draft_size: int | None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = _opened(data, source, draft_size)
+        img = _opened(data, name, draft_size)
         img.load()
     return img
 
@@ -438,10 +552,15 @@ def load_pixels(
     goes through :func:`load_image`, which also names what is wrong with a
     bad file.
     """
-    if isinstance(source, str) and simplejpeg is not None:
-        if data is None:
-            data = read_bytes(source)
-        pixels = _jpeg_pixels(data, source, draft_size)
+    if isinstance(source, Image.Image):
+        source = as_encoded(source) or source
+    if simplejpeg is not None and isinstance(source, (str, EncodedImage)):
+        if isinstance(source, EncodedImage):
+            data, name = source.data, describe(source, index)
+        else:
+            data = read_bytes(source) if data is None else data
+            name = repr(source)
+        pixels = _jpeg_pixels(data, name, draft_size)
         if pixels is not None:
             return pixels
     return np.asarray(load_image(source, draft_size, index, data))
@@ -459,7 +578,7 @@ _ORIENTED = {
 }
 
 
-def _jpeg_pixels(data: bytes, source: str, draft_size: int | None):
+def _jpeg_pixels(data: bytes, name: str, draft_size: int | None):
     """The pixels of a colour JPEG decoded by libjpeg-turbo with the scaling
     PIL would use, EXIF orientation applied; None for anything else or
     anything it cannot decode cleanly (PIL then decodes it or says why)."""
@@ -468,7 +587,7 @@ def _jpeg_pixels(data: bytes, source: str, draft_size: int | None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _opened(data, source, draft_size)
+            img = _opened(data, name, draft_size)
         if img.format != "JPEG" or img.mode != "RGB":
             return None  # gray, CMYK: PIL's conversions
         width, height = img.size
@@ -484,20 +603,41 @@ def _jpeg_pixels(data: bytes, source: str, draft_size: int | None):
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
-def _decode_error(exc: BaseException, source: str) -> ImageLoadError:
+def _decode_error(exc: BaseException, name: str) -> ImageLoadError:
+    """``exc`` as an error naming the image (``name``: its name, quoted)."""
     if isinstance(exc, ImageLoadError):
         return exc
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return ImageLoadError(f"image {source!r} is too large to decode safely: {exc}")
+        return ImageLoadError(f"image {name} is too large to decode safely: {exc}")
     if isinstance(exc, Image.UnidentifiedImageError):
         return ImageLoadError(
-            f"image {source!r} could not be decoded: not a recognised image "
-            "format (is it really an image file?)."
+            f"image {name} could not be decoded: not a recognised image "
+            f"format (is it really an image file?){_debris_hint(name)}"
         )
     # PIL raises many types for bad files
     return ImageLoadError(
-        f"image {source!r} could not be decoded ({type(exc).__name__}: {exc})."
+        f"image {name} could not be decoded ({type(exc).__name__}: {exc})."
     )
+
+
+#: Files that operating systems leave beside photos (lower case).
+_OS_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
+def _debris_hint(name: str) -> str:
+    """A hint for the files operating systems leave beside photos."""
+    base = os.path.basename(name.strip("'\""))
+    if base.startswith("._") or "__MACOSX" in name:
+        return (
+            " Its name says it is macOS metadata (AppleDouble '._' file or "
+            "'__MACOSX' folder), not a photo: leave it out."
+        )
+    if base.lower() in _OS_FILES:
+        return (
+            f" {base!r} is a folder-settings file of the operating system, not "
+            "a photo: leave it out."
+        )
+    return ""
 
 
 def _text_chunk_limit(exc: BaseException) -> bool:

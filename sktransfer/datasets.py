@@ -3,7 +3,9 @@ look at the sizes of the images before choosing ``image_size``."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import warnings
 from collections import Counter
@@ -41,6 +43,14 @@ _LIST_AT_MOST = 50
 def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     """Paths and labels of a ``root/class/image`` folder layout.
 
+    Images may sit in sub-folders of their class folder. What operating
+    systems and archivers leave beside photos is skipped: names starting
+    with ``.`` (``.DS_Store``, macOS's ``._photo.jpg``), ``__MACOSX``,
+    ``Thumbs.db``, ``desktop.ini``, ``@eaDir``. Symbolic links to folders
+    inside a class folder are not followed (no loops); other files with an
+    image ending are listed, so that one which cannot be read is named when
+    it is used.
+
     Parameters
     ----------
     root : str or path-like
@@ -49,8 +59,9 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
         For ``root/{train,valid}/class/image`` layouts: the split to read
         (``"train"``, ``"valid"``, ``"val"``, ...). Same as passing
         ``root / split``.
-    extensions : tuple of str
-        File name endings that count as images.
+    extensions : str or tuple of str
+        File name endings that count as images (case-insensitive; the dot
+        may be left out).
 
     Returns
     -------
@@ -58,6 +69,17 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
         Image paths, sorted by class then file name.
     y : ndarray of str, shape (n_images,)
         The class (sub-folder name) of each image.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` (or its ``split``) is not a folder.
+    ValueError
+        ``root`` has no class folders, a class folder holds no image, or
+        ``root`` holds splits (``train/``, ``val/``, ... each with class
+        folders, or only splits with photos directly inside) rather than
+        classes: every photo would be labelled with its split. Pass
+        ``split=`` then (or use :func:`load_image_csv` for labels in a CSV).
 
     See Also
     --------
@@ -81,30 +103,176 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     """
     root = Path(root).expanduser()
     if split is not None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
         root = root / split
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
-    exts = tuple(e.lower() for e in extensions)
-    paths, labels, empty = [], [], []
-    class_dirs = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+        raise FileNotFoundError(f"image folder {str(root)!r} {_not_a_folder(root)}")
+    exts = _extensions(extensions)
+    class_dirs = _sub_folders(root)
     if not class_dirs:
-        raise ValueError(f"image folder {str(root)!r} has no class sub-folders.")
-    for class_dir in class_dirs:
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in exts
+        raise ValueError(
+            f"image folder {str(root)!r} has no class sub-folders: images must "
+            "sit in root/<class>/ (one folder per class)."
         )
+    _refuse_linked_classes(root, class_dirs)
+    _refuse_split_layout(root, class_dirs, exts)
+    found = {d.name: _class_files(d, exts) for d in class_dirs}
+    paths, labels, empty = [], [], []
+    for class_dir in class_dirs:
+        files, others = found[class_dir.name]
         if not files:
-            empty.append(class_dir.name)
+            seen = f": it holds {_some_files(others)}" if others else ""
+            empty.append(f"{class_dir.name!r}{seen}")
         paths.extend(str(p) for p in files)
         labels.extend([class_dir.name] * len(files))
     if empty:
         raise ValueError(
-            f"class folders {empty} under {str(root)!r} hold no images "
-            f"(looked for {', '.join(exts)})."
+            f"{len(empty)} class folder(s) under {str(root)!r} hold no images "
+            f"(looked for {', '.join(exts)}): {'; '.join(empty)}. Add images, "
+            "remove the folder, or pass extensions= for other file endings."
         )
     return np.asarray(paths), np.asarray(labels)
+
+
+#: Names operating systems and archivers leave beside photos (lower case);
+#: every name starting with "." is skipped too.
+_DEBRIS = frozenset(
+    {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin"}
+)
+
+#: Folder names of a split layout (root/train/class/image), lower case.
+_SPLITS = frozenset(
+    {"train", "training", "val", "valid", "validation", "test", "testing"}
+)
+
+
+def _is_debris(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _DEBRIS
+
+
+def _not_a_folder(path: Path) -> str:
+    if path.exists():
+        return "is not a folder."
+    parent = path.parent
+    if parent.is_dir():
+        there = [d.name for d in _sub_folders(parent)]
+        if there:
+            return f"does not exist; {str(parent)!r} holds {', '.join(there[:20])}."
+    return "does not exist."
+
+
+def _extensions(extensions) -> tuple:
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    try:
+        exts = tuple(
+            e.lower() if e.startswith(".") else "." + e.lower() for e in extensions
+        )
+    except (TypeError, AttributeError):
+        raise ValueError(
+            "extensions must be a tuple of file endings such as ('.jpg', '.png'); "
+            f"got {extensions!r}."
+        ) from None
+    if not exts:
+        raise ValueError("extensions is empty: no file would count as an image.")
+    return exts
+
+
+def _sub_folders(folder: Path) -> list:
+    """The folders in ``folder`` (symbolic links to folders included),
+    sorted, without OS debris."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise ValueError(
+            f"image folder {str(folder)!r} could not be read: {exc}"
+        ) from None
+    return sorted(p for p in entries if not _is_debris(p.name) and p.is_dir())
+
+
+def _class_files(class_dir: Path, exts: tuple) -> tuple[list, list]:
+    """The image files under ``class_dir`` (sorted), and the names of some
+    other files there; OS debris is skipped, linked folders not followed."""
+    files, others = [], []
+
+    def unreadable(exc):
+        raise ValueError(
+            f"class folder {str(class_dir)!r} could not be read: {exc}"
+        ) from None
+
+    for folder, dirs, names in os.walk(class_dir, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not _is_debris(d)]
+        for name in names:
+            if _is_debris(name):
+                continue
+            if os.path.splitext(name)[1].lower() in exts:
+                files.append(Path(folder, name))
+            elif len(others) < 3:
+                others.append(name)
+    return sorted(files), others
+
+
+def _some_files(names: list) -> str:
+    shown = ", ".join(repr(n) for n in names)
+    return f"other files only, such as {shown}"
+
+
+def _refuse_linked_classes(root: Path, class_dirs: list) -> None:
+    """Refuse class folders that are links to root (or above it) or to
+    another class folder: their photos would be read twice, under two
+    labels."""
+    top = root.resolve()
+    seen: dict[Path, str] = {}
+    for folder in class_dirs:
+        target = folder.resolve()
+        if target == top or target in top.parents:
+            raise ValueError(
+                f"class folder {str(folder)!r} is a link to {str(target)!r}, which "
+                f"holds the image folder {str(root)!r} itself: its photos would be "
+                "read again under another label. Remove the link."
+            )
+        if target in seen:
+            raise ValueError(
+                f"class folders {seen[target]!r} and {folder.name!r} under "
+                f"{str(root)!r} are the same folder ({str(target)!r}, through a "
+                "link): its photos would get two labels. Remove one of them."
+            )
+        seen[target] = folder.name
+
+
+def _refuse_split_layout(root: Path, class_dirs: list, exts: tuple) -> None:
+    """Refuse a root of splits: the labels would be split names.
+
+    Splits with class folders (``root/train/ants/``), and a root whose every
+    folder is a split holding photos directly (Kaggle's ``train/`` and
+    ``test/``, the labels in a CSV file).
+    """
+    split_dirs = [d for d in class_dirs if d.name.lower() in _SPLITS]
+    with_classes = []
+    for folder in split_dirs:
+        inner = [d for d in _sub_folders(folder) if _class_files(d, exts)[0]]
+        if inner:
+            with_classes.append((folder.name, inner[0].name))
+    if with_classes:
+        named = ", ".join(f"{name!r}" for name, _ in with_classes)
+        name, example = with_classes[0]
+        raise ValueError(
+            f"image folder {str(root)!r} holds the split folder(s) {named}, each "
+            f"with class folders (such as {name}/{example}), not classes: every "
+            f"photo would be labelled with its split. Read one split: "
+            f"load_image_folder({str(root)!r}, split={name!r}), or pass "
+            f"{str(root / name)!r} as root."
+        )
+    if split_dirs and len(split_dirs) == len(class_dirs):
+        named = ", ".join(f"{d.name!r}" for d in split_dirs)
+        raise ValueError(
+            f"image folder {str(root)!r} holds only split folder(s) ({named}) "
+            "with photos directly inside, not class folders: every photo would "
+            "be labelled with its split. Sort each split's photos into "
+            "<split>/<class>/ folders and pass split=, or, if the labels are in a "
+            "CSV file, use load_image_csv(csv_path, image_dir)."
+        )
 
 
 # -- labels in a CSV file -------------------------------------------------------
@@ -532,7 +700,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     >>> summary.width["median"], summary.height["max"], summary.formats
     (30.0, 20, {'array': 3})
     """
-    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, as_image_list
+    from PIL import UnidentifiedImageError
+
+    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, _debris_hint, as_image_list
 
     sources = as_image_list(X)
     widths, heights, unreadable = [], [], []
@@ -547,16 +717,21 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
         try:
             width, height, mode, fmt = _header(source)
         except ImageLoadError as exc:  # not a regular file: says so itself
-            unreadable.append((source, str(exc)))
+            unreadable.append((_name(source, i), str(exc)))
             continue
         except Exception as exc:  # PIL raises many types for bad files
-            name = source if isinstance(source, str) else f"X[{i}]"
-            unreadable.append((name, f"{type(exc).__name__}: {exc}"))
+            name = _name(source, i)
+            if isinstance(exc, UnidentifiedImageError):  # its text: a file handle
+                reason = "UnidentifiedImageError: not a recognised image format."
+                reason += _debris_hint(name)
+            else:
+                reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
+            unreadable.append((name, reason))
             continue
         if width * height > MAX_IMAGE_PIXELS:
             unreadable.append(
                 (
-                    source if isinstance(source, str) else f"X[{i}]",
+                    _name(source, i),
                     f"{width}x{height} is more than {MAX_IMAGE_PIXELS:,} pixels",
                 )
             )
@@ -584,19 +759,31 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
 _TRANSPOSING = {5, 6, 7, 8}
 
 
+def _name(source, index: int) -> str:
+    """A path as it is, any other image as ``X[i]``."""
+    return source if isinstance(source, str) else f"X[{index}]"
+
+
 def _header(source) -> tuple[int, int, str, str]:
     from PIL import Image
 
+    from ._images import EncodedImage, _orientation, open_image_file
+
     if isinstance(source, Image.Image):
-        return source.size[0], source.size[1], source.mode, source.format or "PIL"
+        width, height = source.size
+        if _orientation(source) in _TRANSPOSING:  # turned when used
+            width, height = height, width
+        return width, height, source.mode, source.format or "PIL"
     if isinstance(source, np.ndarray):
         height, width = source.shape[:2]
         channels = source.shape[2] if source.ndim == 3 else 1
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
         return int(width), int(height), mode, "array"
-    from ._images import open_image_file
-
-    with warnings.catch_warnings(), open_image_file(source) as f:
+    if isinstance(source, EncodedImage):  # from Image.open: read as its file
+        opened = contextlib.nullcontext(io.BytesIO(source.data))
+    else:
+        opened = open_image_file(source)
+    with warnings.catch_warnings(), opened as f:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(f) as img:  # reads the header, not the pixels
             width, height = img.size

@@ -396,6 +396,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                     f"X and y have different lengths: {len(pred)} images but "
                     f"{len(truth)} labels."
                 )
+            collection = [isinstance(v, _COLLECTIONS) for v in truth.tolist()]
+            if any(collection):
+                i = collection.index(True)
+                raise ValueError(
+                    "the classifier was fitted on single-label y; score needs one "
+                    f"label per image too (y[{i}] is a {type(truth[i]).__name__})."
+                )
+            _check_hashable(truth.tolist())
             known = {_plain(c) for c in self.classes_.tolist()}
             unseen = [
                 v for v in dict.fromkeys(truth.tolist()) if _plain(v) not in known
@@ -479,11 +487,9 @@ def encode_labels(y, n_samples, allow_one_class=False):
         raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}.")
     labels = _as_label_list(y)
     _check_length(len(labels), n_samples)
-    if labels and all(
-        isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels
-    ):
+    if labels and all(isinstance(v, _COLLECTIONS) for v in labels):
         return _label_collections(labels, allow_one_class)
-    collection = [isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels]
+    collection = [isinstance(v, _COLLECTIONS) for v in labels]
     if any(collection):
         odd = sum(collection) * 2 < len(collection)  # name one of the fewer kind
         i = collection.index(odd)
@@ -494,6 +500,21 @@ def encode_labels(y, n_samples, allow_one_class=False):
         )
     classes, encoded = _single_labels(labels, allow_one_class)
     return False, classes, encoded
+
+
+#: What a multi-label y holds per image (a tuple is one label).
+_COLLECTIONS = (list, set, frozenset, np.ndarray)
+
+
+def _check_hashable(labels) -> None:
+    for i, v in enumerate(labels):
+        try:
+            hash(v)
+        except TypeError:
+            raise ValueError(
+                f"y[{i}] is a {type(v).__name__}, which cannot be a label: labels "
+                "must be hashable (str, int, tuple...)."
+            ) from None
 
 
 def _as_label_list(y) -> list:
@@ -543,6 +564,7 @@ def _single_labels(labels, allow_one_class):
                 "labels (strings, ints, or floats with integer values). For "
                 "continuous targets use PretrainedImageRegressor."
             )
+    _check_hashable(labels)
     try:
         unique = sorted(set(labels))
     except TypeError:

@@ -156,7 +156,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         # the standardisation is that of the images that train, in float64
         with np.errstate(over="ignore", invalid="ignore"):
             mean = encoded.mean(axis=0)
-            scale = encoded.std(axis=0)
+            scale = _std(encoded, mean)
         of = f" ({dropped})" if dropped else ""
         huge = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
         if len(huge):
@@ -198,6 +198,16 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         return out[:, 0] if self._y_ndim == 1 else out
 
 
+def _std(values, mean) -> np.ndarray:
+    """Standard deviation per column, computed on the deviations divided by
+    their largest size, so that its square neither underflows (targets of
+    1e-300) nor overflows (a spread of 1e200)."""
+    deviations = values - mean
+    size = np.abs(deviations).max(axis=0)
+    safe = np.where(size > 0, size, 1.0)
+    return (deviations / safe).std(axis=0) * size
+
+
 def check_targets(y, n_samples) -> np.ndarray:
     """``y`` as a finite float64 ``(n, n_targets)`` array, or a clear error."""
     if y is None:
@@ -211,6 +221,18 @@ def check_targets(y, n_samples) -> np.ndarray:
             "y must hold numbers for a regressor (for labels use "
             "PretrainedImageClassifier)."
         ) from None
+    given = np.asarray(y)
+    if given.dtype.kind in "iu" and given.size:
+        with np.errstate(invalid="ignore"):  # 2**63 has no int64
+            back = values.astype(given.dtype)
+        lost = np.flatnonzero((back != given).ravel())
+        if len(lost):
+            row = np.unravel_index(lost[0], given.shape)[0]
+            raise ValueError(
+                f"y holds integers that float64 cannot hold exactly (row {row}: "
+                f"{given.ravel()[lost[0]]}, beyond 2**53); subtract an offset "
+                "from y before fit and add it to the predictions."
+            )
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2:

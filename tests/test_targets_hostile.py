@@ -216,6 +216,26 @@ def test_targets_whose_mean_or_spread_overflows_are_named_before_reading_images(
     assert forward_count["n"] == 0
 
 
+def test_tiny_targets_are_not_mistaken_for_a_constant(levels, base):
+    X, y = levels
+    params = dict(base, precompute_epochs=2)
+    near = PretrainedImageRegressor(**params).fit(X, y)
+    tiny = PretrainedImageRegressor(**params).fit(X, y * 1e-302)  # squares: 0
+    np.testing.assert_allclose(tiny.predict(X) * 1e302, near.predict(X), rtol=1e-6)
+
+
+def test_integers_that_float64_cannot_hold_are_named_before_reading_images(
+    images, base, tmp_path, forward_count
+):
+    X, _ = images
+    y = np.arange(len(X), dtype=np.int64) + 2**62  # all one float64
+    with pytest.raises(ValueError, match="cannot hold exactly") as err:
+        PretrainedImageRegressor(**base).fit(missing(X, tmp_path), y)
+    assert f"row 1: {2**62 + 1}" in str(err.value)
+    assert "same value" not in str(err.value)
+    assert forward_count["n"] == 0
+
+
 def test_the_standardisation_is_that_of_the_rows_that_train(levels, base):
     X, y = levels
     y = y.copy()
@@ -239,6 +259,23 @@ def test_tuple_labels_of_different_lengths(images, base):
     pred = clf.predict(X)
     assert all(p in names.values() for p in pred.tolist())
     assert clf.score(X, labels) == np.mean([p == t for p, t in zip(pred, labels)])
+
+
+def test_unhashable_labels_are_named_before_reading_images(
+    images, base, tmp_path, forward_count
+):
+    X, y = images
+    labels = [{"name": v} if i == 3 else v for i, v in enumerate(y)]
+    with pytest.raises(ValueError, match=r"y\[3\] is a dict.*hashable"):
+        PretrainedImageClassifier(**base).fit(missing(X, tmp_path), labels)
+    assert forward_count["n"] == 0
+
+
+def test_single_label_score_with_label_lists_says_what_it_needs(images, base):
+    X, y = images
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"single-label y.*y\[0\] is a list"):
+        clf.score(X, [[v] for v in y])
 
 
 # --- the validation split --------------------------------------------------------

@@ -385,8 +385,9 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         errors and are named in a warning."""
         check_is_fitted(self, "head_")
         pred = self.predict(X)
+        n = len(pred)
         if self.multilabel_:
-            truth, unseen = self._indicator(y, len(pred))
+            truth, unseen = self._indicator(y, n)
             # a row naming a label the model cannot predict is never right
             correct = np.all(truth == pred, axis=1) & ~unseen
         else:
@@ -419,7 +420,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
             correct = np.array(
                 [_plain(a) == _plain(b) for a, b in zip(truth.tolist(), pred.tolist())]
             )
-        return float(np.average(correct, weights=sample_weight))
+        return float(np.average(correct, weights=_score_weights(sample_weight, n)))
 
     def _indicator(self, y, n):
         """``y`` as an indicator matrix over ``classes_``, and which rows
@@ -448,14 +449,38 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                 unseen |= encoded[:, j].astype(bool)
                 unseen_labels.append(_plain(label))
         if unseen_labels:
+            hint = ""
+            if set(unseen_labels) <= {0, 1}:
+                hint = (
+                    " (give a 0/1 indicator matrix as a 2-D array: lists of "
+                    "lists are read as label collections)"
+                )
             warnings.warn(
                 f"y contains labels not seen during fit: {unseen_labels[:10]}"
                 f"{' and more' if len(unseen_labels) > 10 else ''}; the "
-                f"{int(unseen.sum())} samples that carry them count as errors.",
+                f"{int(unseen.sum())} samples that carry them count as errors"
+                f"{hint}.",
                 UserWarning,
                 stacklevel=3,
             )
         return out, unseen
+
+
+def _score_weights(sample_weight, n):
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per image ({n}); got shape "
+            f"{w.shape}."
+        )
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise ValueError(
+            "sample_weight must be finite and >= 0 with a positive sum to weight "
+            f"the score; got {w[:10].tolist()}{'...' if n > 10 else ''}."
+        )
+    return w
 
 
 # -- labels ---------------------------------------------------------------------------

@@ -167,6 +167,26 @@ def test_multilabel_score_takes_y_that_names_one_label(three, base):
     assert clf.score(X[8:], only_cats) == subset_accuracy(clf, X[8:], truth)
 
 
+def test_multilabel_score_hints_at_an_indicator_given_as_lists(three, base):
+    X, labels = three
+    y = [TAGS[v] for v in labels]
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, y)
+    truth = indicator(y, clf.classes_.tolist())
+    with pytest.warns(UserWarning, match=r"\[0, 1\].*as a 2-D array"):
+        assert clf.score(X, truth.tolist()) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert clf.score(X, truth) == subset_accuracy(clf, X, truth)
+
+
+@pytest.mark.parametrize("weights", [np.zeros(12), np.ones(11)], ids=["zero", "short"])
+def test_score_names_a_sample_weight_it_cannot_use(images, base, weights):
+    X, y = images
+    clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.score(X, y, sample_weight=weights)
+
+
 # --- regression targets keep float64 precision -------------------------------------
 
 

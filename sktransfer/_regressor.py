@@ -197,6 +197,31 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         out = self._outputs(X)
         return out[:, 0] if self._y_ndim == 1 else out
 
+    def score(self, X, y, sample_weight=None):
+        """R² of ``predict(X)`` against ``y`` (averaged over targets), as
+        scikit-learn's ``r2_score`` gives it. It is computed on standardised
+        values (R² does not change when ``y`` and the predictions are shifted
+        and scaled alike), so that targets of any size (``1e12 + k``, a
+        spread of ``1e200``) give a finite, exact score."""
+        from sklearn.metrics import r2_score
+
+        pred = self.predict(X)
+        truth = check_targets(y, len(pred))
+        pred = pred.reshape(len(pred), -1)
+        if truth.shape[1] != pred.shape[1]:
+            raise ValueError(
+                f"y has {truth.shape[1]} target columns; the regressor was fitted "
+                f"on {pred.shape[1]}."
+            )
+        mean, scale = self.target_mean_, self.target_scale_
+        return float(
+            r2_score(
+                (truth - mean) / scale,
+                (pred - mean) / scale,
+                sample_weight=sample_weight,
+            )
+        )
+
 
 def _std(values, mean) -> np.ndarray:
     """Standard deviation per column, computed on the deviations divided by

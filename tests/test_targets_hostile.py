@@ -244,6 +244,17 @@ def test_tiny_targets_are_not_mistaken_for_a_constant(levels, base):
     np.testing.assert_allclose(tiny.predict(X) * 1e302, near.predict(X), rtol=1e-6)
 
 
+def test_a_huge_spread_of_targets_trains_and_scores(levels, base):
+    X, y = levels
+    params = dict(base, precompute_epochs=2)
+    near = PretrainedImageRegressor(**params).fit(X, y)
+    huge = PretrainedImageRegressor(**params).fit(X, y * 1e200)  # squares: inf
+    np.testing.assert_allclose(huge.predict(X) / 1e200, near.predict(X), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        assert huge.score(X, y * 1e200) == pytest.approx(near.score(X, y))
+
+
 def test_integers_that_float64_cannot_hold_are_named_before_reading_images(
     images, base, tmp_path, forward_count
 ):

@@ -72,6 +72,10 @@ RECIPE_CONSTRAINTS = {
     "verbose": ["verbose"],
 }
 
+#: The fraction held out when ``early_stopping=True`` and
+#: ``validation_fraction=None`` (scikit-learn's MLP default).
+EARLY_STOPPING_FRACTION = 0.1
+
 
 @dataclasses.dataclass
 class Prepared:
@@ -98,8 +102,15 @@ class RecipeEstimator(BaseEstimator):
     # -- what a front defines ---------------------------------------------------
 
     def _encode_targets(self, y, n_samples):
-        """``(task, encoded targets, info)``; ``info`` becomes fitted
-        attributes (e.g. ``classes_``)."""
+        """``(encoded, info)``: ``y`` checked and encoded once, one row per
+        image (rows are later selected by index, never encoded again);
+        ``info`` becomes fitted attributes (e.g. ``classes_``)."""
+        raise NotImplementedError
+
+    def _fit_task(self, encoded, info, dropped):
+        """``(task, more_info)`` for the rows that train (``encoded`` holds
+        only those). ``dropped`` says why rows were left out (None when none
+        were), for the errors that only the kept rows cause."""
         raise NotImplementedError
 
     def _task(self):
@@ -109,10 +120,6 @@ class RecipeEstimator(BaseEstimator):
     def _class_weights(self, encoded, info):
         """Per-sample weight factors the front adds (1 by default)."""
         return 1.0
-
-    def _targets_of_rows(self, y, encoded, info, rows):
-        """``y`` of the given rows, in a form :meth:`_encode_targets` takes."""
-        return encoded[rows]
 
     def _same_targets(self, info) -> str | None:
         """Why a warm start cannot continue with these targets, or None."""
@@ -140,7 +147,8 @@ class RecipeEstimator(BaseEstimator):
             The targets.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the images in the loss of every stage and of the
-            learning-rate sweeps. Images of weight 0 are left out.
+            learning-rate sweeps. Images of weight 0 are left out (a
+            classifier keeps their classes in ``classes_``).
 
         Returns
         -------
@@ -183,15 +191,19 @@ class RecipeEstimator(BaseEstimator):
         n = len(sources)
         if n == 0:
             raise ValueError("X is empty: at least one image is required.")
-        task, encoded, info = self._encode_targets(y, n)
+        encoded, info = self._encode_targets(y, n)
         base_weights = _check_sample_weight(sample_weight, n)
-        self._class_weights(encoded, info)  # its errors, before any image
         continuing = self.warm_start and hasattr(self, "head_")
         if continuing:
             problem = self._same_targets(info)
             if problem:
                 raise ValueError(f"warm_start=True {problem}")
-        self._check_split(encoded, task, info, n)
+        # what the weights alone decide is checked before any image is read
+        weighted = np.flatnonzero(base_weights > 0)
+        dropped = Dropped(n - len(weighted))
+        task, more = self._fit_task(encoded[weighted], info, dropped)
+        self._class_weights(encoded[weighted], info)
+        self._check_split(encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].on_features or self.lr == "auto"
@@ -205,9 +217,17 @@ class RecipeEstimator(BaseEstimator):
             fps = [fps[i] for i in keep]
             features = None if features is None else features[keep]
             base_weights = base_weights[keep]
-            task, encoded, info = self._encode_targets(
-                self._targets_of_rows(y, encoded, info, keep), len(keep)
-            )
+        encoded = encoded[keep]
+        if len(keep) < len(weighted):  # unreadable images left out as well
+            dropped = Dropped(n - len(weighted), len(weighted) - len(keep))
+            if len(keep) == 0:
+                raise ValueError(
+                    f"no image is left to train on ({dropped}); see the warning "
+                    "above for why each image could not be used."
+                )
+            task, more = self._fit_task(encoded, info, dropped)
+            self._check_split(encoded, task, info, dropped)
+        info = {**info, **more}
         weights = base_weights * self._class_weights(encoded, info)
         train_idx, valid_idx = self._split(encoded, task, seed)
         data = engine.TrainingSet(
@@ -303,52 +323,74 @@ class RecipeEstimator(BaseEstimator):
         )
         return [sources[i] if isinstance(sources[i], str) else i for i in sorted(bad)]
 
-    def _check_split(self, encoded, task, info, n):
-        """A stratified validation split must be possible: said before any
-        image is read, naming the class that is too small."""
-        if self.validation_fraction is None:
+    def _validation(self) -> tuple[float | None, str]:
+        """The fraction held out for validation, and how to name it in an
+        error. ``early_stopping=True`` without ``validation_fraction`` holds
+        out 10%, as scikit-learn's MLP estimators do."""
+        if self.validation_fraction is not None:
+            fraction = self.validation_fraction
+            return fraction, f"validation_fraction={fraction}"
+        if self.early_stopping:
+            return EARLY_STOPPING_FRACTION, (
+                "early_stopping=True (which holds out "
+                f"validation_fraction={EARLY_STOPPING_FRACTION})"
+            )
+        return None, ""
+
+    def _check_split(self, encoded, task, info, dropped=None):
+        """A stratified validation split of the rows that train must be
+        possible: said before any image is read (and again when unreadable
+        images were left out), naming the class that is too small."""
+        fraction, name = self._validation()
+        if fraction is None:
             return
-        n_valid = int(np.ceil(self.validation_fraction * n))
+        fix = (
+            "set validation_fraction=None"
+            if self.validation_fraction is not None
+            else "set early_stopping=False, or a larger validation_fraction"
+        )
+        n = len(encoded)
+        of = f"{n} images" + (f" ({dropped})" if dropped else "")
+        n_valid = int(np.ceil(fraction * n))
         if n_valid < 1 or n - n_valid < 1:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves no images "
-                f"for {'validation' if n_valid < 1 else 'training'} out of {n}."
+                f"{name} leaves no images for "
+                f"{'validation' if n_valid < 1 else 'training'} out of {of}."
             )
         if not task.stratify:
             return
         counts = np.bincount(encoded, minlength=task.n_outputs)
-        small = [info["classes_"][k] for k in np.flatnonzero(counts < 2)]
+        n_classes = int(np.count_nonzero(counts))
+        small = [info["classes_"][k] for k in np.flatnonzero(counts == 1)]
         if small:
             names = ", ".join(repr(_plain(c)) for c in small[:10])
             more = f" and {len(small) - 10} more" if len(small) > 10 else ""
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} needs at least 2 "
-                f"images of every class for a stratified split; class {names}{more} "
-                "has only 1. Add images, or set validation_fraction=None."
+                f"{name} needs at least 2 images of every class for a stratified "
+                f"split; class {names}{more} has only 1 of the {of}. Add images, "
+                f"or {fix}."
             )
-        if n - n_valid < task.n_outputs:
+        if n - n_valid < n_classes:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves "
-                f"{n - n_valid} images for training, fewer than the "
-                f"{task.n_outputs} classes; lower it, or set "
-                "validation_fraction=None."
+                f"{name} leaves {n - n_valid} of the {of} for training, fewer "
+                f"than the {n_classes} classes; lower it, or {fix}."
             )
-        if n_valid < task.n_outputs:
+        if n_valid < n_classes:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out "
-                f"{n_valid} images, fewer than the {task.n_outputs} classes; "
-                "raise it, or set validation_fraction=None."
+                f"{name} holds out {n_valid} of the {of}, fewer than the "
+                f"{n_classes} classes; raise it, or {fix}."
             )
 
     def _split(self, encoded, task, seed):
         n = len(encoded)
-        if self.validation_fraction is None:
+        fraction, _ = self._validation()
+        if fraction is None:
             return np.arange(n), None
         from sklearn.model_selection import train_test_split
 
         train_idx, valid_idx = train_test_split(
             np.arange(n),
-            test_size=self.validation_fraction,
+            test_size=fraction,
             stratify=encoded if task.stratify else None,
             random_state=seed,
         )
@@ -394,9 +436,10 @@ class RecipeEstimator(BaseEstimator):
 
     def _output_module(self):
         """Raw head outputs -> what ``predict_proba`` (classifier) or
-        ``predict`` (regressor) returns, as a torch module."""
+        ``predict`` (regressor) returns, as a torch module with a float32
+        output (for exported graphs)."""
         check_is_fitted(self, "head_")
-        return self._task().output_module()
+        return self._task().output_module(exported=True)
 
     # -- export -------------------------------------------------------------------
 
@@ -465,6 +508,32 @@ def _check_sample_weight(sample_weight, n) -> np.ndarray:
     if not np.any(w > 0):
         raise ValueError("sample_weight is 0 for every image: nothing to learn.")
     return w
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropped:
+    """How many images a fit leaves out, for errors about the rest."""
+
+    weightless: int = 0
+    unreadable: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.weightless or self.unreadable)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.weightless:
+            parts.append(f"{self.weightless} of sample_weight 0")
+        if self.unreadable:
+            parts.append(f"{self.unreadable} unreadable, left out by on_error='skip'")
+        return "not counting " + " and ".join(parts) if parts else ""
+
+    @property
+    def kept(self) -> str:
+        """What the images that train have (``"a positive sample_weight"``)."""
+        if not self.unreadable:
+            return "a positive sample_weight"
+        return f"images that train ({self})"
 
 
 def _kept_rows(n, bad, weights) -> np.ndarray:

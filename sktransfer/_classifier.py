@@ -86,9 +86,12 @@ _RECIPE_DOC = """
     validation_fraction : float, default=None
         Hold out this fraction of the training data (stratified for
         single-label classes); its loss and score are recorded per epoch.
+        None holds out nothing, unless ``early_stopping=True``, which then
+        holds out 0.1 (as scikit-learn's ``MLPClassifier`` does).
     early_stopping : bool, default=False
-        With a validation fraction, stop a stage after 3 epochs without
-        improvement of the validation loss and keep its best weights.
+        Stop a stage after 3 epochs without improvement of the validation
+        loss and keep its best weights. The validation set is
+        ``validation_fraction`` of the training data (0.1 when that is None).
     warm_start : bool, default=False
         A new ``fit`` continues from the current head and body weights.
     on_error : {"raise", "skip"}, default="raise"
@@ -150,7 +153,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels (the column order of ``predict_proba``); for multi-label
-        ``y``, the labels of the indicator columns.
+        ``y``, the labels of the indicator columns. Every label of ``y`` is in
+        it, also that of a class whose images all have ``sample_weight`` 0
+        or were skipped (``on_error="skip"``): it keeps its column, with a
+        low probability.
     multilabel_ : bool
         Whether ``y`` was multi-label.
     n_features_ : int
@@ -278,29 +284,38 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
 
     def _encode_targets(self, y, n_samples):
         multilabel, classes, encoded = encode_labels(y, n_samples)
-        if multilabel:
-            if self.class_weight is not None:
-                raise ValueError(
-                    "class_weight applies to single-label y; for multi-label y "
-                    "pass per-image weights as fit(..., sample_weight=...)."
-                )
-            task = MultiLabel(len(classes))
-        else:
-            task = SingleLabel(len(classes))
-        return task, encoded, {"classes_": classes, "multilabel_": multilabel}
+        if multilabel and self.class_weight is not None:
+            raise ValueError(
+                "class_weight applies to single-label y; for multi-label y "
+                "pass per-image weights as fit(..., sample_weight=...)."
+            )
+        return encoded, {"classes_": classes, "multilabel_": multilabel}
 
-    def _targets_of_rows(self, y, encoded, info, rows):
+    def _fit_task(self, encoded, info, dropped):
+        classes = info["classes_"]
         if info["multilabel_"]:
-            return encoded[rows]
-        return _object_array(info["classes_"][encoded[rows]].tolist())
+            return MultiLabel(len(classes)), {}
+        # every class of y keeps its column (as in scikit-learn), even one
+        # whose images all weigh 0; but two of them must have images to learn
+        present = np.flatnonzero(np.bincount(encoded, minlength=len(classes)))
+        if len(present) < 2:
+            label = _plain(classes[present[0]])
+            raise ValueError(
+                f"only one class ({label!r}) has {dropped.kept}; a classifier "
+                f"needs images of at least 2 of y's {len(classes)} classes "
+                f"{[_plain(c) for c in classes[:20]]}."
+            )
+        return SingleLabel(len(classes)), {}
 
     def _class_weights(self, encoded, info):
         if self.class_weight is None:
             return 1.0
         classes = info["classes_"]
         if self.class_weight == "balanced":
+            # scikit-learn's formula over the classes that have images
             counts = np.bincount(encoded, minlength=len(classes))
-            per_class = len(encoded) / (len(classes) * np.maximum(counts, 1))
+            n_present = np.count_nonzero(counts)
+            per_class = len(encoded) / (n_present * np.maximum(counts, 1))
         else:
             per_class = np.ones(len(classes))
             index = {_plain(c): k for k, c in enumerate(classes.tolist())}
@@ -370,9 +385,11 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         errors and are named in a warning."""
         check_is_fitted(self, "head_")
         pred = self.predict(X)
+        n = len(pred)
         if self.multilabel_:
-            truth = self._indicator(y, len(pred))
-            correct = np.all(truth == pred, axis=1)
+            truth, unseen = self._indicator(y, n)
+            # a row naming a label the model cannot predict is never right
+            correct = np.all(truth == pred, axis=1) & ~unseen
         else:
             truth = _object_array(_as_label_list(y))
             if len(truth) != len(pred):
@@ -380,6 +397,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                     f"X and y have different lengths: {len(pred)} images but "
                     f"{len(truth)} labels."
                 )
+            collection = [isinstance(v, _COLLECTIONS) for v in truth.tolist()]
+            if any(collection):
+                i = collection.index(True)
+                raise ValueError(
+                    "the classifier was fitted on single-label y; score needs one "
+                    f"label per image too (y[{i}] is a {type(truth[i]).__name__})."
+                )
+            _check_hashable(truth.tolist())
             known = {_plain(c) for c in self.classes_.tolist()}
             unseen = [
                 v for v in dict.fromkeys(truth.tolist()) if _plain(v) not in known
@@ -395,9 +420,11 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
             correct = np.array(
                 [_plain(a) == _plain(b) for a, b in zip(truth.tolist(), pred.tolist())]
             )
-        return float(np.average(correct, weights=sample_weight))
+        return float(np.average(correct, weights=_score_weights(sample_weight, n)))
 
     def _indicator(self, y, n):
+        """``y`` as an indicator matrix over ``classes_``, and which rows
+        carry labels never seen in fit (named in a warning)."""
         multilabel, classes, encoded = encode_labels(y, n, allow_one_class=True)
         if not multilabel:
             raise ValueError(
@@ -410,13 +437,50 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                     f"y has {encoded.shape[1]} label columns; the classifier "
                     f"was fitted on {len(self.classes_)}."
                 )
-            return encoded
+            return encoded, np.zeros(n, dtype=bool)
         out = np.zeros((n, len(self.classes_)), dtype=np.int64)
+        unseen = np.zeros(n, dtype=bool)
+        unseen_labels = []
         index = {_plain(c): k for k, c in enumerate(self.classes_.tolist())}
         for j, label in enumerate(classes.tolist()):
             if _plain(label) in index:
                 out[:, index[_plain(label)]] = encoded[:, j]
-        return out
+            elif encoded[:, j].any():
+                unseen |= encoded[:, j].astype(bool)
+                unseen_labels.append(_plain(label))
+        if unseen_labels:
+            hint = ""
+            if set(unseen_labels) <= {0, 1}:
+                hint = (
+                    " (give a 0/1 indicator matrix as a 2-D array: lists of "
+                    "lists are read as label collections)"
+                )
+            warnings.warn(
+                f"y contains labels not seen during fit: {unseen_labels[:10]}"
+                f"{' and more' if len(unseen_labels) > 10 else ''}; the "
+                f"{int(unseen.sum())} samples that carry them count as errors"
+                f"{hint}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return out, unseen
+
+
+def _score_weights(sample_weight, n):
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per image ({n}); got shape "
+            f"{w.shape}."
+        )
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise ValueError(
+            "sample_weight must be finite and >= 0 with a positive sum to weight "
+            f"the score; got {w[:10].tolist()}{'...' if n > 10 else ''}."
+        )
+    return w
 
 
 # -- labels ---------------------------------------------------------------------------
@@ -448,11 +512,9 @@ def encode_labels(y, n_samples, allow_one_class=False):
         raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}.")
     labels = _as_label_list(y)
     _check_length(len(labels), n_samples)
-    if labels and all(
-        isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels
-    ):
-        return _label_collections(labels)
-    collection = [isinstance(v, (list, set, frozenset, np.ndarray)) for v in labels]
+    if labels and all(isinstance(v, _COLLECTIONS) for v in labels):
+        return _label_collections(labels, allow_one_class)
+    collection = [isinstance(v, _COLLECTIONS) for v in labels]
     if any(collection):
         odd = sum(collection) * 2 < len(collection)  # name one of the fewer kind
         i = collection.index(odd)
@@ -463,6 +525,21 @@ def encode_labels(y, n_samples, allow_one_class=False):
         )
     classes, encoded = _single_labels(labels, allow_one_class)
     return False, classes, encoded
+
+
+#: What a multi-label y holds per image (a tuple is one label).
+_COLLECTIONS = (list, set, frozenset, np.ndarray)
+
+
+def _check_hashable(labels) -> None:
+    for i, v in enumerate(labels):
+        try:
+            hash(v)
+        except TypeError:
+            raise ValueError(
+                f"y[{i}] is a {type(v).__name__}, which cannot be a label: labels "
+                "must be hashable (str, int, tuple...)."
+            ) from None
 
 
 def _as_label_list(y) -> list:
@@ -501,14 +578,18 @@ def _single_labels(labels, allow_one_class):
             f"y contains {len(missing)} missing labels (NaN or None), the first at "
             f"index {missing[0]}; drop those images or give them a label."
         )
-    values = np.asarray(labels) if labels else np.asarray([])
-    if values.ndim == 1 and values.dtype.kind == "f":
+    # only numbers can be continuous; other labels (tuples of any length
+    # included) are hashable objects, never an array
+    numbers = [v for v in labels if isinstance(v, Real)]
+    if numbers and len(numbers) == len(labels):
+        values = np.asarray(numbers, dtype=np.float64)
         if type_of_target(values) == "continuous":
             raise ValueError(
                 "y holds continuous values; PretrainedImageClassifier needs class "
                 "labels (strings, ints, or floats with integer values). For "
                 "continuous targets use PretrainedImageRegressor."
             )
+    _check_hashable(labels)
     try:
         unique = sorted(set(labels))
     except TypeError:
@@ -557,7 +638,7 @@ def _indicator_matrix(y, n_samples):
     return True, np.arange(values.shape[1]), values.astype(np.int64)
 
 
-def _label_collections(labels):
+def _label_collections(labels, allow_one_class=False):
     flat = [_plain(v) for row in labels for v in row]
     missing = [v for v in flat if _is_missing(v)]
     if missing:
@@ -566,7 +647,7 @@ def _label_collections(labels):
         unique = sorted(set(flat))
     except TypeError:
         raise ValueError("y's label collections mix label types.") from None
-    if len(unique) < 2:
+    if len(unique) < 2 and not allow_one_class:
         raise ValueError(
             f"multi-label y names fewer than 2 labels ({unique}); a classifier "
             "needs at least 2."

@@ -18,8 +18,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
     ``X`` is a sequence of images (file paths, PIL images, or a uint8 array
     ``(n, H, W, 3)``); ``y`` holds one number per image, or a row of numbers
     per image ``(n, n_targets)`` for several targets. Targets are
-    standardised inside (the head learns zero-mean, unit-variance targets
-    with a squared-error loss); ``predict`` returns the original units.
+    standardised inside, in float64 (the head learns zero-mean,
+    unit-variance targets with a squared-error loss); ``predict`` returns
+    the original units in float64, so that targets far from 0 (``1e9 + k``)
+    keep their units digit.
 
     The recipe is the classifier's: the head on precomputed features,
     augmented SGDR cycles, unfreezing with differential learning rates, TTA
@@ -37,7 +39,8 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
     n_outputs_ : int
         Number of targets.
     target_mean_, target_scale_ : ndarray of shape (n_outputs,)
-        The standardisation of the targets.
+        The standardisation of the targets: their mean and standard
+        deviation over the images that train (weight > 0, readable).
     n_features_ : int
         Length of the body's feature vector.
     extractor_ : FeatureExtractor
@@ -146,26 +149,34 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
 
     def _encode_targets(self, y, n_samples):
         values = check_targets(y, n_samples)
-        mean = values.mean(axis=0)
-        scale = values.std(axis=0)
+        info = {"n_outputs_": values.shape[1], "_y_ndim": 1 if np.ndim(y) == 1 else 2}
+        return values, info
+
+    def _fit_task(self, encoded, info, dropped):
+        # the standardisation is that of the images that train, in float64
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = encoded.mean(axis=0)
+            scale = _std(encoded, mean)
+        of = f" ({dropped})" if dropped else ""
+        huge = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+        if len(huge):
+            j = huge[0]
+            which = "y" if encoded.shape[1] == 1 else f"target column {j} of y"
+            top = np.abs(encoded[:, j]).max()
+            raise ValueError(
+                f"the mean or standard deviation of {which}{of} is not finite in "
+                f"float64: its values reach {top:.3g}. Divide y by a constant "
+                "(a power of 10) before fit and multiply the predictions by it."
+            )
         constant = np.flatnonzero(scale == 0)
         if len(constant):
-            which = "y" if values.shape[1] == 1 else f"target column {constant[0]}"
+            which = "y" if encoded.shape[1] == 1 else f"target column {constant[0]}"
             raise ValueError(
-                f"{which} has the same value for every image; there is nothing "
-                "to learn."
+                f"{which} has the same value for every image{of}; there is "
+                "nothing to learn."
             )
-        task = Regression(values.shape[1], mean, scale)
-        info = {
-            "n_outputs_": values.shape[1],
-            "target_mean_": mean,
-            "target_scale_": scale,
-            "_y_ndim": 1 if np.ndim(y) == 1 else 2,
-        }
-        return task, values, info
-
-    def _targets_of_rows(self, y, encoded, info, rows):
-        return encoded[rows, 0] if info["_y_ndim"] == 1 else encoded[rows]
+        task = Regression(encoded.shape[1], mean, scale)
+        return task, {"target_mean_": mean, "target_scale_": scale}
 
     def _same_targets(self, info):
         if info["n_outputs_"] != self.n_outputs_:
@@ -186,6 +197,41 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         out = self._outputs(X)
         return out[:, 0] if self._y_ndim == 1 else out
 
+    def score(self, X, y, sample_weight=None):
+        """R² of ``predict(X)`` against ``y`` (averaged over targets), as
+        scikit-learn's ``r2_score`` gives it. It is computed on standardised
+        values (R² does not change when ``y`` and the predictions are shifted
+        and scaled alike), so that targets of any size (``1e12 + k``, a
+        spread of ``1e200``) give a finite, exact score."""
+        from sklearn.metrics import r2_score
+
+        pred = self.predict(X)
+        truth = check_targets(y, len(pred))
+        pred = pred.reshape(len(pred), -1)
+        if truth.shape[1] != pred.shape[1]:
+            raise ValueError(
+                f"y has {truth.shape[1]} target columns; the regressor was fitted "
+                f"on {pred.shape[1]}."
+            )
+        mean, scale = self.target_mean_, self.target_scale_
+        return float(
+            r2_score(
+                (truth - mean) / scale,
+                (pred - mean) / scale,
+                sample_weight=sample_weight,
+            )
+        )
+
+
+def _std(values, mean) -> np.ndarray:
+    """Standard deviation per column, computed on the deviations divided by
+    their largest size, so that its square neither underflows (targets of
+    1e-300) nor overflows (a spread of 1e200)."""
+    deviations = values - mean
+    size = np.abs(deviations).max(axis=0)
+    safe = np.where(size > 0, size, 1.0)
+    return (deviations / safe).std(axis=0) * size
+
 
 def check_targets(y, n_samples) -> np.ndarray:
     """``y`` as a finite float64 ``(n, n_targets)`` array, or a clear error."""
@@ -200,6 +246,18 @@ def check_targets(y, n_samples) -> np.ndarray:
             "y must hold numbers for a regressor (for labels use "
             "PretrainedImageClassifier)."
         ) from None
+    given = np.asarray(y)
+    if given.dtype.kind in "iu" and given.size:
+        with np.errstate(invalid="ignore"):  # 2**63 has no int64
+            back = values.astype(given.dtype)
+        lost = np.flatnonzero((back != given).ravel())
+        if len(lost):
+            row = np.unravel_index(lost[0], given.shape)[0]
+            raise ValueError(
+                f"y holds integers that float64 cannot hold exactly (row {row}: "
+                f"{given.ravel()[lost[0]]}, beyond 2**53); subtract an offset "
+                "from y before fit and add it to the predictions."
+            )
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2:

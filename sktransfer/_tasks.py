@@ -28,9 +28,10 @@ class Task:
         """Per-sample loss, shape ``(n,)``."""
         raise NotImplementedError
 
-    def output_module(self) -> nn.Module:
+    def output_module(self, exported: bool = False) -> nn.Module:
         """Raw outputs -> what the estimator returns (a torch module, so
-        that exported models compute it in the same graph)."""
+        that exported models compute it in the same graph). ``exported``:
+        the module of an exported graph, whose output is float32."""
         raise NotImplementedError
 
     def validation_score(self, raw: np.ndarray, target: np.ndarray) -> float:
@@ -52,7 +53,7 @@ class SingleLabel(Task):
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.int64)
 
-    def output_module(self):
+    def output_module(self, exported=False):
         return nn.Softmax(dim=1)
 
     def validation_score(self, raw, target):
@@ -73,7 +74,7 @@ class MultiLabel(Task):
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.float32)
 
-    def output_module(self):
+    def output_module(self, exported=False):
         return nn.Sigmoid()
 
     def validation_score(self, raw, target):
@@ -104,8 +105,12 @@ class Regression(Task):
         z = (np.asarray(y, dtype=np.float64) - self.mean) / self.scale
         return torch.as_tensor(z, dtype=torch.float32)
 
-    def output_module(self):
-        return Affine(self.mean, self.scale)
+    def output_module(self, exported=False):
+        # float32 cannot hold large targets to the unit (1e9 + 1 is 1e9 in
+        # float32): predict gets float64, an exported graph float32
+        return Affine(
+            self.mean, self.scale, torch.float32 if exported else torch.float64
+        )
 
     def validation_score(self, raw, target):
         """R² of the standardised targets, averaged over outputs."""
@@ -117,16 +122,21 @@ class Regression(Task):
 
 
 class Affine(nn.Module):
-    """``raw * scale + mean``: standardised outputs back to target units."""
+    """``raw * scale + mean`` in float64: standardised outputs back to target
+    units, exact for targets far from 0 (``1e12 + k``); the result is cast
+    to ``out_dtype``."""
 
-    def __init__(self, mean, scale):
+    def __init__(self, mean, scale, out_dtype=torch.float64):
         super().__init__()
+        self.out_dtype = out_dtype
         self.register_buffer(
-            "mean", torch.tensor(np.asarray(mean), dtype=torch.float32)
+            "mean", torch.tensor(np.asarray(mean), dtype=torch.float64)
         )
         self.register_buffer(
-            "scale", torch.tensor(np.asarray(scale), dtype=torch.float32)
+            "scale", torch.tensor(np.asarray(scale), dtype=torch.float64)
         )
 
     def forward(self, raw):
-        return raw * self.scale + self.mean
+        scale = self.scale.to(raw.device)
+        mean = self.mean.to(raw.device)
+        return (raw.to(torch.float64) * scale + mean).to(self.out_dtype)

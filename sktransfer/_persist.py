@@ -36,6 +36,7 @@ import os
 import platform
 import secrets
 import stat
+import threading
 import warnings
 from pathlib import Path
 
@@ -203,21 +204,54 @@ def _write_and_switch(folder: Path, cls, params, protocol, state, tensors) -> No
     _fsync_folder(folder)
 
 
+#: Saves of this process, one at a time (threads), and the folder locks
+#: this process holds: ``(st_dev, st_ino) -> fd``.
+_SAVES = threading.Lock()
+_HELD: dict = {}
+
+
 @contextlib.contextmanager
 def _save_lock(folder: Path):
-    """One save at a time in ``folder`` (an advisory lock on the folder
-    itself, so that no lock file is left in it; POSIX only)."""
+    """One save at a time in ``folder``: a lock between the threads of this
+    process, and an advisory lock on the folder itself between processes
+    (so that no lock file is left in it; POSIX only).
+
+    A save interrupted at the wrong instant (a KeyboardInterrupt between
+    taking the folder's lock and closing its descriptor) could leave this
+    process holding it, and every later save into the folder would wait
+    for ever. The process therefore records the locks it holds: when no
+    other save of this process runs, a recorded lock is such a leftover,
+    and it is released before the folder is locked again."""
     try:
         import fcntl
-    except ImportError:  # Windows: saves are not serialised
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
+    except ImportError:  # Windows: saves are serialised within the process
+        fcntl = None
+    with _SAVES:
+        if fcntl is None:
+            yield
+            return
+        info = os.stat(folder)
+        key = (info.st_dev, info.st_ino)
+        leftover = _HELD.pop(key, None)
+        if leftover is not None and _descriptor_of(leftover, key):
+            os.close(leftover)
+        fd = os.open(folder, os.O_RDONLY)
+        _HELD[key] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+            _HELD.pop(key, None)
+
+
+def _descriptor_of(fd: int, key) -> bool:
+    """Whether ``fd`` is still open on the folder ``key`` names."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == key
 
 
 def _finish_or_discard_interrupted_save(folder: Path) -> None:

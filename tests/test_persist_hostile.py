@@ -134,6 +134,38 @@ def test_a_save_interrupted_at_any_point_leaves_the_old_or_the_new_model(
     np.testing.assert_array_equal(load(folder).transform(batch), b.transform(batch))
 
 
+def test_a_save_interrupted_while_releasing_its_lock_never_blocks_the_next(
+    two_models, tmp_path
+):
+    """A KeyboardInterrupt just before the folder lock's descriptor is
+    closed left the lock held by the process, and the next save into the
+    folder waited for ever."""
+    a, b = two_models
+    folder = save(a, tmp_path / "model")
+    save(b, folder, overwrite=True)  # lazy imports done
+    events = events_of(lambda: save(a, folder, overwrite=True))
+    closes = [
+        i
+        for i, (event, arg) in enumerate(events)
+        if event == "c_call" and getattr(arg, "__name__", "") == "close"
+    ]
+    sys.setprofile(interrupt_after(closes[-1]))  # the last close of the save
+    try:
+        save(b, folder, overwrite=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.setprofile(None)
+    done = threading.Event()
+    thread = threading.Thread(
+        target=lambda: (save(a, folder, overwrite=True), done.set()), daemon=True
+    )
+    thread.start()
+    thread.join(timeout=60)
+    assert done.is_set(), "the next save is still waiting for the folder's lock"
+    assert load(folder).backbone == a.backbone
+
+
 def test_loading_while_another_thread_resaves_never_blames_damage(two_models, tmp_path):
     a, b = two_models
     folder = save(a, tmp_path / "model")

@@ -281,6 +281,10 @@ def grad_cam(estimator, X, *, target=None, batch_size=None):
     are not part of the heatmaps, and the predicted class (``target=None``)
     is that of the plain view.
 
+    For a regressor, the score is the standardised output (the prediction
+    up to a positive scale and a shift), and the map shows what raises it:
+    an image whose features all lower the prediction gets zeros.
+
     A snapshot ensemble (``ensemble_`` with several members) is explained
     as one model: the score is the mean of the members' logits for the
     target, and each member body's feature map is weighted by the gradient

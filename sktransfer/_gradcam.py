@@ -127,7 +127,49 @@ def _capture(site: _Site, store: list):
 def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Site:
     """The body's last feature map: the last 4-D module output, in forward
     order, with more than one spatial position; what follows it is the
-    global pooling (and, for some families, a norm or a small MLP)."""
+    global pooling (and, for some families, a norm, a 1x1 convolution or a
+    small MLP on the pooled vector)."""
+    records = _records(body, model.normalize(x))
+    chosen = _last_map(records, n_features)
+    name = type(body).__name__
+    size = f"{x.shape[1]}x{x.shape[2]} pixels"
+    if chosen is None:
+        raise ValueError(
+            f"Grad-CAM found no spatial feature map in the body ({name}): no "
+            "layer gives a 4-D output with more than one position. Grad-CAM "
+            "needs a convolutional backbone and an input large enough to keep "
+            f"a spatial map (the input is {size})."
+        )
+    i, site = chosen
+    later = records[i + 1 :]
+    if any(len(shape) == 3 and _has_own_parameters(m) for m, _, shape in later):
+        raise ValueError(
+            f"Grad-CAM needs a convolutional backbone; the last layers of this "
+            f"body ({name}) work on token sequences (a vision transformer), so "
+            "it has no feature map before its pooling."
+        )
+    # At twice the size the same layer must give the last map: if a later
+    # one takes over, this input shrinks the body's own last map to 1x1 and
+    # ``site`` is an earlier stage (a body that accepts one input size only
+    # is judged by the layer that follows instead).
+    try:
+        double = x.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+        larger = _last_map(_records(body, model.normalize(double)), n_features)
+        collapsed = larger is None or larger[1] != site
+    except Exception:
+        collapsed = bool(later) and isinstance(later[0][0], nn.Conv2d)
+    if collapsed:
+        raise ValueError(
+            f"the last feature map of the body ({name}) is 1x1 at this input "
+            f"size ({size}): its Grad-CAM would be uniform. Fit with a larger "
+            "image_size (e.g. 64 or more for a ResNet)."
+        )
+    return site
+
+
+def _records(body: nn.Module, x: torch.Tensor) -> list:
+    """(module, call number, output shape) of every module call, in the
+    order the calls return."""
     records = []
     calls: dict[int, int] = {}
 
@@ -139,10 +181,15 @@ def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Sit
     handles = [m.register_forward_hook(record) for m in body.modules()]
     try:
         with torch.no_grad():
-            body(model.normalize(x))
+            body(x)
     finally:
         for handle in handles:
             handle.remove()
+    return records
+
+
+def _last_map(records: list, n_features: int):
+    """(index, site) of the last 4-D output with more than one position."""
     chosen = None
     for i, (module, call, shape) in enumerate(records):
         if len(shape) != 4:
@@ -151,30 +198,7 @@ def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Sit
         spatial = shape[1:3] if layout == "NHWC" else shape[2:]
         if spatial[0] * spatial[1] > 1:
             chosen = i, _Site(module, call, layout)
-    name = type(body).__name__
-    if chosen is None:
-        raise ValueError(
-            f"Grad-CAM found no spatial feature map in the body ({name}): no "
-            "layer gives a 4-D output with more than one position. Grad-CAM "
-            "needs a convolutional backbone and an input large enough to keep "
-            f"a spatial map (the input is {x.shape[1]}x{x.shape[2]} pixels)."
-        )
-    i, site = chosen
-    later = records[i + 1 :]
-    if any(len(shape) == 3 and _has_own_parameters(m) for m, _, shape in later):
-        raise ValueError(
-            f"Grad-CAM needs a convolutional backbone; the last layers of this "
-            f"body ({name}) work on token sequences (a vision transformer), so "
-            "it has no feature map before its pooling."
-        )
-    if any(isinstance(m, nn.Conv2d) for m, _, _ in later):
-        raise ValueError(
-            f"the last feature map of the body ({name}) is 1x1 at this input "
-            f"size ({x.shape[1]}x{x.shape[2]} pixels): its Grad-CAM would be "
-            "uniform. Fit with a larger image_size (e.g. 64 or more for a "
-            "ResNet)."
-        )
-    return site
+    return chosen
 
 
 def _has_own_parameters(module: nn.Module) -> bool:

@@ -51,10 +51,9 @@ def _compute(estimator, crops, target, batch_size):
     n_features = estimator.extractor_.n_features
     n, height, width = crops.shape[:3]
     fixed = _fixed_columns(estimator, target, n)
-    sites = [
-        _find_site(body, torch.from_numpy(crops[:1]).to(device), model, n_features)
-        for body in model.bodies
-    ]
+    name = estimator.extractor_.backbone.name
+    first = torch.from_numpy(crops[:1]).to(device)
+    sites = [_find_site(body, first, model, n_features, name) for body in model.bodies]
     heatmaps = np.empty((n, height, width), dtype=np.float32)
     outputs, columns = [], []
     for start in range(0, n, batch_size):
@@ -124,18 +123,19 @@ def _capture(site: _Site, store: list):
     return hook
 
 
-def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Site:
+def _find_site(
+    body: nn.Module, x: torch.Tensor, model, n_features: int, name: str
+) -> _Site:
     """The body's last feature map: the last 4-D module output, in forward
     order, with more than one spatial position; what follows it is the
     global pooling (and, for some families, a norm, a 1x1 convolution or a
     small MLP on the pooled vector)."""
     records = _records(body, model.normalize(x))
     chosen = _last_map(records, n_features)
-    name = type(body).__name__
     size = f"{x.shape[1]}x{x.shape[2]} pixels"
     if chosen is None:
         raise ValueError(
-            f"Grad-CAM found no spatial feature map in the body ({name}): no "
+            f"Grad-CAM found no spatial feature map in the body of {name!r}: no "
             "layer gives a 4-D output with more than one position. Grad-CAM "
             "needs a convolutional backbone and an input large enough to keep "
             f"a spatial map (the input is {size})."
@@ -144,9 +144,9 @@ def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Sit
     later = records[i + 1 :]
     if any(len(shape) == 3 and _has_own_parameters(m) for m, _, shape in later):
         raise ValueError(
-            f"Grad-CAM needs a convolutional backbone; the last layers of this "
-            f"body ({name}) work on token sequences (a vision transformer), so "
-            "it has no feature map before its pooling."
+            f"Grad-CAM needs a convolutional backbone; the last layers of "
+            f"{name!r} work on token sequences (a vision transformer), so it "
+            "has no feature map before its pooling."
         )
     # At twice the size the same layer must give the last map: if a later
     # one takes over, this input shrinks the body's own last map to 1x1 and
@@ -160,7 +160,7 @@ def _find_site(body: nn.Module, x: torch.Tensor, model, n_features: int) -> _Sit
         collapsed = bool(later) and isinstance(later[0][0], nn.Conv2d)
     if collapsed:
         raise ValueError(
-            f"the last feature map of the body ({name}) is 1x1 at this input "
+            f"the last feature map of {name!r} is 1x1 at this input "
             f"size ({size}): its Grad-CAM would be uniform. Fit with a larger "
             "image_size (e.g. 64 or more for a ResNet)."
         )

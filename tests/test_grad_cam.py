@@ -165,7 +165,9 @@ def test_a_last_feature_map_of_one_position_is_refused(squares):
         **{**SMALL, "image_size": 32}, precompute_epochs=1, random_state=0
     ).fit(X, y)
 
-    with pytest.raises(ValueError, match="1x1 at this input size.*larger image_size"):
+    with pytest.raises(
+        ValueError, match="'resnet18' is 1x1 at this input size.*larger image_size"
+    ):
         grad_cam(clf, X[:2])
 
 
@@ -348,3 +350,18 @@ def test_plot_top_losses_can_overlay_heatmaps(classifier, squares):
     assert shown[0].images[0].get_array().shape == (64, 64, 3)
     plain = plot_top_losses(classifier, X, y_wrong, k=2, ncols=2)
     assert all(len(ax.images) == 1 for ax in plain.ravel() if ax.images)
+
+
+def test_a_vision_transformer_is_refused_with_a_clear_error(squares):
+    pytest.importorskip("timm")
+    X, y, _ = squares
+    clf = PretrainedImageClassifier(
+        "timm:vit_tiny_patch16_224",
+        weights=None,
+        cache=None,
+        precompute_epochs=1,
+        random_state=0,
+    ).fit(X[:6], y[:6])
+
+    with pytest.raises(ValueError, match="'timm:vit_tiny_patch16_224'.*token seq"):
+        grad_cam(clf, X[:1])

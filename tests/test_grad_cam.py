@@ -64,8 +64,9 @@ def _agg():
 
 def _reference_grad_cam(model, crops, column):
     """Grad-CAM written out for a ResNet graph of ``to_torch``: gradient of
-    the logit of ``column`` with respect to ``layer4``'s output."""
-    body, head = model.bodies[0], model.heads[0]
+    the logit of ``column`` (averaged over the heads of an ensemble) with
+    respect to ``layer4``'s output."""
+    (body,) = model.bodies
     saved = {}
 
     def keep(module, inputs, output):
@@ -77,7 +78,8 @@ def _reference_grad_cam(model, crops, column):
             x = model.normalize(torch.from_numpy(crops))
             for p in body.layer4.parameters():
                 p.requires_grad_(True)  # the copy's: a path to layer4's output
-            logits = head(body(x))
+            features = body(x)
+            logits = sum(head(features) for head in model.heads) / len(model.heads)
             fmap = saved["map"]
             (grad,) = torch.autograd.grad(logits[:, column].sum(), fmap)
     finally:
@@ -197,6 +199,8 @@ def test_the_model_is_left_as_it_was(squares):
 
     with torch.no_grad():  # and a caller's no_grad context does not matter
         heatmaps = grad_cam(clf, X[:4])
+    with torch.inference_mode():
+        np.testing.assert_array_equal(grad_cam(clf, X[:4]), heatmaps)
 
     assert heatmaps.shape == (4, 64, 64) and heatmaps.max() == 1.0
     for module, state in zip((body, head), before["state"]):
@@ -271,7 +275,7 @@ def test_a_timm_backbone_works_offline(squares):
     assert np.mean(np.ptp(heatmaps.reshape(6, -1), axis=1) > 0.5) >= 0.5
 
 
-def test_a_snapshot_ensemble_gives_one_heatmap_per_image(squares):
+def test_a_snapshot_ensemble_is_explained_by_its_mean_logit(squares):
     X, y, _ = squares
     clf = PretrainedImageClassifier(
         **SMALL,
@@ -281,10 +285,17 @@ def test_a_snapshot_ensemble_gives_one_heatmap_per_image(squares):
         random_state=0,
     ).fit(X, y)
 
-    heatmaps = grad_cam(clf, X[:3])
+    assert len(clf.ensemble_) > 1
 
-    assert heatmaps.shape == (3, 64, 64)
-    assert 0 <= heatmaps.min() <= heatmaps.max() <= 1
+    heatmaps = grad_cam(clf, X[:6], target="red")
+
+    column = list(clf.classes_).index("red")
+    expected = _reference_grad_cam(clf.to_torch(), clf.preprocess(X[:6]), column)
+    np.testing.assert_allclose(heatmaps, expected, atol=1e-5)
+    first_member = clf.to_torch()
+    del first_member.heads[1:]
+    alone = _reference_grad_cam(first_member, clf.preprocess(X[:6]), column)
+    assert not np.allclose(heatmaps, alone, atol=1e-3)
 
 
 # -- where it looks -------------------------------------------------------------

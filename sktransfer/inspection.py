@@ -5,6 +5,9 @@ confusion matrix; this module adds the two views the lesson reads next: the
 pairs of classes confused most often, and the images the model is most
 wrong about. They work with any fitted scikit-learn estimator whose input
 is images (paths, PIL images or uint8 arrays), not only with this package's.
+
+:func:`grad_cam` and :func:`plot_grad_cam` show where this package's
+fitted models look: a class-activation map (Grad-CAM) per image.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from collections import Counter
 
 import numpy as np
 
-__all__ = ["most_confused", "plot_top_losses", "top_losses"]
+__all__ = [
+    "grad_cam",
+    "most_confused",
+    "plot_grad_cam",
+    "plot_top_losses",
+    "top_losses",
+]
 
 
 def most_confused(y_true, y_pred, *, min_count=1):
@@ -110,7 +119,9 @@ def top_losses(estimator, X, y, k=None):
     return order, losses[order]
 
 
-def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
+def plot_top_losses(
+    estimator, X, y, k=9, *, ncols=3, image_size=160, heatmap=False, alpha=0.5
+):
     """The ``k`` images with the highest loss, with what the model said.
 
     Each title reads ``predicted / true / loss / probability`` (the model's
@@ -133,6 +144,14 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
         Columns of the grid.
     image_size : int, default=160
         Longest side, in pixels, of each thumbnail.
+    heatmap : bool, default=False
+        Overlay the Grad-CAM heatmap of the predicted class (see
+        :func:`grad_cam`): where the model looked for what it said. The
+        images are then shown as the model sees them (its input crop, at
+        its size, instead of ``image_size`` thumbnails). Needs a
+        PretrainedImageClassifier or PretrainedImageRegressor.
+    alpha : float, default=0.5
+        Opacity of the heatmap, with ``heatmap=True``.
 
     Returns
     -------
@@ -142,6 +161,7 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
     See Also
     --------
     top_losses : the indices and losses without a figure.
+    plot_grad_cam : Grad-CAM heatmaps of any images.
 
     Examples
     --------
@@ -168,6 +188,9 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int; got {k!r}.")
     order = np.argsort(-losses, kind="stable")[:k]
+    if heatmap:
+        worst = [_item(X, i) for i in order]
+        crops, cams = _grad_cam(estimator, worst, None, None)
     ncols = max(1, min(ncols, len(order)))
     nrows = int(np.ceil(len(order) / ncols))
     fig, axes = plt.subplots(
@@ -175,13 +198,276 @@ def plot_top_losses(estimator, X, y, k=9, *, ncols=3, image_size=160):
     )
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, i in zip(axes.ravel(), order):
-        image = load_image(_item(X, i), draft_size=image_size)
-        image.thumbnail((image_size, image_size))
-        ax.imshow(np.asarray(image))
+    for j, (ax, i) in enumerate(zip(axes.ravel(), order)):
+        if heatmap:
+            _overlay(ax, crops[j], cams.heatmaps[j], alpha, "jet")
+        else:
+            image = load_image(_item(X, i), draft_size=image_size)
+            image.thumbnail((image_size, image_size))
+            ax.imshow(np.asarray(image))
         ax.set_title(details(i), fontsize="small")
     fig.suptitle("predicted / true / loss / probability of the true class")
     return axes
+
+
+def grad_cam(estimator, X, *, target=None, batch_size=None):
+    """Grad-CAM heatmaps: where a fitted model looks for a class.
+
+    For each image, the gradient of the target's raw output (the logit,
+    before softmax or sigmoid; a regressor's standardised output) with
+    respect to the body's last feature map is averaged over positions to
+    weigh the map's channels; the weighted sum of the channels, through a
+    ReLU, is upsampled bilinearly to the network's input and divided by its
+    maximum (Selvaraju et al., 2017). 1 marks the place that raises the
+    target's score most, 0 places that do not raise it.
+
+    The heatmaps have the size of the network's input: the crop the model
+    sees (``estimator.preprocess(X)``, resized and centre-cropped to the
+    preprocessing's ``crop_size``), not the size of the original images.
+
+    Parameters
+    ----------
+    estimator : fitted PretrainedImageClassifier or PretrainedImageRegressor
+        Single-label or multi-label classifier, or regressor, with a
+        convolutional backbone (torchvision or ``"timm:NAME"``).
+    X : sequence of images
+        Paths, PIL images or uint8 arrays, as ``predict`` takes them.
+    target : label, array-like of labels, int or None, default=None
+        The class to explain: None explains the predicted class (the most
+        probable one; for a multi-label model, the label with the highest
+        probability); a label of ``classes_`` explains that class in every
+        image; an array gives one label per image. For a regressor, the
+        output index (None: output 0).
+    batch_size : int, default=None
+        Images per forward and backward pass; None uses the estimator's
+        ``extract_batch_size``.
+
+    Returns
+    -------
+    heatmaps : ndarray of shape (n_samples, crop_size, crop_size), float32
+        Values in [0, 1]; an image whose map is nowhere positive gets zeros.
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is not a PretrainedImageClassifier or
+        PretrainedImageRegressor.
+    sklearn.exceptions.NotFittedError
+        If it is not fitted.
+    ValueError
+        If ``target`` is not a class of the model (or an output index of a
+        regressor), or if the backbone has no spatial feature map (a vision
+        transformer, or an input so small that the last map is 1x1).
+
+    See Also
+    --------
+    plot_grad_cam : the heatmaps over the images.
+
+    Notes
+    -----
+    The feature map is the body's output before its global pooling, found
+    generically: the last 4-D output, in forward order, with more than one
+    spatial position (``layer4`` of a ResNet, ``features`` of a MobileNet,
+    EfficientNet or ConvNeXt; channels-last maps of Swin models are read
+    as such).
+
+    The model is the one ``predict_proba`` uses, in the form
+    :func:`~sktransfer.to_torch` gives it: the same preprocessing, the
+    fitted (possibly fine-tuned) body and the head, in eval mode, on the
+    estimator's device. It is a float32 copy, so the gradient pass runs in
+    float32 even for an estimator that extracts in bf16, and the
+    estimator's parameters, ``requires_grad`` flags and modes are left as
+    they were. Like that graph, it computes the plain view: ``tta`` views
+    are not part of the heatmaps, and the predicted class (``target=None``)
+    is that of the plain view.
+
+    For a regressor, the score is the standardised output (the prediction
+    up to a positive scale and a shift), and the map shows what raises it:
+    an image whose features all lower the prediction gets zeros.
+
+    A snapshot ensemble (``ensemble_`` with several members) is explained
+    as one model: the score is the mean of the members' logits for the
+    target, and each member body's feature map is weighted by the gradient
+    of that mean, so the heatmap is the sum of the members' Grad-CAM maps
+    before the ReLU.
+
+    References
+    ----------
+    .. [1] R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh and
+       D. Batra, "Grad-CAM: Visual Explanations from Deep Networks via
+       Gradient-based Localization", ICCV 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 80, 80, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=64, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> heatmaps = grad_cam(clf, X, target="dog")
+    >>> heatmaps.shape
+    (8, 64, 64)
+    >>> bool(heatmaps.min() >= 0 and heatmaps.max() <= 1)
+    True
+    """
+    crops, result = _grad_cam(estimator, X, target, batch_size)
+    return result.heatmaps
+
+
+def plot_grad_cam(
+    estimator,
+    X,
+    *,
+    target=None,
+    y=None,
+    ncols=4,
+    alpha=0.5,
+    cmap="jet",
+    batch_size=None,
+):
+    """The images as the model sees them, with their Grad-CAM heatmaps.
+
+    Each title reads ``target / predicted / probability`` (the class the
+    heatmap explains, the model's prediction and its probability of the
+    target), or ``target / predicted / true / probability`` when ``y`` is
+    given; for a regressor ``output / prediction`` (``/ true``).
+
+    Parameters
+    ----------
+    estimator : fitted PretrainedImageClassifier or PretrainedImageRegressor
+        See :func:`grad_cam`.
+    X : sequence of images
+        Paths, PIL images or uint8 arrays.
+    target : label, array-like of labels, int or None, default=None
+        The class to explain, as in :func:`grad_cam` (None: the predicted
+        class).
+    y : array-like of shape (n_samples,), default=None
+        True labels or targets to show in the titles; for a multi-label
+        model, an indicator matrix or one collection of labels per image.
+    ncols : int, default=4
+        Columns of the grid.
+    alpha : float, default=0.5
+        Opacity of the heatmap over the image.
+    cmap : str, default="jet"
+        Matplotlib colour map of the heatmap.
+    batch_size : int, default=None
+        See :func:`grad_cam`.
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes, shape (n_rows, ncols)
+        One Axes per image, in the order of ``X``; unused cells are empty.
+        ``axes[0, 0].figure`` is the figure.
+
+    See Also
+    --------
+    grad_cam : the heatmaps as an array.
+    plot_top_losses : with ``heatmap=True``, the heatmaps of the images the
+        model is most wrong about.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 80, 80, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=64, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> axes = plot_grad_cam(clf, X[:3], y=y[:3], ncols=2)
+    >>> axes.shape
+    (2, 2)
+    >>> axes[0, 0].get_title().count("/")
+    3
+    """
+    import matplotlib.pyplot as plt
+
+    crops, result = _grad_cam(estimator, X, target, batch_size)
+    n = len(crops)
+    if not isinstance(ncols, (int, np.integer)) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int; got {ncols!r}.")
+    titles = _cam_titles(estimator, result, y, n)
+    ncols = min(int(ncols), n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3 * ncols, 3.2 * nrows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, crop, heatmap, title in zip(axes.ravel(), crops, result.heatmaps, titles):
+        _overlay(ax, crop, heatmap, alpha, cmap)
+        ax.set_title(title, fontsize="small")
+    if hasattr(estimator, "classes_"):
+        parts = "target / predicted" + (" / true" if y is not None else "")
+        fig.suptitle(f"Grad-CAM: {parts} / probability of the target")
+    else:
+        parts = "output / prediction" + (" / true" if y is not None else "")
+        fig.suptitle(f"Grad-CAM: {parts}")
+    return axes
+
+
+def _grad_cam(estimator, X, target, batch_size):
+    """The crops of ``X`` and their Grad-CAM result (heatmaps, outputs and
+    target columns from one pass)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    from . import _gradcam
+    from ._base import RecipeEstimator
+
+    if not isinstance(estimator, RecipeEstimator):
+        raise TypeError(
+            "grad_cam needs a fitted PretrainedImageClassifier or "
+            f"PretrainedImageRegressor; got {type(estimator).__name__} (pass "
+            "the estimator itself, not a pipeline around it)."
+        )
+    check_is_fitted(estimator, "head_")
+    if batch_size is None:
+        batch_size = getattr(estimator, "extract_batch_size", 32)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    crops = estimator.preprocess(X)
+    return crops, _gradcam.compute(estimator, crops, target, int(batch_size))
+
+
+def _cam_titles(estimator, result, y, n) -> list:
+    outputs, columns = result.outputs, result.columns
+    if y is not None:
+        if getattr(estimator, "multilabel_", False) and not _is_matrix(y):
+            y = _indicator(y, estimator.classes_)
+        y = np.asarray(y)
+        if len(y) != n:
+            raise ValueError(f"X has {n} images but y has {len(y)} rows.")
+    titles = []
+    for i in range(n):
+        true = [] if y is None else [None]
+        if not hasattr(estimator, "classes_"):
+            column = columns[i]
+            if y is not None:
+                true = [_number(np.reshape(y[i], -1)[column])]
+            parts = [f"output {column}", _number(outputs[i, column]), *true]
+            titles.append(" / ".join(parts))
+            continue
+        classes = np.asarray(estimator.classes_)
+        if getattr(estimator, "multilabel_", False):
+            predicted = _labels(estimator, outputs[i] >= estimator.threshold)
+            if y is not None:
+                true = [_labels(estimator, y[i])]
+        else:
+            predicted = str(classes[np.argmax(outputs[i])])
+            if y is not None:
+                true = [str(_plain(y[i]))]
+        parts = [str(classes[columns[i]]), predicted, *true]
+        titles.append(" / ".join(parts + [f"{outputs[i, columns[i]]:.2f}"]))
+    return titles
+
+
+def _overlay(ax, crop, heatmap, alpha, cmap) -> None:
+    ax.imshow(crop)
+    ax.imshow(heatmap, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
 
 
 def _sample_losses(estimator, X, y):

@@ -42,6 +42,7 @@ RECIPE_CONSTRAINTS = {
     **_COMMON_CONSTRAINTS,
     "hidden_sizes": [tuple, list],
     "dropout": [Interval(Real, 0, 1, closed="left")],
+    "head_init": [StrOptions({"auto", "linear_probe", "random"})],
     "precompute_epochs": [Interval(Integral, 0, None, closed="left")],
     "augmented_cycles": [Interval(Integral, 0, None, closed="left")],
     "augmented_copies": [Interval(Integral, 0, None, closed="left")],
@@ -176,6 +177,13 @@ class RecipeEstimator(BaseEstimator):
                 f"The 'hidden_sizes' parameter of {name} must be a tuple of "
                 f"positive ints. Got {hidden!r} instead."
             )
+        if self.head_init == "linear_probe" and len(hidden):
+            raise ValueError(
+                f"head_init='linear_probe' fits a linear head, but hidden_sizes="
+                f"{tuple(hidden)!r} gives {name} hidden layers. Set "
+                "hidden_sizes=() for the probe, or head_init='random' (or "
+                "'auto') for a head with hidden layers."
+            )
         check_rates(self.unfrozen_lr, self.lr_mult, name)
         if isinstance(self.unfreeze_from, bool):
             raise ValueError(
@@ -198,6 +206,15 @@ class RecipeEstimator(BaseEstimator):
             problem = self._same_targets(info)
             if problem:
                 raise ValueError(f"warm_start=True {problem}")
+            # the fitted head goes on training; a probe would replace it
+            plan = [stage for stage in plan if stage.name != "probe"]
+            if not plan:
+                raise ValueError(
+                    "warm_start=True continues training the fitted model, but "
+                    "precompute_epochs, augmented_cycles and unfrozen_cycles are "
+                    "all 0 (the linear probe starts a new head, so it does not "
+                    "run on a warm start). Set one of them above 0."
+                )
         # what the weights alone decide is checked before any image is read
         weighted = np.flatnonzero(base_weights > 0)
         dropped = Dropped(n - len(weighted))

@@ -28,13 +28,30 @@ _RECIPE_DOC = """
     preprocessing : dict, default=None
         Overrides of the weights' preset (``resize_size``, ``crop_size``,
         ``mean``, ``std``, ``interpolation``, ``resize_mode``).
-    hidden_sizes : tuple of int, default=(512,)
-        Sizes of the head's hidden layers; ``()`` for a linear head.
+    hidden_sizes : tuple of int, default=()
+        Sizes of the head's hidden layers; ``()`` for a linear head (the
+        default: on the benchmarks' photo sets a linear head started by the
+        probe is as accurate as fastai's head with a hidden layer of 512,
+        and never collapses on a few images a class).
     dropout : float, default=0.5
         Dropout before the last Linear layer (half of it before the others).
-    precompute_epochs : int, default=8
+    head_init : {"auto", "linear_probe", "random"}, default="auto"
+        Where the head starts. ``"linear_probe"`` fits its output layer in
+        closed form before any other stage: an L2-penalised logistic
+        (softmax, or one sigmoid per label) or ridge regression on the
+        standardised cached features of the training images, the penalty
+        chosen by 3-fold cross-validation among 9 strengths. With a linear
+        head (``hidden_sizes=()``) that is the linear model itself, so the
+        stages after it fine-tune from where a linear model ends (linear
+        probing, then fine-tuning). ``"random"`` starts from a random head.
+        ``"auto"`` probes a linear head and starts a head with hidden layers
+        at random.
+    precompute_epochs : int, default=0
         Stage 1: epochs of the head on the frozen body's precomputed (cached)
-        features, one cosine cycle. 0 skips the stage.
+        features, one cosine cycle, after the linear probe (if any). 0 skips
+        the stage: the probe alone is the default (8 more epochs on top of
+        it moved held-out accuracy and log loss only within noise on the
+        benchmark sets; a random head needs them).
     augmented_cycles : int, default=0
         Stage 2: SGDR cycles of ``cycle_len`` epochs training the head on
         augmented photos through the frozen body. 0 skips the stage.
@@ -93,7 +110,8 @@ _RECIPE_DOC = """
         loss and keep its best weights. The validation set is
         ``validation_fraction`` of the training data (0.1 when that is None).
     warm_start : bool, default=False
-        A new ``fit`` continues from the current head and body weights.
+        A new ``fit`` continues from the current head and body weights (the
+        linear probe, which starts a new head, is skipped).
     on_error : {"raise", "skip"}, default="raise"
         What ``fit`` does with images that cannot be read or decoded:
         ``"raise"`` lists them all in one error before training; ``"skip"``
@@ -132,10 +150,13 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
 
     The frozen body's pooled features are computed once per image (and
     cached on disk, shared by clones, folds and grid candidates); a new head
-    of BatchNorm, Dropout and Linear layers is trained on them. Optional
-    further stages train the head on augmented photos, then fine-tune the
-    unfrozen network with SGDR and differential learning rates (the fast.ai
-    2018 recipe). :func:`sktransfer.make_plan` shows the stages a set of
+    (BatchNorm, Dropout, Linear) starts on them as a linear probe: a
+    penalised logistic regression on the standardised features, its penalty
+    chosen by cross-validation, so the default model is at least the linear
+    model on the same features. Optional further stages train the head on
+    augmented photos, then fine-tune the unfrozen network with SGDR and
+    differential learning rates (the fast.ai 2018 recipe), starting from
+    there. :func:`sktransfer.make_plan` shows the stages a set of
     parameters gives without training.
 
     Parameters
@@ -172,6 +193,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         One record per epoch: fit (1 for the first fit, then counting warm
         starts), stage, epoch, image_size, lrs (per layer group),
         train_loss, valid_loss, valid_acc (valid_f1 for multi-label), seconds.
+        The probe's record (stage ``"probe"``, one "epoch", no rates) adds
+        the chosen ``penalty``.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
     skipped_ : list
@@ -214,9 +237,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         weights="DEFAULT",
         image_size=None,
         preprocessing=None,
-        hidden_sizes=(512,),
+        hidden_sizes=(),
         dropout=0.5,
-        precompute_epochs=8,
+        head_init="auto",
+        precompute_epochs=0,
         augmented_cycles=0,
         augmented_copies=4,
         unfrozen_cycles=0,
@@ -251,6 +275,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.preprocessing = preprocessing
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
+        self.head_init = head_init
         self.precompute_epochs = precompute_epochs
         self.augmented_cycles = augmented_cycles
         self.augmented_copies = augmented_copies

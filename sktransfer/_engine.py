@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import math
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -34,8 +35,9 @@ from ._finetune import (
     adamw_options,
     group_parameters,
 )
-from ._head import Head
+from ._head import Head, InputNorm
 from ._plan import N_BODY_GROUPS, Stage
+from ._probe import floor_variance, linear_probe
 from ._threads import decode_plan, decoded_batches
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
@@ -142,8 +144,13 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     """
     model, groups = build_model(data.extractor, head)
     history, rates, snapshots = [], {}, []
+    probed = False
     try:
         for stage in plan:
+            if stage.name == "probe":
+                history.append(run_probe(stage, model.head, data, task, seed))
+                probed = True
+                continue
             lr = stage.lr
             if lr == "auto":
                 key = "unfrozen" if stage.trains_body else "head"
@@ -153,22 +160,73 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
                     )
                 lr = rates[key]
             rows, snapshots = run_stage(
-                stage, lr, model, groups, data, task, settings, seed
+                stage, lr, model, groups, data, task, settings, seed, probed
             )
             history.extend(rows)
     finally:
         set_trainable(groups, N_BODY_GROUPS)
         model.eval()
+    for module in model.head.modules():
+        if isinstance(module, InputNorm):
+            module.frozen = False
+        if isinstance(module, nn.BatchNorm1d):
+            floor_variance(module)
     tuned = any(stage.trains_body for stage in plan)
     return Result(model, groups, history, rates, snapshots, tuned)
 
 
-def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed):
+def run_probe(stage: Stage, head, data: TrainingSet, task, seed) -> dict:
+    """Fit the head as a linear probe on the cached plain features of the
+    training images (see :mod:`._probe`); returns its history row."""
+    start = time.perf_counter()
+    features = data.plain_features()
+    train = data.train
+    with small_work_threads(True):
+        info = linear_probe(
+            head,
+            features[train],
+            data.targets[train],
+            data.weights[train].numpy(),
+            task,
+            seed,
+        )
+        valid_loss = score = math.nan
+        if data.valid is not None:
+            valid_loss, score = _head_validation(head, features, data, task)
+    return {
+        "stage": stage.name,
+        "epoch": 1,
+        "image_size": data.extractor.preprocessing.crop_size,
+        "lrs": [],
+        "train_loss": info["train_loss"],
+        "valid_loss": valid_loss,
+        task.score_name: score,
+        "seconds": time.perf_counter() - start,
+        "penalty": info["penalty"],
+        "scaling": info["scaling"],
+    }
+
+
+def _head_validation(head, features, data, task) -> tuple[float, float]:
+    """Weighted validation loss and the task's score of ``head`` on the
+    validation rows' features."""
+    rows = data.valid
+    head.eval()
+    with torch.no_grad():
+        raw = head(torch.as_tensor(features[rows])).float()
+        target, weight = data.targets[rows], data.weights[rows]
+        losses = task.loss(raw, target)
+        loss = float((losses * weight).sum() / weight.sum().clamp_min(1e-12))
+    return loss, task.validation_score(raw.numpy(), target.numpy())
+
+
+def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probed):
     """Train one stage at top rate ``lr``; returns ``(history rows,
-    snapshots)``."""
+    snapshots)``. After a probe, the head's input statistics (the exact,
+    floored ones it set) are kept in the stages on features."""
     on_features = stage.on_features
     # augmented copies move the features from epoch to epoch like images do
-    _prepare_head_batchnorm(model.head, stage.input == "features")
+    _prepare_head_batchnorm(model.head, stage.input == "features", keep_input=probed)
     set_trainable(groups, stage.trainable_from)
     train_set = _dataset(stage, data, data.train, settings, seed, stage.augment)
     valid_set = None
@@ -558,19 +616,26 @@ def _diverged_message(stage, lr, exc) -> str:
     )
 
 
-def _prepare_head_batchnorm(head, on_features) -> None:
+def _prepare_head_batchnorm(head, on_features, keep_input=False) -> None:
     """On precomputed features the head's BatchNorm averages every batch of
     the stage (exact after one epoch on a fixed distribution) and forgets
     statistics of other features (another image size, a warm start). On
     images the features move with the augmentation and, unfrozen, with the
-    body: track recent batches."""
+    body: track recent batches. ``keep_input`` keeps the statistics of the
+    head's first BatchNorm (set by a probe from every training image) in
+    stages on features."""
     for module in head.modules():
-        if isinstance(module, nn.BatchNorm1d):
-            if on_features:
-                module.reset_running_stats()
-                module.momentum = None
-            else:
-                module.momentum = 0.1
+        if not isinstance(module, nn.BatchNorm1d):
+            continue
+        if isinstance(module, InputNorm):
+            module.frozen = keep_input and on_features
+            if module.frozen:
+                continue
+        if on_features:
+            module.reset_running_stats()
+            module.momentum = None
+        else:
+            module.momentum = 0.1
 
 
 def set_trainable(groups, first_trainable: int) -> None:

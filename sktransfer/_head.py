@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 from torch import nn
+from torch.nn import functional
+
+
+class InputNorm(nn.BatchNorm1d):
+    """The head's first BatchNorm. While ``frozen`` it normalises with its
+    running statistics in training mode too: after a linear probe has set
+    them from every training image (see :mod:`._probe`), stages on the same
+    cached features train the head on exactly the inputs it predicts on."""
+
+    frozen = False
+
+    def forward(self, x):
+        if not self.frozen:
+            return super().forward(x)
+        return functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            False, 0.0, self.eps,
+        )  # fmt: skip
 
 
 class Head(nn.Module):
@@ -17,15 +35,15 @@ class Head(nn.Module):
         super().__init__()
         layers = []
         sizes = [int(n_features), *(int(h) for h in hidden_sizes)]
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers += [
-                nn.BatchNorm1d(a),
+                InputNorm(a) if i == 0 else nn.BatchNorm1d(a),
                 nn.Dropout(dropout / 2),
                 nn.Linear(a, b),
                 nn.ReLU(),
             ]
         layers += [
-            nn.BatchNorm1d(sizes[-1]),
+            nn.BatchNorm1d(sizes[-1]) if len(sizes) > 1 else InputNorm(sizes[-1]),
             nn.Dropout(dropout),
             nn.Linear(sizes[-1], n_classes),
         ]

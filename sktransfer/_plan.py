@@ -18,7 +18,7 @@ from numbers import Real
 #: Body layer groups (early, middle, late); the head is group ``N_BODY_GROUPS``.
 N_BODY_GROUPS = 3
 
-STAGES = ("precomputed", "augmented", "unfrozen")
+STAGES = ("probe", "precomputed", "augmented", "unfrozen")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,10 @@ class Stage:
 
     Attributes
     ----------
-    name : {"precomputed", "augmented", "unfrozen"}
+    name : {"probe", "precomputed", "augmented", "unfrozen"}
+        ``"probe"`` fits the head's output layer in closed form (a
+        penalised linear model on the cached features, its penalty chosen
+        by cross-validation: see ``head_init``); it has no epochs.
     input : {"features", "copies", "images"}
         Cached features of the frozen body, cached features of fixed
         augmented copies of the photos, or decoded (augmented) photos.
@@ -124,6 +127,10 @@ def make_plan(params: dict) -> list[Stage]:
        each next one ``cycle_mult`` times longer) with layer groups
        ``unfreeze_from`` and later unfrozen, at differential rates.
 
+    With ``head_init="linear_probe"`` (the default) a ``"probe"`` stage comes
+    first: the head starts where a linear model on the frozen features
+    ends, and the stages after it fine-tune from there.
+
     A stage whose count is 0 is left out; a plan with no stage is an error.
 
     Examples
@@ -131,10 +138,12 @@ def make_plan(params: dict) -> list[Stage]:
     >>> from sktransfer import PretrainedImageClassifier, make_plan
     >>> clf = PretrainedImageClassifier(augmented_cycles=1, unfrozen_cycles=2)
     >>> [(stage.name, stage.epochs) for stage in make_plan(clf.get_params())]
-    [('precomputed', 8), ('augmented', 1), ('unfrozen', 2)]
+    [('probe', 0), ('precomputed', 8), ('augmented', 1), ('unfrozen', 2)]
     """
     head_only = N_BODY_GROUPS
+    probe = uses_probe(params)
     counts = {
+        "probe": int(probe),
         "precomputed": params["precompute_epochs"],
         "augmented": params["augmented_cycles"],
         "unfrozen": params["unfrozen_cycles"],
@@ -143,13 +152,20 @@ def make_plan(params: dict) -> list[Stage]:
     if not active:
         raise ValueError(
             "Nothing to train: precompute_epochs, augmented_cycles and "
-            "unfrozen_cycles are all 0. Set at least one of them above 0 "
-            "(the default trains the head for precompute_epochs=8 epochs)."
+            "unfrozen_cycles are all 0 and no linear probe runs (head_init="
+            f"{params.get('head_init', 'random')!r}, hidden_sizes="
+            f"{tuple(params.get('hidden_sizes', ()))!r}). Set at least one of "
+            "them above 0, or use a linear head (hidden_sizes=()) with "
+            "head_init='auto' or 'linear_probe'."
         )
     snapshot = bool(params.get("snapshot_ensemble", False))
     cycle_len, cycle_mult = params["cycle_len"], params["cycle_mult"]
     lr = params["lr"]
     stages = []
+    if probe:
+        stages.append(
+            Stage("probe", "features", head_only, 0, 0.0, (1.0,) * 4, 1, 1.0, 1)
+        )
     if counts["precomputed"]:
         epochs = counts["precomputed"]
         length, n_cycles = epochs, 1
@@ -185,6 +201,14 @@ def make_plan(params: dict) -> list[Stage]:
             )
         )  # fmt: skip
     return stages
+
+
+def uses_probe(params: dict) -> bool:
+    """Whether the plan starts with a linear probe: ``head_init`` is
+    ``"linear_probe"``, or ``"auto"`` with a linear head."""
+    init = params.get("head_init", "random")
+    linear = len(tuple(params.get("hidden_sizes", ()))) == 0
+    return init == "linear_probe" or (init == "auto" and linear)
 
 
 def _cycles_within(epochs: int, cycle_len: float, cycle_mult: float) -> int:

@@ -23,7 +23,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
     the original units in float64, so that targets far from 0 (``1e9 + k``)
     keep their units digit.
 
-    The recipe is the classifier's: the head on precomputed features,
+    The recipe is the classifier's: the head starts as a linear probe (a
+    ridge regression on the standardised cached features, its penalty
+    chosen by cross-validation, so the default model is the ridge model on
+    the same features), then optional epochs on precomputed features,
     augmented SGDR cycles, unfreezing with differential learning rates, TTA
     averaging, snapshot ensembles, learning-rate sweeps. Choose ``augment``
     (and so the TTA views) so that no transform changes the target: a
@@ -83,9 +86,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         weights="DEFAULT",
         image_size=None,
         preprocessing=None,
-        hidden_sizes=(512,),
+        hidden_sizes=(),
         dropout=0.5,
-        precompute_epochs=8,
+        head_init="auto",
+        precompute_epochs=0,
         augmented_cycles=0,
         augmented_copies=4,
         unfrozen_cycles=0,
@@ -118,6 +122,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.preprocessing = preprocessing
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
+        self.head_init = head_init
         self.precompute_epochs = precompute_epochs
         self.augmented_cycles = augmented_cycles
         self.augmented_copies = augmented_copies

@@ -1,0 +1,247 @@
+"""The estimators against a linear model on the same frozen features.
+
+    .venv/bin/python benchmarks/bench_vs_linear.py                 # every set
+    .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats tiny
+    .venv/bin/python benchmarks/bench_vs_linear.py --models default linear-head
+
+For every photo set the same folds (or train/test split) serve every row:
+
+- ``features + LogisticRegression``: ``PretrainedFeatures`` (the same
+  ``mobilenet_v2`` body and offline weights) and scikit-learn's
+  ``LogisticRegression()`` with its defaults (``max_iter`` raised so that it
+  converges); one-vs-rest for multi-label; ``StandardScaler`` + ``RidgeCV``
+  over 13 penalties for regression;
+- the estimator rows: ``PretrainedImageClassifier`` /
+  ``PretrainedImageRegressor`` with the parameters named in ``MODELS``.
+
+Sets: dogs vs cats and flowers (5-fold over 2,000 photos), ants vs bees
+(train -> val), tiny sets (4, 8 and 20 photos a class of dogs vs cats and
+flowers, 5 draws each, tested on 400 other photos), a zoom-fraction
+regression target (600 photos, 5-fold) and two-photo collages with both
+labels (600 pictures, 5-fold). Features are cached, so only the first run
+of a set computes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import accuracy_score, f1_score, log_loss, r2_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, WEIGHTS, machine, split  # noqa: E402
+from bench_family import derived, pairs  # noqa: E402
+
+from sktransfer import (  # noqa: E402
+    PretrainedFeatures,
+    PretrainedImageClassifier,
+    PretrainedImageRegressor,
+)
+from sktransfer.datasets import load_image_folder  # noqa: E402
+
+BASE = dict(backbone="mobilenet_v2", weights=str(WEIGHTS))
+
+#: The estimator rows: name -> parameters on top of BASE.
+MODELS = {
+    "default": {},
+    "probe + 8 head epochs": dict(precompute_epochs=8),
+    "before: MLP head, 8 epochs": dict(
+        hidden_sizes=(512,), head_init="random", precompute_epochs=8
+    ),
+}
+
+
+def photo_set(name):
+    data = SHARED / "data"
+    if name == "flowers":
+        X, y = load_image_folder(data / "flowers")
+        keep = np.random.default_rng(0).permutation(len(X))[:2000]
+        return X[keep], y[keep]
+    return load_image_folder(data / "dogscats" / "train")
+
+
+def splits(name):
+    """``(label, X, y, [(train, test), ...], task)`` for a set name."""
+    if name in ("dogscats", "flowers"):
+        X, y = photo_set(name)
+        folds = StratifiedKFold(5, shuffle=True, random_state=0).split(X, y)
+        yield name, X, y, list(folds), "single"
+    elif name == "hymenoptera":
+        data = SHARED / "data" / "hymenoptera_data"
+        X_tr, y_tr = load_image_folder(data / "train")
+        X_te, y_te = load_image_folder(data / "val")
+        ok = np.array(["imageNotFound" not in p for p in X_tr])
+        X = np.concatenate([X_tr[ok], X_te])
+        y = np.concatenate([y_tr[ok], y_te])
+        n = int(ok.sum())
+        yield name, X, y, [(np.arange(n), np.arange(n, len(X)))], "single"
+    elif name == "tiny":
+        for source in ("dogscats", "flowers"):
+            X, y = photo_set(source)
+            classes = np.unique(y)
+            for k in (4, 8, 20):
+                folds = []
+                for draw in range(5):
+                    rng = np.random.default_rng(draw)
+                    train = np.concatenate(
+                        [rng.choice(np.flatnonzero(y == c), k, replace=False)
+                         for c in classes]
+                    )  # fmt: skip
+                    rest = np.setdiff1d(np.arange(len(X)), train)
+                    folds.append((train, rng.choice(rest, 400, replace=False)))
+                yield f"{source} {k}/class", X, y, folds, "single"
+    elif name == "zoom":
+        X, y = derived("zoom", 600)
+        folds = KFold(5, shuffle=True, random_state=0).split(X)
+        yield "zoom fraction", X, y, list(folds), "regression"
+    elif name == "multilabel":
+        X, Y = pairs(600)
+        Y = np.array(Y, dtype=object)
+        folds = KFold(5, shuffle=True, random_state=0).split(X)
+        yield "collage pairs", X, Y, list(folds), "multi"
+
+
+def linear_row(F, y, folds, task):
+    """Scores of the linear model on the frozen features, per fold."""
+    scores = []
+    for train, test in folds:
+        if task == "regression":
+            model = make_pipeline(StandardScaler(), RidgeCV(np.logspace(-2, 4, 13)))
+            scores.append((r2_score(y[test], model.fit(F[train], y[train]).predict(F[test])),))
+            continue
+        if task == "multi":
+            mlb = MultiLabelBinarizer().fit(y)
+            model = OneVsRestClassifier(LogisticRegression(max_iter=5000))
+            model.fit(F[train], mlb.transform(y[train]))
+            truth = mlb.transform(y[test])
+            scores.append(
+                (f1_score(truth, model.predict(F[test]), average="samples"),)
+            )
+            continue
+        model = LogisticRegression(max_iter=5000).fit(F[train], y[train])
+        proba = model.predict_proba(F[test])
+        scores.append(_classification(y[test], proba, model.classes_))
+    return scores
+
+
+def estimator_row(params, X, y, folds, task):
+    scores = []
+    for train, test in folds:
+        if task == "regression":
+            est = PretrainedImageRegressor(**BASE, augment=None, **params)
+            est.fit(X[train], y[train])
+            scores.append((r2_score(y[test], est.predict(X[test])),))
+            continue
+        est = PretrainedImageClassifier(**BASE, **params)
+        est.fit(X[train], list(y[train]) if task == "multi" else y[train])
+        if task == "multi":
+            mlb = MultiLabelBinarizer(classes=list(est.classes_)).fit(y)
+            truth = mlb.transform(y[test])
+            scores.append(
+                (f1_score(truth, est.predict(X[test]), average="samples"),)
+            )
+            continue
+        proba = est.predict_proba(X[test])
+        scores.append(_classification(y[test], proba, est.classes_))
+    return scores
+
+
+def _classification(truth, proba, classes):
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+    return accuracy_score(truth, pred), log_loss(truth, proba, labels=classes)
+
+
+#: The accurate recipe, stage by stage: each row continues the model of the
+#: row before (``warm_start``), so its seconds are what the stage adds.
+RECIPE = [
+    ("linear probe (the default)", {}),
+    ("+ head on augmented copies, 2 cycles", dict(augmented_cycles=2)),
+    (
+        "+ unfrozen body, cycles of 1 + 2 epochs",
+        dict(augmented_cycles=0, unfrozen_cycles=2, cycle_mult=2),
+    ),
+    ("+ TTA (4 augmented views)", dict(tta=4)),
+]
+
+
+def recipe(name, random_state, **params):
+    """Each stage of the accurate recipe on a train/test split, what it adds
+    and what it costs, beside the linear model on the same features."""
+    X_tr, X_te, y_tr, y_te = split(name)
+    F = PretrainedFeatures(**BASE).fit().transform(np.concatenate([X_tr, X_te]))
+    start = time.perf_counter()
+    linear = linear_row(
+        F, np.concatenate([y_tr, y_te]),
+        [(np.arange(len(X_tr)), np.arange(len(X_tr), len(F)))], "single",
+    )  # fmt: skip
+    label = f"{name} {len(X_tr)}/{len(X_te)}"
+    _print(label, "features + linear model", linear, start)
+    est = PretrainedImageClassifier(**BASE, random_state=random_state, **params)
+    for stage, changes in RECIPE:
+        est.set_params(**changes)
+        start = time.perf_counter()
+        if "tta" not in changes:
+            est.fit(X_tr, y_tr)
+            est.set_params(warm_start=True)
+        proba = est.predict_proba(X_te)
+        _print(label, stage, [_classification(y_te, proba, est.classes_)], start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sets = ["dogscats", "flowers", "hymenoptera", "tiny", "zoom", "multilabel"]
+    parser.add_argument("--sets", nargs="+", default=sets, choices=sets)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--recipe", nargs="*", choices=["dogscats", "flowers", "hymenoptera"],
+        help="instead: the accurate recipe stage by stage on these sets",
+    )  # fmt: skip
+    parser.add_argument("--unfrozen-lr", type=float, default=1e-4)
+    parser.add_argument("--lr-mult", type=float, default=10)
+    parser.add_argument("--random-state", type=int, default=0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    print(f"machine: {machine()}")
+    if args.recipe is not None:
+        print("set | stage | accuracy | log loss | seconds of the stage")
+        for name in args.recipe or ["dogscats", "flowers", "hymenoptera"]:
+            recipe(
+                name, args.random_state,
+                unfrozen_lr=args.unfrozen_lr, lr_mult=args.lr_mult,
+            )  # fmt: skip
+        return
+    header = ("set", "model", "accuracy / R^2 / samples-F1", "log loss", "seconds")
+    print(" | ".join(header))
+    for name in args.sets:
+        for label, X, y, folds, task in splits(name):
+            F = PretrainedFeatures(**BASE).fit().transform(X)
+            start = time.perf_counter()
+            _print(label, "features + linear model", linear_row(F, y, folds, task), start)
+            for model in args.models:
+                params = dict(MODELS[model], random_state=args.random_state)
+                start = time.perf_counter()
+                scores = estimator_row(params, X, y, folds, task)
+                _print(label, model, scores, start)
+
+
+def _print(label, model, scores, start):
+    scores = np.asarray(scores)
+    mean = scores.mean(axis=0)
+    first = f"{mean[0]:.4f} +/- {scores[:, 0].std():.4f}"
+    second = f"{mean[1]:.4f}" if scores.shape[1] > 1 else ""
+    seconds = (time.perf_counter() - start) / len(scores)
+    print(f"{label} | {model} | {first} | {second} | {seconds:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The linear probe: the head starts where a linear model on the frozen
+features ends.
+
+Before any head stage trains by gradient steps, the head's BatchNorm
+statistics are set from the cached features of the training images and
+its output layer is fitted, by full-batch L-BFGS, to the task's loss plus
+an L2 penalty, whose strength is chosen by cross-validation on the same
+features. With a linear head this *is* a regularised logistic (softmax,
+sigmoid) or ridge regression on standardised features, so the stages after
+it start from the linear model and can only be judged against it, not
+against a random head (linear probing then fine-tuning, Kumar et al.,
+"Fine-Tuning can Distort Pretrained Features and Underperform
+Out-of-Distribution", ICLR 2022).
+
+The fits run in float32 on the caller's threads: the problem is small
+(images x features) and L-BFGS converges in a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+#: L2 strengths tried, on the mean (weighted) loss of standardised
+#: features: ``loss + penalty / 2 * ||W||^2``.
+PENALTIES = tuple(float(v) for v in np.logspace(-2.5, 1.5, 9))
+#: Used where cross-validation is impossible (a class with one image).
+DEFAULT_PENALTY = 0.1
+#: A small penalty on the biases keeps the bias of a label that no image
+#: has (multi-label) or of a class whose images all weigh 0 finite.
+BIAS_PENALTY = 1e-4
+#: Folds of the penalty's cross-validation.
+N_FOLDS = 3
+#: A feature's variance is floored at this fraction of the mean variance
+#: of all features, so that a feature that never fires on the training
+#: images cannot become thousands of standard deviations on a new image.
+VARIANCE_FLOOR = 1e-2
+
+
+def input_statistics(features: torch.Tensor, weights) -> tuple:
+    """Weighted mean and floored variance of each feature."""
+    w = weights / weights.sum()
+    mean = (w[:, None] * features).sum(0)
+    var = (w[:, None] * (features - mean) ** 2).sum(0)
+    var = var.clamp_min(VARIANCE_FLOOR * float(var.mean()) + 1e-12)
+    return mean, var
+
+
+def set_statistics(norm: nn.BatchNorm1d, mean, var) -> None:
+    """Set ``norm``'s running statistics, and its affine parameters to the
+    identity."""
+    with torch.no_grad():
+        norm.running_mean.copy_(mean.to(norm.running_mean))
+        norm.running_var.copy_(var.to(norm.running_var))
+        norm.num_batches_tracked.fill_(1)
+        if norm.affine:
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+
+
+def floor_variance(norm: nn.BatchNorm1d) -> None:
+    """Floor running variances as :func:`set_input_statistics` does (after
+    stages whose batch statistics may have brought some to zero)."""
+    with torch.no_grad():
+        var = norm.running_var
+        var.clamp_min_(VARIANCE_FLOOR * float(var.mean()) + 1e-12)
+
+
+def fit_linear(Z, target, weights, loss_fn, penalty, start=None, max_iter=200):
+    """``(W, b)`` minimising the weighted mean of ``loss_fn(Z @ W.T + b,
+    target)`` plus ``penalty / 2 * ||W||^2`` (the bias is not penalised)."""
+    n_out = start[0].shape[0] if start is not None else _n_outputs(loss_fn, target)
+    W = torch.zeros(n_out, Z.shape[1], dtype=Z.dtype)
+    b = torch.zeros(n_out, dtype=Z.dtype)
+    if start is not None:
+        W.copy_(start[0])
+        b.copy_(start[1])
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    w = weights / weights.sum()
+    optimizer = torch.optim.LBFGS(
+        [W, b],
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (loss_fn(Z @ W.T + b, target) * w).sum()
+        loss = loss + 0.5 * penalty * (W * W).sum() + BIAS_PENALTY * (b * b).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return W.detach(), b.detach()
+
+
+def _n_outputs(loss_fn, target):
+    return int(loss_fn.n_outputs)
+
+
+def choose_penalty(Z, target, weights, loss_fn, folds) -> tuple[float, float]:
+    """``(penalty, loss)``: the penalty of :data:`PENALTIES` with the lowest
+    mean held-out loss over ``folds`` (a list of ``(train, test)`` index
+    arrays), and that loss.
+
+    The path runs from the strongest penalty down, each fold's fit starting
+    from its last one, and stops once the held-out loss has risen twice in
+    a row past its best (it is U-shaped in the penalty; the weakest
+    penalties are the slowest to fit)."""
+    if not folds:
+        return DEFAULT_PENALTY, np.nan
+    path = sorted(PENALTIES, reverse=True)
+    starts = [None] * len(folds)
+    best, best_loss, rises = path[0], np.inf, 0
+    for penalty in path:
+        total = 0.0
+        for f, (train, test) in enumerate(folds):
+            starts[f] = fit_linear(
+                Z[train], target[train], weights[train], loss_fn, penalty, starts[f]
+            )
+            W, b = starts[f]
+            with torch.no_grad():
+                held_out = loss_fn(Z[test] @ W.T + b, target[test])
+                w = weights[test]
+                total += float((held_out * w).sum() / w.sum())
+        if total < best_loss:
+            best, best_loss, rises = penalty, total, 0
+        else:
+            rises += 1
+            if rises == 2:
+                break
+    return best, best_loss / len(folds)
+
+
+class TaskLoss:
+    """A task's per-sample loss on float64 tensors, with its output count."""
+
+    def __init__(self, task):
+        self.task = task
+        self.n_outputs = task.n_outputs
+
+    def __call__(self, raw, target):
+        return self.task.loss(raw, target)
+
+
+def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
+    """Cross-validation folds for the penalty: stratified for single-label
+    tasks; none where a class has fewer than two images."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(targets)
+    if task.stratify:
+        counts = np.bincount(targets.numpy(), minlength=task.n_outputs)
+        smallest = counts[counts > 0].min()
+        k = min(N_FOLDS, int(smallest))
+        if k < 2:
+            return []
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros(n), targets.numpy()))
+    k = min(N_FOLDS, n)
+    if k < 2:
+        return []
+    return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
+def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> dict:
+    """Start the linear ``head`` (a :class:`~sktransfer._head.Head` with no
+    hidden layer: BatchNorm, Dropout, Linear) where a linear model on
+    ``features`` ends.
+
+    Two scalings of the features are tried, each with every penalty:
+    each feature standardised (its own variance), or all features divided
+    by one common scale (their mean variance: the raw features' geometry,
+    which suits a few images a class, where per-feature variances are
+    noisy). The pair with the lowest cross-validated loss is set into the
+    head's BatchNorm and the output layer is fitted on all images.
+    Returns ``{"penalty", "scaling", "train_loss"}``."""
+    norm, output = head.layers[0], head.layers[-1]
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    target = targets.float() if targets.dtype.is_floating_point else targets
+    mean, var = input_statistics(x, w)
+    scalings = {"per_feature": var, "common": torch.full_like(var, float(var.mean()))}
+    loss_fn = TaskLoss(task)
+    folds = probe_folds(task, targets, seed)
+    best = None
+    for name, scale in scalings.items():
+        Z = (x - mean) / torch.sqrt(scale + norm.eps)
+        penalty, loss = choose_penalty(Z, target, w, loss_fn, folds)
+        if best is None or loss < best[2]:
+            best = (name, penalty, loss, Z)
+        if not folds:
+            break
+    name, penalty, _, Z = best
+    set_statistics(norm, mean, scalings[name])
+    W, b = fit_linear(Z, target, w, loss_fn, penalty)
+    with torch.no_grad():
+        output.weight.copy_(W.to(output.weight))
+        output.bias.copy_(b.to(output.bias))
+        loss = float((loss_fn(Z @ W.T + b, target) * w).sum() / w.sum())
+    return {"penalty": penalty, "scaling": name, "train_loss": loss}

@@ -1,0 +1,191 @@
+"""The linear probe: the default head starts (and, by default, ends) where a
+penalised linear model on the same frozen features ends.
+
+Observed through public results only: ``history_``, ``predict_proba`` /
+``predict`` against scikit-learn's own linear models fitted on
+``PretrainedFeatures`` of the same images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DATA, MOBILENET, TINY, make_images, requires_shared
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, log_loss
+
+from sktransfer import (
+    PretrainedFeatures,
+    PretrainedImageClassifier,
+    PretrainedImageRegressor,
+)
+
+#: The scales the probe chooses between, as its history row names them.
+SCALINGS = ("per_feature", "common")
+#: What the probe floors a variance at, as a fraction of the mean variance.
+FLOOR = 1e-2
+
+
+def scaled(F_train, F, scaling, eps=1e-5):
+    """Features as the probe's BatchNorm scales them."""
+    mean = F_train.mean(axis=0)
+    var = F_train.var(axis=0)
+    var = np.maximum(var, FLOOR * var.mean() + 1e-12)
+    if scaling == "common":
+        var = np.full_like(var, var.mean())
+    return (F - mean) / np.sqrt(var + eps)
+
+
+@pytest.fixture(scope="module")
+def three_classes(module_dir):
+    return make_images(module_dir / "three", n_per_class=8, classes=("a", "b", "c"))
+
+
+def probe_row(est):
+    rows = [row for row in est.history_ if row["stage"] == "probe"]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_the_default_is_the_penalised_logistic_regression_it_reports(
+    three_classes, cache_dir
+):
+    X, y = three_classes
+    clf = PretrainedImageClassifier(**TINY, cache=cache_dir, random_state=0).fit(X, y)
+    assert [row["stage"] for row in clf.history_] == ["probe"]
+    row = probe_row(clf)
+    assert row["lrs"] == [] and row["scaling"] in SCALINGS
+    F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
+    Z = scaled(F, F, row["scaling"])
+    # sklearn: C * sum(loss) + ||W||^2 / 2; the probe: mean(loss) + penalty / 2
+    # * ||W||^2 (multinomial over 3 classes penalises every row of W alike)
+    lr = LogisticRegression(C=1 / (row["penalty"] * len(X)), tol=1e-8, max_iter=10_000)
+    expected = lr.fit(Z, y).predict_proba(Z)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=2e-3)
+
+
+def test_the_regressor_default_is_the_ridge_regression_it_reports(images, cache_dir):
+    X, _ = images
+    y = np.linspace(-3.0, 5.0, len(X)) ** 2
+    reg = PretrainedImageRegressor(**TINY, cache=cache_dir, random_state=0).fit(X, y)
+    row = probe_row(reg)
+    F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
+    Z = scaled(F, F, row["scaling"])
+    z = (y - y.mean()) / y.std()
+    # mean squared error + penalty / 2 * ||w||^2 is Ridge with alpha = penalty * n / 2
+    ridge = Ridge(alpha=row["penalty"] * len(X) / 2, tol=1e-10).fit(Z, z)
+    expected = ridge.predict(Z) * y.std() + y.mean()
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=0, atol=1e-3 * y.std())
+
+
+def test_the_penalty_is_chosen_by_held_out_loss(image_set, tiny_params):
+    """Labels that the features cannot explain get the strongest penalty
+    (the prior); labels they explain get a weaker one."""
+    X, y = image_set
+    params = dict(tiny_params, precompute_epochs=0)
+    learnable = PretrainedImageClassifier(**params).fit(X, y)
+    shuffled = np.array(["a", "b"] * (len(y) // 2))
+    noise = PretrainedImageClassifier(**params).fit(X, shuffled)
+    assert probe_row(noise)["penalty"] > probe_row(learnable)["penalty"]
+    proba = noise.predict_proba(X)
+    assert np.all(np.abs(proba - 0.5) < 0.2)  # close to the prior
+
+
+def test_head_epochs_after_the_probe_train_on_its_exact_statistics(
+    image_set, tiny_params
+):
+    """Epochs on features after the probe normalise with the statistics the
+    probe set (not batch statistics): at a negligible rate they leave its
+    predictions as they were."""
+    X, y = image_set
+    params = dict(tiny_params, precompute_epochs=0, batch_size=4, dropout=0.0)
+    probe = PretrainedImageClassifier(**params).fit(X, y)
+    more = PretrainedImageClassifier(**{**params, "precompute_epochs": 3, "lr": 1e-9})
+    more.fit(X, y)
+    assert [row["stage"] for row in more.history_] == ["probe"] + ["precomputed"] * 3
+    np.testing.assert_allclose(more.predict_proba(X), probe.predict_proba(X), atol=1e-5)
+
+
+def test_a_warm_start_continues_the_head_without_a_new_probe(image_set, tiny_params):
+    X, y = image_set
+    clf = PretrainedImageClassifier(**{**tiny_params, "precompute_epochs": 0})
+    clf.fit(X, y)
+    before = clf.predict_proba(X)
+    clf.set_params(warm_start=True, precompute_epochs=2, lr=1e-9)
+    clf.fit(X, y)
+    stages = [(row["fit"], row["stage"]) for row in clf.history_]
+    assert stages == [(1, "probe"), (2, "precomputed"), (2, "precomputed")]
+    np.testing.assert_allclose(clf.predict_proba(X), before, atol=1e-4)
+    clf.set_params(precompute_epochs=0)
+    with pytest.raises(ValueError, match="warm_start=True.*all 0"):
+        clf.fit(X, y)
+
+
+def test_head_init_choices_and_hidden_layers(image_set, tiny_params):
+    X, y = image_set
+    with pytest.raises(ValueError, match="head_init='linear_probe'.*hidden_sizes"):
+        PretrainedImageClassifier(
+            **tiny_params, head_init="linear_probe", hidden_sizes=(16,)
+        ).fit(X, y)
+    auto = PretrainedImageClassifier(**tiny_params, hidden_sizes=(16,)).fit(X, y)
+    assert "probe" not in {row["stage"] for row in auto.history_}
+    random = PretrainedImageClassifier(**tiny_params, head_init="random").fit(X, y)
+    assert [row["stage"] for row in random.history_] == ["precomputed"] * 3
+    with pytest.raises(ValueError, match="Nothing to train.*no linear probe"):
+        PretrainedImageClassifier(
+            **{**tiny_params, "precompute_epochs": 0}, head_init="random"
+        ).fit(X, y)
+    with pytest.raises(ValueError, match="head_init"):
+        PretrainedImageClassifier(**tiny_params, head_init="zeros").fit(X, y)
+
+
+def test_the_probe_records_its_validation_loss(image_set, tiny_params):
+    X, y = image_set
+    params = dict(tiny_params, precompute_epochs=0, validation_fraction=0.25)
+    clf = PretrainedImageClassifier(**params).fit(X, y)
+    row = probe_row(clf)
+    assert np.isfinite(row["valid_loss"]) and 0 <= row["valid_acc"] <= 1
+
+
+def test_a_label_no_training_image_has_is_never_predicted(tmp_path, tiny_params):
+    """Multi-label: a column that is 0 on every training image stays far
+    from 1 on new images (it used to reach 1.0 through exploding features)."""
+    X, y = make_images(tmp_path / "imgs", n_per_class=6)
+    Y = np.zeros((len(X), 3), dtype=int)
+    Y[:, 0] = y == "a"
+    Y[:, 1] = y == "b"  # column 2: never present
+    clf = PretrainedImageClassifier(**tiny_params).fit(X, Y)
+    X_new, _ = make_images(tmp_path / "new", n_per_class=4, seed=5)
+    assert clf.predict_proba(X_new)[:, 2].max() < 0.05
+
+
+@requires_shared
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_four_photos_a_class_at_64_px_do_not_collapse(tmp_path):
+    """The hostile case: 4 + 4 photos at 64 px. The default (probe) is at
+    least the linear model; a random head with a hidden layer degrades
+    gracefully too (features that never fire in training are floored)."""
+    from sktransfer.datasets import load_image_folder
+
+    X, y = load_image_folder(DATA / "dogscats" / "train")
+    rng = np.random.default_rng(0)
+    train = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), 4, replace=False) for c in np.unique(y)]
+    )
+    test = rng.choice(np.setdiff1d(np.arange(len(X)), train), 60, replace=False)
+    base = dict(
+        backbone="mobilenet_v2", weights=str(MOBILENET), image_size=64, random_state=0
+    )
+    F = PretrainedFeatures(**{k: v for k, v in base.items() if k != "random_state"})
+    F = F.fit().transform(X[np.concatenate([train, test])])
+    lr = LogisticRegression(max_iter=5000).fit(F[:8], y[train])
+    lr_acc = accuracy_score(y[test], lr.predict(F[8:]))
+    default = PretrainedImageClassifier(**base).fit(X[train], y[train])
+    proba = default.predict_proba(X[test])
+    assert accuracy_score(y[test], default.classes_[proba.argmax(1)]) >= lr_acc - 0.05
+    assert log_loss(y[test], proba, labels=default.classes_) < 0.7
+    mlp = PretrainedImageClassifier(
+        **base, head_init="random", hidden_sizes=(512,), precompute_epochs=8
+    ).fit(X[train], y[train])
+    assert log_loss(y[test], mlp.predict_proba(X[test]), labels=mlp.classes_) < 2.0

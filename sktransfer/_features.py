@@ -274,11 +274,8 @@ class FeatureExtractor:
         with ``raise_errors=False`` they are only recorded in ``bad`` (index
         -> message) and their rows are left undefined.
         """
-        if (
-            not isinstance(batch_size, Integral)
-            or isinstance(batch_size, bool)
-            or batch_size < 1
-        ):
+        if not isinstance(batch_size, Integral) or batch_size < 1:
+            # never an empty list of batches, hence rows never computed
             raise ValueError(
                 f"extract_batch_size must be a whole number >= 1; got {batch_size!r}."
             )

@@ -31,6 +31,7 @@ from ._features import (
     _check_not_empty,
     build_extractor,
     check_decodable,
+    check_parameters_in_use,
     image_fingerprints,
     raise_bad_images,
 )
@@ -440,6 +441,7 @@ class RecipeEstimator(BaseEstimator):
     def _outputs(self, X):
         """Task outputs averaged over TTA views and ensemble members."""
         check_is_fitted(self, "head_")
+        check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
         return engine.predict_outputs(

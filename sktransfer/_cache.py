@@ -12,6 +12,10 @@ readers never block writers. A row is keyed by
 
 so a feature is reused only when everything that made it is the same: a
 changed file gets a new fingerprint and is recomputed, never served stale.
+Each row also holds a CRC-32 of its keys and vector bytes, checked on every
+read: a vector whose bytes changed on disk (a failing disk, a program
+writing into the file), which SQLite's own checks cannot see, is deleted
+with a :class:`CacheWarning` and computed again, never served.
 
 While one process computes the missing features of a model, it holds an
 advisory lock for that model; a second process asking for the same images
@@ -50,6 +54,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from itertools import islice
 from pathlib import Path
 
@@ -57,7 +62,10 @@ import numpy as np
 
 #: Version 2: rowid table (insertion order = eviction order), 64 KiB pages,
 #: incremental auto-vacuum (evicted space is given back to the file system).
-FORMAT_VERSION = 2
+#: Version 3: a checksum per row. Each version has a file of its own, so an
+#: older sktransfer sharing the folder keeps its file and never fights over
+#: one with a newer one.
+FORMAT_VERSION = 3
 _DB_NAME = f"features-v{FORMAT_VERSION}.sqlite"
 _CHUNK = 500
 _BUSY_TIMEOUT = 120.0  # seconds a writer waits for another one
@@ -70,7 +78,7 @@ _WAL_AUTOCHECKPOINT = 256  # pages (16 MiB of write-ahead log)
 _EVICT_TO = 0.9
 
 _TABLES = frozenset({"meta", "features", "counters"})
-_COLUMNS = ("id", "model", "image", "dim", "data", "created")
+_COLUMNS = ("id", "model", "image", "dim", "data", "checksum", "created")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # ``id`` grows with every insert (SQLite hands out max(id) + 1 under the
@@ -82,6 +90,7 @@ _SCHEMA = (
         image TEXT NOT NULL,
         dim INTEGER NOT NULL,
         data BLOB NOT NULL,
+        checksum INTEGER NOT NULL,
         created REAL NOT NULL,
         UNIQUE (model, image)
     )""",
@@ -129,6 +138,12 @@ def default_cache_dir() -> Path:
     ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
     ``~/.cache/sktransfer``; without a usable home directory, a private
     folder in the temporary directory (``sktransfer-cache-<uid>``).
+    ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded), like
+    ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of the
+    file system is ignored, with a :class:`CacheWarning` when the cache is
+    used. ``"auto"`` is resolved where the cache is used: a model fitted in
+    one environment and used (or unpickled) in another uses the folder of
+    the other.
 
     Returns
     -------
@@ -151,11 +166,19 @@ def _default_location() -> tuple[Path, bool, str | None]:
     folder (not the user), ``why`` the reason a fallback was taken."""
     env = os.environ.get("SKTRANSFER_CACHE")
     reasons = []
-    if env:
+    if env:  # set and empty means unset, as for the XDG variables
         folder, problem = _expand_user(env)
         if problem is None:
+            problem = _folder_problem(env)
+        if problem is None and not folder.is_absolute():
+            # as for $XDG_CACHE_HOME: never a folder of the working directory
+            problem = "is not an absolute path"
+        if problem is None:
             return folder, False, None
-        reasons.append(f"$SKTRANSFER_CACHE={env!r}: {problem}")
+        reasons.append(
+            f"$SKTRANSFER_CACHE={env!r} {problem} (ignored: set it to an "
+            "absolute folder path, or unset it)"
+        )
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "sktransfer", True, _joined(reasons)
@@ -178,6 +201,20 @@ def _default_location() -> tuple[Path, bool, str | None]:
     return _private_temp_dir(), True, _joined(reasons)
 
 
+def _folder_problem(text: str) -> str | None:
+    """What makes ``text`` unusable as a cache folder (the ``cache``
+    parameter and ``$SKTRANSFER_CACHE`` alike), or None."""
+    if not text.strip():
+        return "is an empty path"
+    full = os.path.abspath(os.path.expanduser(text))
+    if os.path.dirname(full) == full:
+        return (
+            "is the root of the file system, where the cache would mix its "
+            "files with the system's"
+        )
+    return None
+
+
 def _joined(reasons: list) -> str | None:
     return "; ".join(reasons) or None
 
@@ -190,9 +227,11 @@ def _private_temp_dir() -> Path:
 def resolve_cache(cache) -> FeatureCache | None:
     """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None).
 
-    ``"auto"`` warns (:class:`CacheWarning`) when it has to fall back from
-    the usual folder. An empty path is refused with a ``ValueError``: it
-    would mean the working folder, which is never what was meant.
+    ``"auto"`` gives a cache that follows :func:`default_cache_dir` where it
+    is used (also after pickling), and warns (:class:`CacheWarning`) when
+    it has to fall back from the usual folder. An empty path is refused with
+    a ``ValueError``: it would mean the working folder, which is never what
+    was meant; so is the root of the file system.
     """
     if cache is None or cache is False:
         return None
@@ -206,14 +245,17 @@ def resolve_cache(cache) -> FeatureCache | None:
                 CacheWarning,
                 stacklevel=3,
             )
-        return FeatureCache(folder, private=private)
+        cache = FeatureCache(folder, private=private)
+        cache._auto, cache._reason = True, why
+        return cache
     if isinstance(cache, (str, os.PathLike)):
         text = os.fspath(cache)
         text = os.fsdecode(text) if isinstance(text, bytes) else text
-        if not text.strip():
+        problem = _folder_problem(text)
+        if problem is not None:
             raise ValueError(
-                f"cache={text!r} is an empty path; pass a folder, 'auto' (the "
-                "per-user cache folder) or None to compute without caching."
+                f"cache={text!r} {problem}; pass a folder, 'auto' (the per-user "
+                "cache folder) or None to compute without caching."
             )
         return FeatureCache(text)
     raise ValueError(
@@ -322,6 +364,11 @@ class FeatureCache:
         self._inode = None
         self._disabled = False  # no reads, no writes
         self._writable = True
+        # True for the cache of cache="auto": its folder is looked up again
+        # (default_cache_dir) each time it is opened, so a model used in
+        # another environment, or unpickled there, uses that one's folder.
+        self._auto = False
+        self._reason = None  # why "auto" fell back (warned once)
         # One connection per process, used by any thread: the lock keeps a
         # transaction of one thread from swallowing another thread's work.
         self._mutex = threading.RLock()
@@ -332,6 +379,10 @@ class FeatureCache:
         return f"FeatureCache({str(self.directory)!r}{limit}{private})"
 
     def __getstate__(self):
+        if self._auto:
+            # where it was fitted means nothing where it is unpickled: the
+            # folder and the size limit come from the environment there
+            return {"auto": True}
         return {
             "directory": self.directory,
             "max_bytes": self.max_bytes,
@@ -339,6 +390,11 @@ class FeatureCache:
         }
 
     def __setstate__(self, state):
+        if state.get("auto"):
+            folder, private, _ = _default_location()
+            self.__init__(folder, private=private)
+            self._auto = True  # a fallback warns when the cache is opened
+            return
         self.__init__(
             state["directory"], state.get("max_bytes"), private=state.get("private")
         )
@@ -354,7 +410,27 @@ class FeatureCache:
     def path(self) -> Path:
         return self.directory / _DB_NAME
 
+    def _follow_default(self) -> None:
+        """For ``cache="auto"``: move to the folder the environment names
+        now, if it is not this one (a model used in another environment)."""
+        folder, private, why = _default_location()
+        if folder == self.directory and private == self.private:
+            if why is not None and why != self._reason:
+                self._reason = why
+                self._warn(f"{why}; the feature cache is in {str(folder)!r}.")
+            return
+        with self._mutex:
+            self.close()
+            self.directory, self._problem = folder, None
+            self.private = private
+            self._disabled, self._writable, self._inode = False, True, None
+            self._reason = why
+            if why is not None:
+                self._warn(f"{why}; the feature cache is in {str(folder)!r}.")
+
     def _connect(self):
+        if self._auto:
+            self._follow_default()
         if self._disabled:
             return None
         if self._conn is not None and self._pid == os.getpid():
@@ -553,8 +629,12 @@ class FeatureCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            # closing releases the lock even when an interrupt stops LOCK_UN;
+            # a descriptor left open holding it would block this process
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
     # -- reads and writes ---------------------------------------------------
 
@@ -563,7 +643,9 @@ class FeatureCache:
         ``model``, 500 at a time; at most 500 vectors are held at once.
 
         The vectors are read-only float32 arrays over the database's bytes
-        (no copy). An image given twice may be yielded twice.
+        (no copy). An image given twice may be yielded twice. An entry whose
+        checksum does not match its bytes is never yielded: it is deleted
+        with a :class:`CacheWarning`, so that it is computed again.
         """
         keys = iter(images)
         while True:
@@ -577,20 +659,49 @@ class FeatureCache:
                 marks = ",".join("?" * len(chunk))
                 try:
                     rows = conn.execute(
-                        f"SELECT image, dim, data FROM features WHERE model = ? "
-                        f"AND image IN ({marks})",
+                        f"SELECT id, image, dim, data, checksum FROM features "
+                        f"WHERE model = ? AND image IN ({marks})",
                         [model, *chunk],
                     ).fetchall()
                 except sqlite3.Error as exc:
                     self._failed(exc, writing=False)
                     return
-            for image, dim, data in rows:
-                if len(data) != 4 * dim:  # a complete entry, never a torn one
-                    continue
+                good, damaged = [], []
+                for row_id, image, dim, data, checksum in rows:
+                    if (
+                        isinstance(data, bytes)
+                        and len(data) == 4 * dim
+                        and checksum == _checksum(model, image, data)
+                    ):
+                        good.append((image, data))
+                    else:
+                        damaged.append((row_id, checksum))
+                if damaged:
+                    self._drop_damaged(damaged)
+            for image, data in good:
                 vec = np.frombuffer(data, dtype=np.float32)
-                # NaN written by an older version is recomputed, never served
-                if np.isfinite(vec).all():
+                if np.isfinite(vec).all():  # never stored, so never served
                     yield image, vec
+
+    def _drop_damaged(self, damaged: list) -> None:
+        """Delete entries whose bytes no longer match their checksum (unless
+        another process has replaced them meanwhile)."""
+        self._warn(
+            f"{len(damaged)} cached feature vector(s) in {str(self.path)!r} "
+            "failed their checksum: their bytes changed on disk since they "
+            "were written (a failing disk, or another program writing into "
+            "the file). They are not used, and are computed again."
+        )
+        conn = self._conn
+        if conn is None or not self._writable:
+            return
+        try:
+            with _transaction(conn):
+                conn.executemany(
+                    "DELETE FROM features WHERE id = ? AND checksum IS ?", damaged
+                )
+        except sqlite3.Error as exc:
+            self._failed(exc, writing=True)
 
     def get_many(self, model: str, images) -> dict[str, np.ndarray]:
         """Cached vectors for ``images`` under ``model`` (missing ones absent).
@@ -612,7 +723,9 @@ class FeatureCache:
         for image, vec in items:
             vec = np.ascontiguousarray(vec, dtype=np.float32).ravel()
             if np.isfinite(vec).all():  # NaN or inf is never a feature
-                rows.append((model, image, int(vec.shape[0]), vec, now))
+                data = vec.tobytes()
+                checksum = _checksum(model, image, data)
+                rows.append((model, image, len(vec), data, checksum, now))
         if not rows:
             return
         with self._mutex:
@@ -622,8 +735,8 @@ class FeatureCache:
             try:
                 with _transaction(conn):
                     conn.executemany(
-                        "INSERT OR REPLACE INTO features "
-                        "(model, image, dim, data, created) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO features (model, image, dim, data, "
+                        "checksum, created) VALUES (?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     _count(conn, "computed", len(rows))
@@ -798,6 +911,13 @@ def _is_corrupt(exc: BaseException) -> bool:
     return "not a database" in text or "malformed" in text
 
 
+def _checksum(model: str, image: str, data: bytes) -> int:
+    """CRC-32 of an entry's keys and vector bytes: a vector changed on disk,
+    or moved to another key, no longer matches."""
+    key = f"{model}\0{image}".encode("utf-8", "surrogatepass")
+    return zlib.crc32(data, zlib.crc32(key))
+
+
 def _count(conn, name: str, n: int) -> None:
     conn.execute(
         "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
@@ -846,8 +966,8 @@ def _reclaim(conn) -> None:
     truncated by a later one."""
     # executescript steps the pragma to the end; execute() frees one page.
     conn.executescript("PRAGMA incremental_vacuum;")
-    conn.execute("PRAGMA busy_timeout = 0")
     try:
+        conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
@@ -855,8 +975,10 @@ def _reclaim(conn) -> None:
 
 @contextlib.contextmanager
 def _transaction(conn):
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        # inside the try: an interrupt (Ctrl-C) just after BEGIN must not
+        # leave the write lock held, blocking every other writer
+        conn.execute("BEGIN IMMEDIATE")
         yield
         conn.execute("COMMIT")
     except BaseException:

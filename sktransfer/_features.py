@@ -12,7 +12,11 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import load_backbone
@@ -58,23 +62,11 @@ def resolve_device(device) -> torch.device:
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    choices = ", ".join(repr(d) for d in available_devices())
-    shown = repr(str(device)) if isinstance(device, str) else repr(device)
-    if isinstance(device, str):
-        device = device.strip().lower()  # "CPU", "Cuda:0"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
-            f"device={shown} is not a device name; available here: {choices}."
-        ) from None
+    dev = check_device_name(device)
     if dev.type == "cpu":
         return dev
-    if dev.type == "meta":
-        raise ValueError(
-            f"device={shown} holds no data and cannot compute features; "
-            f"available here: {choices}."
-        )
+    choices = ", ".join(repr(d) for d in available_devices())
+    shown = repr(str(device)) if isinstance(device, str) else repr(device)
     module = getattr(torch, dev.type, None)
     if dev.type == "mps":
         module = getattr(torch.backends, "mps", None)
@@ -91,6 +83,64 @@ def resolve_device(device) -> torch.device:
             f"device(s); available here: {choices}."
         )
     return dev
+
+
+def check_device_name(device) -> torch.device:
+    """``device`` as a torch device, without asking whether this machine has
+    it: a ``ValueError`` for a name torch does not know or a device that
+    holds no data (``"meta"``)."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cpu")
+    shown = repr(str(device)) if isinstance(device, str) else repr(device)
+    if isinstance(device, str):
+        device = device.strip().lower()  # "CPU", "Cuda:0"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        choices = ", ".join(repr(d) for d in available_devices())
+        raise ValueError(
+            f"device={shown} is not a device name; available here: {choices}."
+        ) from None
+    if dev.type == "meta":
+        choices = ", ".join(repr(d) for d in available_devices())
+        raise ValueError(
+            f"device={shown} holds no data and cannot compute features; "
+            f"available here: {choices}."
+        )
+    return dev
+
+
+#: The parameters that ``transform``, ``predict`` and ``predict_proba`` read
+#: (beyond what ``fit`` built): checked there too, with ``fit``'s messages.
+USED_AFTER_FIT = (
+    "extract_batch_size",
+    "tta",
+    "augment",
+    "threshold",
+    "verbose",
+    "device",
+)
+
+
+def check_parameters_in_use(estimator) -> None:
+    """Check the parameters a fitted estimator reads when it predicts.
+
+    ``set_params`` after ``fit`` is allowed, so a value set then is checked
+    where it is used, with the same scikit-learn validation and message as
+    in ``fit`` (never a raw error, or worse, features never computed). The
+    device name is checked as ``fit`` checks it; whether this machine has
+    that device is not (the fitted body stays where it was loaded).
+    """
+    constraints = estimator._parameter_constraints
+    params = estimator.get_params(deep=False)
+    names = [name for name in USED_AFTER_FIT if name in constraints]
+    validate_parameter_constraints(
+        {name: constraints[name] for name in names},
+        {name: params[name] for name in names},
+        caller_name=type(estimator).__name__,
+    )
+    if "device" in names:
+        check_device_name(params["device"])
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -224,6 +274,11 @@ class FeatureExtractor:
         with ``raise_errors=False`` they are only recorded in ``bad`` (index
         -> message) and their rows are left undefined.
         """
+        if not isinstance(batch_size, Integral) or batch_size < 1:
+            # never an empty list of batches, hence rows never computed
+            raise ValueError(
+                f"extract_batch_size must be a whole number >= 1; got {batch_size!r}."
+            )
         sources = as_image_list(X) if fingerprints is None else X
         bad = {} if bad is None else bad
         if fingerprints is None:
@@ -627,6 +682,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Return the ``(n_samples, n_features_out_)`` float32 features."""
         check_is_fitted(self, "extractor_")
+        check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta) if self.tta else [PLAIN]
         feats = self.extractor_.transform(

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
+
+WORKERS_ENV = "SKTRANSFER_DECODE_WORKERS"
+#: More decoding threads than this is never what was meant (a typo).
+MAX_WORKERS = 1024
 
 
 class DecodePlan(NamedTuple):
@@ -49,7 +54,9 @@ def decode_plan(device: torch.device | str = "cpu") -> DecodePlan:
     network; on a CPU, as many threads as the network's passes use (torch's
     intra-op threads: all cores, or the limit a parent process such as a
     joblib worker set) decode each batch between those passes.
-    ``SKTRANSFER_DECODE_WORKERS=n`` sets the number of threads.
+    ``SKTRANSFER_DECODE_WORKERS=n`` sets the number of threads (a whole
+    number from 1 to 1024; any other value is refused with a ``ValueError``
+    naming the variable, so that a typo never goes unnoticed).
     """
     overlap = torch.device(device).type != "cpu"
     cpus = available_cpus()
@@ -57,10 +64,28 @@ def decode_plan(device: torch.device | str = "cpu") -> DecodePlan:
         workers = max(1, min(8, cpus - 1))
     else:
         workers = max(1, min(cpus, torch.get_num_threads()))
-    chosen = os.environ.get("SKTRANSFER_DECODE_WORKERS", "").strip()
-    if chosen.isdigit() and int(chosen) > 0:
-        workers = int(chosen)
+    chosen = workers_from_environment()
+    if chosen is not None:
+        workers = chosen
     return DecodePlan(workers, overlap)
+
+
+def workers_from_environment() -> int | None:
+    """``$SKTRANSFER_DECODE_WORKERS`` as a number of threads; None when it is
+    unset or empty. Any other value that is not a whole number from 1 to
+    :data:`MAX_WORKERS` raises a ``ValueError`` naming the variable."""
+    value = os.environ.get(WORKERS_ENV, "")
+    if value == "":
+        return None
+    # ASCII digits only: str.isdigit() accepts "²", which int() refuses
+    text = value.strip()
+    if re.fullmatch(r"[0-9]{1,6}", text) and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise ValueError(
+        f"${WORKERS_ENV}={value!r} is not a number of image decoding threads: "
+        f"set it to a whole number from 1 to {MAX_WORKERS} (such as 4), or "
+        "unset it to let sktransfer choose."
+    )
 
 
 def _one_intra_op_thread():

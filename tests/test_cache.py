@@ -484,11 +484,13 @@ def test_non_finite_vectors_are_never_stored_nor_served(tmp_path):
     cache.put_many("m", [("good", good), ("nan", np.full(4, np.nan, np.float32))])
     assert sorted(cache.get_many("m", ["good", "nan"])) == ["good"]
 
-    # an entry written by an older version, which stored NaN
+    # an entry written by an older version, which stored NaN (with a
+    # checksum that matches: only the check for finite values refuses it)
+    data = np.array([1, np.inf, 0, 0], np.float32).tobytes()
     with sqlite3.connect(cache.path) as conn:
         conn.execute(
-            "INSERT INTO features (model, image, dim, data, created) "
-            "VALUES ('m', 'old', 4, ?, 0)",
-            (np.array([1, np.inf, 0, 0], np.float32).tobytes(),),
+            "INSERT INTO features (model, image, dim, data, checksum, created) "
+            "VALUES ('m', 'old', 4, ?, ?, 0)",
+            (data, sktransfer._cache._checksum("m", "old", data)),
         )
     assert sorted(cache.get_many("m", ["good", "old"])) == ["good"]

@@ -334,10 +334,13 @@ def open_image_file(path: str):
             )
         if info.st_size > MAX_FILE_BYTES:
             raise ImageLoadError(_too_big(path, info.st_size))
-        return open(fd, "rb", closefd=True)
     except BaseException:
         os.close(fd)
         raise
+    # outside the try: once the file object owns the descriptor, only it
+    # closes it (closing it here too, after a KeyboardInterrupt, could
+    # close a descriptor another thread has opened since)
+    return open(fd, "rb", closefd=True)
 
 
 def read_bytes(path: str) -> bytes:

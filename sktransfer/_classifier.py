@@ -121,11 +121,13 @@ _RECIPE_DOC = """
         extraction and in every training stage (bf16 autocast; weights,
         optimizer state and losses stay fp32). ``"auto"`` uses bf16 where
         the hardware runs it natively (AVX-512 BF16/AMX CPUs, GPUs with
-        bf16 support), fp32 elsewhere.
+        bf16 tensor cores: Ampere and later), fp32 elsewhere (also on T4 or
+        V100 GPUs, where torch only emulates bf16).
     extract_batch_size : int, default=32
         Images per forward pass of the body when computing features.
     device : str, default="auto"
-        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``...
+        ``"auto"`` (CUDA if available, then Apple's MPS, else the CPU),
+        ``"cpu"``, ``"cuda"``, ``"mps"``...
     cache : "auto", path or None, default="auto"
         Feature cache directory. ``"auto"`` is ``$SKTRANSFER_CACHE`` or the
         per-user cache folder; None disables it.

@@ -61,7 +61,12 @@ def resolve_device(device) -> torch.device:
     holds no data (``"meta"``).
     """
     if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")  # Apple silicon
+        return torch.device("cpu")
     dev = check_device_name(device)
     if dev.type == "cpu":
         return dev
@@ -148,7 +153,14 @@ def bf16_is_fast(device: torch.device) -> bool:
     with bf16 tensor cores); elsewhere autocast to bf16 is several times
     slower than fp32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # not emulated bf16: on GPUs without bf16 tensor cores (T4, V100)
+        # torch reports bf16 as supported by emulation, several times
+        # slower than fp32
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch before 2.3 has no including_emulation
+            major, _ = torch.cuda.get_device_capability(device)
+            return major >= 8
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -594,7 +606,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     extract_batch_size : int, default=32
         Images per forward pass of the body.
     device : str, default="auto"
-        ``"auto"`` picks CUDA when available, else the CPU; else a torch
+        ``"auto"`` picks CUDA when available, then Apple's MPS, else the
+        CPU; else a torch
         device name that exists here (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
         ``"mps"``).
     cache : "auto", path, FeatureCache or None, default="auto"

@@ -117,16 +117,16 @@ def linear_row(F, y, folds, task):
     for train, test in folds:
         if task == "regression":
             model = make_pipeline(StandardScaler(), RidgeCV(np.logspace(-2, 4, 13)))
-            scores.append((r2_score(y[test], model.fit(F[train], y[train]).predict(F[test])),))
+            scores.append(
+                (r2_score(y[test], model.fit(F[train], y[train]).predict(F[test])),)
+            )
             continue
         if task == "multi":
             mlb = MultiLabelBinarizer().fit(y)
             model = OneVsRestClassifier(LogisticRegression(max_iter=5000))
             model.fit(F[train], mlb.transform(y[train]))
             truth = mlb.transform(y[test])
-            scores.append(
-                (f1_score(truth, model.predict(F[test]), average="samples"),)
-            )
+            scores.append((f1_score(truth, model.predict(F[test]), average="samples"),))
             continue
         model = LogisticRegression(max_iter=5000).fit(F[train], y[train])
         proba = model.predict_proba(F[test])
@@ -147,9 +147,7 @@ def estimator_row(params, X, y, folds, task):
         if task == "multi":
             mlb = MultiLabelBinarizer(classes=list(est.classes_)).fit(y)
             truth = mlb.transform(y[test])
-            scores.append(
-                (f1_score(truth, est.predict(X[test]), average="samples"),)
-            )
+            scores.append((f1_score(truth, est.predict(X[test]), average="samples"),))
             continue
         proba = est.predict_proba(X[test])
         scores.append(_classification(y[test], proba, est.classes_))
@@ -226,7 +224,9 @@ def main():
         for label, X, y, folds, task in splits(name):
             F = PretrainedFeatures(**BASE).fit().transform(X)
             start = time.perf_counter()
-            _print(label, "features + linear model", linear_row(F, y, folds, task), start)
+            _print(
+                label, "features + linear model", linear_row(F, y, folds, task), start
+            )
             for model in args.models:
                 params = dict(MODELS[model], random_state=args.random_state)
                 start = time.perf_counter()

@@ -37,7 +37,7 @@ from ._finetune import (
 )
 from ._head import Head, InputNorm
 from ._plan import N_BODY_GROUPS, Stage
-from ._probe import floor_variance, linear_probe
+from ._probe import floor_variance, input_statistics, linear_probe, set_statistics
 from ._threads import decode_plan, decoded_batches
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
@@ -151,6 +151,11 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
                 history.append(run_probe(stage, model.head, data, task, seed))
                 probed = True
                 continue
+            if not probed and stage.input == "features":
+                # a warm start from a probed head: its input statistics
+                # again from the features it now trains on (the same ones
+                # unless the image size changed), with the probe's scaling
+                probed = refresh_probe_statistics(model.head, data)
             lr = stage.lr
             if lr == "auto":
                 key = "unfrozen" if stage.trains_body else "head"
@@ -205,6 +210,23 @@ def run_probe(stage: Stage, head, data: TrainingSet, task, seed) -> dict:
         "penalty": info["penalty"],
         "scaling": info["scaling"],
     }
+
+
+def refresh_probe_statistics(head, data: TrainingSet) -> bool:
+    """For a head a probe started: set its input statistics from the plain
+    features of the training images, scaled as the probe chose. False (and
+    nothing done) for any other head."""
+    norm = next((m for m in head.modules() if isinstance(m, InputNorm)), None)
+    scaling = getattr(norm, "scaling", None)
+    if scaling is None:
+        return False
+    train = data.train
+    features = torch.as_tensor(data.plain_features()[train], dtype=torch.float32)
+    mean, var = input_statistics(features, data.weights[train])
+    if scaling == "common":
+        var = torch.full_like(var, float(var.mean()))
+    set_statistics(norm, mean, var, identity=False)
+    return True
 
 
 def _head_validation(head, features, data, task) -> tuple[float, float]:

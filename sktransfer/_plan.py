@@ -138,7 +138,7 @@ def make_plan(params: dict) -> list[Stage]:
     >>> from sktransfer import PretrainedImageClassifier, make_plan
     >>> clf = PretrainedImageClassifier(augmented_cycles=1, unfrozen_cycles=2)
     >>> [(stage.name, stage.epochs) for stage in make_plan(clf.get_params())]
-    [('probe', 0), ('precomputed', 8), ('augmented', 1), ('unfrozen', 2)]
+    [('probe', 0), ('augmented', 1), ('unfrozen', 2)]
     """
     head_only = N_BODY_GROUPS
     probe = uses_probe(params)

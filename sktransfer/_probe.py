@@ -47,14 +47,14 @@ def input_statistics(features: torch.Tensor, weights) -> tuple:
     return mean, var
 
 
-def set_statistics(norm: nn.BatchNorm1d, mean, var) -> None:
-    """Set ``norm``'s running statistics, and its affine parameters to the
-    identity."""
+def set_statistics(norm: nn.BatchNorm1d, mean, var, identity=True) -> None:
+    """Set ``norm``'s running statistics, and (``identity``) its affine
+    parameters to the identity."""
     with torch.no_grad():
         norm.running_mean.copy_(mean.to(norm.running_mean))
         norm.running_var.copy_(var.to(norm.running_var))
         norm.num_batches_tracked.fill_(1)
-        if norm.affine:
+        if identity and norm.affine:
             norm.weight.fill_(1.0)
             norm.bias.zero_()
 
@@ -199,6 +199,7 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
             break
     name, penalty, _, Z = best
     set_statistics(norm, mean, scalings[name])
+    norm.scaling = name  # kept with the head: a warm start scales alike
     W, b = fit_linear(Z, target, w, loss_fn, penalty)
     with torch.no_grad():
         output.weight.copy_(W.to(output.weight))

@@ -17,11 +17,12 @@ __all__ = ["plot_augmentations", "plot_history", "plot_image_sizes"]
 
 #: Colours of the recipe's stages in :func:`plot_history`, in recipe order.
 STAGE_COLORS = {
+    "probe": "tab:purple",
     "precomputed": "tab:blue",
     "augmented": "tab:orange",
     "unfrozen": "tab:green",
 }
-_OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_OTHER_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
 def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
@@ -224,8 +225,9 @@ def plot_augmentations(
 def plot_history(estimator_or_history, axes=None):
     """Loss and validation score of every epoch, coloured by stage.
 
-    The recipe trains in stages (``"precomputed"``: the head on cached
-    features; ``"augmented"``: the head on augmented photos;
+    The recipe trains in stages (``"probe"``: the head fitted in closed
+    form on cached features, one point; ``"precomputed"``: the head's
+    epochs on cached features; ``"augmented"``: the head on augmented photos;
     ``"unfrozen"``: the whole network). Epochs are numbered one after the
     other across stages and fits, so the plot reads as one training run; a
     dotted vertical line marks each change of stage, and a label the start

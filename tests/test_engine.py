@@ -23,9 +23,13 @@ from sktransfer import (
     make_plan,
 )
 
+#: The fastai plan: a random head trained by gradient steps from the first
+#: stage on (the default starts with a linear probe: see test_probe.py).
+FASTAI = dict(head_init="random", precompute_epochs=8)
+
 
 def plan_of(**params):
-    return make_plan(PretrainedImageClassifier(**params).get_params())
+    return make_plan(PretrainedImageClassifier(**{**FASTAI, **params}).get_params())
 
 
 def rows_of(est, stage):
@@ -34,14 +38,21 @@ def rows_of(est, stage):
 
 @pytest.fixture
 def base(cache_dir):
-    """TINY with batches of 6: two steps per epoch on 12 images."""
-    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0)
+    """TINY with batches of 6: two steps per epoch on 12 images; a random
+    head trained by gradient steps (the fastai plan)."""
+    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0, head_init="random")
 
 
 # --- the plan: which stages, on what, for how long --------------------------------
 
 
-def test_default_plan_is_eight_head_epochs_on_cached_features():
+def test_default_plan_is_the_linear_probe_alone():
+    (stage,) = make_plan(PretrainedImageClassifier().get_params())
+    assert stage.name == "probe" and stage.input == "features"
+    assert stage.epochs == 0 and not stage.trains_body
+
+
+def test_fastai_plan_is_eight_head_epochs_on_cached_features():
     (stage,) = plan_of()
     assert isinstance(stage, Stage)
     assert stage.name == "precomputed"
@@ -169,7 +180,7 @@ def test_fit_with_nothing_to_train_raises_before_reading_an_image(
     X, y = images
     X = [*X, str(tmp_path / "missing.jpg")]  # would be reported if read
     y = [*y, "a"] if cls is PretrainedImageClassifier else np.arange(13.0)
-    est = cls(**TINY, cache=None, precompute_epochs=0)
+    est = cls(**TINY, cache=None, head_init="random")
     with pytest.raises(ValueError, match="Nothing to train"):
         est.fit(X, y)
     assert forward_count["n"] == 0
@@ -217,7 +228,7 @@ def test_snapshots_of_a_precomputed_last_stage_split_its_epochs_into_cycles(
 
 def test_make_plan_is_pure():
     params = PretrainedImageClassifier(
-        augmented_cycles=2, unfrozen_cycles=1, unfrozen_lr=(1e-6, 1e-5, 1e-4)
+        **FASTAI, augmented_cycles=2, unfrozen_cycles=1, unfrozen_lr=(1e-6, 1e-5, 1e-4)
     ).get_params()
     copy = dict(params)
     first, second = make_plan(params), make_plan(params)
@@ -229,7 +240,7 @@ def test_make_plan_is_pure():
 
 def test_regressor_and_classifier_share_the_plan():
     params = dict(precompute_epochs=2, augmented_cycles=1, unfrozen_cycles=2)
-    reg = make_plan(PretrainedImageRegressor(**params).get_params())
+    reg = make_plan(PretrainedImageRegressor(**{**FASTAI, **params}).get_params())
     assert reg == plan_of(**params)
 
 
@@ -273,7 +284,7 @@ def test_image_stages_alone_compute_and_cache_no_features(
         cache=str(cache),
         batch_size=6,
         random_state=0,
-        precompute_epochs=0,
+        head_init="random",
         augmented_cycles=1,
         augmented_copies=0,
     ).fit(X, y)
@@ -288,7 +299,7 @@ def test_lr_auto_without_a_precomputed_stage_computes_features_once(
     X, y = images
     with pytest.warns(UserWarning, match="sweep"):
         clf = PretrainedImageClassifier(
-            **TINY, cache=None, random_state=0, lr="auto", precompute_epochs=0,
+            **TINY, cache=None, random_state=0, lr="auto", head_init="random",
             augmented_cycles=1, augmented_copies=0,
         ).fit(X, y)  # fmt: skip
     assert forward_count["n"] == len(X)

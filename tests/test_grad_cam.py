@@ -221,7 +221,9 @@ def test_a_regressor_explains_the_output_it_is_asked_for(squares):
     X, _, masks = squares
     column = np.argmax(masks.any(axis=1), axis=1)  # where the square starts
     y = np.column_stack([column, X.mean(axis=(1, 2, 3))])
-    reg = PretrainedImageRegressor(**SMALL, precompute_epochs=2, random_state=0)
+    reg = PretrainedImageRegressor(
+        **SMALL, head_init="random", precompute_epochs=2, random_state=0
+    )
     reg.fit(X, y)
 
     first = grad_cam(reg, X)
@@ -279,6 +281,7 @@ def test_a_snapshot_ensemble_is_explained_by_its_mean_logit(squares):
     X, y, _ = squares
     clf = PretrainedImageClassifier(
         **SMALL,
+        head_init="random",
         precompute_epochs=2,
         snapshot_ensemble=True,
         cycle_len=1,

@@ -70,8 +70,10 @@ def steps(monkeypatch):
 
 @pytest.fixture
 def base(cache_dir):
-    """12 images in batches of 4: three steps per epoch."""
-    return dict(TINY, cache=cache_dir, batch_size=4, random_state=0)
+    """12 images in batches of 4: three steps per epoch; a random head
+    trained by gradient steps (no linear probe), so that every stage has
+    steps to interrupt."""
+    return dict(TINY, cache=cache_dir, batch_size=4, random_state=0, head_init="random")
 
 
 def snapshot(est, X):
@@ -300,7 +302,7 @@ def test_an_error_inside_a_warm_fit_leaves_the_fitted_model_as_it_was(
 @pytest.mark.parametrize(
     "params, name, value, stage",
     [
-        (dict(lr=1e30), "lr", "1e+30", "precomputed"),
+        (dict(lr=1e30, precompute_epochs=8), "lr", "1e+30", "precomputed"),
         (
             dict(lr=1e30, precompute_epochs=0, augmented_cycles=1),
             "lr",
@@ -341,7 +343,7 @@ def test_a_diverging_fit_names_the_rate_and_keeps_the_previous_model(
 def test_a_diverging_regressor_fit_names_the_rate(images, base):
     X, _ = images
     y = np.linspace(0.0, 1.0, len(X))
-    reg = PretrainedImageRegressor(**base, lr=1e30)
+    reg = PretrainedImageRegressor(**base, lr=1e30, precompute_epochs=8)
     with pytest.raises(ValueError, match=r"lower lr.*") as err:
         reg.fit(X, y)
     assert "1e+30" in str(err.value)

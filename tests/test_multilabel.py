@@ -95,7 +95,7 @@ def test_indicator_y_gives_label_columns_and_indicator_predictions(tagged, base)
     np.testing.assert_array_equal(pred, (proba >= 0.5).astype(int))
     np.testing.assert_array_equal(pred, Y)
     assert clf.score(X, Y) == 1.0
-    assert {r["stage"] for r in clf.history_} == {"precomputed"}
+    assert {r["stage"] for r in clf.history_} == {"probe", "precomputed"}
 
 
 def test_label_lists_name_the_columns_in_sorted_order(learned, tagged):
@@ -153,7 +153,8 @@ def test_lists_from_load_image_csv_with_label_sep_are_multilabel(tmp_path, base)
 
 def test_threshold_decides_which_labels_are_predicted(tagged, base):
     X, labels = tagged
-    # one epoch: probabilities spread between 0 and 1
+    # a random head and one epoch: probabilities spread between 0 and 1
+    base = dict(base, head_init="random")
     clf = PretrainedImageClassifier(**base, precompute_epochs=1).fit(X, labels)
     proba = clf.predict_proba(X)
     for threshold in (0.2, 0.5, 0.8):
@@ -218,6 +219,7 @@ def test_the_whole_recipe_with_tta_and_lr_auto(tagged, base):
     with pytest.warns(UserWarning, match="lr='auto'"):  # 9 images: fallback
         clf.fit(X, labels)
     assert [r["stage"] for r in clf.history_] == [
+        "probe",
         "precomputed",
         "precomputed",
         "augmented",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import DATA, MOBILENET, make_images, requires_shared
+from sklearn.metrics import mean_absolute_error, r2_score
 
 from sktransfer.cli import parse_value
 from sktransfer.inspection import top_k
@@ -83,7 +84,7 @@ def model(tree, module_dir):
     return out
 
 
-def test_fit_writes_a_model_folder_and_says_so_in_plain_lines(model):
+def test_fit_writes_a_model_folder_recording_the_options(model):
     document = json.loads((model / "model.json").read_text())
 
     assert document["estimator"] == "PretrainedImageClassifier"
@@ -202,12 +203,16 @@ def test_fit_from_a_labels_csv_and_predict_in_kaggle_format(tmp_path):
     np.testing.assert_allclose(sums, 1, atol=1e-5)
 
 
-def test_regression_from_a_csv_of_numbers_reports_r2(tmp_path):
+def test_regression_from_a_csv_of_numbers_reports_r2_and_predicts_numbers(
+    tmp_path,
+):
+    """evaluate's R² and MAE are those of predict's numbers."""
     paths, _ = make_images(tmp_path / "faces", n_per_class=5, classes=("x", "y"))
+    ages = [20 + 3 * i for i in range(len(paths))]
     with open(tmp_path / "ages.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "age"])
-        writer.writerows([Path(p).name, 20 + 3 * i] for i, p in enumerate(paths))
+        writer.writerows([Path(p).name, age] for p, age in zip(paths, ages))
 
     fit = sktransfer(
         "fit", tmp_path / "ages.csv", "--folder", tmp_path / "faces",
@@ -217,14 +222,24 @@ def test_regression_from_a_csv_of_numbers_reports_r2(tmp_path):
         "evaluate", tmp_path / "model", tmp_path / "ages.csv",
         "--folder", tmp_path / "faces",
     )  # fmt: skip
+    predict = sktransfer("predict", tmp_path / "model", tmp_path / "faces", "-q")
 
     assert fit.returncode == 0, fit.stderr
-    assert "numeric targets" in fit.stderr
+    assert "10 images with numeric targets" in fit.stderr
     assert evaluate.returncode == 0, evaluate.stderr
     report = dict(line.split(None, 1) for line in evaluate.stdout.splitlines())
     assert report["images"] == "10"
-    assert float(report["R²"]) <= 1
-    assert float(report["MAE"]) >= 0 and float(report["RMSE"]) >= 0
+    assert 0 < float(report["MAE"]) <= float(report["RMSE"])
+    assert predict.returncode == 0, predict.stderr
+    header, rows = read_csv(predict.stdout)
+    assert header == ["path", "prediction"]
+    predicted = {Path(path).name: float(value) for path, value in rows}
+    truth = dict(zip((Path(p).name for p in paths), ages))
+    y_true = list(truth.values())
+    y_pred = [predicted[name] for name in truth]
+    assert r2_score(y_true, y_pred) == pytest.approx(float(report["R²"]), abs=1e-4)
+    mae = mean_absolute_error(y_true, y_pred)
+    assert mae == pytest.approx(float(report["MAE"]), rel=1e-4)
 
 
 def test_backbones_prints_the_table_of_available_backbones():

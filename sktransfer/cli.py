@@ -196,9 +196,12 @@ def _estimator_options() -> argparse.ArgumentParser:
         )
     for name, text in FLAG_OPTIONS:
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=name, action="store_const", const=True
+            "--" + name.replace("_", "-"),
+            dest=name,
+            action="store_const",
+            const=True,
+            help=text,
         )
-        group._group_actions[-1].help = text
     group.add_argument(
         "--param",
         dest="param_items",

@@ -2,7 +2,8 @@
 
 Each run imports torch (seconds), so a test combines the steps that belong
 together: one fit is shared by the tests of the module, and one call checks
-several output columns at once.
+several output columns at once. The error cases call ``main`` in this
+interpreter; the traceback and Ctrl-C tests run the command as a process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from conftest import DATA, MOBILENET, make_images, requires_shared
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from sktransfer.cli import parse_value
+from sktransfer.cli import main, parse_value
 from sktransfer.inspection import top_k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,14 @@ def sktransfer(*args, cwd=None, cache=None, timeout=300):
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
+
+
+def in_process(*args, capsys):
+    """``sktransfer.cli.main(ARGS)`` in this interpreter (no torch import to
+    wait for), as a CompletedProcess."""
+    status = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, out, err)
 
 
 def read_csv(text: str) -> tuple[list, list]:
@@ -282,7 +291,7 @@ def test_lr_find_prints_the_suggestions_valley_first_and_plots(tree, tmp_path):
     ],
 )
 def test_expected_errors_print_one_line_and_exit_non_zero(
-    case, status, words, model, tree, tmp_path
+    case, status, words, model, tree, tmp_path, monkeypatch, capsys
 ):
     (tmp_path / "broken.jpg").write_bytes(b"this is not a JPEG")
     args = {
@@ -295,7 +304,9 @@ def test_expected_errors_print_one_line_and_exit_non_zero(
         "regression from a folder": ["fit", tree, "--out", "m", "--regression"],
     }[case]
 
-    done = sktransfer(*args, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    done = in_process(*args, capsys=capsys)
 
     assert done.returncode == status
     assert re.search(words, error_line(done))

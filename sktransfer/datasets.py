@@ -20,6 +20,7 @@ __all__ = [
     "image_size_summary",
     "load_image_csv",
     "load_image_folder",
+    "load_image_paths",
 ]
 
 #: File name endings treated as images (case-insensitive).
@@ -135,6 +136,92 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     return np.asarray(paths), np.asarray(labels)
 
 
+def load_image_paths(root, *, recursive=True, extensions=IMAGE_EXTENSIONS):
+    """Paths of the photos in a folder, without labels: what to predict.
+
+    OS and archiver debris is skipped as by :func:`load_image_folder`
+    (names starting with ``.``, ``__MACOSX``, ``Thumbs.db``, ...); files
+    with other endings are left out. Symbolic links to folders are not
+    followed.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The folder.
+    recursive : bool, default=True
+        Also list the photos in sub-folders (at any depth).
+    extensions : str or tuple of str
+        File name endings that count as images (case-insensitive; the dot
+        may be left out).
+
+    Returns
+    -------
+    X : ndarray of str, shape (n_images,)
+        Image paths, sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder.
+    ValueError
+        ``root`` (with its sub-folders when ``recursive``) holds no image.
+
+    See Also
+    --------
+    load_image_folder : paths and labels of a ``root/class/image`` layout.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sktransfer.datasets import load_image_paths
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["b.jpg", "a.png", "more/c.jpg", ".DS_Store", "notes.txt"]:
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     Image.new("RGB", (8, 8)).save(root / name, format="PNG")
+    >>> [Path(path).relative_to(root).as_posix() for path in load_image_paths(root)]
+    ['a.png', 'b.jpg', 'more/c.jpg']
+    >>> len(load_image_paths(root, recursive=False))
+    2
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} {_not_a_folder(root)}")
+    exts = _extensions(extensions)
+    if recursive:
+        files, others = _class_files(root, exts, "image folder")
+    else:
+        files, others = _folder_files(root, exts)
+    if not files:
+        seen = f"; it holds {_some_files(others)}" if others else ""
+        raise ValueError(
+            f"image folder {str(root)!r} holds no images (looked for "
+            f"{', '.join(exts)}{'' if recursive else ', not in sub-folders'})"
+            f"{seen}. Pass extensions= for other file endings."
+        )
+    return np.asarray([str(p) for p in files])
+
+
+def _folder_files(folder: Path, exts: tuple) -> tuple[list, list]:
+    """Like :func:`_class_files`, for the files directly in ``folder``."""
+    files, others = [], []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise ValueError(
+            f"image folder {str(folder)!r} could not be read: {exc}"
+        ) from None
+    for entry in entries:
+        if _is_debris(entry.name) or entry.is_dir():
+            continue
+        if os.path.splitext(entry.name)[1].lower() in exts:
+            files.append(Path(folder, entry.name))
+        elif len(others) < 3:
+            others.append(entry.name)
+    return sorted(files), others
+
+
 #: Names operating systems and archivers leave beside photos (lower case);
 #: every name starting with "." is skipped too.
 _DEBRIS = frozenset(
@@ -191,14 +278,16 @@ def _sub_folders(folder: Path) -> list:
     return sorted(p for p in entries if not _is_debris(p.name) and p.is_dir())
 
 
-def _class_files(class_dir: Path, exts: tuple) -> tuple[list, list]:
+def _class_files(
+    class_dir: Path, exts: tuple, what: str = "class folder"
+) -> tuple[list, list]:
     """The image files under ``class_dir`` (sorted), and the names of some
     other files there; OS debris is skipped, linked folders not followed."""
     files, others = [], []
 
     def unreadable(exc):
         raise ValueError(
-            f"class folder {str(class_dir)!r} could not be read: {exc}"
+            f"{what} {str(class_dir)!r} could not be read: {exc}"
         ) from None
 
     for folder, dirs, names in os.walk(class_dir, onerror=unreadable):

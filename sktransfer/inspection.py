@@ -21,6 +21,7 @@ __all__ = [
     "most_confused",
     "plot_grad_cam",
     "plot_top_losses",
+    "top_k",
     "top_losses",
 ]
 
@@ -577,3 +578,62 @@ def _item(X, i):
 def _plain(value):
     """numpy scalars as Python ones, so that results print cleanly."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def top_k(estimator, X, k=3):
+    """The ``k`` most probable classes of each image, with their probabilities.
+
+    What an image-classification pipeline returns: per image, a list of
+    ``(label, probability)`` pairs, most probable first (ties in the order
+    of ``classes_``).
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        Any scikit-learn classifier with ``predict_proba`` and ``classes_``.
+    X : sequence of images
+        What ``estimator.predict_proba`` takes.
+    k : int, default=3
+        Pairs per image; at most the number of classes.
+
+    Returns
+    -------
+    top : list of list of (label, float)
+        One list per image, of length ``min(k, n_classes)``.
+
+    See Also
+    --------
+    top_losses : the samples the model is most wrong about.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]])
+    >>> y = ["cat", "cat", "dog", "dog", "fox", "fox"]
+    >>> model = LogisticRegression().fit(X, y)
+    >>> [label for label, _ in top_k(model, [[0.2]], k=2)[0]]
+    ['cat', 'dog']
+    >>> pairs = top_k(model, [[4.9]], k=5)[0]
+    >>> len(pairs), pairs[0][0], round(sum(p for _, p in pairs), 6)
+    (3, 'fox', 1.0)
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1; got {k!r}.")
+    if not hasattr(estimator, "predict_proba"):
+        raise TypeError(
+            f"top_k needs a classifier with predict_proba; {type(estimator).__name__} "
+            "has none."
+        )
+    proba = np.asarray(estimator.predict_proba(X), dtype=float)
+    classes = np.asarray(estimator.classes_)
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ValueError(
+            f"predict_proba returned shape {proba.shape}; top_k needs one column "
+            f"per class ({len(classes)} classes)."
+        )
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return [
+        [(_plain(classes[j]), float(row[j])) for j in best]
+        for row, best in zip(proba, order)
+    ]

@@ -15,6 +15,7 @@ from sktransfer.datasets import (
     image_size_summary,
     load_image_csv,
     load_image_folder,
+    load_image_paths,
 )
 
 
@@ -385,3 +386,33 @@ def test_importing_sktransfer_plotting_does_not_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- load_image_paths -----------------------------------------------------------
+
+
+def test_load_image_paths_lists_photos_sorted_and_skips_os_debris(tmp_path):
+    write_images(tmp_path, ["b.jpg", "a.PNG", "sub/c.jpeg", "sub/deeper/d.jpg"])
+    write_images(tmp_path, ["__MACOSX/._b.jpg", ".hidden/e.jpg", "._a.jpg"])
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "Thumbs.db").write_bytes(b"\0")
+    (tmp_path / "notes.txt").write_text("not a photo")
+
+    found = load_image_paths(tmp_path)
+    top = load_image_paths(tmp_path, recursive=False)
+    jpeg_only = load_image_paths(tmp_path, extensions=("jpg",))
+
+    relative = [Path(p).relative_to(tmp_path).as_posix() for p in found]
+    assert relative == ["a.PNG", "b.jpg", "sub/c.jpeg", "sub/deeper/d.jpg"]
+    assert [Path(p).name for p in top] == ["a.PNG", "b.jpg"]
+    assert [Path(p).name for p in jpeg_only] == ["b.jpg", "d.jpg"]
+
+
+def test_load_image_paths_names_a_missing_or_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a photo")
+
+    with pytest.raises(FileNotFoundError, match="'.*nowhere' does not exist"):
+        load_image_paths(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="holds no images .*'notes.txt'"):
+        load_image_paths(tmp_path / "empty")

@@ -108,8 +108,9 @@ plot_augmentations(X_train[0], 6, image_size=160, ncols=3)
 # -----------------------
 # The learning-rate finder trains the head on cached features while the rate
 # grows exponentially, and reads a rate off the loss curve: the ``"valley"``
-# suggestion is what ``lr="auto"`` would use. It trains a copy: ``clf`` is
-# left untouched.
+# suggestion is what ``lr="auto"`` would use for the head's stages by
+# gradient steps (here the augmented one). It trains a copy: ``clf`` is left
+# untouched.
 
 clf = PretrainedImageClassifier(
     "mobilenet_v2",
@@ -127,7 +128,10 @@ finder.plot()
 # ---------------------------
 # One ``fit`` runs three stages:
 #
-# * ``precompute_epochs=8``: the head on the frozen body's cached features;
+# * the linear probe (the default first stage): the head fitted in closed
+#   form on the frozen body's cached features, a penalised logistic
+#   regression whose penalty is chosen by cross-validation (fastai's
+#   ``precompute=True`` epochs, ``precompute_epochs``, can follow it);
 # * ``augmented_cycles=1``: the head on augmented photos through the frozen
 #   body (one SGDR cycle of ``cycle_len=1`` epoch);
 # * ``unfrozen_cycles=2``: the whole network unfrozen, two SGDR cycles of 1

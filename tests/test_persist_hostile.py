@@ -611,3 +611,47 @@ def test_a_torchscript_export_onto_a_full_disk_keeps_the_previous_file(
     assert path.read_bytes() == before
     export_torchscript(a, path)
     assert [p.name for p in out.iterdir()] == ["model.pt"]
+
+
+def test_an_export_interrupted_at_random_points_keeps_a_whole_file(
+    two_models, tmp_path
+):
+    """Ctrl-C anywhere in an export leaves the previous model or the new one,
+    whole; the next export leaves no temporary file behind. (TorchScript:
+    the ONNX exporter saves and restores profile hooks of its own, which an
+    interrupt from one would confuse.)"""
+    a, b = two_models
+    path = tmp_path / "model.pt"
+    batch = torch.zeros((2, 32, 32, 3), dtype=torch.uint8)
+
+    def outputs():
+        with torch.no_grad():
+            return torch.jit.load(path)(batch).numpy()  # fails unless whole
+
+    export_torchscript(a, path)
+    old = outputs()
+    export_torchscript(b, path)  # lazy imports done
+    new = outputs()
+    assert old.shape != new.shape or not np.allclose(old, new)
+    export_torchscript(a, path)
+    events = events_of(lambda: export_torchscript(b, path))
+    export_torchscript(a, path)
+    points = sorted(random.Random(1).sample(range(1, len(events)), 6))
+    outcomes = set()
+    for n_events in points + [len(events) - 3]:
+        sys.setprofile(interrupt_after(n_events))
+        try:
+            export_torchscript(b, path)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.setprofile(None)
+        out = outputs()
+        is_new = out.shape == new.shape and np.allclose(out, new)
+        assert is_new or (out.shape == old.shape and np.allclose(out, old))
+        outcomes.add(is_new)
+        if is_new:
+            export_torchscript(a, path)
+    assert outcomes == {False, True}
+    export_torchscript(b, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]

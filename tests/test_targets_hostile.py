@@ -78,10 +78,15 @@ def test_label_lists_keep_their_names_when_an_image_is_skipped(three, base, tmp_
     assert clf.score(X, y) == subset_accuracy(clf, X, truth)
 
 
-def test_a_class_whose_images_all_weigh_zero_keeps_its_column(three, base):
+@pytest.mark.parametrize(
+    "head",
+    [{}, dict(head_init="random", hidden_sizes=(512,), precompute_epochs=4, lr=1e-2)],
+    ids=["probe", "random-head"],
+)
+def test_a_class_whose_images_all_weigh_zero_keeps_its_column(three, base, head):
     X, y = three
     weights = np.where(y == "c", 0.0, 1.0)
-    clf = PretrainedImageClassifier(**base, precompute_epochs=4, lr=1e-2)
+    clf = PretrainedImageClassifier(**base, **head)
     proba = clf.fit(X, y, sample_weight=weights).predict_proba(X)
     assert clf.classes_.tolist() == ["a", "b", "c"]
     assert proba.shape == (len(X), 3)
@@ -200,7 +205,7 @@ def levels(module_dir):
 @pytest.mark.parametrize("offset", [1e9, 1e12])
 def test_large_regression_targets_are_predicted_in_float64(levels, base, offset):
     X, y = levels
-    params = dict(base, precompute_epochs=4, lr=1e-2)
+    params = dict(base, head_init="random", precompute_epochs=4, lr=1e-2)
     near = PretrainedImageRegressor(**params).fit(X, y)
     far = PretrainedImageRegressor(**params).fit(X, y + offset)
     pred = far.predict(X)

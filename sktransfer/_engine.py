@@ -104,6 +104,11 @@ class Settings:
     weight_decay: float = 1e-2
     max_zoom: float = 1.1
     early_stopping: bool = False
+    n_iter_no_change: int = 3
+    tol: float = 1e-4
+    #: the user's skorch callbacks, ``(name, callback)``; every stage's net
+    #: gets deep copies of them
+    callbacks: list = dataclasses.field(default_factory=list)
     verbose: int = 0
 
 
@@ -250,6 +255,7 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
         net.callbacks = [
             *_callbacks(stage, steps, task, valid_set, settings),
             ("snapshots", snapshots),
+            *[(name, copy.deepcopy(cb)) for name, cb in settings.callbacks],
         ]
         with seeded(seed):
             net.initialize()
@@ -364,6 +370,23 @@ class _StageNet(NeuralNet):
             raise DivergedError(f"the loss became {loss.item()}")
         return loss
 
+    def notify(self, method_name, **cb_kwargs):
+        # skorch's EarlyStopping (the package's, or one of the user's) ends
+        # training by raising KeyboardInterrupt: here that ends the stage,
+        # once every callback has seen the epoch's end, and a KeyboardInterrupt
+        # from anywhere else (the user's Ctrl-C) goes on up
+        getattr(self, method_name)(self, **cb_kwargs)
+        stop = False
+        for _, callback in self.callbacks_:
+            try:
+                getattr(callback, method_name)(self, **cb_kwargs)
+            except KeyboardInterrupt:
+                if not _ends_stage(callback, method_name):
+                    raise
+                stop = True
+        if stop:
+            raise _StopStage()
+
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         # skorch's own partial_fit swallows KeyboardInterrupt and returns
         # normally; a fit interrupted by the user must stop, not go on with
@@ -380,21 +403,17 @@ class _StageNet(NeuralNet):
 
 
 class _StopStage(Exception):
-    """Early stopping ended the stage (not the user: see :class:`_EarlyStopping`)."""
+    """Early stopping ended the stage (not the user: see ``_StageNet.notify``)."""
 
 
-class _EarlyStopping(EarlyStopping):
-    """skorch's early stopping, which ends training by raising
-    KeyboardInterrupt, as the same thing under a name of its own, so that
-    the user's Ctrl-C and the end of a stage are never confused."""
-
-    def on_epoch_end(self, net, **kwargs):
-        try:
-            super().on_epoch_end(net, **kwargs)
-        except KeyboardInterrupt:
-            if self.misses_ >= self.patience:
-                raise _StopStage() from None
-            raise
+def _ends_stage(callback, method_name) -> bool:
+    """Whether a KeyboardInterrupt from ``callback`` is skorch's early
+    stopping ending training (its patience is used up), not a Ctrl-C."""
+    return (
+        method_name == "on_epoch_end"
+        and isinstance(callback, EarlyStopping)
+        and callback.misses_ >= callback.patience
+    )
 
 
 def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
@@ -470,7 +489,13 @@ def _callbacks(stage, steps, task, valid_set, settings):
     if valid_set is not None:
         callbacks.append(("valid_score", _ValidScore(task)))
         if settings.early_stopping:
-            stop = _EarlyStopping(monitor="valid_loss", patience=3, load_best=True)
+            stop = EarlyStopping(
+                monitor="valid_loss",
+                patience=settings.n_iter_no_change,
+                threshold=settings.tol,
+                threshold_mode="abs",
+                load_best=True,
+            )
             callbacks.append(("early_stopping", stop))
     if settings.verbose:
         callbacks.append(("progress", _Progress(stage, steps, settings.verbose)))
@@ -587,7 +612,16 @@ class _Progress(Callback):
         self.bar_.close()
 
 
+#: What skorch records per epoch that ``history_`` holds under its own names.
+_SKORCH_KEYS = frozenset(
+    {"batches", "epoch", "dur", "train_loss", "valid_loss", "train_batch_count"}
+    | {"valid_batch_count"}
+)
+
+
 def _history_rows(net, stage, task, data) -> list[dict]:
+    """One ``history_`` record per epoch of the stage; scalars the user's
+    callbacks recorded (an ``EpochScoring``'s score) are kept too."""
     rows = []
     for row in net.history:
         batches = row.get("batches") or [{}]
@@ -601,6 +635,13 @@ def _history_rows(net, stage, task, data) -> list[dict]:
             task.score_name: float(row.get(task.score_name, math.nan)),
             "seconds": float(row.get("dur", math.nan)),
         }
+        for key, value in row.items():
+            if key in _SKORCH_KEYS or key in record:
+                continue
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, (bool, int, float, str)):
+                record[key] = value
         rows.append(record)
     return rows
 

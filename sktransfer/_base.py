@@ -34,6 +34,13 @@ from ._features import (
     image_fingerprints,
     raise_bad_images,
 )
+from ._fit_args import (
+    check_sample_weight,
+    check_validation_args,
+    check_validation_kept,
+    check_validation_length,
+    named_callbacks,
+)
 from ._images import as_image_list
 from ._plan import check_rates, make_plan
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
@@ -225,7 +232,7 @@ class RecipeEstimator(BaseEstimator):
                 "'auto') for a head with hidden layers."
             )
         check_rates(self.unfrozen_lr, self.lr_mult, name)
-        _named_callbacks(self.callbacks, name)
+        named_callbacks(self.callbacks, name)
         if isinstance(self.unfreeze_from, bool):
             raise ValueError(
                 f"The 'unfreeze_from' parameter of {name} must be 0, 1 or 2 (the "
@@ -246,27 +253,27 @@ class RecipeEstimator(BaseEstimator):
         """Check everything that needs no image, then read the images once
         (those of ``X_val`` with those of ``X``)."""
         plan = self._check_params()
-        given = _check_validation_args(X_val, y_val, sample_weight_val, self)
+        given = check_validation_args(X_val, y_val, sample_weight_val, self)
         sources = as_image_list(X)
         n = len(sources)
         if n == 0:
             raise ValueError("X is empty: at least one image is required.")
         encoded, info = self._encode_targets(y, n)
-        base_weights = _check_sample_weight(sample_weight, n)
+        base_weights = check_sample_weight(sample_weight, n)
         val_sources, val_encoded, val_weights = [], None, None
         if given:
             val_sources = as_image_list(X_val)
             n_val = len(val_sources)
             if n_val == 0:
                 raise ValueError("X_val is empty: give validation images, or None.")
-            _check_val_length(y_val, n_val)
+            check_validation_length(y_val, n_val)
             try:
                 val_encoded = self._encode_validation(y_val, n_val, info)
             except ValueError as exc:
                 if str(exc).startswith("y_val"):
                     raise
                 raise ValueError(f"y_val: {exc}") from None
-            val_weights = _check_sample_weight(
+            val_weights = check_sample_weight(
                 sample_weight_val, n_val, "sample_weight_val"
             )
         continuing = self.warm_start and hasattr(self, "head_")
@@ -303,13 +310,12 @@ class RecipeEstimator(BaseEstimator):
             [j for j in range(len(val_sources)) if j + n not in bad], dtype=int
         )
         if given:
-            _check_val_kept(val_keep, val_weights, len(val_sources))
+            check_validation_kept(val_keep, val_weights, len(val_sources))
         rows = np.concatenate([keep, n + val_keep]).astype(int)
         if len(rows) < len(every):
             every = [every[i] for i in rows]
             fps = [fps[i] for i in rows]
             features = None if features is None else features[rows]
-        sources = every[: len(keep)]
         base_weights = base_weights[keep]
         encoded = encoded[keep]
         if len(keep) < len(weighted):  # unreadable images left out as well
@@ -320,7 +326,8 @@ class RecipeEstimator(BaseEstimator):
                     "above for why each image could not be used."
                 )
             task, more = self._fit_task(encoded, info, dropped)
-            self._check_split(encoded, task, info, dropped)
+            if not given:
+                self._check_split(encoded, task, info, dropped)
         info = {**info, **more}
         weights = base_weights * self._class_weights(encoded, info)
         targets = encoded
@@ -364,7 +371,7 @@ class RecipeEstimator(BaseEstimator):
             early_stopping=self.early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
-            callbacks=_named_callbacks(self.callbacks, type(self).__name__),
+            callbacks=named_callbacks(self.callbacks, type(self).__name__),
             verbose=self.verbose,
         )
         history = list(self.history_) if continuing else []
@@ -605,138 +612,6 @@ class RecipeEstimator(BaseEstimator):
         return tags
 
 
-def _check_sample_weight(sample_weight, n, name="sample_weight") -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n, dtype=np.float64)
-    w = np.asarray(sample_weight)
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    of = "" if name == "sample_weight" else " of X_val"
-    if w.ndim != 1 or len(w) != n:
-        raise ValueError(
-            f"{name} must be 1-D with one weight per image{of} ({n}); got shape "
-            f"{w.shape}."
-        )
-    try:
-        w = w.astype(np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must hold numbers.") from None
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        i = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise ValueError(f"{name} must be finite and >= 0; {name}[{i}] is {w[i]}.")
-    if not np.any(w > 0):
-        what = "nothing to learn" if of == "" else "the validation loss is undefined"
-        raise ValueError(f"{name} is 0 for every image{of}: {what}.")
-    return w
-
-
-def _check_validation_args(X_val, y_val, sample_weight_val, estimator) -> bool:
-    """Whether validation data was given; errors for half of it, or for it
-    together with ``validation_fraction`` (as scikit-learn's
-    ``HistGradientBoostingClassifier.fit`` words them)."""
-    if X_val is None and y_val is None:
-        if sample_weight_val is not None:
-            raise ValueError(
-                "sample_weight_val is provided, but X_val and y_val were not provided."
-            )
-        return False
-    if y_val is None:
-        raise ValueError("X_val is provided, but y_val was not provided.")
-    if X_val is None:
-        raise ValueError("y_val is provided, but X_val was not provided.")
-    if estimator.validation_fraction is not None:
-        raise ValueError(
-            "X_val and validation_fraction="
-            f"{estimator.validation_fraction} were both given, but only one "
-            "validation set can be used: X_val is the validation set, "
-            "validation_fraction holds out part of X. Set "
-            "validation_fraction=None to validate on X_val."
-        )
-    return True
-
-
-def _check_val_length(y_val, n_val) -> None:
-    try:
-        n_targets = len(y_val)
-    except TypeError:
-        raise ValueError(
-            "y_val must be a sequence with one target per image of X_val; got "
-            f"{type(y_val).__name__}."
-        ) from None
-    if n_targets != n_val:
-        raise ValueError(
-            f"X_val and y_val have different lengths: {n_val} images but "
-            f"{n_targets} targets."
-        )
-
-
-def _check_val_kept(val_keep, val_weights, n_val) -> None:
-    if len(val_keep) == 0:
-        raise ValueError(
-            f"none of the {n_val} images of X_val could be used (on_error='skip' "
-            "left them all out; see the warning above): no validation set is left."
-        )
-    if not np.any(val_weights[val_keep] > 0):
-        raise ValueError(
-            "sample_weight_val is 0 for every image of X_val that could be used: "
-            "the validation loss is undefined."
-        )
-
-
-#: Names of the callbacks the engine gives every stage's net.
-_OWN_CALLBACKS = frozenset(
-    {"sgdr", "lrs", "copies", "valid_score", "early_stopping", "progress", "snapshots"}
-)
-
-
-def _named_callbacks(callbacks, owner) -> list:
-    """``callbacks`` as ``(name, callback)`` pairs with unique names (an
-    unnamed one is named after its class, numbered as skorch numbers
-    repeats), or an error naming the item that is not a skorch callback."""
-    if callbacks is None:
-        return []
-    from skorch.callbacks import Callback
-
-    pairs = []
-    for i, item in enumerate(callbacks):
-        name, callback = (None, item)
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-            name, callback = item
-        if not isinstance(callback, Callback):
-            raise ValueError(
-                f"The 'callbacks' parameter of {owner} must be a list of skorch "
-                f"callback instances or (name, callback) pairs; callbacks[{i}] is "
-                f"{item!r:.80}."
-            )
-        pairs.append((name, callback))
-    named = [name for name, _ in pairs if name is not None]
-    taken = sorted({name for name in named if named.count(name) > 1})
-    if taken:
-        raise ValueError(
-            f"The 'callbacks' parameter of {owner} names {taken[0]!r} more than "
-            "once; give every callback a name of its own."
-        )
-    reserved = sorted(set(named) & _OWN_CALLBACKS)
-    if reserved:
-        raise ValueError(
-            f"The 'callbacks' parameter of {owner} names a callback "
-            f"{reserved[0]!r}, a name sktransfer's own callbacks use "
-            f"({sorted(_OWN_CALLBACKS)}); choose another name."
-        )
-    classes = [type(cb).__name__ for name, cb in pairs if name is None]
-    out, seen = [], {}
-    for name, callback in pairs:
-        if name is None:
-            name = type(callback).__name__
-            if classes.count(name) > 1:
-                seen[name] = seen.get(name, 0) + 1
-                name = f"{name}_{seen[name]}"
-            if name in named or name in _OWN_CALLBACKS:
-                name = f"user_{name}"
-        out.append((name, callback))
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
 class Dropped:
     """How many images a fit leaves out, for errors about the rest."""
@@ -820,7 +695,7 @@ def _summary(estimator, prepared, rows, seconds) -> None:
     counts = prepared.image_counts
     images = f"{n} images"
     if data.valid is not None:
-        images += f" ({len(data.valid)} for validation)"
+        images += f", {len(data.valid)} of them for validation"
     if counts is not None:
         images += f" ({counts[0]} computed, {counts[1]} cached)"
     print(

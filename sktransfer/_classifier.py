@@ -133,13 +133,18 @@ _RECIPE_DOC = """
         or a ``Callback`` subclass of your own. Each stage trains its own
         skorch net and gets fresh deep copies of them, so nothing carries
         over from stage to stage or from fit to fit (the instances given
-        are never called); a callback sees ``net.history`` of its stage
-        only. The linear probe is fitted in closed form, without a net, so
-        callbacks do not see it. Numbers a callback records in an epoch's
-        ``net.history`` row (an ``EpochScoring``'s score) are copied into
-        that epoch's ``history_`` record. To stop a stage early, a skorch
-        ``EarlyStopping`` among them works as ``early_stopping`` does (the
-        stage ends, the fit goes on).
+        are never called; one that cannot be deep-copied, holding an open
+        writer, is copied shallowly and shares what it holds); a callback
+        sees ``net.history`` of its stage only. The linear probe is fitted
+        in closed form, without a net, so callbacks do not see it. A
+        stage's net works on the head's raw outputs (logits, or
+        standardised targets) and its data sets yield ``(target, weight)``
+        pairs as ``y``: an ``EpochScoring`` needs a scoring function of its
+        own rather than a scikit-learn scorer name. Numbers a callback
+        records in an epoch's ``net.history`` row (an ``EpochScoring``'s
+        score) are copied into that epoch's ``history_`` record. A skorch
+        ``EarlyStopping`` among them ends the stage as ``early_stopping``
+        does, and the fit goes on.
     on_error : {"raise", "skip"}, default="raise"
         What ``fit`` does with images that cannot be read or decoded:
         ``"raise"`` lists them all in one error before training; ``"skip"``

@@ -255,7 +255,7 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
         net.callbacks = [
             *_callbacks(stage, steps, task, valid_set, settings),
             ("snapshots", snapshots),
-            *[(name, copy.deepcopy(cb)) for name, cb in settings.callbacks],
+            *[(name, fresh_copy(cb)) for name, cb in settings.callbacks],
         ]
         with seeded(seed):
             net.initialize()
@@ -350,10 +350,12 @@ class _StageNet(NeuralNet):
         # bf16 autocast where the extractor chose it (hardware with native
         # bf16), also for the head on features: ~40% faster per step there,
         # same held-out accuracy and log loss (benchmarks.md); the loss is
-        # computed in float32 (see get_loss)
+        # computed in float32 (see get_loss); outputs leave in float32, so
+        # that the user's callbacks (EpochScoring) can turn them into numpy
         device = torch.device(self.device).type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
-            return super().infer(x, **fit_params)
+            out = super().infer(x, **fit_params)
+        return out.float() if self.bf16 and out.is_floating_point() else out
 
     def initialize_optimizer(self, *args, **kwargs):
         _, options = self.get_params_for_optimizer("optimizer", [])
@@ -404,6 +406,17 @@ class _StageNet(NeuralNet):
 
 class _StopStage(Exception):
     """Early stopping ended the stage (not the user: see ``_StageNet.notify``)."""
+
+
+def fresh_copy(callback):
+    """A deep copy of a user's callback for one stage, so that nothing it
+    learns carries over to the next stage or fit. One that cannot be deep
+    copied (it holds an open writer or a lock) is copied shallowly: the copy
+    shares what it holds, and skorch's ``initialize`` resets its state."""
+    try:
+        return copy.deepcopy(callback)
+    except Exception:  # TypeError: cannot pickle '_thread.lock' object, ...
+        return copy.copy(callback)
 
 
 def _ends_stage(callback, method_name) -> bool:
@@ -614,8 +627,8 @@ class _Progress(Callback):
 
 #: What skorch records per epoch that ``history_`` holds under its own names.
 _SKORCH_KEYS = frozenset(
-    {"batches", "epoch", "dur", "train_loss", "valid_loss", "train_batch_count"}
-    | {"valid_batch_count"}
+    {"batches", "epoch", "dur", "train_loss", "valid_loss", "train_loss_best"}
+    | {"valid_loss_best", "train_batch_count", "valid_batch_count"}
 )
 
 

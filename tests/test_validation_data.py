@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 
 from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor
 
@@ -429,6 +429,45 @@ def test_a_skorch_early_stopping_callback_ends_the_stage_not_the_fit(data, base)
     assert len(rows_of(clf, "augmented")) == 2
 
 
+def test_an_epoch_scoring_callback_scores_the_validation_set_into_history(data, base):
+    X, y, X_val, y_val = data
+
+    def n_rows(net, X, y=None):  # the stage's validation set, as the net sees it
+        return float(len(net.predict_proba(X)))
+
+    scoring = EpochScoring(n_rows, name="n_rows", lower_is_better=False)
+    clf = PretrainedImageClassifier(
+        **base, precompute_epochs=2, augmented_cycles=1, callbacks=[scoring]
+    ).fit(X, y, X_val=X_val, y_val=y_val)
+    skorch_rows = [row for row in clf.history_ if row["stage"] != "probe"]
+    assert [row["n_rows"] for row in skorch_rows] == [len(X_val)] * 3
+
+
+class Interrupt(Callback):
+    """The user's Ctrl-C, arriving at the end of the second epoch."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 2:
+            raise KeyboardInterrupt
+
+
+def test_a_keyboard_interrupt_from_a_callback_stops_the_fit(data, base):
+    X, y, X_val, y_val = data
+    clf = PretrainedImageClassifier(**base).fit(X, y)
+    before = clf.predict_proba(X_val)
+    clf.set_params(
+        precompute_epochs=4,
+        early_stopping=True,
+        n_iter_no_change=1,
+        tol=1e6,  # early stopping ends the stage at epoch 2 too
+        callbacks=[Interrupt()],
+    )
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y, X_val=X_val, y_val=y_val)
+    np.testing.assert_array_equal(clf.predict_proba(X_val), before)
+    assert len(clf.history_) == 1
+
+
 def test_clone_and_get_params_keep_the_callbacks(data, base):
     X, y, _, _ = data
     clf = PretrainedImageClassifier(
@@ -465,6 +504,15 @@ def test_cross_val_score_passes_x_val_to_every_fold(data, base):
             routed, {"precompute_epochs": [1, 2]}, cv=2, error_score="raise"
         ).fit(X, y, X_val=X_val, y_val=y_val)
     assert all(math.isfinite(r["valid_loss"]) for r in search.best_estimator_.history_)
+
+
+def test_verbose_summary_counts_the_validation_images(data, tmp_path, capfd):
+    X, y, X_val, y_val = data
+    params = dict(TINY, cache=str(tmp_path / "c"), random_state=0, verbose=1)
+    PretrainedImageClassifier(**params).fit(X, y, X_val=X_val, y_val=y_val)
+    (summary,) = [ln for ln in capfd.readouterr().err.splitlines() if "took" in ln]
+    # every image read once, in one pass: 12 training and 6 validation images
+    assert "18 images, 6 of them for validation (18 computed, 0 cached)" in summary
 
 
 def test_fit_params_are_not_kept_between_fits(data, base):

@@ -35,6 +35,13 @@ from ._features import (
     image_fingerprints,
     raise_bad_images,
 )
+from ._fit_args import (
+    check_sample_weight,
+    check_validation_args,
+    check_validation_kept,
+    check_validation_length,
+    named_callbacks,
+)
 from ._images import as_image_list
 from ._plan import check_rates, make_plan
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
@@ -67,6 +74,9 @@ RECIPE_CONSTRAINTS = {
     "snapshot_ensemble": ["boolean"],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
     "early_stopping": ["boolean"],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "callbacks": [list, tuple, None],
     "warm_start": ["boolean"],
     "on_error": [StrOptions({"raise", "skip"})],
     "extract_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -119,9 +129,17 @@ class RecipeEstimator(BaseEstimator):
         """The task of the fitted estimator."""
         raise NotImplementedError
 
-    def _class_weights(self, encoded, info):
-        """Per-sample weight factors the front adds (1 by default)."""
+    def _class_weights(self, encoded, info, rows=None):
+        """Per-sample weight factors the front adds (1 by default), learned
+        from the training rows ``encoded``, for ``rows`` (the encoded targets
+        of other rows, such as the validation set's; default ``encoded``)."""
         return 1.0
+
+    def _encode_validation(self, y_val, n_val, info):
+        """``y_val`` encoded as ``y`` was (``info`` holds what ``y`` taught:
+        the classes, the number of targets); a target ``y`` does not have is
+        an error naming it."""
+        raise NotImplementedError
 
     def _same_targets(self, info) -> str | None:
         """Why a warm start cannot continue with these targets, or None."""
@@ -129,7 +147,16 @@ class RecipeEstimator(BaseEstimator):
 
     # -- fit ------------------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(
+        self,
+        X,
+        y,
+        sample_weight=None,
+        *,
+        X_val=None,
+        y_val=None,
+        sample_weight_val=None,
+    ):
         """Train on images ``X`` with targets ``y``.
 
         The stages of the recipe run in order (see the class docstring);
@@ -151,13 +178,33 @@ class RecipeEstimator(BaseEstimator):
             Weights of the images in the loss of every stage and of the
             learning-rate sweeps. Images of weight 0 are left out (a
             classifier keeps their classes in ``classes_``).
+        X_val : sequence of images, default=None
+            Validation images, used instead of a ``validation_fraction`` of
+            ``X`` (giving both is an error): their loss and score are
+            recorded in ``history_`` for every stage, and ``early_stopping``
+            watches their loss. They never train. They are read and checked
+            with ``X`` (``on_error`` applies to them too).
+        y_val : array-like, default=None
+            The targets of ``X_val`` (required with it), encoded with what
+            ``y`` taught: a classifier's labels must be in ``classes_``, a
+            regressor's targets are standardised as ``y`` is.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation images in the validation loss (the
+            score is unweighted, as in ``history_`` without ``X_val``).
 
         Returns
         -------
         self
         """
         start = time.perf_counter()
-        prepared = self._prepare(X, y, sample_weight)
+        prepared = self._prepare(
+            X,
+            y,
+            sample_weight,
+            X_val=X_val,
+            y_val=y_val,
+            sample_weight_val=sample_weight_val,
+        )
         result = engine.train(
             prepared.plan,
             prepared.data,
@@ -186,6 +233,7 @@ class RecipeEstimator(BaseEstimator):
                 "'auto') for a head with hidden layers."
             )
         check_rates(self.unfrozen_lr, self.lr_mult, name)
+        named_callbacks(self.callbacks, name)
         if isinstance(self.unfreeze_from, bool):
             raise ValueError(
                 f"The 'unfreeze_from' parameter of {name} must be 0, 1 or 2 (the "
@@ -193,15 +241,42 @@ class RecipeEstimator(BaseEstimator):
             )
         return make_plan(self.get_params())
 
-    def _prepare(self, X, y, sample_weight=None) -> Prepared:
-        """Check everything that needs no image, then read the images once."""
+    def _prepare(
+        self,
+        X,
+        y,
+        sample_weight=None,
+        *,
+        X_val=None,
+        y_val=None,
+        sample_weight_val=None,
+    ) -> Prepared:
+        """Check everything that needs no image, then read the images once
+        (those of ``X_val`` with those of ``X``)."""
         plan = self._check_params()
+        given = check_validation_args(X_val, y_val, sample_weight_val, self)
         sources = as_image_list(X)
         n = len(sources)
         if n == 0:
             raise ValueError("X is empty: at least one image is required.")
         encoded, info = self._encode_targets(y, n)
-        base_weights = _check_sample_weight(sample_weight, n)
+        base_weights = check_sample_weight(sample_weight, n)
+        val_sources, val_encoded, val_weights = [], None, None
+        if given:
+            val_sources = as_image_list(X_val)
+            n_val = len(val_sources)
+            if n_val == 0:
+                raise ValueError("X_val is empty: give validation images, or None.")
+            check_validation_length(y_val, n_val)
+            try:
+                val_encoded = self._encode_validation(y_val, n_val, info)
+            except ValueError as exc:
+                if str(exc).startswith("y_val"):
+                    raise
+                raise ValueError(f"y_val: {exc}") from None
+            val_weights = check_sample_weight(
+                sample_weight_val, n_val, "sample_weight_val"
+            )
         continuing = self.warm_start and hasattr(self, "head_")
         if continuing:
             problem = self._same_targets(info)
@@ -221,20 +296,28 @@ class RecipeEstimator(BaseEstimator):
         dropped = Dropped(n - len(weighted))
         task, more = self._fit_task(encoded[weighted], info, dropped)
         self._class_weights(encoded[weighted], info)
-        self._check_split(encoded[weighted], task, info, dropped)
+        if not given:
+            self._check_split(encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].on_features or self.lr == "auto"
+        every = sources + val_sources
         features, fps, bad, counts = self._read_images(
-            extractor, sources, needs_features
+            extractor, every, needs_features, n_train=n
         )
-        skipped = self._skip_bad(sources, bad)
+        skipped = self._skip_bad(every, bad, n_train=n)
         keep = _kept_rows(n, bad, base_weights)
-        if len(keep) < n:
-            sources = [sources[i] for i in keep]
-            fps = [fps[i] for i in keep]
-            features = None if features is None else features[keep]
-            base_weights = base_weights[keep]
+        val_keep = np.array(
+            [j for j in range(len(val_sources)) if j + n not in bad], dtype=int
+        )
+        if given:
+            check_validation_kept(val_keep, val_weights, len(val_sources))
+        rows = np.concatenate([keep, n + val_keep]).astype(int)
+        if len(rows) < len(every):
+            every = [every[i] for i in rows]
+            fps = [fps[i] for i in rows]
+            features = None if features is None else features[rows]
+        base_weights = base_weights[keep]
         encoded = encoded[keep]
         if len(keep) < len(weighted):  # unreadable images left out as well
             dropped = Dropped(n - len(weighted), len(weighted) - len(keep))
@@ -244,15 +327,27 @@ class RecipeEstimator(BaseEstimator):
                     "above for why each image could not be used."
                 )
             task, more = self._fit_task(encoded, info, dropped)
-            self._check_split(encoded, task, info, dropped)
+            if not given:
+                self._check_split(encoded, task, info, dropped)
         info = {**info, **more}
         weights = base_weights * self._class_weights(encoded, info)
-        train_idx, valid_idx = self._split(encoded, task, seed)
+        targets = encoded
+        if given:
+            val_encoded = val_encoded[val_keep]
+            val_weights = val_weights[val_keep] * self._class_weights(
+                encoded, info, rows=val_encoded
+            )
+            weights = np.concatenate([weights, val_weights])
+            targets = np.concatenate([encoded, val_encoded])
+            train_idx = np.arange(len(encoded))
+            valid_idx = len(encoded) + np.arange(len(val_encoded))
+        else:
+            train_idx, valid_idx = self._split(encoded, task, seed)
         data = engine.TrainingSet(
             extractor=extractor,
-            sources=sources,
+            sources=every,
             fingerprints=fps,
-            targets=task.target_tensor(encoded),
+            targets=task.target_tensor(targets),
             weights=torch.as_tensor(weights, dtype=torch.float32),
             train=train_idx,
             valid=valid_idx,
@@ -275,6 +370,9 @@ class RecipeEstimator(BaseEstimator):
             weight_decay=self.weight_decay,
             max_zoom=self.max_zoom,
             early_stopping=self.early_stopping,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            callbacks=named_callbacks(self.callbacks, type(self).__name__),
             verbose=self.verbose,
         )
         history = list(self.history_) if continuing else []
@@ -298,10 +396,11 @@ class RecipeEstimator(BaseEstimator):
             )
         return build_extractor(self, backbone=copy.deepcopy(old.backbone))
 
-    def _read_images(self, extractor, sources, needs_features):
+    def _read_images(self, extractor, sources, needs_features, n_train=None):
         """Fingerprints, plain features (when a stage needs them), the
         images that could not be used (index -> message) and the numbers of
-        images computed and read from the cache (None without features)."""
+        images computed and read from the cache (None without features).
+        Images from ``n_train`` on are ``X_val``'s, and named so."""
         bad: dict = {}
         fps = image_fingerprints(sources, bad)
         features = None
@@ -318,6 +417,9 @@ class RecipeEstimator(BaseEstimator):
             )[0]
         else:  # training reads the images later: check them all now
             check_decodable(sources, fps, bad, extractor.preprocessing.resize_size)
+        n_train = len(sources) if n_train is None else n_train
+        for i in [i for i in bad if i >= n_train]:  # in-memory ones by index
+            bad[i] = bad[i].replace(f"X[{i}]", f"X_val[{i - n_train}]", 1)
         if bad and self.on_error == "raise":
             cache = extractor.cache
             raise_bad_images(
@@ -329,9 +431,12 @@ class RecipeEstimator(BaseEstimator):
             counts = (computed, len(sources) - len(bad) - computed)
         return features, fps, bad, counts
 
-    def _skip_bad(self, sources, bad) -> list:
+    def _skip_bad(self, sources, bad, n_train=None) -> list:
+        """Warn about the images left out; their paths, or their indices in
+        ``X`` (``"X_val[j]"`` for those of ``X_val``, from ``n_train`` on)."""
         if not bad:
             return []
+        n_train = len(sources) if n_train is None else n_train
         warnings.warn(
             f"on_error='skip': {len(bad)} of {len(sources)} images could not be "
             "used and were left out of training (listed in skipped_):\n"
@@ -339,7 +444,12 @@ class RecipeEstimator(BaseEstimator):
             UserWarning,
             stacklevel=4,
         )
-        return [sources[i] if isinstance(sources[i], str) else i for i in sorted(bad)]
+        return [
+            sources[i]
+            if isinstance(sources[i], str)
+            else (i if i < n_train else f"X_val[{i - n_train}]")
+            for i in sorted(bad)
+        ]
 
     def _validation(self) -> tuple[float | None, str]:
         """The fraction held out for validation, and how to name it in an
@@ -504,31 +614,6 @@ class RecipeEstimator(BaseEstimator):
         return tags
 
 
-def _check_sample_weight(sample_weight, n) -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n, dtype=np.float64)
-    w = np.asarray(sample_weight)
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    if w.ndim != 1 or len(w) != n:
-        raise ValueError(
-            f"sample_weight must be 1-D with one weight per image ({n}); got shape "
-            f"{w.shape}."
-        )
-    try:
-        w = w.astype(np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("sample_weight must hold numbers.") from None
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        i = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise ValueError(
-            f"sample_weight must be finite and >= 0; sample_weight[{i}] is {w[i]}."
-        )
-    if not np.any(w > 0):
-        raise ValueError("sample_weight is 0 for every image: nothing to learn.")
-    return w
-
-
 @dataclasses.dataclass(frozen=True)
 class Dropped:
     """How many images a fit leaves out, for errors about the rest."""
@@ -607,9 +692,12 @@ def _summary(estimator, prepared, rows, seconds) -> None:
         stages.append(
             f"{stage.name} {len(own)} epochs {sum(r['seconds'] for r in own):.1f}s"
         )
-    n = len(prepared.data.sources)
+    data = prepared.data
+    n = len(data.sources)
     counts = prepared.image_counts
     images = f"{n} images"
+    if data.valid is not None:
+        images += f", {len(data.valid)} of them for validation"
     if counts is not None:
         images += f" ({counts[0]} computed, {counts[1]} cached)"
     print(

@@ -104,14 +104,47 @@ _RECIPE_DOC = """
         Hold out this fraction of the training data (stratified for
         single-label classes); its loss and score are recorded per epoch.
         None holds out nothing, unless ``early_stopping=True``, which then
-        holds out 0.1 (as scikit-learn's ``MLPClassifier`` does).
+        holds out 0.1 (as scikit-learn's ``MLPClassifier`` does). Validation
+        images passed to ``fit`` as ``X_val``, ``y_val`` are used instead
+        (giving both is an error).
     early_stopping : bool, default=False
-        Stop a stage after 3 epochs without improvement of the validation
-        loss and keep its best weights. The validation set is
-        ``validation_fraction`` of the training data (0.1 when that is None).
+        Stop a stage after ``n_iter_no_change`` epochs without improvement
+        of the validation loss by at least ``tol``, and keep its best
+        weights. The validation set is ``fit``'s ``X_val``, or else
+        ``validation_fraction`` of the training data (0.1 when that is
+        None). Every skorch-trained stage stops on its own; the probe has no
+        epochs.
+    n_iter_no_change : int, default=3
+        With ``early_stopping``: how many epochs in a row a stage may go
+        without lowering its best validation loss by at least ``tol``
+        before it stops (the stage runs at least ``1 + n_iter_no_change``
+        epochs, or all of its epochs if fewer).
+    tol : float, default=1e-4
+        With ``early_stopping``: the smallest decrease of the validation
+        loss that counts as an improvement (absolute, as in scikit-learn's
+        ``MLPClassifier``).
     warm_start : bool, default=False
         A new ``fit`` continues from the current head and body weights (the
         linear probe, which starts a new head, is skipped).
+    callbacks : list of skorch callbacks, default=None
+        skorch callbacks (instances, or ``(name, callback)`` pairs) added to
+        the net of every skorch-trained stage, after sktransfer's own: e.g.
+        ``ProgressBar``, ``EpochScoring``, ``Checkpoint``, ``TensorBoard``
+        or a ``Callback`` subclass of your own. Each stage trains its own
+        skorch net and gets fresh deep copies of them, so nothing carries
+        over from stage to stage or from fit to fit (the instances given
+        are never called; one that cannot be deep-copied, holding an open
+        writer, is copied shallowly and shares what it holds); a callback
+        sees ``net.history`` of its stage only. The linear probe is fitted
+        in closed form, without a net, so callbacks do not see it. A
+        stage's net works on the head's raw outputs (logits, or
+        standardised targets) and its data sets yield ``(target, weight)``
+        pairs as ``y``: an ``EpochScoring`` needs a scoring function of its
+        own rather than a scikit-learn scorer name. Numbers a callback
+        records in an epoch's ``net.history`` row (an ``EpochScoring``'s
+        score) are copied into that epoch's ``history_`` record. A skorch
+        ``EarlyStopping`` among them ends the stage as ``early_stopping``
+        does, and the fit goes on.
     on_error : {"raise", "skip"}, default="raise"
         What ``fit`` does with images that cannot be read or decoded:
         ``"raise"`` lists them all in one error before training; ``"skip"``
@@ -195,8 +228,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         One record per epoch: fit (1 for the first fit, then counting warm
         starts), stage, epoch, image_size, lrs (per layer group),
         train_loss, valid_loss, valid_acc (valid_f1 for multi-label), seconds.
-        The probe's record (stage ``"probe"``, one "epoch", no rates) adds
-        the chosen ``penalty``.
+        The validation columns come from ``X_val`` when ``fit`` gets it, else
+        from ``validation_fraction`` (NaN without either). The probe's record
+        (stage ``"probe"``, one "epoch", no rates) adds the chosen
+        ``penalty``.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
     skipped_ : list
@@ -262,7 +297,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         threshold=0.5,
         validation_fraction=None,
         early_stopping=False,
+        n_iter_no_change=3,
+        tol=1e-4,
         warm_start=False,
+        callbacks=None,
         on_error="raise",
         precision="auto",
         extract_batch_size=32,
@@ -298,7 +336,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.threshold = threshold
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.warm_start = warm_start
+        self.callbacks = callbacks
         self.on_error = on_error
         self.precision = precision
         self.extract_batch_size = extract_batch_size
@@ -334,7 +375,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
             )
         return SingleLabel(len(classes)), {}
 
-    def _class_weights(self, encoded, info):
+    def _class_weights(self, encoded, info, rows=None):
         if self.class_weight is None:
             return 1.0
         classes = info["classes_"]
@@ -360,7 +401,39 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                         f"got {weight!r}."
                     )
                 per_class[index[_plain(label)]] = float(weight)
-        return per_class[encoded]
+        return per_class[encoded if rows is None else rows]
+
+    def _encode_validation(self, y_val, n_val, info):
+        multilabel, labels, encoded = encode_labels(y_val, n_val, allow_one_class=True)
+        classes = info["classes_"]
+        if multilabel != info["multilabel_"]:
+            kinds = ("single-label", "multi-label")
+            raise ValueError(
+                f"y_val is {kinds[multilabel]} but y is {kinds[not multilabel]}; "
+                "give the validation targets in the form of y."
+            )
+        if multilabel and (isinstance(y_val, np.ndarray) or hasattr(y_val, "to_numpy")):
+            # an indicator matrix: its columns are classes_, in order
+            if encoded.shape[1] != len(classes):
+                raise ValueError(
+                    f"y_val has {encoded.shape[1]} label columns; y has {len(classes)}."
+                )
+            return encoded
+        index = {_plain(c): k for k, c in enumerate(classes.tolist())}
+        unseen = [_plain(v) for v in labels.tolist() if _plain(v) not in index]
+        if unseen:
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            raise ValueError(
+                f"y_val holds labels that are not in y: {unseen[:10]}{more}. The "
+                "validation set can only use the classes learned from y "
+                f"({[_plain(c) for c in classes[:20]]})."
+            )
+        remap = np.array([index[_plain(v)] for v in labels.tolist()], dtype=np.int64)
+        if not multilabel:
+            return remap[encoded]
+        out = np.zeros((n_val, len(classes)), dtype=np.int64)
+        out[:, remap] = encoded
+        return out
 
     def _same_targets(self, info):
         if info["multilabel_"] != self.multilabel_ or not _same_labels(

@@ -104,6 +104,11 @@ class Settings:
     weight_decay: float = 1e-2
     max_zoom: float = 1.1
     early_stopping: bool = False
+    n_iter_no_change: int = 3
+    tol: float = 1e-4
+    #: the user's skorch callbacks, ``(name, callback)``; every stage's net
+    #: gets deep copies of them
+    callbacks: list = dataclasses.field(default_factory=list)
     verbose: int = 0
 
 
@@ -272,6 +277,7 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
         net.callbacks = [
             *_callbacks(stage, steps, task, valid_set, settings),
             ("snapshots", snapshots),
+            *[(name, fresh_copy(cb)) for name, cb in settings.callbacks],
         ]
         with seeded(seed):
             net.initialize()
@@ -366,10 +372,12 @@ class _StageNet(NeuralNet):
         # bf16 autocast where the extractor chose it (hardware with native
         # bf16), also for the head on features: ~40% faster per step there,
         # same held-out accuracy and log loss (benchmarks.md); the loss is
-        # computed in float32 (see get_loss)
+        # computed in float32 (see get_loss); outputs leave in float32, so
+        # that the user's callbacks (EpochScoring) can turn them into numpy
         device = torch.device(self.device).type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
-            return super().infer(x, **fit_params)
+            out = super().infer(x, **fit_params)
+        return out.float() if self.bf16 and out.is_floating_point() else out
 
     def initialize_optimizer(self, *args, **kwargs):
         _, options = self.get_params_for_optimizer("optimizer", [])
@@ -385,6 +393,23 @@ class _StageNet(NeuralNet):
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()}")
         return loss
+
+    def notify(self, method_name, **cb_kwargs):
+        # skorch's EarlyStopping (the package's, or one of the user's) ends
+        # training by raising KeyboardInterrupt: here that ends the stage,
+        # once every callback has seen the epoch's end, and a KeyboardInterrupt
+        # from anywhere else (the user's Ctrl-C) goes on up
+        getattr(self, method_name)(self, **cb_kwargs)
+        stop = False
+        for _, callback in self.callbacks_:
+            try:
+                getattr(callback, method_name)(self, **cb_kwargs)
+            except KeyboardInterrupt:
+                if not _ends_stage(callback, method_name):
+                    raise
+                stop = True
+        if stop:
+            raise _StopStage()
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         # skorch's own partial_fit swallows KeyboardInterrupt and returns
@@ -402,21 +427,28 @@ class _StageNet(NeuralNet):
 
 
 class _StopStage(Exception):
-    """Early stopping ended the stage (not the user: see :class:`_EarlyStopping`)."""
+    """Early stopping ended the stage (not the user: see ``_StageNet.notify``)."""
 
 
-class _EarlyStopping(EarlyStopping):
-    """skorch's early stopping, which ends training by raising
-    KeyboardInterrupt, as the same thing under a name of its own, so that
-    the user's Ctrl-C and the end of a stage are never confused."""
+def fresh_copy(callback):
+    """A deep copy of a user's callback for one stage, so that nothing it
+    learns carries over to the next stage or fit. One that cannot be deep
+    copied (it holds an open writer or a lock) is copied shallowly: the copy
+    shares what it holds, and skorch's ``initialize`` resets its state."""
+    try:
+        return copy.deepcopy(callback)
+    except Exception:  # TypeError: cannot pickle '_thread.lock' object, ...
+        return copy.copy(callback)
 
-    def on_epoch_end(self, net, **kwargs):
-        try:
-            super().on_epoch_end(net, **kwargs)
-        except KeyboardInterrupt:
-            if self.misses_ >= self.patience:
-                raise _StopStage() from None
-            raise
+
+def _ends_stage(callback, method_name) -> bool:
+    """Whether a KeyboardInterrupt from ``callback`` is skorch's early
+    stopping ending training (its patience is used up), not a Ctrl-C."""
+    return (
+        method_name == "on_epoch_end"
+        and isinstance(callback, EarlyStopping)
+        and callback.misses_ >= callback.patience
+    )
 
 
 def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
@@ -492,7 +524,13 @@ def _callbacks(stage, steps, task, valid_set, settings):
     if valid_set is not None:
         callbacks.append(("valid_score", _ValidScore(task)))
         if settings.early_stopping:
-            stop = _EarlyStopping(monitor="valid_loss", patience=3, load_best=True)
+            stop = EarlyStopping(
+                monitor="valid_loss",
+                patience=settings.n_iter_no_change,
+                threshold=settings.tol,
+                threshold_mode="abs",
+                load_best=True,
+            )
             callbacks.append(("early_stopping", stop))
     if settings.verbose:
         callbacks.append(("progress", _Progress(stage, steps, settings.verbose)))
@@ -609,7 +647,16 @@ class _Progress(Callback):
         self.bar_.close()
 
 
+#: What skorch records per epoch that ``history_`` holds under its own names.
+_SKORCH_KEYS = frozenset(
+    {"batches", "epoch", "dur", "train_loss", "valid_loss", "train_loss_best"}
+    | {"valid_loss_best", "train_batch_count", "valid_batch_count"}
+)
+
+
 def _history_rows(net, stage, task, data) -> list[dict]:
+    """One ``history_`` record per epoch of the stage; scalars the user's
+    callbacks recorded (an ``EpochScoring``'s score) are kept too."""
     rows = []
     for row in net.history:
         batches = row.get("batches") or [{}]
@@ -623,6 +670,13 @@ def _history_rows(net, stage, task, data) -> list[dict]:
             task.score_name: float(row.get(task.score_name, math.nan)),
             "seconds": float(row.get("dur", math.nan)),
         }
+        for key, value in row.items():
+            if key in _SKORCH_KEYS or key in record:
+                continue
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, (bool, int, float, str)):
+                record[key] = value
         rows.append(record)
     return rows
 

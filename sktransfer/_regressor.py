@@ -107,7 +107,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         snapshot_ensemble=False,
         validation_fraction=None,
         early_stopping=False,
+        n_iter_no_change=3,
+        tol=1e-4,
         warm_start=False,
+        callbacks=None,
         on_error="raise",
         precision="auto",
         extract_batch_size=32,
@@ -141,7 +144,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.snapshot_ensemble = snapshot_ensemble
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.warm_start = warm_start
+        self.callbacks = callbacks
         self.on_error = on_error
         self.precision = precision
         self.extract_batch_size = extract_batch_size
@@ -156,6 +162,15 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         values = check_targets(y, n_samples)
         info = {"n_outputs_": values.shape[1], "_y_ndim": 1 if np.ndim(y) == 1 else 2}
         return values, info
+
+    def _encode_validation(self, y_val, n_val, info):
+        values = check_targets(y_val, n_val)
+        if values.shape[1] != info["n_outputs_"]:
+            raise ValueError(
+                f"y_val has {values.shape[1]} target columns; y has "
+                f"{info['n_outputs_']}."
+            )
+        return values
 
     def _fit_task(self, encoded, info, dropped):
         # the standardisation is that of the images that train, in float64

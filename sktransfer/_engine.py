@@ -37,7 +37,13 @@ from ._finetune import (
 )
 from ._head import Head, InputNorm
 from ._plan import N_BODY_GROUPS, Stage
-from ._probe import floor_variance, input_statistics, linear_probe, set_statistics
+from ._probe import (
+    VARIANCE_FLOOR,
+    floor_variance,
+    input_statistics,
+    linear_probe,
+    set_statistics,
+)
 from ._threads import decode_plan, decoded_batches
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
@@ -181,6 +187,7 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
             module.frozen = False
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
+    snapshots = [_floored(state) for state in snapshots]
     tuned = any(stage.trains_body for stage in plan)
     return Result(model, groups, history, rates, snapshots, tuned)
 
@@ -600,6 +607,18 @@ class _Snapshots(Callback):
             self.step_ += 1
             if self.step_ in self.ends_:
                 self.states.append(_state_of(net.module_))
+
+
+def _floored(state: dict) -> dict:
+    """A snapshot's state with its head's BatchNorm variances floored as
+    :func:`._probe.floor_variance` floors the model's (the body's pretrained
+    statistics are left as they are)."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith("running_var") and not key.startswith("body."):
+            floor = VARIANCE_FLOOR * float(value.mean()) + 1e-12
+            out[key] = value.clamp_min(floor)
+    return out
 
 
 def _state_of(module) -> dict:

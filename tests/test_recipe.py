@@ -50,7 +50,7 @@ ROW_KEYS = {
 def base(cache_dir):
     """TINY with batches of 6: two steps per epoch on 12 images, and never a
     batch of one (which BatchNorm cannot train on)."""
-    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0)
+    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0, head_init="random")
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +489,7 @@ def test_warm_start_with_a_new_image_size(images, tmp_path):
     clf.set_params(image_size=48).fit(X, y)
     assert clf.extractor_.preprocessing.crop_size == 48
     assert FeatureCache(cache).stats()["models"] == 2
-    assert [r["image_size"] for r in clf.history_] == [32, 32, 48]
+    assert [r["image_size"] for r in clf.history_] == [32, 32, 32, 48]  # probe
     assert clf.predict_proba(X).shape == (12, 2)
 
 
@@ -590,7 +590,7 @@ def test_snapshot_ensemble_has_one_member_per_cycle_whatever_the_rounding(
         cache=None,
         random_state=0,
         batch_size=2,
-        precompute_epochs=0,
+        head_init="random",
         augmented_cycles=4,
         cycle_len=0.3,
         snapshot_ensemble=True,

@@ -127,6 +127,7 @@ def test_the_whole_recipe_with_tta_and_a_snapshot_ensemble(grey, base):
         validation_fraction=0.25,
     ).fit(X, 100 * y)
     assert [r["stage"] for r in reg.history_] == [
+        "probe",
         "precomputed",
         "precomputed",
         "augmented",
@@ -155,14 +156,16 @@ def test_lr_auto_trains_a_useful_model(grey, base):
     one bad batch after a handful of steps near 1e-7 cannot be read, and
     must fall back (with a warning) rather than leave the head untrained."""
     X, y = grey
-    reg = PretrainedImageRegressor(**{**base, "batch_size": 4}, lr="auto")
+    reg = PretrainedImageRegressor(
+        **{**base, "batch_size": 4, "precompute_epochs": 8}, lr="auto"
+    )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         reg.fit(X, y)
     fallback = [w for w in record if "default rate" in str(w.message)]
     assert isinstance(reg.lr_, float) and 1e-7 < reg.lr_ < 10
     assert (reg.lr_ == 1e-3) == bool(fallback)
-    assert reg.history_[0]["lrs"] == pytest.approx([reg.lr_])
+    assert reg.history_[1]["lrs"] == pytest.approx([reg.lr_])  # after the probe
     # the default rate reaches R^2 ~0.8 here; predicting the mean is 0
     assert reg.score(X, y) > 0.3
 
@@ -188,7 +191,8 @@ def test_warm_start_needs_as_many_targets(grey, base):
     with pytest.raises(ValueError, match="as many targets"):
         reg.fit(X, np.column_stack([y, y]))
     reg.fit(X, y)
-    assert [r["fit"] for r in reg.history_] == [1, 2]
+    # the first fit's probe and epoch, the second fit's epoch (no new probe)
+    assert [r["fit"] for r in reg.history_] == [1, 1, 2]
 
 
 # --- bad targets ------------------------------------------------------------------

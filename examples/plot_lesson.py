@@ -224,6 +224,12 @@ plot_history(clf)
 # %%
 # On 60 held-out photos one mistake is 1.7 points of accuracy, so the
 # differences above are within noise; the :doc:`/benchmarks` measure the
-# stages and TTA on all 2,000 photos. The history shows the second fit as a
+# stages and TTA on all 2,000 photos. There, plainly: started from the
+# linear probe, the later stages do not pay on dogs vs cats (0.980 for the
+# probe, 0.985 after the augmented head, 0.968 after three unfrozen
+# epochs, on 400 held-out photos). These photos are close to ImageNet's,
+# whose features already separate them, and 1,600 photos are few for
+# moving a whole network; this example shows how the stages run, not that
+# they help here. The history shows the second fit as a
 # continuation: the epochs run on, and the label marks where the new fit
 # starts, with its image size.

@@ -55,6 +55,7 @@ from ._persist_format import (
     _decode_preprocessing,
     _encode,
     _under,
+    state_mismatch,
 )
 
 #: Bumped when a saved folder changes in a way older code cannot read.
@@ -818,19 +819,9 @@ def restore_extractor(meta: dict, tensors: dict, prefix: str, estimator):
 
 
 def _load_module_state(module, state: dict, what: str) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k} {list(state[k].shape)} != {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or extra or wrong:
-        raise ModelFormatError(
-            f"the saved tensors do not fit {what}: missing {missing[:5]}, "
-            f"unexpected {extra[:5]}, shape mismatches {wrong[:5]}."
-        )
+    problem = state_mismatch(module, state)
+    if problem:
+        raise ModelFormatError(f"the saved tensors do not fit {what}: {problem}.")
     module.load_state_dict(state, strict=True)
     module.eval()
 

@@ -442,7 +442,9 @@ def _check_architectures(meta: dict, tensors: dict, path: Path) -> None:
         )
 
 
-def _compare_state(module, state: dict, what: str, path: Path) -> None:
+def state_mismatch(module, state: dict) -> str | None:
+    """How the tensors ``state`` do not fit ``module`` (missing, unexpected
+    and mis-shaped names), or None when they do."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -451,9 +453,17 @@ def _compare_state(module, state: dict, what: str, path: Path) -> None:
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if missing or extra or wrong:
+    if not (missing or extra or wrong):
+        return None
+    return (
+        f"missing {missing[:5]}, unexpected {extra[:5]}, shape mismatches {wrong[:5]}"
+    )
+
+
+def _compare_state(module, state: dict, what: str, path: Path) -> None:
+    problem = state_mismatch(module, state)
+    if problem:
         raise ModelFormatError(
             f"the tensors of {path.parent / WEIGHTS_FILE} do not fit {what} that "
-            f"{path.name} describes: missing {missing[:5]}, unexpected "
-            f"{extra[:5]}, shape mismatches {wrong[:5]}."
+            f"{path.name} describes: {problem}."
         )

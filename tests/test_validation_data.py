@@ -56,12 +56,15 @@ class EpochCounter(Callback):
 
     def initialize(self):
         self.count_ = 0
+        # each instance holds an object of its own for as long as it lives;
+        # ids alone could be reused once an earlier stage's copy is freed
+        self.alive_ = object()
         return self
 
     def on_epoch_end(self, net, **kwargs):
         self.count_ += 1
         net.history.record(self.label, self.count_)
-        EpochCounter.seen.append(id(self))
+        EpochCounter.seen.append((id(self), self.alive_))
 
 
 # --- X_val is the validation set --------------------------------------------------
@@ -387,8 +390,9 @@ def test_callbacks_see_every_epoch_of_every_stage_fresh_per_stage(data, base):
     assert [row["other"] for row in skorch_rows] == [1, 2, 1, 1]
     assert "counter" not in rows_of(clf, "probe")[0]  # the probe has no net
     assert len(EpochCounter.seen) == 2 * 4
-    assert len(set(EpochCounter.seen)) == 2 * 3  # two copies per stage
-    assert id(counter) not in EpochCounter.seen  # the given one is never used
+    # two copies per stage (the objects they hold stay alive in the list)
+    assert len({id(alive) for _, alive in EpochCounter.seen}) == 2 * 3
+    assert id(counter) not in [i for i, _ in EpochCounter.seen]  # never used
     assert not hasattr(counter, "count_")
     # a second fit uses fresh copies again
     first = set(EpochCounter.seen)

@@ -689,9 +689,11 @@ def _summary(estimator, prepared, rows, seconds) -> None:
     stages = []
     for stage in prepared.plan:
         own = [r for r in rows if r["stage"] == stage.name]
-        stages.append(
-            f"{stage.name} {len(own)} epochs {sum(r['seconds'] for r in own):.1f}s"
-        )
+        took = f"{sum(r['seconds'] for r in own):.1f}s"
+        if stage.name == "probe":  # closed form: no epochs
+            stages.append(f"probe (penalty {own[0]['penalty']:.3g}) {took}")
+        else:
+            stages.append(f"{stage.name} {len(own)} epochs {took}")
     data = prepared.data
     n = len(data.sources)
     counts = prepared.image_counts

@@ -38,8 +38,8 @@ from ._finetune import (
 from ._head import Head, InputNorm
 from ._plan import N_BODY_GROUPS, Stage
 from ._probe import (
-    VARIANCE_FLOOR,
     floor_variance,
+    floored,
     input_statistics,
     linear_probe,
     set_statistics,
@@ -616,8 +616,7 @@ def _floored(state: dict) -> dict:
     out = dict(state)
     for key, value in state.items():
         if key.endswith("running_var") and not key.startswith("body."):
-            floor = VARIANCE_FLOOR * float(value.mean()) + 1e-12
-            out[key] = value.clamp_min(floor)
+            out[key] = floored(value)
     return out
 
 

@@ -43,8 +43,12 @@ def input_statistics(features: torch.Tensor, weights) -> tuple:
     w = weights / weights.sum()
     mean = (w[:, None] * features).sum(0)
     var = (w[:, None] * (features - mean) ** 2).sum(0)
-    var = var.clamp_min(VARIANCE_FLOOR * float(var.mean()) + 1e-12)
-    return mean, var
+    return mean, floored(var)
+
+
+def floored(var: torch.Tensor) -> torch.Tensor:
+    """Variances floored at :data:`VARIANCE_FLOOR` times their mean."""
+    return var.clamp_min(VARIANCE_FLOOR * float(var.mean()) + 1e-12)
 
 
 def set_statistics(norm: nn.BatchNorm1d, mean, var, identity=True) -> None:
@@ -60,19 +64,18 @@ def set_statistics(norm: nn.BatchNorm1d, mean, var, identity=True) -> None:
 
 
 def floor_variance(norm: nn.BatchNorm1d) -> None:
-    """Floor running variances as :func:`set_input_statistics` does (after
-    stages whose batch statistics may have brought some to zero)."""
+    """Floor ``norm``'s running variances (after stages whose batch
+    statistics may have brought some to zero)."""
     with torch.no_grad():
-        var = norm.running_var
-        var.clamp_min_(VARIANCE_FLOOR * float(var.mean()) + 1e-12)
+        norm.running_var.copy_(floored(norm.running_var))
 
 
-def fit_linear(Z, target, weights, loss_fn, penalty, start=None, max_iter=200):
-    """``(W, b)`` minimising the weighted mean of ``loss_fn(Z @ W.T + b,
-    target)`` plus ``penalty / 2 * ||W||^2`` (the bias is not penalised)."""
-    n_out = start[0].shape[0] if start is not None else _n_outputs(loss_fn, target)
-    W = torch.zeros(n_out, Z.shape[1], dtype=Z.dtype)
-    b = torch.zeros(n_out, dtype=Z.dtype)
+def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
+    """``(W, b)`` minimising the weighted mean of ``task.loss(Z @ W.T + b,
+    target)`` plus ``penalty / 2 * ||W||^2`` (and a tiny penalty on the
+    biases, :data:`BIAS_PENALTY`)."""
+    W = torch.zeros(task.n_outputs, Z.shape[1], dtype=Z.dtype)
+    b = torch.zeros(task.n_outputs, dtype=Z.dtype)
     if start is not None:
         W.copy_(start[0])
         b.copy_(start[1])
@@ -91,7 +94,7 @@ def fit_linear(Z, target, weights, loss_fn, penalty, start=None, max_iter=200):
 
     def closure():
         optimizer.zero_grad()
-        loss = (loss_fn(Z @ W.T + b, target) * w).sum()
+        loss = (task.loss(Z @ W.T + b, target) * w).sum()
         loss = loss + 0.5 * penalty * (W * W).sum() + BIAS_PENALTY * (b * b).sum()
         loss.backward()
         return loss
@@ -100,11 +103,7 @@ def fit_linear(Z, target, weights, loss_fn, penalty, start=None, max_iter=200):
     return W.detach(), b.detach()
 
 
-def _n_outputs(loss_fn, target):
-    return int(loss_fn.n_outputs)
-
-
-def choose_penalty(Z, target, weights, loss_fn, folds) -> tuple[float, float]:
+def choose_penalty(Z, target, weights, task, folds) -> tuple[float, float]:
     """``(penalty, loss)``: the penalty of :data:`PENALTIES` with the lowest
     mean held-out loss over ``folds`` (a list of ``(train, test)`` index
     arrays), and that loss.
@@ -122,11 +121,11 @@ def choose_penalty(Z, target, weights, loss_fn, folds) -> tuple[float, float]:
         total = 0.0
         for f, (train, test) in enumerate(folds):
             starts[f] = fit_linear(
-                Z[train], target[train], weights[train], loss_fn, penalty, starts[f]
+                Z[train], target[train], weights[train], task, penalty, starts[f]
             )
             W, b = starts[f]
             with torch.no_grad():
-                held_out = loss_fn(Z[test] @ W.T + b, target[test])
+                held_out = task.loss(Z[test] @ W.T + b, target[test])
                 w = weights[test]
                 total += float((held_out * w).sum() / w.sum())
         if total < best_loss:
@@ -136,17 +135,6 @@ def choose_penalty(Z, target, weights, loss_fn, folds) -> tuple[float, float]:
             if rises == 2:
                 break
     return best, best_loss / len(folds)
-
-
-class TaskLoss:
-    """A task's per-sample loss on float64 tensors, with its output count."""
-
-    def __init__(self, task):
-        self.task = task
-        self.n_outputs = task.n_outputs
-
-    def __call__(self, raw, target):
-        return self.task.loss(raw, target)
 
 
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
@@ -187,12 +175,11 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     target = targets.float() if targets.dtype.is_floating_point else targets
     mean, var = input_statistics(x, w)
     scalings = {"per_feature": var, "common": torch.full_like(var, float(var.mean()))}
-    loss_fn = TaskLoss(task)
     folds = probe_folds(task, targets, seed)
     best = None
     for name, scale in scalings.items():
         Z = (x - mean) / torch.sqrt(scale + norm.eps)
-        penalty, loss = choose_penalty(Z, target, w, loss_fn, folds)
+        penalty, loss = choose_penalty(Z, target, w, task, folds)
         if best is None or loss < best[2]:
             best = (name, penalty, loss, Z)
         if not folds:
@@ -200,9 +187,9 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     name, penalty, _, Z = best
     set_statistics(norm, mean, scalings[name])
     norm.scaling = name  # kept with the head: a warm start scales alike
-    W, b = fit_linear(Z, target, w, loss_fn, penalty)
+    W, b = fit_linear(Z, target, w, task, penalty)
     with torch.no_grad():
         output.weight.copy_(W.to(output.weight))
         output.bias.copy_(b.to(output.bias))
-        loss = float((loss_fn(Z @ W.T + b, target) * w).sum() / w.sum())
+        loss = float((task.loss(Z @ W.T + b, target) * w).sum() / w.sum())
     return {"penalty": penalty, "scaling": name, "train_loss": loss}

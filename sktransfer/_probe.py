@@ -25,6 +25,9 @@ from torch import nn
 #: L2 strengths tried, on the mean (weighted) loss of standardised
 #: features: ``loss + penalty / 2 * ||W||^2``.
 PENALTIES = tuple(float(v) for v in np.logspace(-2.5, 1.5, 9))
+#: L2 strengths tried by the regressor's exact leave-one-out choice (cheap
+#: for every penalty at once, so the grid is finer and wider).
+RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 2, 25))
 #: Used where cross-validation is impossible (a class with one image).
 DEFAULT_PENALTY = 0.1
 #: A small penalty on the biases keeps the bias of a label that no image
@@ -137,6 +140,51 @@ def choose_penalty(Z, target, weights, task, folds) -> tuple[float, float]:
     return best, best_loss / len(folds)
 
 
+def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
+    """``(penalty, loss, (W, b))`` of the squared-error task: the penalty of
+    :data:`RIDGE_PENALTIES` with the lowest exact leave-one-out loss, that
+    loss, and the ridge solution on all images, in closed form.
+
+    With squared error the linear probe is a weighted ridge regression, so
+    every image's held-out error follows from one SVD of the weighted,
+    centred features (``e_i / (1 - h_ii)``, with ``h_ii`` the diagonal of
+    the hat matrix, intercept included),
+    for every penalty at once: the choice ``RidgeCV`` makes, instead of the
+    3-fold estimate the other tasks use. The objective is the probe's
+    (the mean over outputs of the weighted mean squared error, plus
+    ``penalty / 2 * ||W||^2``), computed in float64.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    z_mean, t_mean = w @ Z, w @ t
+    root = np.sqrt(w)[:, None]
+    U, s, Vt = np.linalg.svd(root * (Z - z_mean), full_matrices=False)
+    ts = root * (t - t_mean)
+    Ut = U.T @ ts
+    k = t.shape[1]
+    best = None
+    for penalty in RIDGE_PENALTIES:
+        # the probe's objective per output is the weighted ridge problem
+        # sum_i w_i r_i^2 + alpha ||W_j||^2 with alpha = penalty * k / 2
+        shrink = s**2 / (s**2 + penalty * k / 2)
+        # the unpenalised intercept is a column of its own, orthogonal to
+        # the centred features: its leverage adds each image's weight
+        leverage = w + (U**2) @ shrink
+        residual = (ts - U @ (shrink[:, None] * Ut)) / root
+        held_out = residual / np.maximum(1.0 - leverage, 1e-12)[:, None]
+        loss = float(w @ (held_out**2).mean(axis=1))
+        if best is None or loss < best[1]:
+            best = (penalty, loss)
+    penalty = best[0]
+    coef = Vt.T @ ((s / (s**2 + penalty * k / 2))[:, None] * Ut)  # (d, k)
+    bias = t_mean - z_mean @ coef
+    W = torch.as_tensor(coef.T, dtype=torch.float32)
+    b = torch.as_tensor(bias, dtype=torch.float32)
+    return penalty, best[1], (W, b)
+
+
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
     """Cross-validation folds for the penalty: stratified for single-label
     tasks; none where a class has fewer than two images."""
@@ -166,7 +214,9 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     each feature standardised (its own variance), or all features divided
     by one common scale (their mean variance: the raw features' geometry,
     which suits a few images a class, where per-feature variances are
-    noisy). The pair with the lowest cross-validated loss is set into the
+    noisy). The penalty is chosen by 3-fold cross-validation, or for a
+    regression by exact leave-one-out (:func:`ridge_loo`). The pair with
+    the lowest held-out loss is set into the
     head's BatchNorm and the output layer is fitted on all images.
     Returns ``{"penalty", "scaling", "train_loss"}``."""
     norm, output = head.layers[0], head.layers[-1]
@@ -175,19 +225,24 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     target = targets.float() if targets.dtype.is_floating_point else targets
     mean, var = input_statistics(x, w)
     scalings = {"per_feature": var, "common": torch.full_like(var, float(var.mean()))}
-    folds = probe_folds(task, targets, seed)
+    squared_error = task.kind == "regression" and len(x) > 2
+    folds = [] if squared_error else probe_folds(task, targets, seed)
     best = None
     for name, scale in scalings.items():
         Z = (x - mean) / torch.sqrt(scale + norm.eps)
-        penalty, loss = choose_penalty(Z, target, w, task, folds)
+        if squared_error:
+            penalty, loss, solution = ridge_loo(Z, target, w, task)
+        else:
+            penalty, loss = choose_penalty(Z, target, w, task, folds)
+            solution = None
         if best is None or loss < best[2]:
-            best = (name, penalty, loss, Z)
-        if not folds:
+            best = (name, penalty, loss, Z, solution)
+        if not (folds or squared_error):
             break
-    name, penalty, _, Z = best
+    name, penalty, _, Z, solution = best
     set_statistics(norm, mean, scalings[name])
     norm.scaling = name  # kept with the head: a warm start scales alike
-    W, b = fit_linear(Z, target, w, task, penalty)
+    W, b = solution or fit_linear(Z, target, w, task, penalty)
     with torch.no_grad():
         output.weight.copy_(W.to(output.weight))
         output.bias.copy_(b.to(output.bias))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import DATA, MOBILENET, TINY, make_images, requires_shared
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.metrics import accuracy_score, log_loss
 
 from sktransfer import (
@@ -189,3 +189,19 @@ def test_four_photos_a_class_at_64_px_do_not_collapse(tmp_path):
         **base, head_init="random", hidden_sizes=(512,), precompute_epochs=8
     ).fit(X[train], y[train])
     assert log_loss(y[test], mlp.predict_proba(X[test]), labels=mlp.classes_) < 2.0
+
+
+def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):
+    """Exact leave-one-out over the same penalties picks what RidgeCV picks."""
+    X, _ = images
+    y = np.linspace(-3.0, 5.0, len(X)) ** 2
+    reg = PretrainedImageRegressor(**TINY, cache=cache_dir, random_state=0).fit(X, y)
+    row = probe_row(reg)
+    F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
+    Z = scaled(F, F, row["scaling"])
+    z = (y - y.mean()) / y.std()
+    penalties = np.logspace(-4, 2, 25)
+    ridge = RidgeCV(alphas=penalties * len(X) / 2).fit(Z, z)
+    assert row["penalty"] == pytest.approx(ridge.alpha_ * 2 / len(X))
+    expected = ridge.predict(Z) * y.std() + y.mean()
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=0, atol=1e-3 * y.std())

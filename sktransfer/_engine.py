@@ -465,7 +465,7 @@ def _stage_net(stage, model, groups, lr, task, settings, valid_set, precision):
     if stage.on_features:
         param_groups = [(groups[-1], lrs[-1])]
     else:
-        param_groups = list(zip(groups, lrs))
+        param_groups = list(zip(groups, lrs, strict=True))
     return _StageNet(
         module,
         task=task,
@@ -779,7 +779,9 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
         set_trainable(copy_groups, stage.trainable_from)
         param_groups = [
             (params, ratio)
-            for g, (params, ratio) in enumerate(zip(copy_groups, stage.ratios))
+            for g, (params, ratio) in enumerate(
+                zip(copy_groups, stage.ratios, strict=True)
+            )
             if g >= stage.trainable_from
         ]
         sweep_stage = stage
@@ -871,7 +873,7 @@ def lr_sweep(
     avg, best, diverged = 0.0, math.inf, False
     for i in range(num_it):
         lr = start_lr * mult**i
-        for group, ratio in zip(optimizer.param_groups, ratios):
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
         x, target, weight = (t.to(device) for t in batches(i))
         optimizer.zero_grad(set_to_none=True)

@@ -44,7 +44,8 @@ from ._probe import (
     linear_probe,
     set_statistics,
 )
-from ._threads import decode_plan, decoded_batches
+from ._seeding import seeded
+from ._threads import decode_plan, decoded_batches, small_work_threads
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
 
@@ -1018,37 +1019,3 @@ def head_outputs(head, output, features, device, batch_size=4096) -> np.ndarray:
             x = torch.from_numpy(features[start : start + batch_size]).to(device)
             out.append(output(head(x).float()).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
-
-
-# -- global state discipline ----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def seeded(seed):
-    """Run a block with torch's global RNG seeded, restoring it afterwards."""
-    with torch.random.fork_rng(devices=cuda_devices()):
-        torch.manual_seed(int(seed))
-        yield
-
-
-def cuda_devices():
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return list(range(torch.cuda.device_count()))
-    return []
-
-
-@contextlib.contextmanager
-def small_work_threads(active=True):
-    """One intra-op thread for small-tensor work (the head on features, its
-    sweeps and predictions). On shared cores, threads spinning on tiny
-    tensors wait for each other: one thread is several times faster there,
-    and about as fast on idle cores. The body's work keeps its threads."""
-    before = torch.get_num_threads()
-    if not active or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

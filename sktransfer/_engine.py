@@ -26,16 +26,20 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.helper import predefined_split
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import default_collate
 
 from ._finetune import (
+    CopiesDataset,
+    FeatureDataset,
+    FeatureLoader,
     ImageDataset,
     ImageLoader,
     TransferNet,
     adamw_options,
     group_parameters,
+    set_trainable,
 )
-from ._head import Head, InputNorm
+from ._head import Head, InputNorm, prepare_batchnorm
 from ._plan import N_BODY_GROUPS, Stage
 from ._probe import (
     floor_variance,
@@ -101,6 +105,26 @@ class TrainingSet:
                 fingerprints=self.fingerprints,
             )[0]
         return self.features
+
+    def stage_dataset(self, stage, rows, settings, seed, augment):
+        """The features, augmented copies' features or images of ``rows`` for
+        ``stage`` (``augment=None``: the plain view)."""
+        if stage.input == "copies" and augment is not None:
+            copies = self.augmented_features(rows, stage.copies, augment, settings)
+            return CopiesDataset(copies, self.targets[rows], self.weights[rows])
+        if stage.on_features:
+            return FeatureDataset(
+                self.plain_features()[rows], self.targets[rows], self.weights[rows]
+            )
+        return ImageDataset(
+            [self.sources[i] for i in rows],
+            self.targets[rows],
+            self.extractor.preprocessing,
+            augment=augment,
+            max_zoom=settings.max_zoom,
+            seed=seed,
+            weights=self.weights[rows],
+        )
 
 
 @dataclasses.dataclass
@@ -261,12 +285,12 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
     floored ones it set) are kept in the stages on features."""
     on_features = stage.on_features
     # augmented copies move the features from epoch to epoch like images do
-    _prepare_head_batchnorm(model.head, stage.input == "features", keep_input=probed)
+    prepare_batchnorm(model.head, stage.input == "features", keep_input=probed)
     set_trainable(groups, stage.trainable_from)
-    train_set = _dataset(stage, data, data.train, settings, seed, stage.augment)
+    train_set = data.stage_dataset(stage, data.train, settings, seed, stage.augment)
     valid_set = None
     if data.valid is not None:
-        valid_set = _dataset(stage, data, data.valid, settings, seed, None)
+        valid_set = data.stage_dataset(stage, data.valid, settings, seed, None)
     with small_work_threads(on_features):
         net = _stage_net(
             stage,
@@ -294,68 +318,6 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
             except DivergedError as exc:
                 raise DivergedError(_diverged_message(stage, lr, exc)) from None
     return _history_rows(net, stage, task, data), snapshots.states
-
-
-def _dataset(stage, data, rows, settings, seed, augment):
-    """The features, augmented copies' features or images of ``rows`` for
-    ``stage`` (``augment=None``: the plain view)."""
-    if stage.input == "copies" and augment is not None:
-        copies = data.augmented_features(rows, stage.copies, augment, settings)
-        return CopiesDataset(copies, data.targets[rows], data.weights[rows])
-    if stage.on_features:
-        return FeatureDataset(
-            data.plain_features()[rows], data.targets[rows], data.weights[rows]
-        )
-    return ImageDataset(
-        [data.sources[i] for i in rows],
-        data.targets[rows],
-        data.extractor.preprocessing,
-        augment=augment,
-        max_zoom=settings.max_zoom,
-        seed=seed,
-        weights=data.weights[rows],
-    )
-
-
-class FeatureDataset(Dataset):
-    """Precomputed features with targets and sample weights."""
-
-    def __init__(self, features, targets, weights):
-        self.x = torch.as_tensor(np.ascontiguousarray(features))
-        self.targets = targets
-        self.weights = weights
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        # ``i`` may be a tensor of rows: a whole mini-batch at once
-        return self.x[i], (self.targets[i], self.weights[i])
-
-
-class FeatureLoader(DataLoader):
-    """The data loader of stages on features: each mini-batch is gathered
-    with one index operation instead of collating items one by one (a head
-    step on features is a millisecond; per-item collation cost as much)."""
-
-    def __iter__(self):
-        for rows in self.batch_sampler:
-            yield self.dataset[torch.as_tensor(rows)]
-
-
-class CopiesDataset(FeatureDataset):
-    """Features of ``k`` augmented copies of every sample, ``(k, n, f)``:
-    epoch ``e`` serves copy ``e % k`` (:class:`_NextCopy` turns the page)."""
-
-    def __init__(self, copies, targets, weights):
-        super().__init__(copies, targets, weights)
-        self.epoch = 0
-
-    def __len__(self):
-        return self.x.shape[1]
-
-    def __getitem__(self, i):
-        return self.x[self.epoch % len(self.x), i], (self.targets[i], self.weights[i])
 
 
 class _NextCopy(Callback):
@@ -711,36 +673,6 @@ def _diverged_message(stage, lr, exc) -> str:
     )
 
 
-def _prepare_head_batchnorm(head, on_features, keep_input=False) -> None:
-    """On precomputed features the head's BatchNorm averages every batch of
-    the stage (exact after one epoch on a fixed distribution) and forgets
-    statistics of other features (another image size, a warm start). On
-    images the features move with the augmentation and, unfrozen, with the
-    body: track recent batches. ``keep_input`` keeps the statistics of the
-    head's first BatchNorm (set by a probe from every training image) in
-    stages on features."""
-    for module in head.modules():
-        if not isinstance(module, nn.BatchNorm1d):
-            continue
-        if isinstance(module, InputNorm):
-            module.frozen = keep_input and on_features
-            if module.frozen:
-                continue
-        if on_features:
-            module.reset_running_stats()
-            module.momentum = None
-        else:
-            module.momentum = 0.1
-
-
-def set_trainable(groups, first_trainable: int) -> None:
-    """Freeze the groups before ``first_trainable``, unfreeze the rest
-    (freezing flips ``requires_grad``; the optimizer's groups never change)."""
-    for g, params in enumerate(groups):
-        for p in params:
-            p.requires_grad_(g >= first_trainable)
-
-
 # -- learning-rate sweeps -------------------------------------------------------
 
 
@@ -771,7 +703,7 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
     head_only = not stage.trains_body
     if head_only:
         copy_of = copy.deepcopy(model.head)
-        _prepare_head_batchnorm(copy_of, True)
+        prepare_batchnorm(copy_of, True)
         param_groups = [(copy_of.parameters(), 1.0)]
         sweep_stage = dataclasses.replace(stage, input="features")
     else:
@@ -786,7 +718,9 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
             if g >= stage.trainable_from
         ]
         sweep_stage = stage
-    train_set = _dataset(sweep_stage, data, data.train, settings, seed, stage.augment)
+    train_set = data.stage_dataset(
+        sweep_stage, data.train, settings, seed, stage.augment
+    )
     device = next(model.head.parameters()).device
     batches = dataset_batches(train_set, settings.batch_size, seed, decode_plan(device))
     with seeded(seed), small_work_threads(head_only):

@@ -44,6 +44,7 @@ from ._fit_args import (
 )
 from ._images import as_image_list
 from ._plan import check_rates, make_plan
+from ._predict import predict_outputs
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 
 RECIPE_CONSTRAINTS = {
@@ -554,7 +555,7 @@ class RecipeEstimator(BaseEstimator):
         check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
-        return engine.predict_outputs(
+        return predict_outputs(
             self.ensemble_,
             X,
             views,

@@ -405,7 +405,7 @@ class RecipeEstimator(BaseEstimator):
         bad: dict = {}
         fps = image_fingerprints(sources, bad)
         features = None
-        before = getattr(extractor, "images_computed", 0)
+        before = extractor.images_computed
         if needs_features:
             features = extractor.transform(
                 sources,
@@ -428,7 +428,7 @@ class RecipeEstimator(BaseEstimator):
             )
         counts = None
         if needs_features:
-            computed = getattr(extractor, "images_computed", 0) - before
+            computed = extractor.images_computed - before
             counts = (computed, len(sources) - len(bad) - computed)
         return features, fps, bad, counts
 

@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._plan import N_BODY_GROUPS
 from ._transforms import Preprocessing, check_preprocessing
 
 _TIMM_PREFIX = "timm:"
-_N_GROUPS = 3
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -336,7 +336,7 @@ def _split_groups(model: nn.Module) -> list[list[nn.Module]]:
 
     Starting from the model's top-level children, the container holding the
     most parameters is opened up (replaced in place by its children) until
-    there are at least ``3 * _N_GROUPS`` blocks with parameters or nothing is
+    there are at least ``3 * N_BODY_GROUPS`` blocks with parameters or nothing is
     left to open; forward order is kept. The blocks are then cut into three
     runs of equal length, each block staying whole. This finds ResNet stages,
     MobileNet/EfficientNet blocks, ConvNeXt stages and ViT encoder layers
@@ -347,7 +347,7 @@ def _split_groups(model: nn.Module) -> list[list[nn.Module]]:
         return sum(p.numel() for p in module.parameters())
 
     blocks = [child for child in model.children() if n_params(child) > 0]
-    while len(blocks) < 3 * _N_GROUPS:
+    while len(blocks) < 3 * N_BODY_GROUPS:
         openable = [
             (n_params(b), i)
             for i, b in enumerate(blocks)
@@ -359,10 +359,10 @@ def _split_groups(model: nn.Module) -> list[list[nn.Module]]:
         children = [c for c in blocks[i].children() if n_params(c) > 0]
         blocks[i : i + 1] = children
     if not blocks:
-        return [[] for _ in range(_N_GROUPS)]
+        return [[] for _ in range(N_BODY_GROUPS)]
     n = len(blocks)
-    bounds = [round(i * n / _N_GROUPS) for i in range(_N_GROUPS + 1)]
-    return [blocks[bounds[i] : bounds[i + 1]] for i in range(_N_GROUPS)]
+    bounds = [round(i * n / N_BODY_GROUPS) for i in range(N_BODY_GROUPS + 1)]
+    return [blocks[bounds[i] : bounds[i + 1]] for i in range(N_BODY_GROUPS)]
 
 
 # --- timm --------------------------------------------------------------------

@@ -44,6 +44,7 @@ from ._fit_args import (
 )
 from ._images import as_image_list
 from ._plan import check_rates, make_plan
+from ._predict import predict_outputs
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 
 RECIPE_CONSTRAINTS = {
@@ -404,7 +405,7 @@ class RecipeEstimator(BaseEstimator):
         bad: dict = {}
         fps = image_fingerprints(sources, bad)
         features = None
-        before = getattr(extractor, "images_computed", 0)
+        before = extractor.images_computed
         if needs_features:
             features = extractor.transform(
                 sources,
@@ -427,7 +428,7 @@ class RecipeEstimator(BaseEstimator):
             )
         counts = None
         if needs_features:
-            computed = getattr(extractor, "images_computed", 0) - before
+            computed = extractor.images_computed - before
             counts = (computed, len(sources) - len(bad) - computed)
         return features, fps, bad, counts
 
@@ -554,7 +555,7 @@ class RecipeEstimator(BaseEstimator):
         check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
-        return engine.predict_outputs(
+        return predict_outputs(
             self.ensemble_,
             X,
             views,

@@ -188,7 +188,21 @@ class FeatureExtractor:
 
     Built by ``fit`` of :class:`PretrainedFeatures` and of the classifier; it
     pickles with the body's weights and opens its cache lazily.
+
+    Attributes
+    ----------
+    images_computed : int
+        Images this extractor has passed through the body (each view of an
+        image counts; vectors read from the cache do not). A fit's summary
+        line reports it.
+    images_computed_in_process : int
+        Class attribute: the same count over every extractor of this
+        process (copies and unpickled ones included), so that the work done
+        by a call can be observed as the difference before and after it.
     """
+
+    images_computed = 0
+    images_computed_in_process = 0
 
     def __init__(self, backbone, preprocessing, precision, device, cache):
         self.backbone = backbone
@@ -261,8 +275,8 @@ class FeatureExtractor:
                 self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
             ):
                 out = self.backbone.body(x)
-        # images through the body in this process (a fit's summary line)
-        self.images_computed = getattr(self, "images_computed", 0) + len(batch)
+        self.images_computed += len(batch)
+        FeatureExtractor.images_computed_in_process += len(batch)
         return out.float().cpu().numpy()
 
     def transform(

@@ -1,9 +1,14 @@
-"""The modules and data of training on images.
+"""The modules and data of training.
 
 The body and the head become one module (:class:`TransferNet`); its
 parameters are split into layer groups that all sit in the optimizer from
-the first step. Freezing flips ``requires_grad`` and never adds or removes
-a parameter group, so schedules and optimizer state stay consistent.
+the first step. Freezing flips ``requires_grad`` (:func:`set_trainable`) and
+never adds or removes a parameter group, so schedules and optimizer state
+stay consistent.
+
+Image stages read :class:`ImageDataset` through an :class:`ImageLoader`;
+stages on cached features read a :class:`FeatureDataset` (the plain view) or
+a :class:`CopiesDataset` (augmented copies) through a :class:`FeatureLoader`.
 
 BatchNorm (and dropout) inside the body always run in inference mode, also
 in unfrozen groups: the running statistics of the pretrained network are
@@ -125,6 +130,47 @@ class ImageLoader(DataLoader):
         return x, rest
 
 
+class FeatureDataset(Dataset):
+    """Precomputed features with targets and sample weights."""
+
+    def __init__(self, features, targets, weights):
+        self.x = torch.as_tensor(np.ascontiguousarray(features))
+        self.targets = targets
+        self.weights = weights
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        # ``i`` may be a tensor of rows: a whole mini-batch at once
+        return self.x[i], (self.targets[i], self.weights[i])
+
+
+class FeatureLoader(DataLoader):
+    """The data loader of stages on features: each mini-batch is gathered
+    with one index operation instead of collating items one by one (a head
+    step on features is a millisecond; per-item collation cost as much)."""
+
+    def __iter__(self):
+        for rows in self.batch_sampler:
+            yield self.dataset[torch.as_tensor(rows)]
+
+
+class CopiesDataset(FeatureDataset):
+    """Features of ``k`` augmented copies of every sample, ``(k, n, f)``:
+    epoch ``e`` serves copy ``e % k`` (:class:`_NextCopy` turns the page)."""
+
+    def __init__(self, copies, targets, weights):
+        super().__init__(copies, targets, weights)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.x.shape[1]
+
+    def __getitem__(self, i):
+        return self.x[self.epoch % len(self.x), i], (self.targets[i], self.weights[i])
+
+
 def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:
     """Parameters of each body layer group, then the head's as a last group.
 
@@ -154,3 +200,11 @@ def adamw_options() -> dict:
     if "fused" in inspect.signature(torch.optim.AdamW).parameters:
         return {"fused": True}
     return {}
+
+
+def set_trainable(groups, first_trainable: int) -> None:
+    """Freeze the groups before ``first_trainable``, unfreeze the rest
+    (freezing flips ``requires_grad``; the optimizer's groups never change)."""
+    for g, params in enumerate(groups):
+        for p in params:
+            p.requires_grad_(g >= first_trainable)

@@ -58,3 +58,27 @@ class Head(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+
+
+def prepare_batchnorm(head, on_features, keep_input=False) -> None:
+    """Set the head's BatchNorm layers up for a stage.
+
+    On precomputed features the head's BatchNorm averages every batch of
+    the stage (exact after one epoch on a fixed distribution) and forgets
+    statistics of other features (another image size, a warm start). On
+    images the features move with the augmentation and, unfrozen, with the
+    body: track recent batches. ``keep_input`` keeps the statistics of the
+    head's first BatchNorm (set by a probe from every training image) in
+    stages on features."""
+    for module in head.modules():
+        if not isinstance(module, nn.BatchNorm1d):
+            continue
+        if isinstance(module, InputNorm):
+            module.frozen = keep_input and on_features
+            if module.frozen:
+                continue
+        if on_features:
+            module.reset_running_stats()
+            module.momentum = None
+        else:
+            module.momentum = 0.1

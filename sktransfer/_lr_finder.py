@@ -7,8 +7,8 @@ suggestion off the curve; the default, ``"valley"``, takes the longest
 stretch over which the smoothed loss keeps falling and picks a rate two
 thirds of the way down it, which early spikes and late noise do not fool.
 
-The sweep itself is the engine's (:func:`lr_sweep`); this module only adds
-the public :class:`LRFinder` around it.
+The sweep itself is :func:`._sweep.lr_sweep`, the one ``lr="auto"`` runs;
+this module only adds the public :class:`LRFinder` around it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_random_state
 
-from . import _engine as engine
-from ._engine import lr_sweep, suggest_lrs
+from ._engine import build_model
+from ._sweep import lr_sweep, stage_sweep, suggest_lrs, sweep_problem
 
 __all__ = ["LRFinder", "lr_sweep", "suggest_lrs"]
 
@@ -138,6 +138,49 @@ class LRFinder:
         """Run the sweep on ``(X, y)`` and compute the suggestions."""
         self._check()
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        est = self._estimator_to_sweep(X, y, sample_weight, seed)
+        with warnings.catch_warnings():
+            if self.stage == "unfrozen":  # fit gave the skip warning already
+                warnings.filterwarnings("ignore", message="on_error='skip'")
+            prepared = est._prepare(X, y, sample_weight)
+        stage = prepared.plan[-1] if self.stage == "unfrozen" else prepared.plan[0]
+        model, groups = build_model(prepared.data.extractor, prepared.head)
+        sweep = stage_sweep(
+            stage,
+            model,
+            groups,
+            prepared.data,
+            prepared.task,
+            prepared.settings,
+            seed,
+            start_lr=self.start_lr,
+            end_lr=self.end_lr,
+            num_it=self.num_it,
+            smooth=self.smooth,
+            diverge=self.diverge,
+        )
+        self.lrs_ = sweep["lrs"]
+        self.losses_ = sweep["losses"]
+        self.smoothed_losses_ = sweep["smoothed"]
+        self.diverged_ = sweep["diverged"]
+        self.suggestions_ = suggest_lrs(self.lrs_, self.smoothed_losses_)
+        self.suggestion_ = self.suggestions_["valley"]
+        self.problem_ = sweep_problem(
+            sweep, len(prepared.data.train), prepared.settings.batch_size
+        )
+        if self.problem_:
+            warnings.warn(
+                f"the learning-rate sweep {self.problem_}; its suggestions are not "
+                "reliable (lr='auto' would fall back to the default rate).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _estimator_to_sweep(self, X, y, sample_weight, seed):
+        """A clone of the estimator set up so that its plan's first stage
+        (``"precomputed"``) or last one (``"unfrozen"``, after its head was
+        fitted as configured) is the stage to sweep."""
         est = clone(self.estimator)
         if self.stage == "precomputed":
             est.set_params(
@@ -164,43 +207,7 @@ class LRFinder:
                 unfrozen_cycles=1,
                 on_error="skip" if est.skipped_ else est.on_error,
             )
-        with warnings.catch_warnings():
-            if self.stage == "unfrozen":  # fit gave the skip warning already
-                warnings.filterwarnings("ignore", message="on_error='skip'")
-            prepared = est._prepare(X, y, sample_weight)
-        stage = prepared.plan[-1] if self.stage == "unfrozen" else prepared.plan[0]
-        model, groups = engine.build_model(prepared.data.extractor, prepared.head)
-        sweep = engine.stage_sweep(
-            stage,
-            model,
-            groups,
-            prepared.data,
-            prepared.task,
-            prepared.settings,
-            seed,
-            start_lr=self.start_lr,
-            end_lr=self.end_lr,
-            num_it=self.num_it,
-            smooth=self.smooth,
-            diverge=self.diverge,
-        )
-        self.lrs_ = sweep["lrs"]
-        self.losses_ = sweep["losses"]
-        self.smoothed_losses_ = sweep["smoothed"]
-        self.diverged_ = sweep["diverged"]
-        self.suggestions_ = suggest_lrs(self.lrs_, self.smoothed_losses_)
-        self.suggestion_ = self.suggestions_["valley"]
-        self.problem_ = engine.sweep_problem(
-            sweep, len(prepared.data.train), prepared.settings.batch_size
-        )
-        if self.problem_:
-            warnings.warn(
-                f"the learning-rate sweep {self.problem_}; its suggestions are not "
-                "reliable (lr='auto' would fall back to the default rate).",
-                UserWarning,
-                stacklevel=2,
-            )
-        return self
+        return est
 
     def plot(self, ax=None, skip_start=5, skip_end=3):
         """Loss against learning rate (log axis), suggestions marked."""

@@ -17,6 +17,8 @@ from numbers import Real
 
 #: Body layer groups (early, middle, late); the head is group ``N_BODY_GROUPS``.
 N_BODY_GROUPS = 3
+#: Every group at the stage's rate (head-only stages: the body's are frozen).
+EQUAL_RATIOS = (1.0,) * (N_BODY_GROUPS + 1)
 
 STAGES = ("probe", "precomputed", "augmented", "unfrozen")
 
@@ -40,7 +42,7 @@ class Stage:
     lr : float or "auto"
         Rate of the late body group and of the head; ``"auto"`` is found by
         a learning-rate sweep when the stage starts.
-    ratios : tuple of 4 floats
+    ratios : tuple of ``N_BODY_GROUPS + 1`` floats
         Each group's rate as a multiple of ``lr`` (early, middle, late, head).
     cycle_len, cycle_mult, n_cycles : the SGDR schedule of the stage; the
         cycles are stretched to fill ``epochs`` exactly.
@@ -150,21 +152,14 @@ def make_plan(params: dict) -> list[Stage]:
     }
     active = [name for name in STAGES if counts[name] > 0]
     if not active:
-        raise ValueError(
-            "Nothing to train: precompute_epochs, augmented_cycles and "
-            "unfrozen_cycles are all 0 and no linear probe runs (head_init="
-            f"{params.get('head_init', 'random')!r}, hidden_sizes="
-            f"{tuple(params.get('hidden_sizes', ()))!r}). Set at least one of "
-            "them above 0, or use a linear head (hidden_sizes=()) with "
-            "head_init='auto' or 'linear_probe'."
-        )
+        raise ValueError(_nothing_to_train(params))
     snapshot = bool(params.get("snapshot_ensemble", False))
     cycle_len, cycle_mult = params["cycle_len"], params["cycle_mult"]
     lr = params["lr"]
     stages = []
     if probe:
         stages.append(
-            Stage("probe", "features", head_only, 0, 0.0, (1.0,) * 4, 1, 1.0, 1)
+            Stage("probe", "features", head_only, 0, 0.0, EQUAL_RATIOS, 1, 1.0, 1)
         )
     if counts["precomputed"]:
         epochs = counts["precomputed"]
@@ -174,7 +169,7 @@ def make_plan(params: dict) -> list[Stage]:
             n_cycles = _cycles_within(epochs, length, cycle_mult)
         stages.append(
             Stage(
-                "precomputed", "features", head_only, epochs, lr, (1.0,) * 4,
+                "precomputed", "features", head_only, epochs, lr, EQUAL_RATIOS,
                 length, cycle_mult if n_cycles > 1 else 1.0, n_cycles,
                 snapshot=snapshot and active[-1] == "precomputed",
             )
@@ -186,7 +181,7 @@ def make_plan(params: dict) -> list[Stage]:
         stages.append(
             Stage(
                 "augmented", "copies" if copies else "images", head_only, epochs,
-                lr, (1.0,) * 4, cycle_len, 1.0, n, params["augment"],
+                lr, EQUAL_RATIOS, cycle_len, 1.0, n, params["augment"],
                 snapshot=snapshot and active[-1] == "augmented", copies=copies,
             )
         )  # fmt: skip
@@ -201,6 +196,17 @@ def make_plan(params: dict) -> list[Stage]:
             )
         )  # fmt: skip
     return stages
+
+
+def _nothing_to_train(params: dict) -> str:
+    return (
+        "Nothing to train: precompute_epochs, augmented_cycles and "
+        "unfrozen_cycles are all 0 and no linear probe runs (head_init="
+        f"{params.get('head_init', 'random')!r}, hidden_sizes="
+        f"{tuple(params.get('hidden_sizes', ()))!r}). Set at least one of "
+        "them above 0, or use a linear head (hidden_sizes=()) with "
+        "head_init='auto' or 'linear_probe'."
+    )
 
 
 def uses_probe(params: dict) -> bool:

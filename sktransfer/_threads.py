@@ -18,11 +18,15 @@ Where the network runs decides how decoding is scheduled (:func:`decode_plan`):
   between forward passes). So each batch is decoded *between* the
   network's passes (*phased*) by as many threads as those passes use, and
   decoding threads run torch with one intra-op thread of their own.
+
+Small-tensor work (the head on cached features, its sweeps and predictions)
+runs with one intra-op thread (:func:`small_work_threads`).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -140,3 +144,20 @@ def decoded_batches(fn, batches, plan: DecodePlan):
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def small_work_threads(active=True):
+    """One intra-op thread for small-tensor work (the head on features, its
+    sweeps and predictions). On shared cores, threads spinning on tiny
+    tensors wait for each other: one thread is several times faster there,
+    and about as fast on idle cores. The body's work keeps its threads."""
+    before = torch.get_num_threads()
+    if not active or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

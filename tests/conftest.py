@@ -28,20 +28,36 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+class _ImagesComputed:
+    """``counter["n"]``: images through the body of any extractor since the
+    counter was made or ``counter["n"]`` was last set, read from the public
+    ``FeatureExtractor.images_computed_in_process``."""
+
+    def __init__(self):
+        self._start = self._total()
+
+    @staticmethod
+    def _total() -> int:
+        from sktransfer._features import FeatureExtractor
+
+        return FeatureExtractor.images_computed_in_process
+
+    def __getitem__(self, key):
+        if key != "n":
+            raise KeyError(key)
+        return self._total() - self._start
+
+    def __setitem__(self, key, value):
+        if key != "n":
+            raise KeyError(key)
+        self._start = self._total() - value
+
+
 @pytest.fixture
-def forward_count(monkeypatch):
-    """Number of images that went through the body in this process."""
-    from sktransfer._features import FeatureExtractor
-
-    counter = {"n": 0}
-    original = FeatureExtractor.forward
-
-    def counting_forward(self, batch):
-        counter["n"] += len(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(FeatureExtractor, "forward", counting_forward)
-    return counter
+def forward_count():
+    """Number of images that went through the body in this process (since the
+    test started, or since ``forward_count["n"]`` was last set)."""
+    return _ImagesComputed()
 
 
 @pytest.fixture(autouse=True)

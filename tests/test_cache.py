@@ -1,8 +1,9 @@
 """The feature cache contract: the body runs once per distinct image and model.
 
-Work is counted two ways: in-process by wrapping ``FeatureExtractor.forward``
-(images through the body), and across processes by the cache's own
-``stats()["computed"]`` counter (vectors written).
+Work is counted two ways: in-process by the extractors' public count of
+images through the body (``FeatureExtractor.images_computed_in_process``),
+and across processes by the cache's own ``stats()["computed"]`` counter
+(vectors written).
 """
 
 from __future__ import annotations

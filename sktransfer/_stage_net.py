@@ -1,0 +1,381 @@
+"""The skorch net of a stage and its callbacks.
+
+skorch runs each stage's training loop. :class:`_StageNet` gives the
+optimizer one parameter group per layer group, takes per-sample weighted
+losses from the task, and lets early stopping end a stage while a Ctrl-C
+stops the fit. The schedule is skorch's ``LRScheduler`` over a ``LambdaLR``
+of the pure SGDR function (:func:`stage_schedule`); small callbacks record
+the rates, the task's validation score and the snapshots at the ends of
+cycles, serve augmented copies and show progress. :func:`history_rows`
+turns the net's history into ``history_`` records.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from skorch.helper import predefined_split
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
+from ._plan import Stage
+from ._threads import decode_plan
+from .callbacks import sgdr_schedule
+
+
+class _StageNet(NeuralNet):
+    """A skorch net with one optimizer parameter group per layer group,
+    weighted per-sample losses from the task, and Ctrl-C passed on."""
+
+    def __init__(self, *args, task=None, param_groups=None, bf16=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.param_groups = param_groups
+        self.bf16 = bf16
+
+    def infer(self, x, **fit_params):
+        # bf16 autocast where the extractor chose it (hardware with native
+        # bf16), also for the head on features: ~40% faster per step there,
+        # same held-out accuracy and log loss (benchmarks.md); the loss is
+        # computed in float32 (see get_loss); outputs leave in float32, so
+        # that the user's callbacks (EpochScoring) can turn them into numpy
+        device = torch.device(self.device).type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
+            out = super().infer(x, **fit_params)
+        return out.float() if self.bf16 and out.is_floating_point() else out
+
+    def initialize_optimizer(self, *args, **kwargs):
+        _, options = self.get_params_for_optimizer("optimizer", [])
+        options.pop("lr", None)
+        groups = [{"params": p, "lr": lr} for p, lr in self.param_groups]
+        self.optimizer_ = self.optimizer(groups, **options)
+        return self
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        target, weight = y_true
+        losses = self.task.loss(y_pred.float(), target)
+        loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
+        if not torch.isfinite(loss):
+            # imported here: the engine, which defines it, imports this module
+            from ._engine import DivergedError
+
+            raise DivergedError(f"the loss became {loss.item()}")
+        return loss
+
+    def notify(self, method_name, **cb_kwargs):
+        # skorch's EarlyStopping (the package's, or one of the user's) ends
+        # training by raising KeyboardInterrupt: here that ends the stage,
+        # once every callback has seen the epoch's end, and a KeyboardInterrupt
+        # from anywhere else (the user's Ctrl-C) goes on up
+        getattr(self, method_name)(self, **cb_kwargs)
+        stop = False
+        for _, callback in self.callbacks_:
+            try:
+                getattr(callback, method_name)(self, **cb_kwargs)
+            except KeyboardInterrupt:
+                if not _ends_stage(callback, method_name):
+                    raise
+                stop = True
+        if stop:
+            raise _StopStage()
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        # skorch's own partial_fit swallows KeyboardInterrupt and returns
+        # normally; a fit interrupted by the user must stop, not go on with
+        # a half-trained model.
+        if not self.initialized_:
+            self.initialize()
+        self.notify("on_train_begin", X=X, y=y)
+        try:
+            self.fit_loop(X, y, **fit_params)
+        except _StopStage:
+            pass
+        self.notify("on_train_end", X=X, y=y)
+        return self
+
+
+class _StopStage(Exception):
+    """Early stopping ended the stage (not the user: see ``_StageNet.notify``)."""
+
+
+def _ends_stage(callback, method_name) -> bool:
+    """Whether a KeyboardInterrupt from ``callback`` is skorch's early
+    stopping ending training (its patience is used up), not a Ctrl-C."""
+    return (
+        method_name == "on_epoch_end"
+        and isinstance(callback, EarlyStopping)
+        and callback.misses_ >= callback.patience
+    )
+
+
+def fresh_copy(callback):
+    """A deep copy of a user's callback for one stage, so that nothing it
+    learns carries over to the next stage or fit. One that cannot be deep
+    copied (it holds an open writer or a lock) is copied shallowly: the copy
+    shares what it holds, and skorch's ``initialize`` resets its state."""
+    try:
+        return copy.deepcopy(callback)
+    except Exception:  # TypeError: cannot pickle '_thread.lock' object, ...
+        return copy.copy(callback)
+
+
+def stage_net(
+    stage, model, groups, lr, task, settings, train_set, valid_set, precision
+):
+    """The skorch net that trains ``stage`` at top rate ``lr`` on
+    ``train_set``, with its callbacks: the stage's schedule, snapshots,
+    validation score, early stopping and progress, then fresh copies of the
+    user's. Returns ``(net, snapshots)``; ``snapshots.states`` holds the
+    states kept at the ends of the stage's cycles."""
+    module = model.head if stage.on_features else model
+    device = next(model.head.parameters()).device
+    lrs = stage.group_lrs(lr)
+    if stage.on_features:
+        param_groups = [(groups[-1], lrs[-1])]
+    else:
+        param_groups = list(zip(groups, lrs, strict=True))
+    n_train = len(train_set)
+    steps = _steps_per_epoch(n_train, settings.batch_size)
+    snapshots = _Snapshots(stage, steps)
+    callbacks = [
+        *_callbacks(stage, steps, task, valid_set, settings),
+        ("snapshots", snapshots),
+        *[(name, fresh_copy(cb)) for name, cb in settings.callbacks],
+    ]
+    net = _StageNet(
+        module,
+        task=task,
+        param_groups=param_groups,
+        bf16=precision == "bf16",
+        criterion=nn.Identity,  # the task computes the loss (get_loss)
+        optimizer=torch.optim.AdamW,
+        optimizer__weight_decay=settings.weight_decay,
+        **{f"optimizer__{k}": v for k, v in adamw_options().items()},
+        lr=lrs[-1],
+        max_epochs=stage.epochs,
+        batch_size=settings.batch_size,
+        train_split=None if valid_set is None else predefined_split(valid_set),
+        iterator_train__shuffle=True,
+        iterator_train__drop_last=n_train % settings.batch_size == 1,
+        **_loaders(stage, device),
+        device=str(device),
+        predict_nonlinearity=None,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return net, snapshots
+
+
+def _loaders(stage, device) -> dict:
+    """Stages on features gather whole batches at once; image stages decode
+    in a pool of threads (see :mod:`._threads`)."""
+    if stage.on_features:
+        return {"iterator_train": FeatureLoader, "iterator_valid": FeatureLoader}
+    plan = decode_plan(device)
+    pin = device.type == "cuda"
+    return {
+        "iterator_train": ImageLoader,
+        "iterator_valid": ImageLoader,
+        "iterator_train__decode_plan": plan,
+        "iterator_valid__decode_plan": plan,
+        "iterator_train__pin_memory": pin,
+        "iterator_valid__pin_memory": pin,
+    }
+
+
+def _steps_per_epoch(n_train, batch_size) -> int:
+    steps = n_train // batch_size
+    if n_train % batch_size > 1:
+        steps += 1
+    return max(1, steps)
+
+
+def _callbacks(stage, steps, task, valid_set, settings):
+    factors, _ = stage_schedule(stage, steps)
+    last = len(factors) - 1
+    callbacks = [
+        (
+            "sgdr",
+            LRScheduler(
+                policy=LambdaLR,
+                lr_lambda=lambda step: float(factors[min(step, last)]),
+                step_every="batch",
+                event_name=None,
+            ),
+        ),
+        ("lrs", _RecordRates()),
+        ("copies", _NextCopy()),
+    ]
+    if valid_set is not None:
+        callbacks.append(("valid_score", _ValidScore(task)))
+        if settings.early_stopping:
+            stop = EarlyStopping(
+                monitor="valid_loss",
+                patience=settings.n_iter_no_change,
+                threshold=settings.tol,
+                threshold_mode="abs",
+                load_best=True,
+            )
+            callbacks.append(("early_stopping", stop))
+    if settings.verbose:
+        callbacks.append(("progress", _Progress(stage, steps, settings.verbose)))
+    return callbacks
+
+
+def stage_schedule(stage: Stage, steps_per_epoch: int):
+    """``(factors, cycle_ends)`` of a stage: its SGDR cycles stretched to
+    fill its epochs."""
+    return sgdr_schedule(
+        steps_per_epoch * stage.epochs,
+        steps_per_epoch=steps_per_epoch,
+        cycle_len=stage.cycle_len,
+        cycle_mult=stage.cycle_mult,
+        n_cycles=stage.n_cycles,
+    )
+
+
+class _RecordRates(Callback):
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            net.history.record_batch(
+                "lrs", [g["lr"] for g in net.optimizer_.param_groups]
+            )
+
+
+class _ValidScore(Callback):
+    """The task's validation score, from the outputs skorch already computed
+    for the validation loss (no second pass over the validation set)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.outputs_, self.targets_ = [], []
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if not training and y_pred is not None:
+            self.outputs_.append(y_pred.detach().float().cpu().numpy())
+            self.targets_.append(batch[1][0].cpu().numpy())
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.outputs_:
+            score = self.task.validation_score(
+                np.concatenate(self.outputs_), np.concatenate(self.targets_)
+            )
+            net.history.record(self.task.score_name, score)
+
+
+class _NextCopy(Callback):
+    """Serve the next augmented copy on every epoch."""
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if isinstance(dataset_train, CopiesDataset):
+            dataset_train.epoch = len(net.history) - 1  # this stage's epochs
+
+
+class _Snapshots(Callback):
+    """The model's weights at the end of every SGDR cycle of a stage
+    (kept in memory: cycles may end inside an epoch, where skorch's
+    Checkpoint does not act)."""
+
+    def __init__(self, stage, steps_per_epoch):
+        self.stage = stage
+        self.steps_per_epoch = steps_per_epoch
+        self.states = []
+
+    def on_train_begin(self, net, **kwargs):
+        self.states, self.step_ = [], 0
+        _, ends = stage_schedule(self.stage, self.steps_per_epoch)
+        self.ends_ = set(ends) if self.stage.snapshot else set()
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.step_ += 1
+            if self.step_ in self.ends_:
+                self.states.append(_state_of(net.module_))
+
+
+def _state_of(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class _Progress(Callback):
+    """verbose >= 1: a bar per stage (epochs x batches, current loss);
+    verbose >= 2: one plain line per epoch (stage, rates, losses)."""
+
+    def __init__(self, stage, steps_per_epoch, verbose):
+        self.stage = stage
+        self.steps_per_epoch = steps_per_epoch
+        self.verbose = verbose
+
+    def on_train_begin(self, net, **kwargs):
+        from tqdm.auto import tqdm
+
+        total = self.stage.epochs * self.steps_per_epoch
+        self.bar_ = tqdm(total=total, desc=self.stage.name, unit="batch", leave=True)
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training:
+            self.bar_.update(1)
+            if loss is not None:
+                self.bar_.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.verbose < 2:
+            return
+        row = net.history[-1]
+        lrs = row["batches"][0].get("lrs", []) if row["batches"] else []
+        parts = [
+            f"{self.stage.name} epoch {row['epoch']}/{self.stage.epochs}",
+            "lrs " + ",".join(f"{v:.2g}" for v in lrs),
+            f"train_loss {row.get('train_loss', float('nan')):.4f}",
+        ]
+        for key in ("valid_loss", "valid_acc", "valid_f1", "valid_r2"):
+            if key in row:
+                parts.append(f"{key} {row[key]:.4f}")
+        parts.append(f"{row.get('dur', 0.0):.1f}s")
+        self.bar_.write("  ".join(parts), file=sys.stderr)
+
+    def on_train_end(self, net, **kwargs):
+        self.bar_.close()
+
+
+#: What skorch records per epoch that ``history_`` holds under its own names.
+_SKORCH_KEYS = frozenset(
+    {"batches", "epoch", "dur", "train_loss", "valid_loss", "train_loss_best"}
+    | {"valid_loss_best", "train_batch_count", "valid_batch_count"}
+)
+
+
+def history_rows(net, stage, task, image_size) -> list[dict]:
+    """One ``history_`` record per epoch of the stage; scalars the user's
+    callbacks recorded (an ``EpochScoring``'s score) are kept too."""
+    rows = []
+    for row in net.history:
+        batches = row.get("batches") or [{}]
+        record = {
+            "stage": stage.name,
+            "epoch": int(row["epoch"]),
+            "image_size": image_size,
+            "lrs": [float(v) for v in batches[0].get("lrs", [])],
+            "train_loss": float(row.get("train_loss", math.nan)),
+            "valid_loss": float(row.get("valid_loss", math.nan)),
+            task.score_name: float(row.get(task.score_name, math.nan)),
+            "seconds": float(row.get("dur", math.nan)),
+        }
+        for key, value in row.items():
+            if key in _SKORCH_KEYS or key in record:
+                continue
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, (bool, int, float, str)):
+                record[key] = value
+        rows.append(record)
+    return rows

@@ -40,32 +40,10 @@ import torch
 from torch import nn
 
 from ._transforms import Preprocessing, check_preprocessing
+from .exceptions import WeightsUnavailableError
 
 _TIMM_PREFIX = "timm:"
 _N_GROUPS = 3
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Registry weights could not be downloaded and are not cached locally.
-
-    The message names the URL, torch's cache folder, and the way out on a
-    machine without internet: pass the path of a local ``state_dict`` file
-    as ``weights``.
-
-    Examples
-    --------
-    A program that should fall back to a local file when the registry is out
-    of reach (the download is not attempted here):
-
-    >>> from sktransfer import PretrainedFeatures, WeightsUnavailableError
-    >>> def load_features(local_file):
-    ...     try:
-    ...         return PretrainedFeatures("resnet34", weights="DEFAULT").fit()
-    ...     except WeightsUnavailableError:
-    ...         return PretrainedFeatures("resnet34", weights=local_file).fit()
-    >>> issubclass(WeightsUnavailableError, RuntimeError)
-    True
-    """
 
 
 @dataclass

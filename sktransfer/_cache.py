@@ -15,7 +15,7 @@ changed file gets a new fingerprint and is recomputed, never served stale.
 Each row also holds a CRC-32 of its keys and vector bytes, checked on every
 read: a vector whose bytes changed on disk (a failing disk, a program
 writing into the file), which SQLite's own checks cannot see, is deleted
-with a :class:`CacheWarning` and computed again, never served.
+with a :class:`~sktransfer.exceptions.CacheWarning` and computed again, never served.
 
 While one process computes the missing features of a model, it holds an
 advisory lock for that model; a second process asking for the same images
@@ -59,6 +59,11 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+
+try:
+    from .exceptions import CacheWarning
+except ImportError:  # this file loaded on its own (writer processes in tests)
+    CacheWarning = UserWarning
 
 #: Version 2: rowid table (insertion order = eviction order), 64 KiB pages,
 #: incremental auto-vacuum (evicted space is given back to the file system).
@@ -106,32 +111,6 @@ _COMPANIONS = ("-wal", "-shm", "-journal")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-class CacheWarning(UserWarning):
-    """The cache could not be used; features are computed without it.
-
-    Raised as a warning, never an error: a read-only or broken cache folder
-    costs time, not results.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> import warnings
-    >>> from pathlib import Path
-    >>> import numpy as np
-    >>> from sktransfer import CacheWarning, PretrainedFeatures
-    >>> blocker = Path(tempfile.mkdtemp()) / "cache"
-    >>> _ = blocker.write_text("a file where the cache folder should be")
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=str(blocker)
-    ... )
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     out = features.fit_transform(np.zeros((2, 32, 32, 3), np.uint8))
-    >>> out.shape, [w.category.__name__ for w in caught]
-    ((2, 512), ['CacheWarning'])
-    """
-
-
 def default_cache_dir() -> Path:
     """The folder of the feature cache when ``cache="auto"``.
 
@@ -140,10 +119,11 @@ def default_cache_dir() -> Path:
     folder in the temporary directory (``sktransfer-cache-<uid>``).
     ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded), like
     ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of the
-    file system is ignored, with a :class:`CacheWarning` when the cache is
-    used. ``"auto"`` is resolved where the cache is used: a model fitted in
-    one environment and used (or unpickled) in another uses the folder of
-    the other.
+    file system is ignored, with a
+    :class:`~sktransfer.exceptions.CacheWarning` when the cache is used.
+    ``"auto"`` is resolved where the cache is used: a model fitted in one
+    environment and used (or unpickled) in another uses the folder of the
+    other.
 
     Returns
     -------
@@ -337,9 +317,10 @@ class FeatureCache:
     -----
     Problems never fail a fit: a database file of another format version,
     or one that is not a database, is deleted and rebuilt with a
-    :class:`CacheWarning`; a location that cannot be written (read-only,
-    disk full) gives a :class:`CacheWarning` and the features are computed
-    without caching from then on.
+    :class:`~sktransfer.exceptions.CacheWarning`; a location that cannot be
+    written (read-only, disk full) gives a
+    :class:`~sktransfer.exceptions.CacheWarning` and the features are
+    computed without caching from then on.
 
     Examples
     --------
@@ -645,7 +626,8 @@ class FeatureCache:
         The vectors are read-only float32 arrays over the database's bytes
         (no copy). An image given twice may be yielded twice. An entry whose
         checksum does not match its bytes is never yielded: it is deleted
-        with a :class:`CacheWarning`, so that it is computed again.
+        with a :class:`~sktransfer.exceptions.CacheWarning`, so that it is
+        computed again.
         """
         keys = iter(images)
         while True:
@@ -990,7 +972,7 @@ def _transaction(conn):
 
 
 def warn_if_network_filesystem(directory, mounts=None) -> str | None:
-    """Warn with a :class:`~sktransfer.CacheWarning` when the cache folder
+    """Warn with a :class:`~sktransfer.exceptions.CacheWarning` when the cache folder
     ``directory`` is on a network file system; return its type (or None)."""
     try:
         from ._mounts import network_filesystem

@@ -76,12 +76,12 @@ def dask_features(
     one machine share that cache, so a photo goes through the body once per
     machine. Do not point the cache of several machines at one network
     folder: the cache is a SQLite database, which needs a local disk. A
-    :class:`~sktransfer.CacheWarning` says so when the cache folder, as this
+    :class:`~sktransfer.exceptions.CacheWarning` says so when the cache folder, as this
     machine sees it, is on NFS, SMB/CIFS, sshfs or another network file
     system (see :func:`network_filesystem`).
 
     Images that cannot be decoded fail their partition's task with the
-    :class:`~sktransfer.ImageLoadError` that lists them; the features of the
+    :class:`~sktransfer.exceptions.ImageLoadError` that lists them; the features of the
     partition's other images are cached already, so computing again after
     removing them only runs the body on what is missing.
 

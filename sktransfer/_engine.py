@@ -47,14 +47,11 @@ from ._probe import (
 from ._threads import decode_plan, decoded_batches
 from ._transforms import AugmentedView
 from .callbacks import sgdr_schedule
+from .exceptions import DivergedError
 
 #: Rates used when a sweep cannot suggest one (it never diverged, or it had
 #: too few batches to be read): the constructor defaults.
 FALLBACK_LRS = {"head": 1e-3, "unfrozen": 1e-4}
-
-
-class DivergedError(ValueError, FloatingPointError):
-    """Training produced a non-finite loss or output."""
 
 
 @dataclasses.dataclass

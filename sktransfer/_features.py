@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_is_fitted
 from ._backbones import load_backbone
 from ._cache import FeatureCache, resolve_cache
 from ._images import (
-    ImageLoadError,
     as_image_list,
     describe,
     fingerprint,
@@ -40,6 +39,7 @@ from ._transforms import (
     to_tensor,
     tta_views,
 )
+from .exceptions import ImageLoadError, NonFiniteFeaturesError
 
 
 def available_devices() -> list[str]:
@@ -177,10 +177,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}."
         )
     return precision
-
-
-class NonFiniteFeaturesError(ValueError):
-    """The body computed NaN or inf features (none of them is cached)."""
 
 
 class FeatureExtractor:

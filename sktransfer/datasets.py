@@ -791,7 +791,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     """
     from PIL import UnidentifiedImageError
 
-    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, _debris_hint, as_image_list
+    from ._images import MAX_IMAGE_PIXELS, _debris_hint, as_image_list
+    from .exceptions import ImageLoadError
 
     sources = as_image_list(X)
     widths, heights, unreadable = [], [], []

@@ -23,12 +23,12 @@ from sklearn.base import clone
 
 import sktransfer
 from sktransfer import (
-    CacheWarning,
     FeatureCache,
     PretrainedFeatures,
     PretrainedImageClassifier,
     default_cache_dir,
 )
+from sktransfer.exceptions import CacheWarning
 
 PARAMS = dict(TINY, precision="fp32", device="cpu")
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import sktransfer._images as images
-from sktransfer._images import ImageLoadError, as_image_list, fingerprint, load_image
+from sktransfer._images import as_image_list, fingerprint, load_image
 from sktransfer._transforms import (
     PLAIN,
     Preprocessing,
@@ -27,6 +27,7 @@ from sktransfer._transforms import (
     to_tensor,
     tta_views,
 )
+from sktransfer.exceptions import ImageLoadError
 
 WHITE = (255, 255, 255)
 

@@ -20,7 +20,6 @@ import torch
 from conftest import TINY
 
 from sktransfer import (
-    ModelFormatError,
     PretrainedFeatures,
     PretrainedImageClassifier,
     export_onnx,
@@ -28,6 +27,7 @@ from sktransfer import (
     load,
     save,
 )
+from sktransfer.exceptions import ModelFormatError
 
 QUICK = dict(TINY, random_state=0, precompute_epochs=1)
 

@@ -78,9 +78,10 @@ class Backbone:
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def available_backbones() -> list[str]:
-    """Names accepted by ``backbone``: torchvision's classification models
-    (and, when timm is installed, any ``"timm:NAME"``)."""
+def torchvision_names() -> list[str]:
+    """The sorted names of torchvision's classification models (``backbone``
+    also accepts any ``"timm:NAME"`` when timm is installed); the public
+    list is :func:`sktransfer.available_backbones`."""
     import torchvision.models as tvm
 
     return sorted(tvm.list_models(module=tvm))
@@ -114,7 +115,7 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
 def _load_torchvision(name: str, weights) -> Backbone:
     import torchvision.models as tvm
 
-    names = available_backbones()
+    names = torchvision_names()
     if name not in names:
         close = [n for n in names if n.startswith(name[:4])][:8]
         hint = f" Close names: {', '.join(close)}." if close else ""

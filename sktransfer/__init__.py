@@ -4,7 +4,6 @@ from ._cache import FeatureCache, default_cache_dir
 from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
 from ._dask import dask_features
-from ._export import export_onnx, export_torchscript, preprocess, to_torch
 from ._features import PretrainedFeatures
 from ._lr_finder import LRFinder
 from ._persist import load, save
@@ -30,8 +29,6 @@ __all__ = [
     "available_backbones",
     "dask_features",
     "default_cache_dir",
-    "export_onnx",
-    "export_torchscript",
     "image_size_summary",
     "load",
     "load_image_csv",
@@ -42,8 +39,6 @@ __all__ = [
     "plot_history",
     "plot_image_sizes",
     "plot_top_losses",
-    "preprocess",
     "save",
-    "to_torch",
     "top_losses",
 ]

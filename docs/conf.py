@@ -160,7 +160,12 @@ def _add_optional_pages(app, docname, source):
 
 
 #: The modules whose ``__all__`` is the API, each a section of api.rst.
-API_MODULES = ["sktransfer", "sktransfer.exceptions", "sktransfer.export"]
+API_MODULES = [
+    "sktransfer",
+    "sktransfer.exceptions",
+    "sktransfer.export",
+    "sktransfer.dask",
+]
 
 
 def _check_api_reference(app):

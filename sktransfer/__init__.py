@@ -3,7 +3,6 @@
 from ._cache import FeatureCache, default_cache_dir
 from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
-from ._dask import dask_features
 from ._features import PretrainedFeatures
 from ._lr_finder import LRFinder
 from ._persist import load, save
@@ -27,7 +26,6 @@ __all__ = [
     "Stage",
     "augmented_copies",
     "available_backbones",
-    "dask_features",
     "default_cache_dir",
     "image_size_summary",
     "load",

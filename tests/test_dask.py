@@ -11,8 +11,8 @@ import pytest
 
 from sktransfer import FeatureCache, PretrainedFeatures
 from sktransfer._cache import warn_if_network_filesystem
-from sktransfer._dask import dask_features, worker_stats
 from sktransfer._mounts import network_filesystem
+from sktransfer.dask import dask_features, worker_stats
 from sktransfer.exceptions import CacheWarning
 
 distributed = pytest.importorskip("distributed")

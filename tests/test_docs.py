@@ -49,7 +49,12 @@ WITHOUT_EXAMPLE: set[str] = set()
 #: The modules whose ``__all__`` is the API: the package and its public
 #: submodules (each a section of docs/api.rst). ``sktransfer.cli`` is
 #: documented in docs/cli.md and ``sktransfer.callbacks`` through ``SGDR``.
-API_MODULES = ["sktransfer", "sktransfer.exceptions", "sktransfer.export"]
+API_MODULES = [
+    "sktransfer",
+    "sktransfer.exceptions",
+    "sktransfer.export",
+    "sktransfer.dask",
+]
 
 
 def _public_names() -> list[str]:

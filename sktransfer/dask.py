@@ -7,7 +7,8 @@ worker by a body that the worker loads once and keeps, reading and writing
 the feature cache of the machine it runs on.
 
 The module imports only the standard library at the top; dask, numpy and
-torch are imported when used.
+torch are imported when used (``import dask`` here is the dask package: the
+imports are absolute, so this module's name does not shadow it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 from pathlib import Path
 
 from ._cache import warn_if_network_filesystem
+
+__all__ = ["dask_features"]
 
 _FEATURES_PREFIX = "sktransfer-features"
 
@@ -93,7 +96,8 @@ def dask_features(
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import PretrainedFeatures, dask_features
+    >>> from sktransfer import PretrainedFeatures
+    >>> from sktransfer.dask import dask_features
     >>> folder = Path(tempfile.mkdtemp())
     >>> paths = [str(folder / f"{i}.png") for i in range(6)]
     >>> for i, path in enumerate(paths):

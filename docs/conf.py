@@ -162,9 +162,12 @@ def _add_optional_pages(app, docname, source):
 #: The modules whose ``__all__`` is the API, each a section of api.rst.
 API_MODULES = [
     "sktransfer",
-    "sktransfer.exceptions",
+    "sktransfer.datasets",
+    "sktransfer.plotting",
+    "sktransfer.inspection",
     "sktransfer.export",
     "sktransfer.dask",
+    "sktransfer.exceptions",
 ]
 
 

@@ -16,7 +16,8 @@ prints one line per photo: ``file -> class (probability)``.
 
 To make a model file first (``pip install 'sktransfer[export]'``)::
 
-    from sktransfer import PretrainedImageClassifier, load_image_folder
+    from sktransfer import PretrainedImageClassifier
+    from sktransfer.datasets import load_image_folder
     from sktransfer.export import export_onnx
     paths, labels = load_image_folder("../shared/data/hymenoptera_data/train")
     clf = PretrainedImageClassifier(

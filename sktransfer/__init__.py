@@ -10,9 +10,6 @@ from ._plan import Stage, make_plan
 from ._regressor import PretrainedImageRegressor
 from ._transforms import augmented_copies
 from .callbacks import SGDR
-from .datasets import image_size_summary, load_image_csv, load_image_folder
-from .inspection import most_confused, plot_top_losses, top_losses
-from .plotting import plot_augmentations, plot_history, plot_image_sizes
 
 __version__ = "0.1.0"
 
@@ -27,16 +24,7 @@ __all__ = [
     "augmented_copies",
     "available_backbones",
     "default_cache_dir",
-    "image_size_summary",
     "load",
-    "load_image_csv",
-    "load_image_folder",
     "make_plan",
-    "most_confused",
-    "plot_augmentations",
-    "plot_history",
-    "plot_image_sizes",
-    "plot_top_losses",
     "save",
-    "top_losses",
 ]

@@ -558,7 +558,7 @@ def augmented_copies(
 
     See Also
     --------
-    sktransfer.plot_augmentations : the original next to its copies.
+    sktransfer.plotting.plot_augmentations : the original next to its copies.
 
     Examples
     --------

@@ -91,7 +91,7 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import load_image_folder
+    >>> from sktransfer.datasets import load_image_folder
     >>> root = Path(tempfile.mkdtemp())
     >>> for name in ["train/cats/1.jpg", "train/cats/2.jpg", "train/dogs/1.jpg"]:
     ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -441,7 +441,7 @@ def load_image_csv(
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import load_image_csv
+    >>> from sktransfer.datasets import load_image_csv
     >>> root = Path(tempfile.mkdtemp())
     >>> (root / "train").mkdir()
     >>> for image_id in ["a1", "b2"]:
@@ -715,6 +715,17 @@ class ImageSizeSummary:
         Each image that could not be opened, with the reason.
     widths, heights : ndarray of int
         The size of each readable image, in input order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.datasets import image_size_summary
+    >>> photos = [np.zeros((48, 64, 3), np.uint8), np.zeros((30, 40, 3), np.uint8)]
+    >>> summary = image_size_summary(photos)
+    >>> summary.n_readable, summary.width["max"], summary.height["min"]
+    (2, 64, 30)
+    >>> summary.formats
+    {'array': 2}
     """
 
     n_images: int
@@ -780,7 +791,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
 
     See Also
     --------
-    sktransfer.plot_image_sizes : width against height, the network input marked.
+    sktransfer.plotting.plot_image_sizes : width against height, with the
+        network input marked.
 
     Examples
     --------

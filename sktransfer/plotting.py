@@ -36,7 +36,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
     ----------
     images : sequence of images or ImageSizeSummary
         Paths (or PIL images, uint8 arrays), or the result of
-        :func:`~sktransfer.image_size_summary`. Only the file headers are
+        :func:`~sktransfer.datasets.image_size_summary`. Only the file headers are
         read.
     ax : matplotlib Axes, default=None
         Where to draw; None makes a new figure.
@@ -53,7 +53,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
 
     See Also
     --------
-    sktransfer.image_size_summary : the numbers behind the plot.
+    sktransfer.datasets.image_size_summary : the numbers behind the plot.
 
     Examples
     --------

@@ -51,9 +51,12 @@ WITHOUT_EXAMPLE: set[str] = set()
 #: documented in docs/cli.md and ``sktransfer.callbacks`` through ``SGDR``.
 API_MODULES = [
     "sktransfer",
-    "sktransfer.exceptions",
+    "sktransfer.datasets",
+    "sktransfer.plotting",
+    "sktransfer.inspection",
     "sktransfer.export",
     "sktransfer.dask",
+    "sktransfer.exceptions",
 ]
 
 

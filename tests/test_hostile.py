@@ -23,16 +23,11 @@ import torchvision
 from conftest import TINY, make_images
 from PIL import Image, PngImagePlugin
 
-from sktransfer import (
-    FeatureCache,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-    image_size_summary,
-    load_image_csv,
-)
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._backbones import load_backbone
 from sktransfer._features import image_fingerprints
 from sktransfer._images import MAX_FILE_BYTES, load_image
+from sktransfer.datasets import image_size_summary, load_image_csv
 from sktransfer.exceptions import CacheWarning, ImageLoadError, WeightsUnavailableError
 
 pytestmark = pytest.mark.filterwarnings("error::sktransfer.exceptions.CacheWarning")

@@ -17,12 +17,8 @@ import torch
 from conftest import TINY
 from PIL import Image, ImageOps
 
-from sktransfer import (
-    PretrainedFeatures,
-    image_size_summary,
-    load_image_csv,
-    load_image_folder,
-)
+from sktransfer import PretrainedFeatures
+from sktransfer.datasets import image_size_summary, load_image_csv, load_image_folder
 from sktransfer.exceptions import ImageLoadError, WeightsUnavailableError
 
 

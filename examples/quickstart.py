@@ -150,6 +150,7 @@ for name, scores, seconds in [
 
 # %%
 # Run it again and every feature comes from the cache
-# (:func:`sktransfer.default_cache_dir`): the whole script then takes seconds.
+# (:meth:`sktransfer.FeatureCache.default_directory`): the whole script then
+# takes seconds.
 # :ref:`sphx_glr_auto_examples_plot_classical_models.py` compares more
 # classical models, and HOG features, on the same photos.

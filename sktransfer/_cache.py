@@ -111,36 +111,6 @@ _COMPANIONS = ("-wal", "-shm", "-journal")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-def default_cache_dir() -> Path:
-    """The folder of the feature cache when ``cache="auto"``.
-
-    ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
-    ``~/.cache/sktransfer``; without a usable home directory, a private
-    folder in the temporary directory (``sktransfer-cache-<uid>``).
-    ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded), like
-    ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of the
-    file system is ignored, with a
-    :class:`~sktransfer.exceptions.CacheWarning` when the cache is used.
-    ``"auto"`` is resolved where the cache is used: a model fitted in one
-    environment and used (or unpickled) in another uses the folder of the
-    other.
-
-    Returns
-    -------
-    folder : pathlib.Path
-
-    Examples
-    --------
-    >>> import os
-    >>> from unittest import mock
-    >>> from sktransfer import default_cache_dir
-    >>> with mock.patch.dict(os.environ, {"SKTRANSFER_CACHE": "/data/cache"}):
-    ...     print(default_cache_dir())
-    /data/cache
-    """
-    return _default_location()[0]
-
-
 def _default_location() -> tuple[Path, bool, str | None]:
     """``(folder, private, why)``: ``private`` when the package chose the
     folder (not the user), ``why`` the reason a fallback was taken."""
@@ -207,9 +177,10 @@ def _private_temp_dir() -> Path:
 def resolve_cache(cache) -> FeatureCache | None:
     """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None).
 
-    ``"auto"`` gives a cache that follows :func:`default_cache_dir` where it
-    is used (also after pickling), and warns (:class:`CacheWarning`) when
-    it has to fall back from the usual folder. An empty path is refused with
+    ``"auto"`` gives a cache that follows
+    :meth:`FeatureCache.default_directory` where it is used (also after
+    pickling), and warns (:class:`CacheWarning`) when it has to fall back
+    from the usual folder. An empty path is refused with
     a ``ValueError``: it would mean the working folder, which is never what
     was meant; so is the root of the file system.
     """
@@ -299,7 +270,8 @@ class FeatureCache:
     Parameters
     ----------
     directory : str or path-like
-        Where the database lives. Created on first use.
+        Where the database lives. Created on first use. The folder of
+        ``cache="auto"`` is :meth:`default_directory`.
     max_bytes : int or str, default=None
         Size limit of the database files (``stats()["bytes"]``), as a number
         of bytes or a string such as ``"20G"``. When a write takes the cache
@@ -346,13 +318,43 @@ class FeatureCache:
         self._disabled = False  # no reads, no writes
         self._writable = True
         # True for the cache of cache="auto": its folder is looked up again
-        # (default_cache_dir) each time it is opened, so a model used in
+        # (default_directory) each time it is opened, so a model used in
         # another environment, or unpickled there, uses that one's folder.
         self._auto = False
         self._reason = None  # why "auto" fell back (warned once)
         # One connection per process, used by any thread: the lock keeps a
         # transaction of one thread from swallowing another thread's work.
         self._mutex = threading.RLock()
+
+    @staticmethod
+    def default_directory() -> Path:
+        """The folder of the feature cache when ``cache="auto"``.
+
+        ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
+        ``~/.cache/sktransfer``; without a usable home directory, a private
+        folder in the temporary directory (``sktransfer-cache-<uid>``).
+        ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded),
+        like ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of
+        the file system is ignored, with a
+        :class:`~sktransfer.exceptions.CacheWarning` when the cache is used.
+        ``"auto"`` is resolved where the cache is used: a model fitted in one
+        environment and used (or unpickled) in another uses the folder of
+        the other.
+
+        Returns
+        -------
+        folder : pathlib.Path
+
+        Examples
+        --------
+        >>> import os
+        >>> from unittest import mock
+        >>> from sktransfer import FeatureCache
+        >>> with mock.patch.dict(os.environ, {"SKTRANSFER_CACHE": "/data/cache"}):
+        ...     print(FeatureCache.default_directory())
+        /data/cache
+        """
+        return _default_location()[0]
 
     def __repr__(self) -> str:
         limit = f", max_bytes={self.max_bytes}" if self.max_bytes is not None else ""

@@ -183,14 +183,14 @@ def _check_cache_folder(cache) -> None:
     file system (workers sharing it from several machines could corrupt
     it). Each worker resolves ``"auto"`` on its own machine; a shared home
     folder is the usual way to end up on NFS, and this catches it."""
-    from ._cache import FeatureCache, default_cache_dir
+    from ._cache import FeatureCache
 
     if cache is None or cache is False:
         return
     if isinstance(cache, FeatureCache):
         directory = cache.directory
     elif cache == "auto":
-        directory = default_cache_dir()
+        directory = FeatureCache.default_directory()
     else:
         directory = Path(cache).expanduser()
     warn_if_network_filesystem(directory)

@@ -1,5 +1,6 @@
-"""Loaders that turn photo collections on disk into ``(X, y)``, and a quick
-look at the sizes of the images before choosing ``image_size``."""
+"""Loaders that turn photo collections on disk into ``(X, y)``, a quick look
+at the sizes of the images before choosing ``image_size``, and the augmented
+copies of a photo that training sees."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageSizeSummary",
+    "augmented_copies",
     "image_size_summary",
     "load_image_csv",
     "load_image_folder",
@@ -910,3 +912,65 @@ def _size_stats(values: np.ndarray) -> dict:
         "q95": float(q95),
         "max": int(values.max()),
     }
+
+
+def augmented_copies(
+    image,
+    n=8,
+    *,
+    augment="side_on",
+    image_size=224,
+    max_zoom=1.1,
+    random_state=0,
+    resize_mode="crop",
+):
+    """``n`` randomly augmented copies of one image, as training sees them.
+
+    Parameters
+    ----------
+    image : str, PIL image or uint8 array
+        One image (a path is decoded like any training image).
+    n : int, default=8
+        Number of copies.
+    augment : {"side_on", "top_down"} or None, default="side_on"
+        The augmentation preset (see ``PretrainedImageClassifier``).
+    image_size : int, default=224
+        Side of each square copy.
+    max_zoom : float, default=1.1
+        Largest random zoom.
+    random_state : int, default=0
+        Seed of the draws: the same seed gives the same copies.
+    resize_mode : {"crop", "squish", "pad"}, default="crop"
+        How the picture becomes a square (see ``preprocessing``).
+
+    Returns
+    -------
+    copies : ndarray of shape (n, image_size, image_size, 3), uint8
+
+    See Also
+    --------
+    sktransfer.plotting.plot_augmentations : the original next to its copies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.datasets import augmented_copies
+    >>> photo = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    >>> copies = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> copies.shape, copies.dtype
+    ((4, 32, 32, 3), dtype('uint8'))
+    >>> again = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> bool((again == copies).all())  # the same seed, the same copies
+    True
+    """
+    from ._images import load_pixels
+    from ._transforms import Preprocessing, random_augment
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}.")
+    pre = Preprocessing(resize_mode=resize_mode).with_image_size(int(image_size))
+    img = load_pixels(image, draft_size=pre.resize_size)
+    rng = np.random.default_rng(random_state)
+    return np.stack(
+        [random_augment(img, pre, rng, augment, max_zoom) for _ in range(n)]
+    )

@@ -20,13 +20,13 @@ from sktransfer._transforms import (
     PLAIN,
     Preprocessing,
     View,
-    augmented_copies,
     crop_box,
     random_augment,
     render,
     to_tensor,
     tta_views,
 )
+from sktransfer.datasets import augmented_copies
 from sktransfer.exceptions import ImageLoadError
 
 WHITE = (255, 255, 255)

@@ -5,7 +5,7 @@ Prints, on photos of ``../shared/data/dogscats`` with the offline
 
 1. extraction img/s of the same photos (decode + preprocessing + body, cache
    off) in this process (torch with 1 and with all threads) and with
-   :func:`sktransfer.dask_features` on a ``LocalCluster`` of 2 worker
+   :func:`sktransfer.dask.dask_features` on a ``LocalCluster`` of 2 worker
    processes of 1 thread each; the bodies are loaded before timing (once per
    worker), and all runs' features are compared;
 2. a 2-candidate, 3-fold ``GridSearchCV`` of ``PretrainedFeatures`` +
@@ -78,8 +78,8 @@ def single_process(params, paths, threads):
 
 
 def on_cluster(client, params, paths, partitions):
-    from sktransfer import PretrainedFeatures, dask_features
-    from sktransfer._dask import worker_stats
+    from sktransfer import PretrainedFeatures
+    from sktransfer.dask import dask_features, worker_stats
 
     transformer = PretrainedFeatures(**params)
     # load the body on every worker before timing (once per worker)

@@ -38,7 +38,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from sktransfer import PretrainedFeatures, PretrainedImageClassifier, load_image_folder
+from sktransfer import PretrainedFeatures, PretrainedImageClassifier
+from sktransfer.datasets import load_image_folder
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")

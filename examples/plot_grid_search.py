@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GridSearchCV, train_test_split
 
-from sktransfer import FeatureCache, PretrainedImageClassifier, load_image_folder
+from sktransfer import FeatureCache, PretrainedImageClassifier
+from sktransfer.datasets import load_image_folder
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")

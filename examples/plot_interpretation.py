@@ -9,8 +9,9 @@ more data or a different augmentation should fix.
 
 scikit-learn draws the confusion matrix
 (:class:`~sklearn.metrics.ConfusionMatrixDisplay`);
-:func:`~sktransfer.most_confused` lists the confused pairs and
-:func:`~sktransfer.plot_top_losses` shows the photos with the highest loss.
+:func:`~sktransfer.inspection.most_confused` lists the confused pairs and
+:func:`~sktransfer.inspection.plot_top_losses` shows the photos with the highest
+loss.
 The photos are 1,000 flowers of five kinds.
 """
 
@@ -25,12 +26,9 @@ import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 from sklearn.model_selection import train_test_split
 
-from sktransfer import (
-    PretrainedImageClassifier,
-    load_image_folder,
-    most_confused,
-    plot_top_losses,
-)
+from sktransfer import PretrainedImageClassifier
+from sktransfer.datasets import load_image_folder
+from sktransfer.inspection import most_confused, plot_top_losses
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")

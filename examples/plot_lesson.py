@@ -27,7 +27,7 @@ is the slow part of the gallery; a GPU makes it seconds.
 # Kaggle competitions ship one folder of images and a CSV of ``id,label``
 # rows. Build one in a temporary folder from 150 dogs and 150 cats (links to
 # the photos in ``../shared``, so nothing is copied), then read it back with
-# :func:`~sktransfer.load_image_csv`.
+# :func:`~sktransfer.datasets.load_image_csv`.
 
 import csv
 import sys
@@ -38,18 +38,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from sktransfer import (
-    SGDR,
-    LRFinder,
-    PretrainedImageClassifier,
-    image_size_summary,
-    load_image_csv,
-    load_image_folder,
-    make_plan,
-    plot_augmentations,
-    plot_history,
-    plot_image_sizes,
-)
+from sktransfer import SGDR, LRFinder, PretrainedImageClassifier, make_plan
+from sktransfer.datasets import image_size_summary, load_image_csv, load_image_folder
+from sktransfer.plotting import plot_augmentations, plot_history, plot_image_sizes
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")
@@ -182,8 +173,9 @@ ax.set_title("SGDR with differential learning rates")
 ax.legend(fontsize="small")
 
 # %%
-# Train. ``history_`` has one row per epoch; :func:`~sktransfer.plot_history`
-# draws the losses and the validation accuracy, coloured by stage.
+# Train. ``history_`` has one row per epoch;
+# :func:`~sktransfer.plotting.plot_history` draws the losses and the validation
+# accuracy, coloured by stage.
 
 clf.fit(X_train, y_train)
 plot_history(clf)

@@ -32,12 +32,9 @@ from PIL import Image
 from sklearn.metrics import classification_report, f1_score, hamming_loss
 from sklearn.model_selection import train_test_split
 
-from sktransfer import (
-    PretrainedImageClassifier,
-    load_image_csv,
-    load_image_folder,
-    plot_top_losses,
-)
+from sktransfer import PretrainedImageClassifier
+from sktransfer.datasets import load_image_csv, load_image_folder
+from sktransfer.inspection import plot_top_losses
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")

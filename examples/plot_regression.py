@@ -32,12 +32,9 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import (
-    PretrainedFeatures,
-    PretrainedImageRegressor,
-    load_image_folder,
-    plot_history,
-)
+from sktransfer import PretrainedFeatures, PretrainedImageRegressor
+from sktransfer.datasets import load_image_folder
+from sktransfer.plotting import plot_history
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 WEIGHTS = str(SHARED / "weights" / "mobilenet_v2-imagenet.pth")
@@ -138,8 +135,9 @@ ax.legend(fontsize="small")
 ax.set_title("How much of the picture is a dog?")
 
 # %%
-# The training history: for a regressor :func:`~sktransfer.plot_history` shows
-# the validation R² next to the losses.
+# The training history: for a regressor
+# :func:`~sktransfer.plotting.plot_history` shows the validation R² next to the
+# losses.
 
 plot_history(reg)
 

@@ -19,8 +19,8 @@ This is the script behind ``make demo``. From the project folder::
 # %%
 # The photos
 # ----------
-# :func:`~sktransfer.load_image_folder` turns a ``root/class/image`` folder
-# into paths and labels. The defaults below are the 2,000 photos of Kaggle's
+# :func:`~sktransfer.datasets.load_image_folder` turns a ``root/class/image``
+# folder into paths and labels. The defaults below are the 2,000 photos of Kaggle's
 # Dogs vs. Cats in ``../shared`` and an ImageNet ``mobilenet_v2`` weights
 # file, so nothing is downloaded; the options apply when this runs as a
 # script.
@@ -42,7 +42,8 @@ from sklearn.model_selection import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sktransfer import PretrainedImageClassifier, load_image_folder
+from sktransfer import PretrainedImageClassifier
+from sktransfer.datasets import load_image_folder
 
 SHARED = Path(sys.argv[0]).resolve().parents[2] / "shared"
 default_weights = SHARED / "weights" / "mobilenet_v2-imagenet.pth"
@@ -149,6 +150,7 @@ for name, scores, seconds in [
 
 # %%
 # Run it again and every feature comes from the cache
-# (:func:`sktransfer.default_cache_dir`): the whole script then takes seconds.
+# (:meth:`sktransfer.FeatureCache.default_directory`): the whole script then
+# takes seconds.
 # :ref:`sphx_glr_auto_examples_plot_classical_models.py` compares more
 # classical models, and HOG features, on the same photos.

@@ -1,7 +1,8 @@
 """Classify a folder of photos with an exported ONNX model, and nothing else.
 
-A service needs only the ``.onnx`` file that ``sktransfer.export_onnx`` wrote,
-ONNX Runtime, Pillow and numpy: no scikit-learn, no PyTorch, no sktransfer.
+A service needs only the ``.onnx`` file that
+``sktransfer.export.export_onnx`` wrote, ONNX Runtime, Pillow and numpy: no
+scikit-learn, no PyTorch, no sktransfer.
 Normalisation, network, head and softmax are inside the graph; the file's
 metadata holds the class names and how to resize and crop a photo, which
 this script repeats with Pillow as the estimator does (decode, EXIF
@@ -15,7 +16,9 @@ prints one line per photo: ``file -> class (probability)``.
 
 To make a model file first (``pip install 'sktransfer[export]'``)::
 
-    from sktransfer import PretrainedImageClassifier, export_onnx, load_image_folder
+    from sktransfer import PretrainedImageClassifier
+    from sktransfer.datasets import load_image_folder
+    from sktransfer.export import export_onnx
     paths, labels = load_image_folder("../shared/data/hymenoptera_data/train")
     clf = PretrainedImageClassifier(
         "mobilenet_v2", weights="../shared/weights/mobilenet_v2-imagenet.pth"

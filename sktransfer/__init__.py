@@ -1,55 +1,27 @@
 """Transfer learning for images, the scikit-learn way."""
 
-from ._backbones import WeightsUnavailableError
-from ._cache import CacheWarning, FeatureCache, default_cache_dir
+from ._cache import FeatureCache
 from ._catalog import available_backbones
 from ._classifier import PretrainedImageClassifier
-from ._dask import dask_features
-from ._export import export_onnx, export_torchscript, preprocess, to_torch
 from ._features import PretrainedFeatures
-from ._images import ImageLoadError
 from ._lr_finder import LRFinder
-from ._persist import ModelFormatError, load, save
+from ._persist import load, save
 from ._plan import Stage, make_plan
 from ._regressor import PretrainedImageRegressor
-from ._transforms import augmented_copies
 from .callbacks import SGDR
-from .datasets import image_size_summary, load_image_csv, load_image_folder
-from .inspection import most_confused, plot_top_losses, top_losses
-from .plotting import plot_augmentations, plot_history, plot_image_sizes
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGDR",
-    "CacheWarning",
     "FeatureCache",
-    "ImageLoadError",
     "LRFinder",
-    "ModelFormatError",
     "PretrainedFeatures",
     "PretrainedImageClassifier",
     "PretrainedImageRegressor",
     "Stage",
-    "WeightsUnavailableError",
-    "augmented_copies",
     "available_backbones",
-    "dask_features",
-    "default_cache_dir",
-    "export_onnx",
-    "export_torchscript",
-    "image_size_summary",
     "load",
-    "load_image_csv",
-    "load_image_folder",
     "make_plan",
-    "most_confused",
-    "plot_augmentations",
-    "plot_history",
-    "plot_image_sizes",
-    "plot_top_losses",
-    "preprocess",
     "save",
-    "to_torch",
-    "top_losses",
 ]

@@ -41,31 +41,9 @@ from torch import nn
 
 from ._plan import N_BODY_GROUPS
 from ._transforms import Preprocessing, check_preprocessing
+from .exceptions import WeightsUnavailableError
 
 _TIMM_PREFIX = "timm:"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Registry weights could not be downloaded and are not cached locally.
-
-    The message names the URL, torch's cache folder, and the way out on a
-    machine without internet: pass the path of a local ``state_dict`` file
-    as ``weights``.
-
-    Examples
-    --------
-    A program that should fall back to a local file when the registry is out
-    of reach (the download is not attempted here):
-
-    >>> from sktransfer import PretrainedFeatures, WeightsUnavailableError
-    >>> def load_features(local_file):
-    ...     try:
-    ...         return PretrainedFeatures("resnet34", weights="DEFAULT").fit()
-    ...     except WeightsUnavailableError:
-    ...         return PretrainedFeatures("resnet34", weights=local_file).fit()
-    >>> issubclass(WeightsUnavailableError, RuntimeError)
-    True
-    """
 
 
 @dataclass
@@ -100,9 +78,10 @@ class Backbone:
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def available_backbones() -> list[str]:
-    """Names accepted by ``backbone``: torchvision's classification models
-    (and, when timm is installed, any ``"timm:NAME"``)."""
+def torchvision_names() -> list[str]:
+    """The sorted names of torchvision's classification models (``backbone``
+    also accepts any ``"timm:NAME"`` when timm is installed); the public
+    list is :func:`sktransfer.available_backbones`."""
     import torchvision.models as tvm
 
     return sorted(tvm.list_models(module=tvm))
@@ -136,7 +115,7 @@ def load_backbone(name: str, weights, preprocessing=None) -> Backbone:
 def _load_torchvision(name: str, weights) -> Backbone:
     import torchvision.models as tvm
 
-    names = available_backbones()
+    names = torchvision_names()
     if name not in names:
         close = [n for n in names if n.startswith(name[:4])][:8]
         hint = f" Close names: {', '.join(close)}." if close else ""

@@ -574,28 +574,25 @@ class RecipeEstimator(BaseEstimator):
     # -- export -------------------------------------------------------------------
 
     def preprocess(self, X):
-        """The uint8 ``(n, H, W, 3)`` network inputs of ``X``: the images
-        resized and cropped exactly as the model sees them (the input of
-        :meth:`to_torch`'s module)."""
-        from ._export import preprocess
+        """The uint8 network inputs of ``X``, as the model sees them.
 
-        return preprocess(self, X)
+        Each image is decoded, rotated by its EXIF orientation, converted to
+        RGB, resized and centre-cropped with the estimator's preprocessing
+        (its weights' preset, ``image_size`` and ``preprocessing``): the
+        plain view, exactly the pixels ``predict`` uses. This is the input
+        of the module of :func:`sktransfer.export.to_torch` and of the
+        exported files.
 
-    def to_torch(self):
-        """One ``torch.nn.Module`` mapping :meth:`preprocess`'s uint8 batch to
-        what ``predict_proba`` (classifier) or ``predict`` (regressor)
-        returns: normalisation, body, pooling, head and output in one graph
-        (the plain view: TTA views are not part of it)."""
-        from ._export import to_torch
+        Parameters
+        ----------
+        X : sequence of paths, PIL images, or uint8 array ``(n, H, W[, 3])``
 
-        return to_torch(self)
-
-    def export_onnx(self, path, **kwargs):
-        """Write the model of :meth:`to_torch` as one ONNX file (see
-        :func:`sktransfer.export_onnx`)."""
-        from ._export import export_onnx
-
-        return export_onnx(self, path, **kwargs)
+        Returns
+        -------
+        batch : ndarray of shape (n, crop_size, crop_size, 3), uint8
+        """
+        check_is_fitted(self, "extractor_")
+        return self.extractor_.preprocess(X)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -15,7 +15,7 @@ changed file gets a new fingerprint and is recomputed, never served stale.
 Each row also holds a CRC-32 of its keys and vector bytes, checked on every
 read: a vector whose bytes changed on disk (a failing disk, a program
 writing into the file), which SQLite's own checks cannot see, is deleted
-with a :class:`CacheWarning` and computed again, never served.
+with a :class:`~sktransfer.exceptions.CacheWarning` and computed again, never served.
 
 While one process computes the missing features of a model, it holds an
 advisory lock for that model; a second process asking for the same images
@@ -59,6 +59,11 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+
+try:
+    from .exceptions import CacheWarning
+except ImportError:  # this file loaded on its own (writer processes in tests)
+    CacheWarning = UserWarning
 
 #: Version 2: rowid table (insertion order = eviction order), 64 KiB pages,
 #: incremental auto-vacuum (evicted space is given back to the file system).
@@ -104,61 +109,6 @@ _MAX_BYTES_ENV = "SKTRANSFER_CACHE_MAX_BYTES"
 MIN_MAX_BYTES = 1024**2
 _COMPANIONS = ("-wal", "-shm", "-journal")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-class CacheWarning(UserWarning):
-    """The cache could not be used; features are computed without it.
-
-    Raised as a warning, never an error: a read-only or broken cache folder
-    costs time, not results.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> import warnings
-    >>> from pathlib import Path
-    >>> import numpy as np
-    >>> from sktransfer import CacheWarning, PretrainedFeatures
-    >>> blocker = Path(tempfile.mkdtemp()) / "cache"
-    >>> _ = blocker.write_text("a file where the cache folder should be")
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=str(blocker)
-    ... )
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     out = features.fit_transform(np.zeros((2, 32, 32, 3), np.uint8))
-    >>> out.shape, [w.category.__name__ for w in caught]
-    ((2, 512), ['CacheWarning'])
-    """
-
-
-def default_cache_dir() -> Path:
-    """The folder of the feature cache when ``cache="auto"``.
-
-    ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
-    ``~/.cache/sktransfer``; without a usable home directory, a private
-    folder in the temporary directory (``sktransfer-cache-<uid>``).
-    ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded), like
-    ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of the
-    file system is ignored, with a :class:`CacheWarning` when the cache is
-    used. ``"auto"`` is resolved where the cache is used: a model fitted in
-    one environment and used (or unpickled) in another uses the folder of
-    the other.
-
-    Returns
-    -------
-    folder : pathlib.Path
-
-    Examples
-    --------
-    >>> import os
-    >>> from unittest import mock
-    >>> from sktransfer import default_cache_dir
-    >>> with mock.patch.dict(os.environ, {"SKTRANSFER_CACHE": "/data/cache"}):
-    ...     print(default_cache_dir())
-    /data/cache
-    """
-    return _default_location()[0]
 
 
 def _default_location() -> tuple[Path, bool, str | None]:
@@ -227,9 +177,10 @@ def _private_temp_dir() -> Path:
 def resolve_cache(cache) -> FeatureCache | None:
     """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None).
 
-    ``"auto"`` gives a cache that follows :func:`default_cache_dir` where it
-    is used (also after pickling), and warns (:class:`CacheWarning`) when
-    it has to fall back from the usual folder. An empty path is refused with
+    ``"auto"`` gives a cache that follows
+    :meth:`FeatureCache.default_directory` where it is used (also after
+    pickling), and warns (:class:`CacheWarning`) when it has to fall back
+    from the usual folder. An empty path is refused with
     a ``ValueError``: it would mean the working folder, which is never what
     was meant; so is the root of the file system.
     """
@@ -319,7 +270,8 @@ class FeatureCache:
     Parameters
     ----------
     directory : str or path-like
-        Where the database lives. Created on first use.
+        Where the database lives. Created on first use. The folder of
+        ``cache="auto"`` is :meth:`default_directory`.
     max_bytes : int or str, default=None
         Size limit of the database files (``stats()["bytes"]``), as a number
         of bytes or a string such as ``"20G"``. When a write takes the cache
@@ -337,9 +289,10 @@ class FeatureCache:
     -----
     Problems never fail a fit: a database file of another format version,
     or one that is not a database, is deleted and rebuilt with a
-    :class:`CacheWarning`; a location that cannot be written (read-only,
-    disk full) gives a :class:`CacheWarning` and the features are computed
-    without caching from then on.
+    :class:`~sktransfer.exceptions.CacheWarning`; a location that cannot be
+    written (read-only, disk full) gives a
+    :class:`~sktransfer.exceptions.CacheWarning` and the features are
+    computed without caching from then on.
 
     Examples
     --------
@@ -365,13 +318,43 @@ class FeatureCache:
         self._disabled = False  # no reads, no writes
         self._writable = True
         # True for the cache of cache="auto": its folder is looked up again
-        # (default_cache_dir) each time it is opened, so a model used in
+        # (default_directory) each time it is opened, so a model used in
         # another environment, or unpickled there, uses that one's folder.
         self._auto = False
         self._reason = None  # why "auto" fell back (warned once)
         # One connection per process, used by any thread: the lock keeps a
         # transaction of one thread from swallowing another thread's work.
         self._mutex = threading.RLock()
+
+    @staticmethod
+    def default_directory() -> Path:
+        """The folder of the feature cache when ``cache="auto"``.
+
+        ``$SKTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/sktransfer``, else
+        ``~/.cache/sktransfer``; without a usable home directory, a private
+        folder in the temporary directory (``sktransfer-cache-<uid>``).
+        ``$SKTRANSFER_CACHE`` must be an absolute path (``~`` is expanded),
+        like ``$XDG_CACHE_HOME``; an empty one, a relative one or the root of
+        the file system is ignored, with a
+        :class:`~sktransfer.exceptions.CacheWarning` when the cache is used.
+        ``"auto"`` is resolved where the cache is used: a model fitted in one
+        environment and used (or unpickled) in another uses the folder of
+        the other.
+
+        Returns
+        -------
+        folder : pathlib.Path
+
+        Examples
+        --------
+        >>> import os
+        >>> from unittest import mock
+        >>> from sktransfer import FeatureCache
+        >>> with mock.patch.dict(os.environ, {"SKTRANSFER_CACHE": "/data/cache"}):
+        ...     print(FeatureCache.default_directory())
+        /data/cache
+        """
+        return _default_location()[0]
 
     def __repr__(self) -> str:
         limit = f", max_bytes={self.max_bytes}" if self.max_bytes is not None else ""
@@ -645,7 +628,8 @@ class FeatureCache:
         The vectors are read-only float32 arrays over the database's bytes
         (no copy). An image given twice may be yielded twice. An entry whose
         checksum does not match its bytes is never yielded: it is deleted
-        with a :class:`CacheWarning`, so that it is computed again.
+        with a :class:`~sktransfer.exceptions.CacheWarning`, so that it is
+        computed again.
         """
         keys = iter(images)
         while True:
@@ -990,7 +974,7 @@ def _transaction(conn):
 
 
 def warn_if_network_filesystem(directory, mounts=None) -> str | None:
-    """Warn with a :class:`~sktransfer.CacheWarning` when the cache folder
+    """Warn with a :class:`~sktransfer.exceptions.CacheWarning` when the cache folder
     ``directory`` is on a network file system; return its type (or None)."""
     try:
         from ._mounts import network_filesystem

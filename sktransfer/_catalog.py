@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ._backbones import _TIMM_PREFIX, _strip_classifier
+from ._backbones import _TIMM_PREFIX, _strip_classifier, torchvision_names
 
 #: The columns of ``available_backbones(details=True)``, in order.
 COLUMNS = (
@@ -98,9 +98,9 @@ def available_backbones(details=False, *, names=None, as_frame=False):
                 "names and as_frame describe backbones: pass details=True with "
                 "them, e.g. available_backbones(details=True, names=['resnet34'])."
             )
-        return _torchvision_names()
+        return torchvision_names()
     if names is None:
-        names = _torchvision_names()
+        names = torchvision_names()
     elif isinstance(names, str):
         raise ValueError(
             f"names must be a list of backbone names; got the string {names!r}. "
@@ -130,18 +130,12 @@ def describe_backbone(name: str) -> dict:
     return {**static, "cached": any(_in_cache(f) for f in weight_files)}
 
 
-def _torchvision_names() -> list[str]:
-    import torchvision.models as tvm
-
-    return sorted(tvm.list_models(module=tvm))
-
-
 @functools.cache
 def _describe_torchvision(name: str) -> tuple[dict, tuple]:
     import torchvision.models as tvm
 
-    if name not in _torchvision_names():
-        close = [n for n in _torchvision_names() if n.startswith(name[:4])][:8]
+    if name not in torchvision_names():
+        close = [n for n in torchvision_names() if n.startswith(name[:4])][:8]
         hint = f" Close names: {', '.join(close)}." if close else ""
         raise ValueError(
             f"unknown backbone {name!r}: not a torchvision classification model, "

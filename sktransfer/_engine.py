@@ -41,14 +41,11 @@ from ._stage_net import history_rows, stage_net
 from ._sweep import sweep_rate
 from ._threads import small_work_threads
 from ._transforms import AugmentedView
+from .exceptions import DivergedError
 
 #: Rates used when a sweep cannot suggest one (it never diverged, or it had
 #: too few batches to be read): the constructor defaults.
 FALLBACK_LRS = {"head": 1e-3, "unfrozen": 1e-4}
-
-
-class DivergedError(ValueError, FloatingPointError):
-    """Training produced a non-finite loss or output."""
 
 
 @dataclasses.dataclass

@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_is_fitted
 from ._backbones import load_backbone
 from ._cache import FeatureCache, resolve_cache
 from ._images import (
-    ImageLoadError,
     as_image_list,
     describe,
     fingerprint,
@@ -36,10 +35,12 @@ from ._transforms import (
     AugmentedView,
     View,
     check_preprocessing,
+    render,
     render_view,
     to_tensor,
     tta_views,
 )
+from .exceptions import ImageLoadError, NonFiniteFeaturesError
 
 
 def available_devices() -> list[str]:
@@ -179,10 +180,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-class NonFiniteFeaturesError(ValueError):
-    """The body computed NaN or inf features (none of them is cached)."""
-
-
 class FeatureExtractor:
     """The loaded body plus everything needed to turn images into vectors.
 
@@ -278,6 +275,19 @@ class FeatureExtractor:
         self.images_computed += len(batch)
         FeatureExtractor.images_computed_in_process += len(batch)
         return out.float().cpu().numpy()
+
+    def preprocess(self, X) -> np.ndarray:
+        """The uint8 ``(n, crop, crop, 3)`` plain views of the images ``X``:
+        the pixels ``forward`` turns into features."""
+        pre = self.preprocessing
+        sources = as_image_list(X)
+        if not sources:
+            raise ValueError("X is empty: at least one image is required.")
+        out = np.empty((len(sources), pre.crop_size, pre.crop_size, 3), np.uint8)
+        for i, source in enumerate(sources):
+            img = load_pixels(source, draft_size=pre.resize_size, index=i)
+            out[i] = render(img, pre, PLAIN)
+        return out
 
     def transform(
         self,
@@ -716,6 +726,38 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             X, views=views, batch_size=self.extract_batch_size, verbose=self.verbose
         )
         return feats.mean(axis=0) if len(views) > 1 else feats[0]
+
+    def preprocess(self, X):
+        """The uint8 network inputs of ``X``, as the body sees them.
+
+        Each image is decoded, rotated by its EXIF orientation, converted to
+        RGB, resized and centre-cropped with the preprocessing (the weights'
+        preset, ``image_size`` and ``preprocessing``): the plain view, the
+        pixels ``transform`` uses. This is the input of the module of
+        :func:`sktransfer.export.to_torch` and of the exported files.
+
+        Parameters
+        ----------
+        X : sequence of paths, PIL images, or uint8 array ``(n, H, W[, 3])``
+
+        Returns
+        -------
+        batch : ndarray of shape (n, crop_size, crop_size, 3), uint8
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sktransfer import PretrainedFeatures
+        >>> features = PretrainedFeatures(
+        ...     "resnet18", weights=None, image_size=32, cache=None
+        ... ).fit()
+        >>> photos = np.zeros((2, 48, 64, 3), dtype=np.uint8)
+        >>> batch = features.preprocess(photos)
+        >>> batch.shape, batch.dtype
+        ((2, 32, 32, 3), dtype('uint8'))
+        """
+        check_is_fitted(self, "extractor_")
+        return self.extractor_.preprocess(X)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "extractor_")

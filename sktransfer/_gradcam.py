@@ -1,8 +1,8 @@
 """Grad-CAM on a fitted recipe estimator (the machinery of
 :func:`sktransfer.inspection.grad_cam`).
 
-The model is the one :func:`~sktransfer.to_torch` builds (a float32 copy of
-the fitted body and head), so the estimator's own modules, parameters,
+The model is the one :func:`~sktransfer.export.to_torch` builds (a float32
+copy of the fitted body and head), so the estimator's own modules, parameters,
 ``requires_grad`` flags and train/eval modes are never touched.
 """
 
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from .export import to_torch
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def _compute(estimator, crops, target, batch_size):
     with warnings.catch_warnings():
         # grad_cam documents that it explains the plain view, as to_torch does
         warnings.filterwarnings("ignore", message=".*has tta=", category=UserWarning)
-        model = estimator.to_torch()
+        model = to_torch(estimator)
     device = estimator.extractor_.device
     model = model.to(device)
     n_features = estimator.extractor_.n_features

@@ -48,6 +48,8 @@ from collections.abc import Mapping, Set
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from .exceptions import ImageLoadError
+
 try:
     import simplejpeg
 except ImportError:  # PIL decodes every JPEG
@@ -65,27 +67,6 @@ MAX_IMAGE_BYTES = 256 * 1024**2
 #: stored in at most that many bytes uncompressed (twice that for 16-bit
 #: channels PIL keeps in 8 bits); anything larger is not a plausible image.
 MAX_FILE_BYTES = 2 * MAX_IMAGE_BYTES
-
-
-class ImageLoadError(ValueError):
-    """An image could not be read or decoded. The message names the image.
-
-    ``fit`` checks every image before training and lists all the bad ones in
-    one error (or, with ``on_error="skip"``, leaves them out).
-
-    Examples
-    --------
-    >>> from sktransfer import ImageLoadError, PretrainedFeatures
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=None
-    ... ).fit()
-    >>> try:
-    ...     features.transform(["no-such-photo.jpg"])
-    ... except ImageLoadError as error:
-    ...     print(error)
-    1 of 1 images could not be used:
-      image 'no-such-photo.jpg' does not exist.
-    """
 
 
 def _is_tensor(obj) -> bool:

@@ -48,7 +48,6 @@ from ._persist_format import (
     _MODULE_ATTRIBUTES,
     MODEL_FILE,
     WEIGHTS_FILE,
-    ModelFormatError,
     _check_architectures,
     _check_state,
     _decode,
@@ -57,6 +56,7 @@ from ._persist_format import (
     _under,
     state_mismatch,
 )
+from .exceptions import ModelFormatError
 
 #: Bumped when a saved folder changes in a way older code cannot read.
 FORMAT_VERSION = 1

@@ -13,32 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .exceptions import ModelFormatError
+
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
-
-
-class ModelFormatError(ValueError):
-    """A saved model folder cannot be loaded: newer format, tampered or
-    incomplete files. The message names the file and what is wrong.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from sktransfer import ModelFormatError, PretrainedFeatures, load, save
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=None
-    ... ).fit()
-    >>> folder = save(features, Path(tempfile.mkdtemp()) / "features")
-    >>> with open(folder / "weights.safetensors", "r+b") as f:
-    ...     _ = f.seek(-4, 2)
-    ...     _ = f.write(b"oops")  # the file no longer matches its sha256
-    >>> try:
-    ...     load(folder)
-    ... except ModelFormatError as error:
-    ...     print("sha256" in str(error))
-    True
-    """
 
 
 # --- JSON values -------------------------------------------------------------

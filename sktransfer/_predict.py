@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._engine import DivergedError
 from ._threads import small_work_threads
+from .exceptions import DivergedError
 
 
 def predict_outputs(members, X, views, task, extract_batch_size, verbose=0):

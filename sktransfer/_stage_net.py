@@ -28,6 +28,7 @@ from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
 from ._plan import Stage
 from ._threads import decode_plan
 from .callbacks import sgdr_schedule
+from .exceptions import DivergedError
 
 
 class _StageNet(NeuralNet):
@@ -63,9 +64,6 @@ class _StageNet(NeuralNet):
         losses = self.task.loss(y_pred.float(), target)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         if not torch.isfinite(loss):
-            # imported here: the engine, which defines it, imports this module
-            from ._engine import DivergedError
-
             raise DivergedError(f"the loss became {loss.item()}")
         return loss
 

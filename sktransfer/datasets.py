@@ -1,5 +1,6 @@
-"""Loaders that turn photo collections on disk into ``(X, y)``, and a quick
-look at the sizes of the images before choosing ``image_size``."""
+"""Loaders that turn photo collections on disk into ``(X, y)``, a quick look
+at the sizes of the images before choosing ``image_size``, and the augmented
+copies of a photo that training sees."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageSizeSummary",
+    "augmented_copies",
     "image_size_summary",
     "load_image_csv",
     "load_image_folder",
@@ -91,7 +93,7 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import load_image_folder
+    >>> from sktransfer.datasets import load_image_folder
     >>> root = Path(tempfile.mkdtemp())
     >>> for name in ["train/cats/1.jpg", "train/cats/2.jpg", "train/dogs/1.jpg"]:
     ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -441,7 +443,7 @@ def load_image_csv(
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import load_image_csv
+    >>> from sktransfer.datasets import load_image_csv
     >>> root = Path(tempfile.mkdtemp())
     >>> (root / "train").mkdir()
     >>> for image_id in ["a1", "b2"]:
@@ -715,6 +717,17 @@ class ImageSizeSummary:
         Each image that could not be opened, with the reason.
     widths, heights : ndarray of int
         The size of each readable image, in input order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.datasets import image_size_summary
+    >>> photos = [np.zeros((48, 64, 3), np.uint8), np.zeros((30, 40, 3), np.uint8)]
+    >>> summary = image_size_summary(photos)
+    >>> summary.n_readable, summary.width["max"], summary.height["min"]
+    (2, 64, 30)
+    >>> summary.formats
+    {'array': 2}
     """
 
     n_images: int
@@ -780,7 +793,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
 
     See Also
     --------
-    sktransfer.plot_image_sizes : width against height, the network input marked.
+    sktransfer.plotting.plot_image_sizes : width against height, with the
+        network input marked.
 
     Examples
     --------
@@ -791,7 +805,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     """
     from PIL import UnidentifiedImageError
 
-    from ._images import MAX_IMAGE_PIXELS, ImageLoadError, _debris_hint, as_image_list
+    from ._images import MAX_IMAGE_PIXELS, _debris_hint, as_image_list
+    from .exceptions import ImageLoadError
 
     sources = as_image_list(X)
     widths, heights, unreadable = [], [], []
@@ -897,3 +912,65 @@ def _size_stats(values: np.ndarray) -> dict:
         "q95": float(q95),
         "max": int(values.max()),
     }
+
+
+def augmented_copies(
+    image,
+    n=8,
+    *,
+    augment="side_on",
+    image_size=224,
+    max_zoom=1.1,
+    random_state=0,
+    resize_mode="crop",
+):
+    """``n`` randomly augmented copies of one image, as training sees them.
+
+    Parameters
+    ----------
+    image : str, PIL image or uint8 array
+        One image (a path is decoded like any training image).
+    n : int, default=8
+        Number of copies.
+    augment : {"side_on", "top_down"} or None, default="side_on"
+        The augmentation preset (see ``PretrainedImageClassifier``).
+    image_size : int, default=224
+        Side of each square copy.
+    max_zoom : float, default=1.1
+        Largest random zoom.
+    random_state : int, default=0
+        Seed of the draws: the same seed gives the same copies.
+    resize_mode : {"crop", "squish", "pad"}, default="crop"
+        How the picture becomes a square (see ``preprocessing``).
+
+    Returns
+    -------
+    copies : ndarray of shape (n, image_size, image_size, 3), uint8
+
+    See Also
+    --------
+    sktransfer.plotting.plot_augmentations : the original next to its copies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.datasets import augmented_copies
+    >>> photo = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    >>> copies = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> copies.shape, copies.dtype
+    ((4, 32, 32, 3), dtype('uint8'))
+    >>> again = augmented_copies(photo, 4, image_size=32, random_state=0)
+    >>> bool((again == copies).all())  # the same seed, the same copies
+    True
+    """
+    from ._images import load_pixels
+    from ._transforms import Preprocessing, random_augment
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}.")
+    pre = Preprocessing(resize_mode=resize_mode).with_image_size(int(image_size))
+    img = load_pixels(image, draft_size=pre.resize_size)
+    rng = np.random.default_rng(random_state)
+    return np.stack(
+        [random_augment(img, pre, rng, augment, max_zoom) for _ in range(n)]
+    )

@@ -273,7 +273,7 @@ def grad_cam(estimator, X, *, target=None, batch_size=None):
     as such).
 
     The model is the one ``predict_proba`` uses, in the form
-    :func:`~sktransfer.to_torch` gives it: the same preprocessing, the
+    :func:`~sktransfer.export.to_torch` gives it: the same preprocessing, the
     fitted (possibly fine-tuned) body and the head, in eval mode, on the
     estimator's device. It is a float32 copy, so the gradient pass runs in
     float32 even for an estimator that extracts in bf16, and the

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .datasets import ImageSizeSummary, image_size_summary
+from .datasets import ImageSizeSummary, augmented_copies, image_size_summary
 
 __all__ = ["plot_augmentations", "plot_history", "plot_image_sizes"]
 
@@ -36,7 +36,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
     ----------
     images : sequence of images or ImageSizeSummary
         Paths (or PIL images, uint8 arrays), or the result of
-        :func:`~sktransfer.image_size_summary`. Only the file headers are
+        :func:`~sktransfer.datasets.image_size_summary`. Only the file headers are
         read.
     ax : matplotlib Axes, default=None
         Where to draw; None makes a new figure.
@@ -53,7 +53,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
 
     See Also
     --------
-    sktransfer.image_size_summary : the numbers behind the plot.
+    sktransfer.datasets.image_size_summary : the numbers behind the plot.
 
     Examples
     --------
@@ -175,7 +175,7 @@ def plot_augmentations(
 
     See Also
     --------
-    sktransfer.augmented_copies : the copies as an array.
+    sktransfer.datasets.augmented_copies : the copies as an array.
 
     Examples
     --------
@@ -190,7 +190,6 @@ def plot_augmentations(
     import matplotlib.pyplot as plt
 
     from ._images import load_image
-    from ._transforms import augmented_copies
 
     copies = augmented_copies(
         image,

@@ -13,9 +13,9 @@ import torch
 import torchvision
 from conftest import MOBILENET, WEIGHTS
 
-from sktransfer import WeightsUnavailableError
 from sktransfer._backbones import load_backbone
 from sktransfer._transforms import Preprocessing, to_tensor
+from sktransfer.exceptions import WeightsUnavailableError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -20,12 +20,8 @@ from PIL import Image
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
 
-from sktransfer import (
-    FeatureCache,
-    ImageLoadError,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-)
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
+from sktransfer.exceptions import ImageLoadError
 
 #: PretrainedFeatures' images-per-forward-pass parameter.
 FEATURES_BATCH = (

@@ -23,12 +23,8 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 import sktransfer._cache
-from sktransfer import (
-    CacheWarning,
-    FeatureCache,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-)
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
+from sktransfer.exceptions import CacheWarning
 
 N_IMAGES = 12  # make_images' default: 6 per class, 2 classes
 

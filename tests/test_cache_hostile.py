@@ -23,12 +23,11 @@ from sklearn.base import clone
 
 import sktransfer
 from sktransfer import (
-    CacheWarning,
     FeatureCache,
     PretrainedFeatures,
     PretrainedImageClassifier,
-    default_cache_dir,
 )
+from sktransfer.exceptions import CacheWarning
 
 PARAMS = dict(TINY, precision="fp32", device="cpu")
 
@@ -287,7 +286,7 @@ def test_unusable_SKTRANSFER_CACHE_is_ignored_with_a_warning_naming_it(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     root_before = set(os.listdir("/"))
 
-    assert default_cache_dir() == tmp_path / "xdg" / "sktransfer"
+    assert FeatureCache.default_directory() == tmp_path / "xdg" / "sktransfer"
     with pytest.warns(CacheWarning) as caught:
         transformer(cache="auto").fit().transform(photos[0][:2])
 
@@ -310,7 +309,7 @@ def test_SKTRANSFER_CACHE_with_a_home_folder_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SKTRANSFER_CACHE", "~/features")
 
-    assert default_cache_dir() == tmp_path / "home" / "features"
+    assert FeatureCache.default_directory() == tmp_path / "home" / "features"
 
 
 # -- $SKTRANSFER_DECODE_WORKERS --------------------------------------------------------

@@ -9,10 +9,11 @@ import logging
 import numpy as np
 import pytest
 
-from sktransfer import CacheWarning, FeatureCache, PretrainedFeatures
+from sktransfer import FeatureCache, PretrainedFeatures
 from sktransfer._cache import warn_if_network_filesystem
-from sktransfer._dask import dask_features, worker_stats
 from sktransfer._mounts import network_filesystem
+from sktransfer.dask import dask_features, worker_stats
+from sktransfer.exceptions import CacheWarning
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
@@ -250,7 +251,7 @@ def test_dask_features_warns_when_this_machine_sees_the_cache_on_nfs(
 def test_a_bad_photo_fails_its_partition_by_name_and_the_rest_stay_cached(
     images, tmp_path
 ):
-    from sktransfer import ImageLoadError
+    from sktransfer.exceptions import ImageLoadError
 
     paths, _ = images
     bad = tmp_path / "notes.jpg"

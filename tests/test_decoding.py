@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import TINY, make_images
 
-from sktransfer import ImageLoadError, PretrainedFeatures, PretrainedImageClassifier
+from sktransfer import PretrainedFeatures, PretrainedImageClassifier
+from sktransfer.exceptions import ImageLoadError
 
 
 @pytest.fixture

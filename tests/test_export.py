@@ -22,11 +22,8 @@ from sktransfer import (
     PretrainedFeatures,
     PretrainedImageClassifier,
     PretrainedImageRegressor,
-    export_onnx,
-    export_torchscript,
-    preprocess,
-    to_torch,
 )
+from sktransfer.export import export_onnx, export_torchscript, to_torch
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "serve_onnx.py"
 #: TINY in float32, so that the graph's outputs equal predict's within 1e-5
@@ -35,7 +32,7 @@ EXACT = dict(TINY, precision="fp32", random_state=0, precompute_epochs=2)
 
 def run_graph(module, estimator, X) -> np.ndarray:
     with torch.inference_mode():
-        return module(torch.from_numpy(preprocess(estimator, X))).numpy()
+        return module(torch.from_numpy(estimator.preprocess(X))).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +46,7 @@ def classifier(images, cache_dir):
 
 def test_preprocess_returns_the_crop_the_model_sees(classifier, images, tmp_path):
     paths, _ = images
-    batch = preprocess(classifier, paths)
+    batch = classifier.preprocess(paths)
     assert batch.shape == (12, 32, 32, 3) and batch.dtype == np.uint8
     # a photo stored sideways with an EXIF orientation is seen upright
     rng = np.random.default_rng(1)
@@ -60,13 +57,13 @@ def test_preprocess_returns_the_crop_the_model_sees(classifier, images, tmp_path
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     sideways.save(tmp_path / "sideways.png", exif=exif)
-    a, b = preprocess(classifier, [tmp_path / "upright.png", tmp_path / "sideways.png"])
+    a, b = classifier.preprocess([tmp_path / "upright.png", tmp_path / "sideways.png"])
     assert a[:, :3].mean() > 200 and b[:, :3].mean() > 200  # band on the left
     assert a[:, -3:].mean() < 180 and b[:, -3:].mean() < 180
     np.testing.assert_array_equal(a, b)
     # every input kind the estimator takes
     arrays = np.stack([np.asarray(Image.open(p)) for p in paths[:2]])
-    assert preprocess(classifier, arrays).shape == (2, 32, 32, 3)
+    assert classifier.preprocess(arrays).shape == (2, 32, 32, 3)
 
 
 def test_to_torch_maps_uint8_batch_to_predict_proba(classifier, images):
@@ -162,7 +159,7 @@ def test_unfitted_estimators_cannot_be_exported(tmp_path):
     with pytest.raises(NotFittedError, match="PretrainedImageClassifier.*fit"):
         to_torch(PretrainedImageClassifier(**TINY))
     with pytest.raises(NotFittedError):
-        preprocess(PretrainedFeatures(**TINY), ["x.jpg"])
+        PretrainedFeatures(**TINY).preprocess(["x.jpg"])
     with pytest.raises(NotFittedError):
         export_onnx(PretrainedImageRegressor(**TINY), tmp_path / "m.onnx")
 
@@ -171,7 +168,7 @@ def test_unfitted_estimators_cannot_be_exported(tmp_path):
 def test_served_example_prepares_photos_like_preprocess(mode, tmp_path):
     """PIL alone (the example) and sktransfer's torch resize differ by
     rounding: a level or two on a few pixels, never a shifted crop."""
-    from sktransfer._export import export_metadata
+    from sktransfer.export import export_metadata
 
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
@@ -188,7 +185,7 @@ def test_served_example_prepares_photos_like_preprocess(mode, tmp_path):
     assert pre["resize_mode"] == mode
     example = runpy.run_path(str(EXAMPLE))  # defines prepare(); runs nothing
     served = np.stack([example["prepare"](f, pre) for f in files]).astype(int)
-    diff = np.abs(served - preprocess(features, files))
+    diff = np.abs(served - features.preprocess(files))
     assert diff.mean() < 0.1, diff.mean()
     assert (diff > 2).mean() < 1e-3
 
@@ -235,7 +232,7 @@ def test_onnx_runtime_matches_predict_proba_on_real_photos(real):
     meta = json.loads(session.get_modelmeta().custom_metadata_map["sktransfer"])
     assert meta["classes"] == ["ants", "bees"]
     assert meta["preprocessing"]["crop_size"] == 224
-    batch = preprocess(clf, paths)
+    batch = clf.preprocess(paths)
     expected = clf.predict_proba(paths)
     (proba,) = session.run(None, {"images": batch})
     np.testing.assert_allclose(proba, expected, atol=1e-4)
@@ -254,7 +251,7 @@ def test_torchscript_matches_predict_proba_on_real_photos(real, module_dir):
         loaded = torch.jit.load(path, _extra_files=extra)
     assert json.loads(extra["sktransfer.json"])["classes"] == ["ants", "bees"]
     with torch.inference_mode():
-        proba = loaded(torch.from_numpy(preprocess(clf, paths))).numpy()
+        proba = loaded(torch.from_numpy(clf.preprocess(paths))).numpy()
     np.testing.assert_allclose(proba, clf.predict_proba(paths), atol=1e-4)
 
 

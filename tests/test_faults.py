@@ -29,15 +29,11 @@ from conftest import TINY, make_images
 from sklearn.utils.validation import check_is_fitted
 
 import sktransfer._cache
-from sktransfer import (
-    CacheWarning,
-    FeatureCache,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-)
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._cache import FORMAT_VERSION, resolve_cache
 from sktransfer._features import FeatureExtractor
 from sktransfer._images import fingerprint
+from sktransfer.exceptions import CacheWarning
 
 CACHE_MODULE = sktransfer._cache.__file__
 

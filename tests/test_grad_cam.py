@@ -13,6 +13,7 @@ from sktransfer import (
     PretrainedImageClassifier,
     PretrainedImageRegressor,
 )
+from sktransfer.export import to_torch
 from sktransfer.inspection import grad_cam, plot_grad_cam, plot_top_losses
 
 #: ResNet-18's last map is 2x2 at 64 px (1x1 at conftest's 32 px).
@@ -114,7 +115,7 @@ def test_heatmaps_have_the_size_of_the_input_crop_and_values_in_0_1(classifier):
 def test_heatmaps_are_grad_cam_of_the_last_feature_map_of_the_body(classifier, squares):
     X, _, _ = squares
     crops = classifier.preprocess(X[:6])
-    model = classifier.to_torch()
+    model = to_torch(classifier)
     column = list(classifier.classes_).index("green")
 
     heatmaps = grad_cam(classifier, X[:6], target="green")
@@ -293,9 +294,9 @@ def test_a_snapshot_ensemble_is_explained_by_its_mean_logit(squares):
     heatmaps = grad_cam(clf, X[:6], target="red")
 
     column = list(clf.classes_).index("red")
-    expected = _reference_grad_cam(clf.to_torch(), clf.preprocess(X[:6]), column)
+    expected = _reference_grad_cam(to_torch(clf), clf.preprocess(X[:6]), column)
     np.testing.assert_allclose(heatmaps, expected, atol=1e-5)
-    first_member = clf.to_torch()
+    first_member = to_torch(clf)
     del first_member.heads[1:]
     alone = _reference_grad_cam(first_member, clf.preprocess(X[:6]), column)
     assert not np.allclose(heatmaps, alone, atol=1e-3)

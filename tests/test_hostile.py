@@ -23,21 +23,14 @@ import torchvision
 from conftest import TINY, make_images
 from PIL import Image, PngImagePlugin
 
-from sktransfer import (
-    CacheWarning,
-    FeatureCache,
-    ImageLoadError,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-    WeightsUnavailableError,
-    image_size_summary,
-    load_image_csv,
-)
+from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._backbones import load_backbone
 from sktransfer._features import image_fingerprints
 from sktransfer._images import MAX_FILE_BYTES, load_image
+from sktransfer.datasets import image_size_summary, load_image_csv
+from sktransfer.exceptions import CacheWarning, ImageLoadError, WeightsUnavailableError
 
-pytestmark = pytest.mark.filterwarnings("error::sktransfer.CacheWarning")
+pytestmark = pytest.mark.filterwarnings("error::sktransfer.exceptions.CacheWarning")
 
 
 def transformer(cache=None, **params):
@@ -324,7 +317,7 @@ def _foreign_database(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_symlinked_database_is_not_opened_and_the_foreign_file_is_untouched(
     tmp_path, image_set, forward_count
 ):
@@ -349,7 +342,7 @@ def test_symlinked_database_is_not_opened_and_the_foreign_file_is_untouched(
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 @pytest.mark.parametrize("link", ["", "-wal", "-shm"])
 def test_dangling_symlinks_never_create_files_outside_the_cache(tmp_path, link):
     cache = tmp_path / "cache"
@@ -365,7 +358,7 @@ def test_dangling_symlinks_never_create_files_outside_the_cache(tmp_path, link):
     assert list(target.parent.iterdir()) == []
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_hard_linked_database_is_not_opened(tmp_path):
     foreign = tmp_path / "other-program.sqlite"
     before = _foreign_database(foreign)
@@ -444,7 +437,7 @@ def no_home(tmp_path, monkeypatch):
     return temp
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_no_home_directory_falls_back_to_a_private_temporary_cache(
     no_home, image_set, forward_count
 ):
@@ -464,7 +457,7 @@ def test_no_home_directory_falls_back_to_a_private_temporary_cache(
     assert list(Path.cwd().iterdir()) == []
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 @pytest.mark.skipif(
     not hasattr(os, "getuid") or os.getuid() != 0, reason="chown needs root"
 )
@@ -480,7 +473,7 @@ def test_temporary_cache_folder_of_another_user_is_not_used(no_home):
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 @pytest.mark.parametrize("home", ["", "relative/home"])
 def test_empty_or_relative_HOME_falls_back_with_a_warning(no_home, monkeypatch, home):
     monkeypatch.setenv("HOME", home)
@@ -492,7 +485,7 @@ def test_empty_or_relative_HOME_falls_back_with_a_warning(no_home, monkeypatch, 
     assert list(Path.cwd().iterdir()) == []
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_relative_XDG_CACHE_HOME_is_ignored_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.delenv("SKTRANSFER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative-cache")
@@ -515,7 +508,7 @@ def test_empty_cache_path_is_refused_before_any_work(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_cache_under_an_unknown_users_home_computes_without_caching(
     tmp_path, monkeypatch, forward_count
 ):
@@ -812,7 +805,7 @@ def test_sizes_that_cannot_be_rendered_are_refused(params, words):
         transformer(**params).fit()
 
 
-@pytest.mark.filterwarnings("default::sktransfer.CacheWarning")
+@pytest.mark.filterwarnings("default::sktransfer.exceptions.CacheWarning")
 def test_SKTRANSFER_CACHE_under_an_empty_HOME_is_not_read_as_the_root(
     no_home, monkeypatch
 ):

@@ -15,18 +15,19 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import sktransfer._images as images
-from sktransfer._images import ImageLoadError, as_image_list, fingerprint, load_image
+from sktransfer._images import as_image_list, fingerprint, load_image
 from sktransfer._transforms import (
     PLAIN,
     Preprocessing,
     View,
-    augmented_copies,
     crop_box,
     random_augment,
     render,
     to_tensor,
     tta_views,
 )
+from sktransfer.datasets import augmented_copies
+from sktransfer.exceptions import ImageLoadError
 
 WHITE = (255, 255, 255)
 

@@ -17,14 +17,9 @@ import torch
 from conftest import TINY
 from PIL import Image, ImageOps
 
-from sktransfer import (
-    ImageLoadError,
-    PretrainedFeatures,
-    WeightsUnavailableError,
-    image_size_summary,
-    load_image_csv,
-    load_image_folder,
-)
+from sktransfer import PretrainedFeatures
+from sktransfer.datasets import image_size_summary, load_image_csv, load_image_folder
+from sktransfer.exceptions import ImageLoadError, WeightsUnavailableError
 
 
 def _photo(width=600, height=400, seed=0) -> np.ndarray:

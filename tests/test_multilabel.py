@@ -18,7 +18,8 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import cross_val_score
 
-from sktransfer import LRFinder, PretrainedImageClassifier, load_image_csv
+from sktransfer import LRFinder, PretrainedImageClassifier
+from sktransfer.datasets import load_image_csv
 
 COLOURS = ("red", "green", "blue")
 LABEL_SETS = [

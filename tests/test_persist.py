@@ -18,13 +18,13 @@ from sklearn.exceptions import NotFittedError
 
 import sktransfer
 from sktransfer import (
-    ModelFormatError,
     PretrainedFeatures,
     PretrainedImageClassifier,
     PretrainedImageRegressor,
     load,
     save,
 )
+from sktransfer.exceptions import ModelFormatError
 
 QUICK = dict(TINY, random_state=0, precompute_epochs=2)
 

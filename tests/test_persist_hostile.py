@@ -19,15 +19,9 @@ import pytest
 import torch
 from conftest import TINY
 
-from sktransfer import (
-    ModelFormatError,
-    PretrainedFeatures,
-    PretrainedImageClassifier,
-    export_onnx,
-    export_torchscript,
-    load,
-    save,
-)
+from sktransfer import PretrainedFeatures, PretrainedImageClassifier, load, save
+from sktransfer.exceptions import ModelFormatError
+from sktransfer.export import export_onnx, export_torchscript
 
 QUICK = dict(TINY, random_state=0, precompute_epochs=1)
 
@@ -587,11 +581,12 @@ def test_an_onnx_export_onto_a_full_disk_keeps_the_previous_file(two_models, tmp
 FULL_DISK = """
 import resource, signal, sys
 import sktransfer
+import sktransfer.export
 
 model = sktransfer.load(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a kill
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.RLIM_INFINITY))
-sktransfer.export_torchscript(model, sys.argv[2])
+sktransfer.export.export_torchscript(model, sys.argv[2])
 """
 
 

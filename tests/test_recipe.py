@@ -838,7 +838,8 @@ def test_augmented_copies_are_seeded_and_plottable(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from sktransfer import augmented_copies, plot_augmentations
+    from sktransfer.datasets import augmented_copies
+    from sktransfer.plotting import plot_augmentations
 
     X, _ = make_images(tmp_path / "img", n_per_class=1, size=64)
     a = augmented_copies(X[0], 5, image_size=32, random_state=3)

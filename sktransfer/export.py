@@ -1,14 +1,14 @@
 """A fitted model as one torch graph, and from it ONNX and TorchScript files.
 
-:func:`preprocess` turns images into the uint8 batch ``(n, H, W, 3)`` the
-model sees (decoded, EXIF-rotated, resized and centre-cropped exactly as
-``predict`` does); :func:`to_torch` returns one ``torch.nn.Module`` that maps
-such a batch to what ``predict_proba`` (classifier), ``predict`` (regressor)
-or ``transform`` (:class:`~sktransfer.PretrainedFeatures`) returns:
-normalisation, body, pooling, head and output activation in one graph, with
-nothing else to ship. :func:`export_onnx` and :func:`export_torchscript`
-write it to a file that a service loads without Python's pickle, without
-scikit-learn and without sktransfer.
+:func:`to_torch` returns one ``torch.nn.Module`` that maps a uint8 batch
+``(n, H, W, 3)``, what the estimator's ``preprocess`` method returns (the
+images decoded, EXIF-rotated, resized and centre-cropped exactly as
+``predict`` does), to what ``predict_proba`` (classifier), ``predict``
+(regressor) or ``transform`` (:class:`~sktransfer.PretrainedFeatures`)
+returns: normalisation, body, pooling, head and output activation in one
+graph, with nothing else to ship. :func:`export_onnx` and
+:func:`export_torchscript` write it to a file that a service loads without
+Python's pickle, without scikit-learn and without sktransfer.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._images import as_image_list, load_pixels
-from ._transforms import PLAIN, render
+__all__ = ["export_onnx", "export_torchscript", "to_torch"]
 
 #: Input and output names of exported graphs.
 INPUT_NAME = "images"
@@ -78,54 +77,11 @@ class ExportedModel(nn.Module):
         return result
 
 
-def preprocess(estimator, X) -> np.ndarray:
-    """The uint8 batch ``(n, H, W, 3)`` the fitted ``estimator`` sees.
-
-    Each image is decoded, rotated by its EXIF orientation, converted to
-    RGB, resized and centre-cropped with the estimator's preprocessing
-    (its weights' preset and ``image_size``): the plain view, exactly the
-    pixels ``predict`` uses. This is the input of :func:`to_torch` and of
-    the exported files.
-
-    Parameters
-    ----------
-    estimator : fitted PretrainedImageClassifier, PretrainedImageRegressor
-        or PretrainedFeatures
-    X : sequence of paths, PIL images, or uint8 array ``(n, H, W[, 3])``
-
-    Returns
-    -------
-    batch : ndarray of shape (n, crop_size, crop_size, 3), uint8
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sktransfer import PretrainedFeatures, preprocess
-    >>> features = PretrainedFeatures(
-    ...     "resnet18", weights=None, image_size=32, cache=None
-    ... ).fit()
-    >>> photos = np.zeros((2, 48, 64, 3), dtype=np.uint8)
-    >>> batch = preprocess(features, photos)
-    >>> batch.shape, batch.dtype
-    ((2, 32, 32, 3), dtype('uint8'))
-    """
-    extractor = _extractor(estimator)
-    pre = extractor.preprocessing
-    sources = as_image_list(X)
-    if not sources:
-        raise ValueError("X is empty: at least one image is required.")
-    out = np.empty((len(sources), pre.crop_size, pre.crop_size, 3), dtype=np.uint8)
-    for i, source in enumerate(sources):
-        img = load_pixels(source, draft_size=pre.resize_size, index=i)
-        out[i] = render(img, pre, PLAIN)
-    return out
-
-
 def to_torch(estimator) -> ExportedModel:
     """The fitted ``estimator`` as one ``torch.nn.Module``.
 
-    The module maps a uint8 batch ``(n, H, W, 3)`` (what :func:`preprocess`
-    returns) to float32 outputs: the class probabilities of
+    The module maps a uint8 batch ``(n, H, W, 3)`` (what the estimator's
+    ``preprocess`` method returns) to float32 outputs: the class probabilities of
     ``predict_proba`` for a classifier, the predictions of ``predict`` for a
     regressor, the features of ``transform`` for
     :class:`~sktransfer.PretrainedFeatures`. Normalisation, body, pooling,
@@ -166,10 +122,10 @@ def to_torch(estimator) -> ExportedModel:
     ...     precision="fp32",
     ... ).fit(X, y)
     >>> import torch
-    >>> from sktransfer import preprocess, to_torch
+    >>> from sktransfer.export import to_torch
     >>> model = to_torch(clf).eval()
     >>> with torch.no_grad():
-    ...     proba = model(torch.from_numpy(preprocess(clf, X))).numpy()
+    ...     proba = model(torch.from_numpy(clf.preprocess(X))).numpy()
     >>> proba.shape
     (8, 2)
     >>> bool(np.abs(proba - clf.predict_proba(X)).max() < 1e-5)
@@ -203,8 +159,8 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
     """Write the fitted ``estimator`` as an ONNX file; return its path.
 
     The graph is :func:`to_torch`'s: input ``"images"``, a uint8 tensor
-    ``(batch, H, W, 3)`` with any batch size (the output of
-    :func:`preprocess`); one float32 output, named ``"probabilities"``,
+    ``(batch, H, W, 3)`` with any batch size (the output of the estimator's
+    ``preprocess`` method); one float32 output, named ``"probabilities"``,
     ``"predictions"`` or ``"features"``. The file also carries what a
     service needs to prepare photos and name its outputs, as metadata
     (``onnx.ModelProto.metadata_props``, ``session.get_modelmeta()`` in ONNX
@@ -248,10 +204,10 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
     >>> import os
     >>> import tempfile
     >>> import onnxruntime
-    >>> from sktransfer import export_onnx, preprocess
+    >>> from sktransfer.export import export_onnx
     >>> path = export_onnx(clf, os.path.join(tempfile.mkdtemp(), "model.onnx"))
     >>> session = onnxruntime.InferenceSession(path)
-    >>> session.run(None, {"images": preprocess(clf, X)})[0].shape
+    >>> session.run(None, {"images": clf.preprocess(X)})[0].shape
     (8, 2)
     """
     try:
@@ -320,10 +276,10 @@ def export_torchscript(estimator, path) -> str:
     >>> import os
     >>> import tempfile
     >>> import torch
-    >>> from sktransfer import export_torchscript, preprocess
+    >>> from sktransfer.export import export_torchscript
     >>> path = export_torchscript(clf, os.path.join(tempfile.mkdtemp(), "model.pt"))
     >>> model = torch.jit.load(path)
-    >>> model(torch.from_numpy(preprocess(clf, X))).shape
+    >>> model(torch.from_numpy(clf.preprocess(X))).shape
     torch.Size([8, 2])
     """
     path = os.fspath(path)

@@ -7,7 +7,8 @@ worker by a body that the worker loads once and keeps, reading and writing
 the feature cache of the machine it runs on.
 
 The module imports only the standard library at the top; dask, numpy and
-torch are imported when used.
+torch are imported when used (``import dask`` here is the dask package: the
+imports are absolute, so this module's name does not shadow it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 from pathlib import Path
 
 from ._cache import warn_if_network_filesystem
+
+__all__ = ["dask_features"]
 
 _FEATURES_PREFIX = "sktransfer-features"
 
@@ -76,12 +79,12 @@ def dask_features(
     one machine share that cache, so a photo goes through the body once per
     machine. Do not point the cache of several machines at one network
     folder: the cache is a SQLite database, which needs a local disk. A
-    :class:`~sktransfer.CacheWarning` says so when the cache folder, as this
+    :class:`~sktransfer.exceptions.CacheWarning` says so when the cache folder, as this
     machine sees it, is on NFS, SMB/CIFS, sshfs or another network file
     system (see :func:`network_filesystem`).
 
     Images that cannot be decoded fail their partition's task with the
-    :class:`~sktransfer.ImageLoadError` that lists them; the features of the
+    :class:`~sktransfer.exceptions.ImageLoadError` that lists them; the features of the
     partition's other images are cached already, so computing again after
     removing them only runs the body on what is missing.
 
@@ -93,7 +96,8 @@ def dask_features(
     >>> import tempfile
     >>> from pathlib import Path
     >>> from PIL import Image
-    >>> from sktransfer import PretrainedFeatures, dask_features
+    >>> from sktransfer import PretrainedFeatures
+    >>> from sktransfer.dask import dask_features
     >>> folder = Path(tempfile.mkdtemp())
     >>> paths = [str(folder / f"{i}.png") for i in range(6)]
     >>> for i, path in enumerate(paths):
@@ -179,14 +183,14 @@ def _check_cache_folder(cache) -> None:
     file system (workers sharing it from several machines could corrupt
     it). Each worker resolves ``"auto"`` on its own machine; a shared home
     folder is the usual way to end up on NFS, and this catches it."""
-    from ._cache import FeatureCache, default_cache_dir
+    from ._cache import FeatureCache
 
     if cache is None or cache is False:
         return
     if isinstance(cache, FeatureCache):
         directory = cache.directory
     elif cache == "auto":
-        directory = default_cache_dir()
+        directory = FeatureCache.default_directory()
     else:
         directory = Path(cache).expanduser()
     warn_if_network_filesystem(directory)

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_vs_linear.py                 # every set
     .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats tiny
     .venv/bin/python benchmarks/bench_vs_linear.py --models default linear-head
+    .venv/bin/python benchmarks/bench_vs_linear.py --recipe dogscats flowers \
+        --image-size 224 128      # the accurate recipe, stage by stage
 
 For every photo set the same folds (or train/test split) serve every row:
 
@@ -163,28 +165,31 @@ def _classification(truth, proba, classes):
 #: row before (``warm_start``), so its seconds are what the stage adds.
 RECIPE = [
     ("linear probe (the default)", {}),
-    ("+ head on augmented copies, 2 cycles", dict(augmented_cycles=2)),
     (
-        "+ unfrozen body, cycles of 1 + 2 epochs",
-        dict(augmented_cycles=0, unfrozen_cycles=2, cycle_mult=2),
+        "+ unfrozen body, cycles of 1 + 2 + 4 epochs",
+        dict(unfrozen_cycles=3, cycle_mult=2),
     ),
     ("+ TTA (4 augmented views)", dict(tta=4)),
 ]
 
 
-def recipe(name, random_state, **params):
+def recipe(name, random_state, image_size=None, **params):
     """Each stage of the accurate recipe on a train/test split, what it adds
-    and what it costs, beside the linear model on the same features."""
+    and what it costs, beside the linear model on the same features (at the
+    default image size and at the recipe's, where they differ)."""
     X_tr, X_te, y_tr, y_te = split(name)
-    F = PretrainedFeatures(**BASE).fit().transform(np.concatenate([X_tr, X_te]))
-    start = time.perf_counter()
-    linear = linear_row(
-        F, np.concatenate([y_tr, y_te]),
-        [(np.arange(len(X_tr)), np.arange(len(X_tr), len(F)))], "single",
-    )  # fmt: skip
+    X = np.concatenate([X_tr, X_te])
+    folds = [(np.arange(len(X_tr)), np.arange(len(X_tr), len(X)))]
     label = f"{name} {len(X_tr)}/{len(X_te)}"
-    _print(label, "features + linear model", linear, start)
-    est = PretrainedImageClassifier(**BASE, random_state=random_state, **params)
+    for size in dict.fromkeys([None, image_size]):
+        F = PretrainedFeatures(**BASE, image_size=size).fit().transform(X)
+        start = time.perf_counter()
+        linear = linear_row(F, np.concatenate([y_tr, y_te]), folds, "single")
+        at = f" at {size} px" if size else ""
+        _print(label, f"features{at} + linear model", linear, start)
+    est = PretrainedImageClassifier(
+        **BASE, image_size=image_size, random_state=random_state, **params
+    )
     for stage, changes in RECIPE:
         est.set_params(**changes)
         start = time.perf_counter()
@@ -207,14 +212,20 @@ def main():
     parser.add_argument("--unfrozen-lr", type=float, default=1e-4)
     parser.add_argument("--lr-mult", type=float, default=10)
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument(
+        "--image-size", type=int, nargs="*", default=[],
+        help="the recipe's image size per --recipe set (default: the weights')",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     print(f"machine: {machine()}")
     if args.recipe is not None:
         print("set | stage | accuracy | log loss | seconds of the stage")
-        for name in args.recipe or ["dogscats", "flowers", "hymenoptera"]:
+        names = args.recipe or ["dogscats", "flowers", "hymenoptera"]
+        sizes = args.image_size + [None] * (len(names) - len(args.image_size))
+        for name, size in zip(names, sizes):
             recipe(
-                name, args.random_state,
+                name, args.random_state, image_size=size,
                 unfrozen_lr=args.unfrozen_lr, lr_mult=args.lr_mult,
             )  # fmt: skip
         return

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_vs_linear.py                 # every set
     .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats tiny
     .venv/bin/python benchmarks/bench_vs_linear.py --models default linear-head
+    .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats --image-size 288
     .venv/bin/python benchmarks/bench_vs_linear.py --recipe dogscats flowers \
         --image-size 224 128      # the accurate recipe, stage by stage
 
@@ -214,7 +215,8 @@ def main():
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument(
         "--image-size", type=int, nargs="*", default=[],
-        help="the recipe's image size per --recipe set (default: the weights')",
+        help="the image size of every row (one value), or with --recipe one "
+        "per set (default: the weights' preset, 224)",
     )  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -233,13 +235,16 @@ def main():
     print(" | ".join(header))
     for name in args.sets:
         for label, X, y, folds, task in splits(name):
-            F = PretrainedFeatures(**BASE).fit().transform(X)
+            size = args.image_size[0] if args.image_size else None
+            F = PretrainedFeatures(**BASE, image_size=size).fit().transform(X)
             start = time.perf_counter()
             _print(
                 label, "features + linear model", linear_row(F, y, folds, task), start
             )
             for model in args.models:
-                params = dict(MODELS[model], random_state=args.random_state)
+                params = dict(
+                    MODELS[model], image_size=size, random_state=args.random_state
+                )
                 start = time.perf_counter()
                 scores = estimator_row(params, X, y, folds, task)
                 _print(label, model, scores, start)

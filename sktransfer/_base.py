@@ -43,6 +43,7 @@ from ._fit_args import (
     named_callbacks,
 )
 from ._images import as_image_list
+from ._model import FittedModel, body_extractor, tuned_extractor
 from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
@@ -124,10 +125,6 @@ class RecipeEstimator(BaseEstimator):
         """``(task, more_info)`` for the rows that train (``encoded`` holds
         only those). ``dropped`` says why rows were left out (None when none
         were), for the errors that only the kept rows cause."""
-        raise NotImplementedError
-
-    def _task(self):
-        """The task of the fitted estimator."""
         raise NotImplementedError
 
     def _class_weights(self, encoded, info, rows=None):
@@ -527,49 +524,65 @@ class RecipeEstimator(BaseEstimator):
 
     def _finish(self, prepared, result, seconds):
         """Set the fitted attributes, all at once, from the fit's locals."""
-        extractor = prepared.data.extractor
-        if result.tuned:
-            extractor = extractor.with_tuned_body()
-        head = result.model.head
-        members = _ensemble(extractor, result, prepared.plan[-1])
+        model, extractors = _fitted_model(prepared, result)
         fit_no = 1 + max((row["fit"] for row in prepared.history), default=0)
         rows = [{"fit": fit_no, **row} for row in result.history]
         for key, value in prepared.info.items():
-            setattr(self, key, value)
+            if not key.startswith("_"):  # private ones are for the task only
+                setattr(self, key, value)
         self.lr_ = result.rates.get("head", _rate(self.lr))
         self.unfrozen_lr_ = result.rates.get("unfrozen", _rate(self.unfrozen_lr))
         self.skipped_ = prepared.skipped
-        self.n_features_ = extractor.n_features
-        self.extractor_ = extractor
-        self.head_ = head
-        self.ensemble_ = members
+        self.n_features_ = extractors[-1].n_features
+        self.model_ = model
+        self.extractor_ = extractors[-1]
         self.history_ = prepared.history + rows
         if self.verbose:
             _summary(self, prepared, rows, seconds)
+
+    # -- the fitted model's parts -------------------------------------------------
+
+    @property
+    def head_(self) -> torch.nn.Module:
+        """The head of the final model (the last member of ``model_``)."""
+        return self.model_.heads[-1]
+
+    @property
+    def ensemble_(self) -> list:
+        """``(extractor, head)`` of each member of ``model_``: the models
+        averaged at prediction time (one unless ``snapshot_ensemble``)."""
+        extractors = self._extractors()
+        return [
+            (extractors[b], head)
+            for head, b in zip(self.model_.heads, self.model_.member_body)
+        ]
+
+    def _extractors(self) -> list:
+        """One extractor per body of ``model_``, each running that very body
+        (the last one is ``extractor_``): what reads and writes the feature
+        cache."""
+        model = self.model_
+        return [
+            body_extractor(self.extractor_, body, body_id)
+            for body, body_id in zip(model.bodies, model.body_ids)
+        ]
 
     # -- predict ------------------------------------------------------------------
 
     def _outputs(self, X):
         """Task outputs averaged over TTA views and ensemble members."""
-        check_is_fitted(self, "head_")
+        check_is_fitted(self, "model_")
         check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
         return predict_outputs(
-            self.ensemble_,
+            self.model_,
+            self._extractors(),
             X,
             views,
-            self._task(),
             self.extract_batch_size,
             self.verbose,
         )
-
-    def _output_module(self):
-        """Raw head outputs -> what ``predict_proba`` (classifier) or
-        ``predict`` (regressor) returns, as a torch module with a float32
-        output (for exported graphs)."""
-        check_is_fitted(self, "head_")
-        return self._task().output_module(exported=True)
 
     # -- export -------------------------------------------------------------------
 
@@ -596,14 +609,16 @@ class RecipeEstimator(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if self.__dict__.get("cache") == "auto" and "ensemble_" in self.__dict__:
+        if "model_" not in self.__dict__:
+            return
+        # an extractor pickled from a GPU holds a CPU copy of its body: it
+        # runs the model's own body again
+        self.extractor_.backbone.body = self.model_.bodies[-1]
+        if self.__dict__.get("cache") == "auto":
             # "auto" means the cache of whoever uses the model: a model
             # loaded elsewhere reads and writes that user's cache, never the
             # folder that was resolved where it was fitted
-            cache = resolve_cache("auto")
-            for extractor, _ in self.ensemble_:
-                extractor.cache = cache
-            self.extractor_.cache = cache
+            self.extractor_.cache = resolve_cache("auto")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -653,34 +668,29 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _ensemble(extractor, result, last_stage) -> list:
-    """``(extractor, head)`` pairs averaged at prediction time: the snapshots
-    of the last stage's cycle ends, or the final model alone."""
-    head = result.model.head
-    if len(result.snapshots) < 2:
-        return [(extractor, head)]
-    members = []
-    for state in result.snapshots:
-        member_head = copy.deepcopy(head)
-        if last_stage.on_features:
-            member_head.load_state_dict(state)
-            members.append((extractor, member_head))
-            continue
-        if not last_stage.trains_body:  # the body is the same in every one
-            member_head.load_state_dict(_prefixed(state, "head."))
-            members.append((extractor, member_head))
-            continue
-        member_head.load_state_dict(_prefixed(state, "head."))
-        body_extractor = copy.copy(extractor)
-        backbone = copy.deepcopy(extractor.backbone)
-        backbone.body.load_state_dict(_prefixed(state, "body."))
-        body_extractor.backbone = backbone
-        members.append((body_extractor.with_tuned_body(), member_head))
-    return members
-
-
-def _prefixed(state, prefix) -> dict:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def _fitted_model(prepared, result) -> tuple[FittedModel, list]:
+    """The fitted model from the engine's members, and one extractor per
+    body of it (each running that body, for the feature cache)."""
+    extractor = prepared.data.extractor
+    bodies, extractors, member_body = [], [], []
+    for body, _ in result.members:
+        if not any(body is b for b in bodies):
+            bodies.append(body)
+            tuned = result.tuned
+            extractors.append(tuned_extractor(extractor, body) if tuned else extractor)
+        member_body.append(next(i for i, b in enumerate(bodies) if b is body))
+    pre = extractor.preprocessing
+    model = FittedModel(
+        pre.mean,
+        pre.std,
+        bodies,
+        [head for _, head in result.members],
+        member_body,
+        prepared.task.output_module().to(extractor.device),
+        squeeze=prepared.task.squeeze,
+        body_ids=[e.backbone.weights_id for e in extractors],
+    )
+    return model.to(extractor.device).eval(), extractors
 
 
 def _summary(estimator, prepared, rows, seconds) -> None:

@@ -446,10 +446,6 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
             )
         return None
 
-    def _task(self):
-        n = len(self.classes_)
-        return MultiLabel(n) if self.multilabel_ else SingleLabel(n)
-
     # -- predict --------------------------------------------------------------------
 
     def predict_proba(self, X):

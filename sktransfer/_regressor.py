@@ -195,7 +195,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
                 f"{which} has the same value for every image{of}; there is "
                 "nothing to learn."
             )
-        task = Regression(encoded.shape[1], mean, scale)
+        task = Regression(encoded.shape[1], mean, scale, info["_y_ndim"] == 1)
         return task, {"target_mean_": mean, "target_scale_": scale}
 
     def _same_targets(self, info):
@@ -206,16 +206,12 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
             )
         return None
 
-    def _task(self):
-        return Regression(self.n_outputs_, self.target_mean_, self.target_scale_)
-
     def predict(self, X):
         """Predicted targets in their original units: shape ``(n,)`` when
         ``y`` was 1-D, else ``(n, n_outputs_)``. With ``tta > 0`` the
         predictions of the plain view and ``tta`` augmented views are
         averaged (and over the snapshots of a snapshot ensemble)."""
-        out = self._outputs(X)
-        return out[:, 0] if self._y_ndim == 1 else out
+        return self._outputs(X)
 
     def score(self, X, y, sample_weight=None):
         """R² of ``predict(X)`` against ``y`` (averaged over targets), as

@@ -217,13 +217,22 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         Whether ``y`` was multi-label.
     n_features_ : int
         Length of the body's feature vector.
+    model_ : torch.nn.Module
+        The fitted network as one module: uint8 crops ``(n, H, W, 3)`` (what
+        ``preprocess`` returns) -> normalisation, body, pooling, head(s),
+        output step, the average over a snapshot ensemble's members -> what
+        ``predict_proba`` returns for the plain view (float64).
+        ``model_.features(crops)`` and ``model_.head_outputs(features)`` are
+        its two parts; save, load and :mod:`sktransfer.export` use it.
     extractor_ : FeatureExtractor
-        The loaded (possibly fine-tuned) body, its preprocessing and cache key.
+        The feature cache's view of ``model_``'s (last) body: its
+        preprocessing, device and cache key; it runs that very module.
     head_ : torch.nn.Module
-        The trained head: features -> logits.
+        The head of the final model (``model_.heads[-1]``): features ->
+        logits.
     ensemble_ : list of (extractor, head)
-        The models averaged at prediction time (one unless
-        ``snapshot_ensemble``).
+        Read-only view of ``model_``'s members, averaged at prediction time
+        (one unless ``snapshot_ensemble``).
     history_ : list of dict
         One record per epoch: fit (1 for the first fit, then counting warm
         starts), stage, epoch, image_size, lrs (per layer group),

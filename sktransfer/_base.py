@@ -46,6 +46,7 @@ from ._images import as_image_list
 from ._model import FittedModel, body_extractor, tuned_extractor
 from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
+from ._split import Dropped, check_split, kept_rows, split_rows
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 
 RECIPE_CONSTRAINTS = {
@@ -85,10 +86,6 @@ RECIPE_CONSTRAINTS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
-
-#: The fraction held out when ``early_stopping=True`` and
-#: ``validation_fraction=None`` (scikit-learn's MLP default).
-EARLY_STOPPING_FRACTION = 0.1
 
 
 @dataclasses.dataclass
@@ -295,7 +292,7 @@ class RecipeEstimator(BaseEstimator):
         task, more = self._fit_task(encoded[weighted], info, dropped)
         self._class_weights(encoded[weighted], info)
         if not given:
-            self._check_split(encoded[weighted], task, info, dropped)
+            check_split(self, encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].on_features or self.lr == "auto"
@@ -304,7 +301,7 @@ class RecipeEstimator(BaseEstimator):
             extractor, every, needs_features, n_train=n
         )
         skipped = self._skip_bad(every, bad, n_train=n)
-        keep = _kept_rows(n, bad, base_weights)
+        keep = kept_rows(n, bad, base_weights)
         val_keep = np.array(
             [j for j in range(len(val_sources)) if j + n not in bad], dtype=int
         )
@@ -326,7 +323,7 @@ class RecipeEstimator(BaseEstimator):
                 )
             task, more = self._fit_task(encoded, info, dropped)
             if not given:
-                self._check_split(encoded, task, info, dropped)
+                check_split(self, encoded, task, info, dropped)
         info = {**info, **more}
         weights = base_weights * self._class_weights(encoded, info)
         targets = encoded
@@ -340,7 +337,7 @@ class RecipeEstimator(BaseEstimator):
             train_idx = np.arange(len(encoded))
             valid_idx = len(encoded) + np.arange(len(val_encoded))
         else:
-            train_idx, valid_idx = self._split(encoded, task, seed)
+            train_idx, valid_idx = split_rows(self, encoded, task, seed)
         data = engine.TrainingSet(
             extractor=extractor,
             sources=every,
@@ -449,79 +446,6 @@ class RecipeEstimator(BaseEstimator):
             for i in sorted(bad)
         ]
 
-    def _validation(self) -> tuple[float | None, str]:
-        """The fraction held out for validation, and how to name it in an
-        error. ``early_stopping=True`` without ``validation_fraction`` holds
-        out 10%, as scikit-learn's MLP estimators do."""
-        if self.validation_fraction is not None:
-            fraction = self.validation_fraction
-            return fraction, f"validation_fraction={fraction}"
-        if self.early_stopping:
-            return EARLY_STOPPING_FRACTION, (
-                "early_stopping=True (which holds out "
-                f"validation_fraction={EARLY_STOPPING_FRACTION})"
-            )
-        return None, ""
-
-    def _check_split(self, encoded, task, info, dropped=None):
-        """A stratified validation split of the rows that train must be
-        possible: said before any image is read (and again when unreadable
-        images were left out), naming the class that is too small."""
-        fraction, name = self._validation()
-        if fraction is None:
-            return
-        fix = (
-            "set validation_fraction=None"
-            if self.validation_fraction is not None
-            else "set early_stopping=False, or a larger validation_fraction"
-        )
-        n = len(encoded)
-        of = f"{n} images" + (f" ({dropped})" if dropped else "")
-        n_valid = int(np.ceil(fraction * n))
-        if n_valid < 1 or n - n_valid < 1:
-            raise ValueError(
-                f"{name} leaves no images for "
-                f"{'validation' if n_valid < 1 else 'training'} out of {of}."
-            )
-        if not task.stratify:
-            return
-        counts = np.bincount(encoded, minlength=task.n_outputs)
-        n_classes = int(np.count_nonzero(counts))
-        small = [info["classes_"][k] for k in np.flatnonzero(counts == 1)]
-        if small:
-            names = ", ".join(repr(_plain(c)) for c in small[:10])
-            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
-            raise ValueError(
-                f"{name} needs at least 2 images of every class for a stratified "
-                f"split; class {names}{more} has only 1 of the {of}. Add images, "
-                f"or {fix}."
-            )
-        if n - n_valid < n_classes:
-            raise ValueError(
-                f"{name} leaves {n - n_valid} of the {of} for training, fewer "
-                f"than the {n_classes} classes; lower it, or {fix}."
-            )
-        if n_valid < n_classes:
-            raise ValueError(
-                f"{name} holds out {n_valid} of the {of}, fewer than the "
-                f"{n_classes} classes; raise it, or {fix}."
-            )
-
-    def _split(self, encoded, task, seed):
-        n = len(encoded)
-        fraction, _ = self._validation()
-        if fraction is None:
-            return np.arange(n), None
-        from sklearn.model_selection import train_test_split
-
-        train_idx, valid_idx = train_test_split(
-            np.arange(n),
-            test_size=fraction,
-            stratify=encoded if task.stratify else None,
-            random_state=seed,
-        )
-        return np.sort(train_idx), np.sort(valid_idx)
-
     def _finish(self, prepared, result, seconds):
         """Set the fitted attributes, all at once, from the fit's locals."""
         model, extractors = _fitted_model(prepared, result)
@@ -627,45 +551,8 @@ class RecipeEstimator(BaseEstimator):
         return tags
 
 
-@dataclasses.dataclass(frozen=True)
-class Dropped:
-    """How many images a fit leaves out, for errors about the rest."""
-
-    weightless: int = 0
-    unreadable: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.weightless or self.unreadable)
-
-    def __str__(self) -> str:
-        parts = []
-        if self.weightless:
-            parts.append(f"{self.weightless} of sample_weight 0")
-        if self.unreadable:
-            parts.append(f"{self.unreadable} unreadable, left out by on_error='skip'")
-        return "not counting " + " and ".join(parts) if parts else ""
-
-    @property
-    def kept(self) -> str:
-        """What the images that train have (``"a positive sample_weight"``)."""
-        if not self.unreadable:
-            return "a positive sample_weight"
-        return f"images that train ({self})"
-
-
-def _kept_rows(n, bad, weights) -> np.ndarray:
-    """Rows that train: readable, and of weight > 0 (a weight-0 image changes
-    nothing but the head's BatchNorm statistics, so it is left out)."""
-    return np.array([i for i in range(n) if i not in bad and weights[i] > 0], int)
-
-
 def _rate(value):
     return None if isinstance(value, str) else value
-
-
-def _plain(value):
-    """A label as a user wrote it (``'cats'``, not ``np.str_('cats')``)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _fitted_model(prepared, result) -> tuple[FittedModel, list]:

@@ -12,7 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import RECIPE_CONSTRAINTS, RecipeEstimator, _plain
+from ._base import RECIPE_CONSTRAINTS, RecipeEstimator
+from ._split import plain as _plain
 from ._tasks import MultiLabel, SingleLabel
 
 _RECIPE_DOC = """

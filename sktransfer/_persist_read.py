@@ -84,29 +84,7 @@ def _parse_document(path: Path, text: str) -> dict:
             f"{path} is not a model saved by sktransfer.save (no "
             f"'format': {FORMAT_NAME!r})."
         )
-    version = document.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFormatError(
-            f"{path} has an invalid entry 'format_version': {version!r:.80}."
-        )
-    versions = document.get("versions")
-    saved_with = "a newer version" if version > FORMAT_VERSION else "an older version"
-    if isinstance(versions, dict) and isinstance(versions.get("sktransfer"), str):
-        saved_with = versions["sktransfer"]
-    if version < FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{path} was saved by sktransfer {saved_with:.40} in model format "
-            f"version {version}; this sktransfer reads model format version "
-            f"{FORMAT_VERSION} (since which the weights are the state dict of "
-            "the estimator's model_). Load it with the sktransfer that saved "
-            "it, or fit the model again and save it with this one."
-        )
-    if version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{path} was saved by sktransfer {saved_with:.40} in model format "
-            f"version {version}; this sktransfer reads format versions up to "
-            f"{FORMAT_VERSION}. Upgrade sktransfer (pip install -U sktransfer)."
-        )
+    version = _check_version(path, document)
     unknown = sorted(set(document) - DOCUMENT_KEYS)
     if unknown:
         raise ModelFormatError(
@@ -139,6 +117,34 @@ def _parse_document(path: Path, text: str) -> dict:
                 f"{spec!r:.80} (a description such as 'float32[3, 3]' is needed)."
             )
     return document
+
+
+def _check_version(path: Path, document: dict) -> int:
+    """The document's format version, when this sktransfer reads it."""
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(
+            f"{path} has an invalid entry 'format_version': {version!r:.80}."
+        )
+    versions = document.get("versions")
+    saved_with = "a newer version" if version > FORMAT_VERSION else "an older version"
+    if isinstance(versions, dict) and isinstance(versions.get("sktransfer"), str):
+        saved_with = versions["sktransfer"]
+    if version < FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} was saved by sktransfer {saved_with:.40} in model format "
+            f"version {version}; this sktransfer reads model format version "
+            f"{FORMAT_VERSION} (since which the weights are the state dict of "
+            "the estimator's model_). Load it with the sktransfer that saved "
+            "it, or fit the model again and save it with this one."
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} was saved by sktransfer {saved_with:.40} in model format "
+            f"version {version}; this sktransfer reads format versions up to "
+            f"{FORMAT_VERSION}. Upgrade sktransfer (pip install -U sktransfer)."
+        )
+    return version
 
 
 def _parse_tensors(path: Path, data: bytes, document: dict) -> dict:

@@ -43,8 +43,10 @@ from ._fit_args import (
     named_callbacks,
 )
 from ._images import as_image_list
+from ._model import FittedModel, body_extractor, tuned_extractor
 from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
+from ._split import Dropped, check_split, kept_rows, split_rows
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
 
 RECIPE_CONSTRAINTS = {
@@ -85,10 +87,6 @@ RECIPE_CONSTRAINTS = {
     "verbose": ["verbose"],
 }
 
-#: The fraction held out when ``early_stopping=True`` and
-#: ``validation_fraction=None`` (scikit-learn's MLP default).
-EARLY_STOPPING_FRACTION = 0.1
-
 
 @dataclasses.dataclass
 class Prepared:
@@ -124,10 +122,6 @@ class RecipeEstimator(BaseEstimator):
         """``(task, more_info)`` for the rows that train (``encoded`` holds
         only those). ``dropped`` says why rows were left out (None when none
         were), for the errors that only the kept rows cause."""
-        raise NotImplementedError
-
-    def _task(self):
-        """The task of the fitted estimator."""
         raise NotImplementedError
 
     def _class_weights(self, encoded, info, rows=None):
@@ -298,7 +292,7 @@ class RecipeEstimator(BaseEstimator):
         task, more = self._fit_task(encoded[weighted], info, dropped)
         self._class_weights(encoded[weighted], info)
         if not given:
-            self._check_split(encoded[weighted], task, info, dropped)
+            check_split(self, encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].on_features or self.lr == "auto"
@@ -307,7 +301,7 @@ class RecipeEstimator(BaseEstimator):
             extractor, every, needs_features, n_train=n
         )
         skipped = self._skip_bad(every, bad, n_train=n)
-        keep = _kept_rows(n, bad, base_weights)
+        keep = kept_rows(n, bad, base_weights)
         val_keep = np.array(
             [j for j in range(len(val_sources)) if j + n not in bad], dtype=int
         )
@@ -329,7 +323,7 @@ class RecipeEstimator(BaseEstimator):
                 )
             task, more = self._fit_task(encoded, info, dropped)
             if not given:
-                self._check_split(encoded, task, info, dropped)
+                check_split(self, encoded, task, info, dropped)
         info = {**info, **more}
         weights = base_weights * self._class_weights(encoded, info)
         targets = encoded
@@ -343,7 +337,7 @@ class RecipeEstimator(BaseEstimator):
             train_idx = np.arange(len(encoded))
             valid_idx = len(encoded) + np.arange(len(val_encoded))
         else:
-            train_idx, valid_idx = self._split(encoded, task, seed)
+            train_idx, valid_idx = split_rows(self, encoded, task, seed)
         data = engine.TrainingSet(
             extractor=extractor,
             sources=every,
@@ -452,124 +446,67 @@ class RecipeEstimator(BaseEstimator):
             for i in sorted(bad)
         ]
 
-    def _validation(self) -> tuple[float | None, str]:
-        """The fraction held out for validation, and how to name it in an
-        error. ``early_stopping=True`` without ``validation_fraction`` holds
-        out 10%, as scikit-learn's MLP estimators do."""
-        if self.validation_fraction is not None:
-            fraction = self.validation_fraction
-            return fraction, f"validation_fraction={fraction}"
-        if self.early_stopping:
-            return EARLY_STOPPING_FRACTION, (
-                "early_stopping=True (which holds out "
-                f"validation_fraction={EARLY_STOPPING_FRACTION})"
-            )
-        return None, ""
-
-    def _check_split(self, encoded, task, info, dropped=None):
-        """A stratified validation split of the rows that train must be
-        possible: said before any image is read (and again when unreadable
-        images were left out), naming the class that is too small."""
-        fraction, name = self._validation()
-        if fraction is None:
-            return
-        fix = (
-            "set validation_fraction=None"
-            if self.validation_fraction is not None
-            else "set early_stopping=False, or a larger validation_fraction"
-        )
-        n = len(encoded)
-        of = f"{n} images" + (f" ({dropped})" if dropped else "")
-        n_valid = int(np.ceil(fraction * n))
-        if n_valid < 1 or n - n_valid < 1:
-            raise ValueError(
-                f"{name} leaves no images for "
-                f"{'validation' if n_valid < 1 else 'training'} out of {of}."
-            )
-        if not task.stratify:
-            return
-        counts = np.bincount(encoded, minlength=task.n_outputs)
-        n_classes = int(np.count_nonzero(counts))
-        small = [info["classes_"][k] for k in np.flatnonzero(counts == 1)]
-        if small:
-            names = ", ".join(repr(_plain(c)) for c in small[:10])
-            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
-            raise ValueError(
-                f"{name} needs at least 2 images of every class for a stratified "
-                f"split; class {names}{more} has only 1 of the {of}. Add images, "
-                f"or {fix}."
-            )
-        if n - n_valid < n_classes:
-            raise ValueError(
-                f"{name} leaves {n - n_valid} of the {of} for training, fewer "
-                f"than the {n_classes} classes; lower it, or {fix}."
-            )
-        if n_valid < n_classes:
-            raise ValueError(
-                f"{name} holds out {n_valid} of the {of}, fewer than the "
-                f"{n_classes} classes; raise it, or {fix}."
-            )
-
-    def _split(self, encoded, task, seed):
-        n = len(encoded)
-        fraction, _ = self._validation()
-        if fraction is None:
-            return np.arange(n), None
-        from sklearn.model_selection import train_test_split
-
-        train_idx, valid_idx = train_test_split(
-            np.arange(n),
-            test_size=fraction,
-            stratify=encoded if task.stratify else None,
-            random_state=seed,
-        )
-        return np.sort(train_idx), np.sort(valid_idx)
-
     def _finish(self, prepared, result, seconds):
         """Set the fitted attributes, all at once, from the fit's locals."""
-        extractor = prepared.data.extractor
-        if result.tuned:
-            extractor = extractor.with_tuned_body()
-        head = result.model.head
-        members = _ensemble(extractor, result, prepared.plan[-1])
+        model, extractors = _fitted_model(prepared, result)
         fit_no = 1 + max((row["fit"] for row in prepared.history), default=0)
         rows = [{"fit": fit_no, **row} for row in result.history]
         for key, value in prepared.info.items():
-            setattr(self, key, value)
+            if not key.startswith("_"):  # private ones are for the task only
+                setattr(self, key, value)
         self.lr_ = result.rates.get("head", _rate(self.lr))
         self.unfrozen_lr_ = result.rates.get("unfrozen", _rate(self.unfrozen_lr))
         self.skipped_ = prepared.skipped
-        self.n_features_ = extractor.n_features
-        self.extractor_ = extractor
-        self.head_ = head
-        self.ensemble_ = members
+        self.n_features_ = extractors[-1].n_features
+        self.model_ = model
+        self.extractor_ = extractors[-1]
         self.history_ = prepared.history + rows
         if self.verbose:
             _summary(self, prepared, rows, seconds)
+
+    # -- the fitted model's parts -------------------------------------------------
+
+    @property
+    def head_(self) -> torch.nn.Module:
+        """The head of the final model (the last member of ``model_``)."""
+        return self.model_.heads[-1]
+
+    @property
+    def ensemble_(self) -> list:
+        """``(extractor, head)`` of each member of ``model_``: the models
+        averaged at prediction time (one unless ``snapshot_ensemble``)."""
+        extractors = self._extractors()
+        return [
+            (extractors[b], head)
+            for head, b in zip(self.model_.heads, self.model_.member_body)
+        ]
+
+    def _extractors(self) -> list:
+        """One extractor per body of ``model_``, each running that very body
+        (the last one is ``extractor_``): what reads and writes the feature
+        cache."""
+        model = self.model_
+        return [
+            body_extractor(self.extractor_, body, body_id)
+            for body, body_id in zip(model.bodies, model.body_ids)
+        ]
 
     # -- predict ------------------------------------------------------------------
 
     def _outputs(self, X):
         """Task outputs averaged over TTA views and ensemble members."""
-        check_is_fitted(self, "head_")
+        check_is_fitted(self, "model_")
         check_parameters_in_use(self)
         _check_not_empty(X)
         views = tta_views(self.tta, augment=self.augment) if self.tta else [PLAIN]
         return predict_outputs(
-            self.ensemble_,
+            self.model_,
+            self._extractors(),
             X,
             views,
-            self._task(),
             self.extract_batch_size,
             self.verbose,
         )
-
-    def _output_module(self):
-        """Raw head outputs -> what ``predict_proba`` (classifier) or
-        ``predict`` (regressor) returns, as a torch module with a float32
-        output (for exported graphs)."""
-        check_is_fitted(self, "head_")
-        return self._task().output_module(exported=True)
 
     # -- export -------------------------------------------------------------------
 
@@ -596,14 +533,16 @@ class RecipeEstimator(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if self.__dict__.get("cache") == "auto" and "ensemble_" in self.__dict__:
+        if "model_" not in self.__dict__:
+            return
+        # an extractor pickled from a GPU holds a CPU copy of its body: it
+        # runs the model's own body again
+        self.extractor_.backbone.body = self.model_.bodies[-1]
+        if self.__dict__.get("cache") == "auto":
             # "auto" means the cache of whoever uses the model: a model
             # loaded elsewhere reads and writes that user's cache, never the
             # folder that was resolved where it was fitted
-            cache = resolve_cache("auto")
-            for extractor, _ in self.ensemble_:
-                extractor.cache = cache
-            self.extractor_.cache = cache
+            self.extractor_.cache = resolve_cache("auto")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -612,75 +551,33 @@ class RecipeEstimator(BaseEstimator):
         return tags
 
 
-@dataclasses.dataclass(frozen=True)
-class Dropped:
-    """How many images a fit leaves out, for errors about the rest."""
-
-    weightless: int = 0
-    unreadable: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.weightless or self.unreadable)
-
-    def __str__(self) -> str:
-        parts = []
-        if self.weightless:
-            parts.append(f"{self.weightless} of sample_weight 0")
-        if self.unreadable:
-            parts.append(f"{self.unreadable} unreadable, left out by on_error='skip'")
-        return "not counting " + " and ".join(parts) if parts else ""
-
-    @property
-    def kept(self) -> str:
-        """What the images that train have (``"a positive sample_weight"``)."""
-        if not self.unreadable:
-            return "a positive sample_weight"
-        return f"images that train ({self})"
-
-
-def _kept_rows(n, bad, weights) -> np.ndarray:
-    """Rows that train: readable, and of weight > 0 (a weight-0 image changes
-    nothing but the head's BatchNorm statistics, so it is left out)."""
-    return np.array([i for i in range(n) if i not in bad and weights[i] > 0], int)
-
-
 def _rate(value):
     return None if isinstance(value, str) else value
 
 
-def _plain(value):
-    """A label as a user wrote it (``'cats'``, not ``np.str_('cats')``)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _ensemble(extractor, result, last_stage) -> list:
-    """``(extractor, head)`` pairs averaged at prediction time: the snapshots
-    of the last stage's cycle ends, or the final model alone."""
-    head = result.model.head
-    if len(result.snapshots) < 2:
-        return [(extractor, head)]
-    members = []
-    for state in result.snapshots:
-        member_head = copy.deepcopy(head)
-        if last_stage.on_features:
-            member_head.load_state_dict(state)
-            members.append((extractor, member_head))
-            continue
-        if not last_stage.trains_body:  # the body is the same in every one
-            member_head.load_state_dict(_prefixed(state, "head."))
-            members.append((extractor, member_head))
-            continue
-        member_head.load_state_dict(_prefixed(state, "head."))
-        body_extractor = copy.copy(extractor)
-        backbone = copy.deepcopy(extractor.backbone)
-        backbone.body.load_state_dict(_prefixed(state, "body."))
-        body_extractor.backbone = backbone
-        members.append((body_extractor.with_tuned_body(), member_head))
-    return members
-
-
-def _prefixed(state, prefix) -> dict:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def _fitted_model(prepared, result) -> tuple[FittedModel, list]:
+    """The fitted model from the engine's members, and one extractor per
+    body of it (each running that body, for the feature cache)."""
+    extractor = prepared.data.extractor
+    bodies, extractors, member_body = [], [], []
+    for body, _ in result.members:
+        if not any(body is b for b in bodies):
+            bodies.append(body)
+            tuned = result.tuned
+            extractors.append(tuned_extractor(extractor, body) if tuned else extractor)
+        member_body.append(next(i for i, b in enumerate(bodies) if b is body))
+    pre = extractor.preprocessing
+    model = FittedModel(
+        pre.mean,
+        pre.std,
+        bodies,
+        [head for _, head in result.members],
+        member_body,
+        prepared.task.output_module().to(extractor.device),
+        squeeze=prepared.task.squeeze,
+        body_ids=[e.backbone.weights_id for e in extractors],
+    )
+    return model.to(extractor.device).eval(), extractors
 
 
 def _summary(estimator, prepared, rows, seconds) -> None:

@@ -12,7 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import RECIPE_CONSTRAINTS, RecipeEstimator, _plain
+from ._base import RECIPE_CONSTRAINTS, RecipeEstimator
+from ._split import plain as _plain
 from ._tasks import MultiLabel, SingleLabel
 
 _RECIPE_DOC = """
@@ -217,13 +218,22 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         Whether ``y`` was multi-label.
     n_features_ : int
         Length of the body's feature vector.
+    model_ : torch.nn.Module
+        The fitted network as one module: uint8 crops ``(n, H, W, 3)`` (what
+        ``preprocess`` returns) -> normalisation, body, pooling, head(s),
+        output step, the average over a snapshot ensemble's members -> what
+        ``predict_proba`` returns for the plain view (float64).
+        ``model_.features(crops)`` and ``model_.head_outputs(features)`` are
+        its two parts; save, load and :mod:`sktransfer.export` use it.
     extractor_ : FeatureExtractor
-        The loaded (possibly fine-tuned) body, its preprocessing and cache key.
+        The feature cache's view of ``model_``'s (last) body: its
+        preprocessing, device and cache key; it runs that very module.
     head_ : torch.nn.Module
-        The trained head: features -> logits.
+        The head of the final model (``model_.heads[-1]``): features ->
+        logits.
     ensemble_ : list of (extractor, head)
-        The models averaged at prediction time (one unless
-        ``snapshot_ensemble``).
+        Read-only view of ``model_``'s members, averaged at prediction time
+        (one unless ``snapshot_ensemble``).
     history_ : list of dict
         One record per epoch: fit (1 for the first fit, then counting warm
         starts), stage, epoch, image_size, lrs (per layer group),
@@ -445,10 +455,6 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                 f"{[_plain(c) for c in info['classes_'][:20]]}."
             )
         return None
-
-    def _task(self):
-        n = len(self.classes_)
-        return MultiLabel(n) if self.multilabel_ else SingleLabel(n)
 
     # -- predict --------------------------------------------------------------------
 

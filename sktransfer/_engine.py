@@ -11,6 +11,7 @@ a skorch training loop (:mod:`._stage_net`). Prediction is in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -37,7 +38,7 @@ from ._probe import (
     set_statistics,
 )
 from ._seeding import seeded
-from ._stage_net import history_rows, stage_net
+from ._stage_net import Snapshot, history_rows, stage_net
 from ._sweep import sweep_rate
 from ._threads import small_work_threads
 from ._transforms import AugmentedView
@@ -132,12 +133,18 @@ class Settings:
 @dataclasses.dataclass
 class Result:
     """What :func:`train` returns: the model, the history rows, the rates
-    found by sweeps, and the snapshots of the last stage."""
+    found by sweeps, the members of the fitted model and whether the body
+    was trained.
+
+    ``members`` holds one ``(body, head)`` pair per snapshot of the last
+    stage's cycle ends (a snapshot ensemble), or the final model's alone.
+    Members share the body unless the last stage trained it; the last
+    member is the final model's own body and head."""
 
     model: TransferNet
     history: list
     rates: dict
-    snapshots: list
+    members: list
     tuned: bool
 
 
@@ -190,9 +197,29 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
             module.frozen = False
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
-    snapshots = [_floored(state) for state in snapshots]
+    members = snapshot_members(model, [_floored(s) for s in snapshots])
     tuned = any(stage.trains_body for stage in plan)
-    return Result(model, history, rates, snapshots, tuned)
+    return Result(model, history, rates, members, tuned)
+
+
+def snapshot_members(model: TransferNet, snapshots: list) -> list:
+    """``(body, head)`` of every snapshot, or of the model alone (fewer than
+    two snapshots). Snapshots of a stage that did not train the body share
+    the model's body; the last snapshot is loaded into the model's own
+    modules (the final weights, in every stage that ran to its end)."""
+    if len(snapshots) < 2:
+        return [(model.body, model.head)]
+    members = []
+    for i, snapshot in enumerate(snapshots):
+        last = i == len(snapshots) - 1
+        head = model.head if last else copy.deepcopy(model.head)
+        head.load_state_dict(snapshot.head)
+        body = model.body
+        if snapshot.body is not None:
+            body = model.body if last else copy.deepcopy(model.body)
+            body.load_state_dict(snapshot.body)
+        members.append((body, head))
+    return members
 
 
 def _stage_rate(stage, rates, model, groups, data, task, settings, seed) -> float:
@@ -304,15 +331,15 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
     return history_rows(net, stage, task, image_size), snapshots.states
 
 
-def _floored(state: dict) -> dict:
-    """A snapshot's state with its head's BatchNorm variances floored as
+def _floored(snapshot: Snapshot) -> Snapshot:
+    """A snapshot with its head's BatchNorm variances floored as
     :func:`._probe.floor_variance` floors the model's (the body's pretrained
     statistics are left as they are)."""
-    out = dict(state)
-    for key, value in state.items():
-        if key.endswith("running_var") and not key.startswith("body."):
-            out[key] = floored(value)
-    return out
+    head = {
+        key: floored(value) if key.endswith("running_var") else value
+        for key, value in snapshot.head.items()
+    }
+    return dataclasses.replace(snapshot, head=head)
 
 
 def _diverged_message(stage, lr, exc) -> str:

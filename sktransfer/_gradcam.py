@@ -1,8 +1,8 @@
 """Grad-CAM on a fitted recipe estimator (the machinery of
 :func:`sktransfer.inspection.grad_cam`).
 
-The model is the one :func:`~sktransfer.export.to_torch` builds (a float32
-copy of the fitted body and head), so the estimator's own modules, parameters,
+The model is the one :func:`~sktransfer.export.to_torch` gives (a float32
+copy of the estimator's ``model_``), so the estimator's own modules, parameters,
 ``requires_grad`` flags and train/eval modes are never touched.
 """
 
@@ -75,10 +75,9 @@ def _batch_cam(estimator, model, sites, batch, columns):
         for b, site in enumerate(sites)
     ]
     try:
-        x = model.normalize(batch)
-        features = [body(x) for body in model.bodies]
+        features = model.features(batch)
         raw = [head(features[b]) for head, b in zip(model.heads, model.member_body)]
-        outputs = sum(model.output(r) for r in raw) / len(raw)
+        outputs = model.head_outputs(features)
         if columns is None:
             columns = _predicted_columns(estimator, outputs.detach())
         index = torch.as_tensor(columns, device=raw[0].device).view(-1, 1)

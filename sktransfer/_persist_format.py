@@ -1,6 +1,6 @@
-"""What a saved model folder may hold: the JSON values of ``model.json``,
-and the checks of its entries against the estimator's rules and the saved
-tensors, made before anything is built (see :mod:`sktransfer._persist`).
+"""What a saved model folder is: its files, its format version, and the
+JSON values of ``model.json`` (see :mod:`sktransfer._persist`; the checks
+of the fitted state are in :mod:`sktransfer._persist_state`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,33 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .exceptions import ModelFormatError
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+#: The next ``model.json`` while a save is switching models: complete, and
+#: recording the sha256 of the weights it belongs to (see
+#: :func:`sktransfer.save`).
+PENDING_FILE = ".model.json.next"
+FORMAT_NAME = "sktransfer-model"
+#: Bumped when a saved folder changes in a way other versions cannot read.
+#: 2: the weights are the state dict of the estimator's ``model_``.
+FORMAT_VERSION = 2
+#: What a folder's ``model.json`` holds, at its top level.
+DOCUMENT_KEYS = {
+    "format",
+    "format_version",
+    "estimator",
+    "params",
+    "state_protocol",
+    "state",
+    "tensors",
+    "files",
+    "versions",
+}
+#: ``state_protocol`` of the states this version writes and reads.
+STATE_PROTOCOL = "sktransfer.model-v2"
 
 
 # --- JSON values -------------------------------------------------------------
@@ -192,232 +213,14 @@ def _decode_array(items, dtype_text, path: Path, where: str) -> np.ndarray:
     return np.asarray(items, dtype=dtype)
 
 
-#: Fitted attributes that hold torch objects, saved as tensors.
-_MODULE_ATTRIBUTES = ("extractor_", "head_", "ensemble_", "preprocessing_")
-
-
 def _under(tensors: dict, prefix: str) -> dict:
-    """The tensors whose names start with ``prefix``, without it."""
+    """The tensors whose names start with ``prefix``, without it: the state
+    of one named part of a model, for messages that name the part."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _decode_preprocessing(values: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
-
-# --- checks of the fitted state, before anything is built ---------------------
-
-#: Private fitted attributes a saved state may set (all others are public
-#: names ending in ``_``).
-_PRIVATE_ATTRIBUTES = {"_y_ndim": (1, 2)}
-
-
-_EXTRACTOR_KEYS = {
-    "backbone": str,
-    "weights_id": str,
-    "n_features": int,
-    "preprocessing": dict,
-    "base_preprocessing": dict,
-    "precision": str,
-    "built_from": list,
-    "model_key": str,
-    "body_flags": dict,
-}
-
-
-_HEAD_KEYS = {
-    "n_features": int,
-    "n_outputs": int,
-    "hidden_sizes": list,
-    "dropout": float,
-}
-
-
-#: No layer of a saved model is wider than this.
-_MAX_WIDTH = 1 << 24
-
-
-def _check_state(raw: dict, estimator, path: Path) -> dict:
-    """The fitted state of ``model.json``, decoded and checked entry by entry
-    against what :func:`_builtin_state` writes, before anything is built."""
-    from ._transforms import Preprocessing
-
-    def bad(where: str, why: str):
-        return ModelFormatError(f"{path} has an invalid entry {where}: {why}.")
-
-    def need(value, kind, where: str):
-        ok = isinstance(value, kind) and not (
-            isinstance(value, bool) and kind in (int, float)
-        )
-        if kind is float:
-            ok = ok or (isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise bad(where, f"a {kind.__name__} is needed, got {value!r:.80}")
-        return value
-
-    expected = {"attributes", "extractors", "heads", "ensemble", "has_head"}
-    if set(raw) != expected:
-        raise bad(
-            "'state'",
-            f"it has the keys {sorted(str(k)[:40] for k in raw)[:10]}; "
-            f"{sorted(expected)} are needed",
-        )
-    meta = {key: _decode(value, path, f"state[{key!r}]") for key, value in raw.items()}
-    need(meta["attributes"], dict, "state['attributes']")
-    extractors = need(meta["extractors"], list, "state['extractors']")
-    heads = need(meta["heads"], list, "state['heads']")
-    need(meta["has_head"], bool, "state['has_head']")
-    if not extractors:
-        raise bad("state['extractors']", "it is empty")
-    for i, m in enumerate(extractors):
-        where = f"state['extractors'][{i}]"
-        need(m, dict, where)
-        if set(m) != set(_EXTRACTOR_KEYS):
-            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in m)[:12]}")
-        for key, kind in _EXTRACTOR_KEYS.items():
-            need(m[key], kind, f"{where}[{key!r}]")
-        if not 0 < m["n_features"] <= _MAX_WIDTH:
-            raise bad(f"{where}['n_features']", f"{m['n_features']} is out of range")
-        if m["precision"] not in ("fp32", "bf16"):
-            raise bad(f"{where}['precision']", f"{m['precision']!r:.40}")
-        if not all(isinstance(v, str) for v in m["built_from"]):
-            raise bad(f"{where}['built_from']", "a list of strings is needed")
-        for name, value in m["body_flags"].items():
-            if name != "transform_input" or not isinstance(value, bool):
-                raise bad(f"{where}['body_flags']", f"{name!r:.40}: {value!r:.40}")
-        for key in ("preprocessing", "base_preprocessing"):
-            try:
-                m[key] = Preprocessing(**_decode_preprocessing(m[key]))
-            except (TypeError, ValueError) as exc:
-                raise bad(f"{where}[{key!r}]", str(exc)) from None
-    for j, spec in enumerate(heads):
-        where = f"state['heads'][{j}]"
-        need(spec, dict, where)
-        if set(spec) != set(_HEAD_KEYS):
-            raise bad(where, f"its keys are {sorted(str(k)[:40] for k in spec)[:12]}")
-        for key, kind in _HEAD_KEYS.items():
-            need(spec[key], kind, f"{where}[{key!r}]")
-        widths = [spec["n_features"], spec["n_outputs"], *spec["hidden_sizes"]]
-        if not all(
-            isinstance(w, int) and not isinstance(w, bool) and 0 < w <= _MAX_WIDTH
-            for w in widths
-        ):
-            raise bad(where, f"layer widths {widths!r:.80} are not all in range")
-        if not 0 <= spec["dropout"] < 1:
-            raise bad(f"{where}['dropout']", f"{spec['dropout']!r} is not in [0, 1)")
-    ensemble = meta["ensemble"]
-    if ensemble is not None:
-        need(ensemble, list, "state['ensemble']")
-        for k, pair in enumerate(ensemble):
-            if not (
-                isinstance(pair, list)
-                and len(pair) == 2
-                and all(type(v) is int for v in pair)
-                and 0 <= pair[0] < len(extractors)
-                and 0 <= pair[1] < len(heads)
-            ):
-                raise bad(f"state['ensemble'][{k}]", f"{pair!r:.80}")
-    for i, j in ensemble or []:
-        if heads[j]["n_features"] != extractors[i]["n_features"]:
-            raise bad(f"state['heads'][{j}]", "it does not take the features")
-    wants_head = not hasattr(estimator, "transform")
-    if meta["has_head"] != wants_head or (wants_head and not heads):
-        needs = "needs a head" if wants_head else "has no head"
-        raise bad("state['has_head']", f"{type(estimator).__name__} {needs}")
-    if wants_head and not ensemble:
-        raise bad("state['ensemble']", f"{type(estimator).__name__} needs members")
-    _check_attributes(meta["attributes"], estimator, meta, bad)
-    return meta
-
-
-def _check_attributes(attributes: dict, estimator, meta: dict, bad) -> None:
-    cls = type(estimator)
-    for name, value in attributes.items():
-        where = f"state['attributes'][{name!r:.40}]"
-        if name in _PRIVATE_ATTRIBUTES:
-            if value not in _PRIVATE_ATTRIBUTES[name] or isinstance(value, bool):
-                raise bad(where, f"{value!r:.80}")
-            continue
-        if (
-            not isinstance(name, str)
-            or not name.isidentifier()
-            or name.startswith("_")
-            or not name.endswith("_")
-            or hasattr(cls, name)
-            or name in _MODULE_ATTRIBUTES
-        ):
-            raise bad(where, "it is not the name of a fitted attribute")
-    n_outputs = meta["heads"][0]["n_outputs"] if meta["heads"] else None
-    if "classes_" in attributes:
-        classes = attributes["classes_"]
-        if not isinstance(classes, np.ndarray) or classes.ndim != 1:
-            raise bad("state['attributes']['classes_']", "a 1-d array is needed")
-        if len(classes) != n_outputs and not (len(classes) == 2 and n_outputs == 1):
-            raise bad(
-                "state['attributes']['classes_']",
-                f"{len(classes)} classes for a head of {n_outputs} outputs",
-            )
-        try:
-            if len(set(classes.tolist())) != len(classes):
-                raise bad("state['attributes']['classes_']", "classes repeat")
-        except TypeError:
-            raise bad("state['attributes']['classes_']", "unhashable classes") from None
-    if "multilabel_" in attributes and not isinstance(attributes["multilabel_"], bool):
-        raise bad("state['attributes']['multilabel_']", "a bool is needed")
-    if hasattr(cls, "predict_proba") and "classes_" not in attributes:
-        raise bad("state['attributes']", "classes_ is missing")
-    for name in ("n_features_", "n_features_out_"):
-        if (
-            name in attributes
-            and attributes[name] != meta["extractors"][0]["n_features"]
-        ):
-            raise bad(f"state['attributes'][{name!r}]", "it differs from the body's")
-
-
-def _check_architectures(meta: dict, tensors: dict, path: Path) -> None:
-    """Each body and head the state names, built on the meta device (no
-    memory, no weights), against the saved tensors: a backbone or head that
-    does not match is refused before anything is built for real."""
-    from ._backbones import load_backbone
-    from ._head import Head
-
-    used = set()
-    for i, m in enumerate(meta["extractors"]):
-        prefix = f"extractors.{i}.body."
-        try:
-            with torch.device("meta"):
-                bb = load_backbone(m["backbone"], None)
-        except (ValueError, TypeError, ImportError) as exc:
-            raise ModelFormatError(
-                f"{path} has an invalid entry state['extractors'][{i}]"
-                f"['backbone']: {exc}"
-            ) from None
-        state = _under(tensors, prefix)
-        _compare_state(bb.body, state, f"the body ({m['backbone']})", path)
-        if int(bb.n_features) != m["n_features"]:
-            raise ModelFormatError(
-                f"{path} has an invalid entry state['extractors'][{i}]"
-                f"['n_features']: {m['backbone']} gives {bb.n_features} features."
-            )
-        used.update(prefix + k for k in state)
-    for j, spec in enumerate(meta["heads"]):
-        prefix = f"heads.{j}."
-        with torch.device("meta"):
-            head = Head(
-                spec["n_features"],
-                spec["n_outputs"],
-                tuple(spec["hidden_sizes"]),
-                spec["dropout"],
-            )
-        state = _under(tensors, prefix)
-        _compare_state(head, state, f"head {j}", path)
-        used.update(prefix + k for k in state)
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise ModelFormatError(
-            f"{path.parent / WEIGHTS_FILE} holds tensors that no part of the model "
-            f"uses: {extra[:5]}."
-        )
 
 
 def state_mismatch(module, state: dict) -> str | None:
@@ -436,12 +239,3 @@ def state_mismatch(module, state: dict) -> str | None:
     return (
         f"missing {missing[:5]}, unexpected {extra[:5]}, shape mismatches {wrong[:5]}"
     )
-
-
-def _compare_state(module, state: dict, what: str, path: Path) -> None:
-    problem = state_mismatch(module, state)
-    if problem:
-        raise ModelFormatError(
-            f"the tensors of {path.parent / WEIGHTS_FILE} do not fit {what} that "
-            f"{path.name} describes: {problem}."
-        )

@@ -46,12 +46,22 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         deviation over the images that train (weight > 0, readable).
     n_features_ : int
         Length of the body's feature vector.
+    model_ : torch.nn.Module
+        The fitted network as one module: uint8 crops ``(n, H, W, 3)`` (what
+        ``preprocess`` returns) -> normalisation, body, pooling, head(s),
+        output step, the average over a snapshot ensemble's members -> what
+        ``predict`` returns for the plain view (float64).
+        ``model_.features(crops)`` and ``model_.head_outputs(features)`` are
+        its two parts; save, load and :mod:`sktransfer.export` use it.
     extractor_ : FeatureExtractor
-        The loaded (possibly fine-tuned) body, its preprocessing and cache key.
+        The feature cache's view of ``model_``'s (last) body: its
+        preprocessing, device and cache key; it runs that very module.
     head_ : torch.nn.Module
-        The trained head: features -> standardised targets.
+        The head of the final model (``model_.heads[-1]``): features ->
+        standardised targets.
     ensemble_ : list of (extractor, head)
-        The models averaged at prediction time.
+        Read-only view of ``model_``'s members, averaged at prediction time
+        (one unless ``snapshot_ensemble``).
     history_ : list of dict
         One record per epoch (fit, stage, epoch, image_size, lrs, train_loss,
         valid_loss, valid_r2, seconds).
@@ -195,7 +205,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
                 f"{which} has the same value for every image{of}; there is "
                 "nothing to learn."
             )
-        task = Regression(encoded.shape[1], mean, scale)
+        task = Regression(encoded.shape[1], mean, scale, info["_y_ndim"] == 1)
         return task, {"target_mean_": mean, "target_scale_": scale}
 
     def _same_targets(self, info):
@@ -206,16 +216,12 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
             )
         return None
 
-    def _task(self):
-        return Regression(self.n_outputs_, self.target_mean_, self.target_scale_)
-
     def predict(self, X):
         """Predicted targets in their original units: shape ``(n,)`` when
         ``y`` was 1-D, else ``(n, n_outputs_)``. With ``tta > 0`` the
         predictions of the plain view and ``tta`` augmented views are
         averaged (and over the snapshots of a snapshot ensemble)."""
-        out = self._outputs(X)
-        return out[:, 0] if self._y_ndim == 1 else out
+        return self._outputs(X)
 
     def score(self, X, y, sample_weight=None):
         """R² of ``predict(X)`` against ``y`` (averaged over targets), as

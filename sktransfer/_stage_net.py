@@ -13,6 +13,7 @@ turns the net's history into ``history_`` records.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 
@@ -131,7 +132,7 @@ def stage_net(
     ``train_set``, with its callbacks: the stage's schedule, snapshots,
     validation score, early stopping and progress, then fresh copies of the
     user's. Returns ``(net, snapshots)``; ``snapshots.states`` holds the
-    states kept at the ends of the stage's cycles."""
+    :class:`Snapshot` kept at the end of each of the stage's cycles."""
     module = model.head if stage.on_features else model
     device = next(model.head.parameters()).device
     lrs = stage.group_lrs(lr)
@@ -141,7 +142,7 @@ def stage_net(
         param_groups = list(zip(groups, lrs, strict=True))
     n_train = len(train_set)
     steps = _steps_per_epoch(n_train, settings.batch_size)
-    snapshots = _Snapshots(stage, steps)
+    snapshots = _Snapshots(stage, steps, model)
     callbacks = [
         *_callbacks(stage, steps, task, valid_set, settings),
         ("snapshots", snapshots),
@@ -278,14 +279,24 @@ class _NextCopy(Callback):
             dataset_train.epoch = len(net.history) - 1  # this stage's epochs
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The weights of the model at the end of a cycle: its head's, and its
+    body's when the stage trains it (None: the body did not change)."""
+
+    head: dict
+    body: dict | None = None
+
+
 class _Snapshots(Callback):
     """The model's weights at the end of every SGDR cycle of a stage
     (kept in memory: cycles may end inside an epoch, where skorch's
     Checkpoint does not act)."""
 
-    def __init__(self, stage, steps_per_epoch):
+    def __init__(self, stage, steps_per_epoch, model):
         self.stage = stage
         self.steps_per_epoch = steps_per_epoch
+        self.model = model
         self.states = []
 
     def on_train_begin(self, net, **kwargs):
@@ -297,7 +308,10 @@ class _Snapshots(Callback):
         if training:
             self.step_ += 1
             if self.step_ in self.ends_:
-                self.states.append(_state_of(net.module_))
+                body = None
+                if self.stage.trains_body:
+                    body = _state_of(self.model.body)
+                self.states.append(Snapshot(_state_of(self.model.head), body))
 
 
 def _state_of(module) -> dict:

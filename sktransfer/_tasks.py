@@ -28,10 +28,12 @@ class Task:
         """Per-sample loss, shape ``(n,)``."""
         raise NotImplementedError
 
-    def output_module(self, exported: bool = False) -> nn.Module:
-        """Raw outputs -> what the estimator returns (a torch module, so
-        that exported models compute it in the same graph). ``exported``:
-        the module of an exported graph, whose output is float32."""
+    #: the estimator returns ``(n,)`` rather than ``(n, 1)`` (1-d ``y``)
+    squeeze = False
+
+    def output_module(self) -> nn.Module:
+        """Raw outputs -> what the estimator returns (a torch module: the
+        output step of the fitted model, and of exported graphs)."""
         raise NotImplementedError
 
     def validation_score(self, raw: np.ndarray, target: np.ndarray) -> float:
@@ -53,7 +55,7 @@ class SingleLabel(Task):
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.int64)
 
-    def output_module(self, exported=False):
+    def output_module(self):
         return nn.Softmax(dim=1)
 
     def validation_score(self, raw, target):
@@ -74,7 +76,7 @@ class MultiLabel(Task):
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.float32)
 
-    def output_module(self, exported=False):
+    def output_module(self):
         return nn.Sigmoid()
 
     def validation_score(self, raw, target):
@@ -93,10 +95,11 @@ class Regression(Task):
     kind = "regression"
     score_name = "valid_r2"
 
-    def __init__(self, n_outputs, mean, scale):
+    def __init__(self, n_outputs, mean, scale, squeeze=False):
         super().__init__(n_outputs)
         self.mean = np.asarray(mean, dtype=np.float64)
         self.scale = np.asarray(scale, dtype=np.float64)
+        self.squeeze = bool(squeeze)
 
     def loss(self, raw, target):
         return nn.functional.mse_loss(raw, target, reduction="none").mean(dim=1)
@@ -105,12 +108,11 @@ class Regression(Task):
         z = (np.asarray(y, dtype=np.float64) - self.mean) / self.scale
         return torch.as_tensor(z, dtype=torch.float32)
 
-    def output_module(self, exported=False):
+    def output_module(self):
         # float32 cannot hold large targets to the unit (1e9 + 1 is 1e9 in
-        # float32): predict gets float64, an exported graph float32
-        return Affine(
-            self.mean, self.scale, torch.float32 if exported else torch.float64
-        )
+        # float32): the step computes in float64 (an exported graph then
+        # casts its result to float32)
+        return Affine(self.mean, self.scale)
 
     def validation_score(self, raw, target):
         """R² of the standardised targets, averaged over outputs."""
@@ -123,12 +125,10 @@ class Regression(Task):
 
 class Affine(nn.Module):
     """``raw * scale + mean`` in float64: standardised outputs back to target
-    units, exact for targets far from 0 (``1e12 + k``); the result is cast
-    to ``out_dtype``."""
+    units, exact for targets far from 0 (``1e12 + k``)."""
 
-    def __init__(self, mean, scale, out_dtype=torch.float64):
+    def __init__(self, mean, scale):
         super().__init__()
-        self.out_dtype = out_dtype
         self.register_buffer(
             "mean", torch.tensor(np.asarray(mean), dtype=torch.float64)
         )
@@ -139,4 +139,4 @@ class Affine(nn.Module):
     def forward(self, raw):
         scale = self.scale.to(raw.device)
         mean = self.mean.to(raw.device)
-        return (raw.to(torch.float64) * scale + mean).to(self.out_dtype)
+        return raw.to(torch.float64) * scale + mean

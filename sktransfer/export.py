@@ -13,7 +13,6 @@ Python's pickle, without scikit-learn and without sktransfer.
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import os
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+
+from ._model import FittedModel, features_model
 
 __all__ = ["export_onnx", "export_torchscript", "to_torch"]
 
@@ -30,54 +30,7 @@ __all__ = ["export_onnx", "export_torchscript", "to_torch"]
 INPUT_NAME = "images"
 
 
-class _Normalize(nn.Module):
-    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)``, the same
-    arithmetic as the extractor's input conversion."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).to(torch.float32)
-        return (x - self.mean) / self.std
-
-
-class ExportedModel(nn.Module):
-    """A fitted estimator's prediction as one module (see :func:`to_torch`).
-
-    ``bodies[i]`` computes the pooled features for members whose
-    ``member_body[j] == i``; each member's head and output module give one
-    output, and the outputs are averaged (a snapshot ensemble has several
-    members, a plain fit one).
-    """
-
-    def __init__(self, normalize, bodies, heads, member_body, output, squeeze):
-        super().__init__()
-        self.normalize = normalize
-        self.bodies = nn.ModuleList(bodies)
-        self.heads = nn.ModuleList(heads)
-        self.member_body = list(member_body)
-        self.output = output
-        self.squeeze = bool(squeeze)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(images)
-        features = [body(x) for body in self.bodies]
-        total = None
-        for head, b in zip(self.heads, self.member_body):
-            out = self.output(head(features[b]))
-            total = out if total is None else total + out
-        result = total / float(len(self.heads))
-        if self.squeeze:
-            result = result[:, 0]
-        return result
-
-
-def to_torch(estimator) -> ExportedModel:
+def to_torch(estimator) -> FittedModel:
     """The fitted ``estimator`` as one ``torch.nn.Module``.
 
     The module maps a uint8 batch ``(n, H, W, 3)`` (what the estimator's
@@ -86,8 +39,10 @@ def to_torch(estimator) -> ExportedModel:
     regressor, the features of ``transform`` for
     :class:`~sktransfer.PretrainedFeatures`. Normalisation, body, pooling,
     head, output activation and the average over a snapshot ensemble are
-    all in the graph. The module is a copy on the CPU, in eval mode, with
-    gradients off; it does not share weights with the estimator.
+    all in the graph. The module is the estimator's ``model_`` (for
+    :class:`~sktransfer.PretrainedFeatures`, its body's) as a float32 copy
+    on the CPU, in eval mode, with gradients off and float32 outputs; it
+    does not share weights with the estimator.
 
     Parameters
     ----------
@@ -133,26 +88,8 @@ def to_torch(estimator) -> ExportedModel:
     """
     extractor = _extractor(estimator)
     _warn_tta(estimator)
-    pre = extractor.preprocessing
-    members = getattr(estimator, "ensemble_", None)
-    if not members:
-        head = getattr(estimator, "head_", None)
-        members = [(extractor, head if head is not None else nn.Identity())]
-    bodies, heads, member_body, seen = [], [], [], {}
-    for member_extractor, head in members:
-        key = id(member_extractor)
-        if key not in seen:
-            seen[key] = len(bodies)
-            bodies.append(_cpu_copy(member_extractor.backbone.body))
-        member_body.append(seen[key])
-        heads.append(_cpu_copy(head))
-    output_module = getattr(estimator, "_output_module", None)
-    output = _cpu_copy(output_module()) if output_module else nn.Identity()
-    squeeze = getattr(estimator, "_y_ndim", 2) == 1
-    model = ExportedModel(
-        _Normalize(pre.mean, pre.std), bodies, heads, member_body, output, squeeze
-    )
-    return model.eval()
+    model = getattr(estimator, "model_", None) or features_model(extractor)
+    return model.for_export()
 
 
 def export_onnx(estimator, path, *, opset_version=None) -> str:
@@ -299,7 +236,7 @@ def _write_aside(path: str, write) -> None:
     """Write ``path`` through a temporary file in its folder, then rename it
     into place (as :func:`~sktransfer.save` does): a full disk or an
     interruption leaves the previous file as it was, and no temporary file."""
-    from ._persist import _fsync, _fsync_folder, _temporary_file
+    from ._persist_io import _fsync, _fsync_folder, _temporary_file
 
     target = Path(path)
     if target.is_dir():
@@ -404,12 +341,3 @@ def _warn_tta(estimator) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def _cpu_copy(module: nn.Module) -> nn.Module:
-    module = copy.deepcopy(module).cpu().float()
-    module = module.to(memory_format=torch.contiguous_format)
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module

@@ -64,7 +64,7 @@ def test_saved_folder_is_json_and_safetensors_and_reads_back_equal(
     ]
     document = json.loads((folder / "model.json").read_text())
     assert document["estimator"] == "PretrainedImageClassifier"
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     assert document["params"]["backbone"] == "resnet18"
     assert document["versions"]["torch"] == torch.__version__
     loaded = load(folder, cache=cache_dir)
@@ -228,7 +228,7 @@ def test_a_changed_weights_file_is_refused(saved, tmp_path):
 def test_tensors_that_do_not_fit_are_refused_even_with_a_matching_hash(saved, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from sktransfer._persist import _sha256
+    from sktransfer._persist_io import _sha256
 
     _, folder = saved
     folder = copy_of(folder, tmp_path)
@@ -248,8 +248,24 @@ def test_tensors_that_do_not_fit_are_refused_even_with_a_matching_hash(saved, tm
 def test_newer_format_version_says_to_upgrade(saved, tmp_path):
     _, folder = saved
     folder = copy_of(folder, tmp_path)
-    rewrite_json(folder, lambda d: d.update(format_version=2))
-    with pytest.raises(ModelFormatError, match="format version 2.*Upgrade sktransfer"):
+    rewrite_json(folder, lambda d: d.update(format_version=3))
+    with pytest.raises(ModelFormatError, match="format version 3.*Upgrade sktransfer"):
+        load(folder)
+
+
+def test_older_format_version_is_refused_naming_it(saved, tmp_path):
+    """Format 1 saved the body and the heads apart ("extractors.0.body.",
+    "heads.0."); format 2 saves the state dict of ``model_``."""
+    _, folder = saved
+    folder = copy_of(folder, tmp_path)
+    rewrite_json(
+        folder, lambda d: d.update(format_version=1, versions={"sktransfer": "0.9"})
+    )
+    with pytest.raises(
+        ModelFormatError,
+        match="saved by sktransfer 0.9 in model format version 1; this sktransfer "
+        "reads model format version 2",
+    ):
         load(folder)
 
 

@@ -309,7 +309,7 @@ def drop_tensor_from_manifest(document):
     del document["tensors"][name]
 
 
-BODY = ("state", "extractors", 0)
+BODY = ("state", "extractor")
 HEAD = ("state", "heads", 0)
 ATTRIBUTES = ("state", "attributes")
 TAMPERINGS = {
@@ -335,6 +335,7 @@ TAMPERINGS = {
         "state\\['attributes'\\]",
     ),
     "module attribute": (set_at(*ATTRIBUTES, "head_", 1), "\\['head_'\\]"),
+    "model attribute": (set_at(*ATTRIBUTES, "model_", 1), "\\['model_'\\]"),
     "classes_ a list": (set_at(*ATTRIBUTES, "classes_", ["a", "b"]), "classes_"),
     "classes_ 2-d": (
         set_at(
@@ -385,7 +386,7 @@ TAMPERINGS = {
     "head outputs": (set_at(*HEAD, "n_outputs", 3), "classes_.*head of 3 outputs"),
     "head hidden nested": (set_at(*HEAD, "hidden_sizes", [[512]]), "layer widths"),
     "head dropout string": (set_at(*HEAD, "dropout", "x"), "'dropout'.*float"),
-    "ensemble index": (set_at("state", "ensemble", [[0, 5]]), "'ensemble'"),
+    "member index": (set_at("state", "members", [5]), "'members'"),
     "state extra key": (set_at("state", "code", 1), "'state'"),
     "unknown top-level key": (set_at("code", "x"), "unknown entries \\['code'\\]"),
     "estimator a list": (set_at("estimator", ["x"]), "entry 'estimator'"),
@@ -434,10 +435,10 @@ def test_tensors_added_or_removed_in_both_files_are_named(saved, tmp_path, chang
         document["tensors"]["payload"] = "float32[4]"
         message = "no part of the model uses: \\['payload'\\]"
     else:
-        name = next(k for k in sorted(tensors) if k.startswith("extractors.0."))
+        name = next(k for k in sorted(tensors) if k.startswith("bodies.0."))
         del tensors[name]
         del document["tensors"][name]
-        short = name.removeprefix("extractors.0.body.")
+        short = name.removeprefix("bodies.0.")
         message = f"do not fit the body \\(resnet18\\).*missing \\[{short!r}\\]"
     save_file(tensors, str(path))
     import hashlib

@@ -534,9 +534,9 @@ def members_proba(clf, X):
     """Each ensemble member's probabilities, as the estimator computes them
     for a one-member ensemble."""
     out = []
-    for member in clf.ensemble_:
+    for j in range(len(clf.model_.heads)):
         alone = copy.deepcopy(clf)
-        alone.ensemble_ = [member]
+        alone.model_ = alone.model_.member(j)
         out.append(alone.predict_proba(X))
     return np.stack(out)
 

@@ -142,9 +142,9 @@ def test_the_whole_recipe_with_tta_and_a_snapshot_ensemble(grey, base):
     assert with_tta.shape == (N,) and np.all(np.isfinite(with_tta))
     # the average of the members' averages over the views
     members = []
-    for member in reg.ensemble_:
+    for j in range(len(reg.model_.heads)):
         alone = copy.deepcopy(reg)
-        alone.ensemble_ = [member]
+        alone.model_ = alone.model_.member(j)
         members.append(alone.predict(X))
     np.testing.assert_allclose(with_tta, np.mean(members, axis=0), rtol=1e-6)
     reg.set_params(tta=0)

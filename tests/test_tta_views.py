@@ -55,8 +55,5 @@ def test_regressor_with_augment_none_and_tta_predicts_from_unmirrored_views(
     import torch
 
     with torch.inference_mode():
-        outs = [
-            reg._output_module()(reg.head_.eval()(torch.from_numpy(f))).numpy()
-            for f in feats
-        ]
-    np.testing.assert_allclose(reg.predict(X), np.mean(outs, axis=0)[:, 0], rtol=1e-5)
+        outs = [reg.model_.eval().head_outputs([torch.from_numpy(f)]) for f in feats]
+    np.testing.assert_allclose(reg.predict(X), np.mean(outs, axis=0), rtol=1e-5)

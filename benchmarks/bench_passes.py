@@ -34,10 +34,12 @@ LITE0 = dict(
 )
 MOBILENET = dict(backbone="mobilenet_v2", weights=str(WEIGHTS))
 
-#: name -> (backbone, fit parameters, prediction parameters)
+#: name -> (backbone, fit parameters, prediction parameters); the unit of
+#: every variant is a pass of its backbone at the weights' size (224 px)
 VARIANTS = {
     "probe": (MOBILENET, {}, {}),
     "probe+tta": (MOBILENET, {}, dict(tta=4)),
+    "probe 288 px": (MOBILENET, dict(image_size=288), {}),
     "recipe": (MOBILENET, dict(unfrozen_cycles=3, cycle_mult=2), dict(tta=4)),
     "lite0 probe": (LITE0, {}, {}),
     "lite0 probe+tta": (LITE0, {}, dict(tta=4)),

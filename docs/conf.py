@@ -143,7 +143,7 @@ if os.environ.get("SKTRANSFER_DOCS_INTERSPHINX") == "1":
 #: Guide pages written separately; each joins the site's table of contents,
 #: after the user guide, once its file is in docs/, so the build never refers
 #: to a missing page and never leaves a page out.
-OPTIONAL_GUIDE_PAGES = ["scale_and_export", "cli"]
+OPTIONAL_GUIDE_PAGES = ["scale_and_export", "cli", "architecture"]
 
 
 def _add_optional_pages(app, docname, source):

@@ -47,7 +47,9 @@ def write_and_switch(folder: Path, document: dict, tensors: dict) -> None:
 
 #: Saves of this process, one at a time (threads), and the folder locks
 #: this process holds: ``(st_dev, st_ino) -> fd``.
-_SAVES = threading.Lock()
+# re-entrant: a save interrupted inside contextlib, before the generator
+# resumes, can leave the lock held by this thread until garbage collection
+_SAVES = threading.RLock()
 _HELD: dict = {}
 
 
@@ -73,9 +75,13 @@ def _save_lock(folder: Path):
             return
         info = os.stat(folder)
         key = (info.st_dev, info.st_ino)
-        leftover = _HELD.pop(key, None)
-        if leftover is not None and _descriptor_of(leftover, key):
-            os.close(leftover)
+        # forgotten only once closed: an interrupt in between must not
+        # lose the record of a descriptor that still holds the lock
+        leftover = _HELD.get(key)
+        if leftover is not None:
+            if _descriptor_of(leftover, key):
+                os.close(leftover)
+            del _HELD[key]
         fd = os.open(folder, os.O_RDONLY)
         _HELD[key] = fd
         try:

@@ -64,14 +64,20 @@ def test_the_default_is_the_penalised_logistic_regression_it_reports(
     np.testing.assert_allclose(clf.predict_proba(X), expected, atol=2e-3)
 
 
-def test_the_regressor_default_is_the_ridge_regression_it_reports(images, cache_dir):
+def fitted_regressor(images, cache_dir):
+    """A default regressor on a quadratic target, its probe row, and the
+    features and standardised targets as its probe saw them."""
     X, _ = images
     y = np.linspace(-3.0, 5.0, len(X)) ** 2
     reg = PretrainedImageRegressor(**TINY, cache=cache_dir, random_state=0).fit(X, y)
     row = probe_row(reg)
     F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
     Z = scaled(F, F, row["scaling"])
-    z = (y - y.mean()) / y.std()
+    return X, y, reg, row, Z, (y - y.mean()) / y.std()
+
+
+def test_the_regressor_default_is_the_ridge_regression_it_reports(images, cache_dir):
+    X, y, reg, row, Z, z = fitted_regressor(images, cache_dir)
     # mean squared error + penalty / 2 * ||w||^2 is Ridge with alpha = penalty * n / 2
     ridge = Ridge(alpha=row["penalty"] * len(X) / 2, tol=1e-10).fit(Z, z)
     expected = ridge.predict(Z) * y.std() + y.mean()
@@ -193,13 +199,7 @@ def test_four_photos_a_class_at_64_px_do_not_collapse(tmp_path):
 
 def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):
     """Exact leave-one-out over the same penalties picks what RidgeCV picks."""
-    X, _ = images
-    y = np.linspace(-3.0, 5.0, len(X)) ** 2
-    reg = PretrainedImageRegressor(**TINY, cache=cache_dir, random_state=0).fit(X, y)
-    row = probe_row(reg)
-    F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
-    Z = scaled(F, F, row["scaling"])
-    z = (y - y.mean()) / y.std()
+    X, y, reg, row, Z, z = fitted_regressor(images, cache_dir)
     penalties = np.logspace(-4, 2, 25)
     ridge = RidgeCV(alphas=penalties * len(X) / 2).fit(Z, z)
     assert row["penalty"] == pytest.approx(ridge.alpha_ * 2 / len(X))

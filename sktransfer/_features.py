@@ -21,13 +21,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import load_backbone
 from ._cache import FeatureCache, resolve_cache
-from ._images import (
-    as_image_list,
-    describe,
-    fingerprint,
-    load_pixels,
-    read_image_file,
-)
+from ._decoding import load_pixels
+from ._fingerprints import fingerprint, read_image_file
+from ._images import as_image_list, describe
 from ._threads import decode_plan, decoded_batches
 from ._transforms import (
     MAX_CROP_SIZE,

@@ -805,7 +805,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     """
     from PIL import UnidentifiedImageError
 
-    from ._images import MAX_IMAGE_PIXELS, _debris_hint, as_image_list
+    from ._decoding import MAX_IMAGE_PIXELS, debris_hint
+    from ._images import as_image_list
     from .exceptions import ImageLoadError
 
     sources = as_image_list(X)
@@ -827,9 +828,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
             name = _name(source, i)
             if isinstance(exc, UnidentifiedImageError):  # its text: a file handle
                 reason = "UnidentifiedImageError: not a recognised image format."
-                reason += _debris_hint(name)
+                reason += debris_hint(name)
             else:
-                reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
+                reason = f"{type(exc).__name__}: {exc}{debris_hint(name)}"
             unreadable.append((name, reason))
             continue
         if width * height > MAX_IMAGE_PIXELS:
@@ -871,11 +872,13 @@ def _name(source, index: int) -> str:
 def _header(source) -> tuple[int, int, str, str]:
     from PIL import Image
 
-    from ._images import EncodedImage, _orientation, open_image_file
+    from ._decoding import exif_orientation
+    from ._image_files import open_image_file
+    from ._images import EncodedImage
 
     if isinstance(source, Image.Image):
         width, height = source.size
-        if _orientation(source) in _TRANSPOSING:  # turned when used
+        if exif_orientation(source) in _TRANSPOSING:  # turned when used
             width, height = height, width
         return width, height, source.mode, source.format or "PIL"
     if isinstance(source, np.ndarray):
@@ -963,7 +966,7 @@ def augmented_copies(
     >>> bool((again == copies).all())  # the same seed, the same copies
     True
     """
-    from ._images import load_pixels
+    from ._decoding import load_pixels
     from ._transforms import Preprocessing, random_augment
 
     if not isinstance(n, int) or n < 1:

@@ -432,7 +432,7 @@ def test_transform_interrupted_at_random_moments_leaves_a_usable_cache(
     events, interrupt_at = interrupted_transforms
     # the image reader's events too: an interrupt just after it wrapped a
     # file descriptor in a file object used to close that descriptor twice
-    reader = [n for n, e in enumerate(events, start=1) if e[0] == "_images.py"]
+    reader = [n for n, e in enumerate(events, start=1) if e[0] in IMAGE_FILES]
     rng = random.Random(0)
     points = set(rng.sample(range(1, len(events) + 1), 25) + rng.sample(reader, 10))
 
@@ -454,4 +454,5 @@ def test_transform_interrupted_at_each_step_of_a_cache_write_leaves_a_usable_cac
 
 
 CACHE_FILES = {"_cache.py", "_cache_db.py", "_cache_files.py"}
+IMAGE_FILES = {"_images.py", "_image_files.py", "_fingerprints.py", "_decoding.py"}
 WRITE_PATH = {"put_many", "transaction", "file_lock", "row_checksum"}

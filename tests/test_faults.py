@@ -34,7 +34,7 @@ from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifi
 from sktransfer._cache import resolve_cache
 from sktransfer._cache_db import FORMAT_VERSION
 from sktransfer._features import FeatureExtractor
-from sktransfer._images import fingerprint
+from sktransfer._fingerprints import fingerprint
 from sktransfer.exceptions import CacheWarning
 
 CACHE_MODULE = sktransfer._cache.__file__

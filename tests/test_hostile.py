@@ -25,8 +25,9 @@ from PIL import Image, PngImagePlugin
 
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._backbones import load_backbone
+from sktransfer._decoding import load_image
 from sktransfer._features import image_fingerprints
-from sktransfer._images import MAX_FILE_BYTES, load_image
+from sktransfer._image_files import MAX_FILE_BYTES
 from sktransfer.datasets import image_size_summary, load_image_csv
 from sktransfer.exceptions import CacheWarning, ImageLoadError, WeightsUnavailableError
 

@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from ._decoding import check_open, check_size, exif_orientation
+from ._decoding import check_open, check_size, exif_orientation, load_pixels
 from ._image_files import read_bytes
 from ._images import EncodedImage, as_encoded, describe
 
@@ -69,3 +69,18 @@ def read_image_file(path: str) -> tuple[bytes, str]:
     """The bytes of an image file and their fingerprint, from one read."""
     data = read_bytes(path)
     return data, fingerprint_bytes(data)
+
+
+def decoded_with_fingerprint(source, draft_size: int, index: int):
+    """Decode ``source`` and fingerprint exactly what was decoded.
+
+    A file is read once: its pixels and its fingerprint come from the same
+    bytes. An array or PIL image is copied first, so that a caller changing
+    it in place meanwhile cannot split the two either.
+    """
+    if isinstance(source, str):
+        data, now = read_image_file(source)
+        return load_pixels(source, draft_size=draft_size, index=index, data=data), now
+    source = source.copy()  # an array or a PIL image
+    now = fingerprint(source)
+    return load_pixels(source, draft_size=draft_size, index=index), now

@@ -33,7 +33,7 @@ import sktransfer._cache
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._cache import resolve_cache
 from sktransfer._cache_db import FORMAT_VERSION
-from sktransfer._features import FeatureExtractor
+from sktransfer._extractor import FeatureExtractor
 from sktransfer._fingerprints import fingerprint
 from sktransfer.exceptions import CacheWarning
 

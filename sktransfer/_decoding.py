@@ -30,6 +30,7 @@ machine:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -37,7 +38,7 @@ import warnings
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-from ._image_files import read_bytes
+from ._image_files import open_image_file, read_bytes
 from ._images import EncodedImage, as_encoded, describe
 from .exceptions import ImageLoadError
 
@@ -372,3 +373,36 @@ def to_rgb(img: Image.Image, name) -> Image.Image:
             f"image {name} has mode {mode!r}, which could not be converted to "
             f"RGB: {exc}"
         ) from None
+
+
+#: EXIF orientations that turn the picture by 90 or 270 degrees.
+_TRANSPOSING = {5, 6, 7, 8}
+
+
+def read_header(source) -> tuple[int, int, str, str]:
+    """``(width, height, mode, format)`` of an image source as it is used
+    (turned by its EXIF orientation), from the file's header: no pixel is
+    decoded."""
+    if isinstance(source, Image.Image):
+        width, height = source.size
+        if exif_orientation(source) in _TRANSPOSING:  # turned when used
+            width, height = height, width
+        return width, height, source.mode, source.format or "PIL"
+    if isinstance(source, np.ndarray):
+        height, width = source.shape[:2]
+        channels = source.shape[2] if source.ndim == 3 else 1
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
+        return int(width), int(height), mode, "array"
+    if isinstance(source, EncodedImage):  # from Image.open: read as its file
+        opened = contextlib.nullcontext(io.BytesIO(source.data))
+    else:
+        opened = open_image_file(source)
+    with warnings.catch_warnings(), opened as f:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(f) as img:  # reads the header, not the pixels
+            width, height = img.size
+            if img.format in ("JPEG", "MPO", "TIFF"):
+                # EXIF of these sits before the pixels: no decoding needed
+                if img.getexif().get(0x0112, 1) in _TRANSPOSING:
+                    width, height = height, width
+            return width, height, img.mode, img.format or "unknown"

@@ -14,7 +14,7 @@ WEIGHTS = SHARED / "weights" / "mobilenet_v2-imagenet.pth"
 
 def machine(device: torch.device | None = None) -> str:
     """CPU model, threads, torch version and whether bf16 is native."""
-    from sktransfer._features import bf16_is_fast, resolve_precision
+    from sktransfer._devices import bf16_is_fast, resolve_precision
 
     device = device or torch.device("cpu")
     cpu = next(

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
-from sktransfer._features import bf16_is_fast
+from sktransfer._devices import bf16_is_fast
 from sktransfer.datasets import load_image_folder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

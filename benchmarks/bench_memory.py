@@ -139,7 +139,7 @@ def fill_cache(cache_dir: Path, paths: list[str]) -> None:
     """Random vectors under the keys ``transform`` will look up."""
     import numpy as np
 
-    from sktransfer._images import fingerprint
+    from sktransfer._fingerprints import fingerprint
     from sktransfer._transforms import PLAIN
 
     model = transformer(str(cache_dir))

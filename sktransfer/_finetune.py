@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._images import load_pixels
+from ._decoding import load_pixels
 from ._threads import DecodePlan, decoded_batches
 from ._transforms import PLAIN, Preprocessing, random_augment, render
 

@@ -2,13 +2,17 @@
 cache off network file systems, where its locks cannot be trusted.
 
 Standard library only, so that the cache can run it without importing
-anything heavy.
+anything heavy. :func:`warn_if_network_filesystem` is the warning the cache
+gives.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+
+from .exceptions import CacheWarning
 
 #: File-system types on which SQLite's locking cannot be trusted: network
 #: file systems (their POSIX advisory locks are missing, emulated or
@@ -126,3 +130,20 @@ def _is_under(path: str, mount_point: str) -> bool:
     if mount_point == "/":
         return True
     return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+
+
+def warn_if_network_filesystem(directory, mounts=None) -> str | None:
+    """Warn with a :class:`~sktransfer.exceptions.CacheWarning` when the cache folder
+    ``directory`` is on a network file system; return its type (or None)."""
+    fstype = network_filesystem(directory, mounts)
+    if fstype is not None:
+        warnings.warn(
+            f"the feature cache {str(directory)!r} is on a network file system "
+            f"({fstype}): SQLite's locks are not reliable there, and workers "
+            "on several machines writing to one cache can corrupt it. Give "
+            "each machine a cache on its own local disk, e.g. "
+            "cache='/local/scratch/sktransfer' or $SKTRANSFER_CACHE.",
+            CacheWarning,
+            stacklevel=3,
+        )
+    return fstype

@@ -18,7 +18,7 @@ import os
 import threading
 from pathlib import Path
 
-from ._cache import warn_if_network_filesystem
+from ._mounts import warn_if_network_filesystem
 
 __all__ = ["dask_features"]
 

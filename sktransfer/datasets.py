@@ -1,19 +1,30 @@
 """Loaders that turn photo collections on disk into ``(X, y)``, a quick look
 at the sizes of the images before choosing ``image_size``, and the augmented
-copies of a photo that training sees."""
+copies of a photo that training sees.
+
+The folder listing is in :mod:`sktransfer._folders`, the reading of labels
+files in :mod:`sktransfer._csv`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ._csv import check_inside, check_unique, image_paths, read_labelled_ids
+from ._folders import (
+    class_files,
+    extensions_of,
+    folder_files,
+    not_a_folder,
+    refuse_linked_classes,
+    refuse_split_layout,
+    some_files,
+    sub_folders,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -38,9 +49,6 @@ IMAGE_EXTENSIONS = (
     ".ppm",
     ".pgm",
 )
-
-#: Most items named in one error message; the rest are counted.
-_LIST_AT_MOST = 50
 
 
 def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
@@ -110,22 +118,22 @@ def load_image_folder(root, *, split=None, extensions=IMAGE_EXTENSIONS):
             raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
         root = root / split
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} {_not_a_folder(root)}")
-    exts = _extensions(extensions)
-    class_dirs = _sub_folders(root)
+        raise FileNotFoundError(f"image folder {str(root)!r} {not_a_folder(root)}")
+    exts = extensions_of(extensions)
+    class_dirs = sub_folders(root)
     if not class_dirs:
         raise ValueError(
             f"image folder {str(root)!r} has no class sub-folders: images must "
             "sit in root/<class>/ (one folder per class)."
         )
-    _refuse_linked_classes(root, class_dirs)
-    _refuse_split_layout(root, class_dirs, exts)
-    found = {d.name: _class_files(d, exts) for d in class_dirs}
+    refuse_linked_classes(root, class_dirs)
+    refuse_split_layout(root, class_dirs, exts)
+    found = {d.name: class_files(d, exts) for d in class_dirs}
     paths, labels, empty = [], [], []
     for class_dir in class_dirs:
         files, others = found[class_dir.name]
         if not files:
-            seen = f": it holds {_some_files(others)}" if others else ""
+            seen = f": it holds {some_files(others)}" if others else ""
             empty.append(f"{class_dir.name!r}{seen}")
         paths.extend(str(p) for p in files)
         labels.extend([class_dir.name] * len(files))
@@ -189,181 +197,20 @@ def load_image_paths(root, *, recursive=True, extensions=IMAGE_EXTENSIONS):
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} {_not_a_folder(root)}")
-    exts = _extensions(extensions)
+        raise FileNotFoundError(f"image folder {str(root)!r} {not_a_folder(root)}")
+    exts = extensions_of(extensions)
     if recursive:
-        files, others = _class_files(root, exts, "image folder")
+        files, others = class_files(root, exts, "image folder")
     else:
-        files, others = _folder_files(root, exts)
+        files, others = folder_files(root, exts)
     if not files:
-        seen = f"; it holds {_some_files(others)}" if others else ""
+        seen = f"; it holds {some_files(others)}" if others else ""
         raise ValueError(
             f"image folder {str(root)!r} holds no images (looked for "
             f"{', '.join(exts)}{'' if recursive else ', not in sub-folders'})"
             f"{seen}. Pass extensions= for other file endings."
         )
     return np.asarray([str(p) for p in files])
-
-
-def _folder_files(folder: Path, exts: tuple) -> tuple[list, list]:
-    """Like :func:`_class_files`, for the files directly in ``folder``."""
-    files, others = [], []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise ValueError(
-            f"image folder {str(folder)!r} could not be read: {exc}"
-        ) from None
-    for entry in entries:
-        if _is_debris(entry.name) or entry.is_dir():
-            continue
-        if os.path.splitext(entry.name)[1].lower() in exts:
-            files.append(Path(folder, entry.name))
-        elif len(others) < 3:
-            others.append(entry.name)
-    return sorted(files), others
-
-
-#: Names operating systems and archivers leave beside photos (lower case);
-#: every name starting with "." is skipped too.
-_DEBRIS = frozenset(
-    {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin"}
-)
-
-#: Folder names of a split layout (root/train/class/image), lower case.
-_SPLITS = frozenset(
-    {"train", "training", "val", "valid", "validation", "test", "testing"}
-)
-
-
-def _is_debris(name: str) -> bool:
-    return name.startswith(".") or name.lower() in _DEBRIS
-
-
-def _not_a_folder(path: Path) -> str:
-    if path.exists():
-        return "is not a folder."
-    parent = path.parent
-    if parent.is_dir():
-        there = [d.name for d in _sub_folders(parent)]
-        if there:
-            return f"does not exist; {str(parent)!r} holds {', '.join(there[:20])}."
-    return "does not exist."
-
-
-def _extensions(extensions) -> tuple:
-    if isinstance(extensions, str):
-        extensions = (extensions,)
-    try:
-        exts = tuple(
-            e.lower() if e.startswith(".") else "." + e.lower() for e in extensions
-        )
-    except (TypeError, AttributeError):
-        raise ValueError(
-            "extensions must be a tuple of file endings such as ('.jpg', '.png'); "
-            f"got {extensions!r}."
-        ) from None
-    if not exts:
-        raise ValueError("extensions is empty: no file would count as an image.")
-    return exts
-
-
-def _sub_folders(folder: Path) -> list:
-    """The folders in ``folder`` (symbolic links to folders included),
-    sorted, without OS debris."""
-    try:
-        entries = list(folder.iterdir())
-    except OSError as exc:
-        raise ValueError(
-            f"image folder {str(folder)!r} could not be read: {exc}"
-        ) from None
-    return sorted(p for p in entries if not _is_debris(p.name) and p.is_dir())
-
-
-def _class_files(
-    class_dir: Path, exts: tuple, what: str = "class folder"
-) -> tuple[list, list]:
-    """The image files under ``class_dir`` (sorted), and the names of some
-    other files there; OS debris is skipped, linked folders not followed."""
-    files, others = [], []
-
-    def unreadable(exc):
-        raise ValueError(
-            f"{what} {str(class_dir)!r} could not be read: {exc}"
-        ) from None
-
-    for folder, dirs, names in os.walk(class_dir, onerror=unreadable):
-        dirs[:] = [d for d in dirs if not _is_debris(d)]
-        for name in names:
-            if _is_debris(name):
-                continue
-            if os.path.splitext(name)[1].lower() in exts:
-                files.append(Path(folder, name))
-            elif len(others) < 3:
-                others.append(name)
-    return sorted(files), others
-
-
-def _some_files(names: list) -> str:
-    shown = ", ".join(repr(n) for n in names)
-    return f"other files only, such as {shown}"
-
-
-def _refuse_linked_classes(root: Path, class_dirs: list) -> None:
-    """Refuse class folders that are links to root (or above it) or to
-    another class folder: their photos would be read twice, under two
-    labels."""
-    top = root.resolve()
-    seen: dict[Path, str] = {}
-    for folder in class_dirs:
-        target = folder.resolve()
-        if target == top or target in top.parents:
-            raise ValueError(
-                f"class folder {str(folder)!r} is a link to {str(target)!r}, which "
-                f"holds the image folder {str(root)!r} itself: its photos would be "
-                "read again under another label. Remove the link."
-            )
-        if target in seen:
-            raise ValueError(
-                f"class folders {seen[target]!r} and {folder.name!r} under "
-                f"{str(root)!r} are the same folder ({str(target)!r}, through a "
-                "link): its photos would get two labels. Remove one of them."
-            )
-        seen[target] = folder.name
-
-
-def _refuse_split_layout(root: Path, class_dirs: list, exts: tuple) -> None:
-    """Refuse a root of splits: the labels would be split names.
-
-    Splits with class folders (``root/train/ants/``), and a root whose every
-    folder is a split holding photos directly (Kaggle's ``train/`` and
-    ``test/``, the labels in a CSV file).
-    """
-    split_dirs = [d for d in class_dirs if d.name.lower() in _SPLITS]
-    with_classes = []
-    for folder in split_dirs:
-        inner = [d for d in _sub_folders(folder) if _class_files(d, exts)[0]]
-        if inner:
-            with_classes.append((folder.name, inner[0].name))
-    if with_classes:
-        named = ", ".join(f"{name!r}" for name, _ in with_classes)
-        name, example = with_classes[0]
-        raise ValueError(
-            f"image folder {str(root)!r} holds the split folder(s) {named}, each "
-            f"with class folders (such as {name}/{example}), not classes: every "
-            f"photo would be labelled with its split. Read one split: "
-            f"load_image_folder({str(root)!r}, split={name!r}), or pass "
-            f"{str(root / name)!r} as root."
-        )
-    if split_dirs and len(split_dirs) == len(class_dirs):
-        named = ", ".join(f"{d.name!r}" for d in split_dirs)
-        raise ValueError(
-            f"image folder {str(root)!r} holds only split folder(s) ({named}) "
-            "with photos directly inside, not class folders: every photo would "
-            "be labelled with its split. Sort each split's photos into "
-            "<split>/<class>/ folders and pass split=, or, if the labels are in a "
-            "CSV file, use load_image_csv(csv_path, image_dir)."
-        )
 
 
 # -- labels in a CSV file -------------------------------------------------------
@@ -473,219 +320,19 @@ def load_image_csv(
     if not image_dir.is_dir():
         what = "is not a folder" if image_dir.exists() else "does not exist"
         raise FileNotFoundError(f"image folder {str(image_dir)!r} {what}.")
-    header, rows = _read_csv(csv_path)
-    id_at = _column(header, id_column, 0, "id_column", name)
-    label_at = _column(header, label_column, 1, "label_column", name)
-    if id_at == label_at:
-        raise ValueError(
-            f"id_column and label_column are the same column ({header[id_at]!r}) "
-            f"of {name}."
-        )
-    if not rows:
-        raise ValueError(f"CSV file {name} has a header but no rows.")
-
-    ids, labels, short, blank_ids, blank_labels = [], [], [], [], []
-    for line, row in rows:
-        if len(row) <= max(id_at, label_at):
-            short.append(line)
-            continue
-        image_id, label = row[id_at].strip(), row[label_at].strip()
-        if label_sep is not None:
-            label = _split_labels(label, label_sep)
-        if not image_id:
-            blank_ids.append(line)
-        if not label:
-            blank_labels.append(line)
-        ids.append((line, image_id))
-        labels.append(label)
-    if short:
-        raise ValueError(
-            f"{len(short)} rows of {name} have fewer than "
-            f"{max(id_at, label_at) + 1} fields: lines {_some(short)}."
-        )
-    if blank_ids:
-        raise ValueError(
-            f"{len(blank_ids)} rows of {name} have an empty id "
-            f"(column {header[id_at]!r}): lines {_some(blank_ids)}."
-        )
-    if blank_labels:
-        raise ValueError(
-            f"{len(blank_labels)} rows of {name} have an empty label "
-            f"(column {header[label_at]!r}): lines {_some(blank_labels)}; drop those "
-            "rows or give them a class."
-        )
-    _check_unique(ids, f"ids in column {header[id_at]!r} of {name}")
+    ids, labels, id_header = read_labelled_ids(
+        csv_path, name, id_column, label_column, label_sep
+    )
+    check_unique(ids, f"ids in column {id_header!r} of {name}")
     if not allow_outside:
-        _check_inside(ids, image_dir, suffix, name)
-
-    resolver = _FileResolver(image_dir, suffix)
-    paths, missing, ambiguous = [], [], []
-    for line, image_id in ids:
-        path, matches = resolver.resolve(image_id)
-        if path is None and matches:
-            ambiguous.append(f"{image_id!r} (line {line}): {', '.join(matches)}")
-        elif path is None:
-            missing.append(image_id)
-        paths.append(path)
-    if ambiguous:
-        raise ValueError(
-            f"{len(ambiguous)} ids in {name} match several image files in "
-            f"{str(image_dir)!r}; pass suffix= to choose: {_some(ambiguous)}."
-        )
-    if missing:
-        hint = (
-            " None was found: is image_dir right, or do the files need suffix=?"
-            if len(missing) == len(ids)
-            else ""
-        )
-        error = FileNotFoundError(
-            f"{len(missing)} of {len(ids)} images named in {name} (column "
-            f"{header[id_at]!r}) are not in {str(image_dir)!r}"
-            f"{f' with suffix {suffix!r}' if suffix else ''}: "
-            f"{_some([repr(m) for m in missing])}.{hint}"
-        )
-        error.missing = missing
-        raise error
-    _check_unique(
+        check_inside(ids, image_dir, suffix, name)
+    paths = image_paths(ids, image_dir, suffix, name, id_header, IMAGE_EXTENSIONS)
+    check_unique(
         [(line, p) for (line, _), p in zip(ids, paths, strict=True)],
         f"image files named in {name}",
     )
     y = labels if label_sep is not None else np.asarray(labels)
     return np.asarray(paths), y
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"CSV file {str(path)!r} is empty.") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"CSV file {str(path)!r} could not be read: {exc}"
-            ) from None
-        rows = []
-        try:
-            for row in reader:
-                if any(cell.strip() for cell in row):  # blank lines are skipped
-                    rows.append((reader.line_num, row))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"CSV file {str(path)!r} could not be read near line "
-                f"{reader.line_num}: {exc}"
-            ) from None
-    return [h.strip() for h in header], rows
-
-
-def _column(header: list[str], column, default: int, param: str, name: str) -> int:
-    if column is None:
-        column = default
-    if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
-        if -len(header) <= column < len(header):
-            return int(column) % len(header)
-        raise ValueError(
-            f"{param}={column} is not a column of {name}, which has "
-            f"{len(header)} column(s): {header}."
-        )
-    if isinstance(column, str):
-        if column in header:
-            return header.index(column)
-        raise ValueError(
-            f"{param}={column!r} is not a column of {name}; its columns are {header}."
-        )
-    raise ValueError(
-        f"{param} must be a column name (str) or position (int); got {column!r}."
-    )
-
-
-def _check_inside(ids, image_dir: Path, suffix: str | None, name: str) -> None:
-    base = os.path.normpath(os.path.abspath(image_dir))
-    outside = []
-    for line, image_id in ids:
-        relative = image_id + suffix if suffix else image_id
-        if os.path.isabs(relative) or Path(relative).drive:
-            outside.append((line, image_id))
-            continue
-        target = os.path.normpath(os.path.join(base, relative))
-        if os.path.commonpath([base, target]) != base:
-            outside.append((line, image_id))
-    if outside:
-        lines = "line" if len(outside) == 1 else "lines"
-        raise ValueError(
-            f"{len(outside)} ids in {name} name files outside the image folder "
-            f"{str(image_dir)!r}: {lines} {_some([line for line, _ in outside])} "
-            f"({_some([repr(image_id) for _, image_id in outside])}). Ids are "
-            "paths relative to image_dir; if the CSV is trusted to name files "
-            "elsewhere, pass allow_outside=True."
-        )
-
-
-def _split_labels(cell: str, sep: str) -> list[str]:
-    parts = cell.split() if sep.isspace() else cell.split(sep)
-    return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
-
-
-def _check_unique(items: list[tuple[int, str]], what: str) -> None:
-    first: dict[str, int] = {}
-    repeated = []
-    for line, item in items:
-        if item in first:
-            repeated.append(f"{item!r} (lines {first[item]} and {line})")
-        else:
-            first[item] = line
-    if repeated:
-        raise ValueError(f"{len(repeated)} {what} appear twice: {_some(repeated)}.")
-
-
-def _some(items: list) -> str:
-    shown = ", ".join(str(i) for i in items[:_LIST_AT_MOST])
-    more = len(items) - _LIST_AT_MOST
-    return shown + (f", ... and {more} more" if more > 0 else "")
-
-
-class _FileResolver:
-    """Turns ids into file paths, listing each folder once (an ``exists``
-    call per id is slow on network file systems with 100,000 images)."""
-
-    def __init__(self, image_dir: Path, suffix: str | None):
-        self.image_dir = image_dir
-        self.suffix = suffix
-        self._listings: dict[Path, tuple[set[str], dict[str, list[str]]]] = {}
-
-    def _listing(self, folder: Path):
-        if folder not in self._listings:
-            names: set[str] = set()
-            by_stem: dict[str, list[str]] = {}
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        if not entry.is_file():
-                            continue
-                        names.add(entry.name)
-                        stem, ext = os.path.splitext(entry.name)
-                        if ext.lower() in IMAGE_EXTENSIONS:
-                            by_stem.setdefault(stem, []).append(entry.name)
-            except OSError:
-                pass  # a missing sub-folder: its ids are reported missing
-            self._listings[folder] = names, by_stem
-        return self._listings[folder]
-
-    def resolve(self, image_id: str) -> tuple[str | None, list[str]]:
-        """``(path, [])`` when found, ``(None, candidates)`` when ambiguous,
-        ``(None, [])`` when missing."""
-        file_name = image_id + self.suffix if self.suffix else image_id
-        target = self.image_dir / file_name
-        names, by_stem = self._listing(target.parent)
-        if target.name in names:
-            return str(target), []
-        if self.suffix or Path(target.name).suffix.lower() in IMAGE_EXTENSIONS:
-            return None, []
-        matches = sorted(by_stem.get(target.name, []))
-        if len(matches) == 1:
-            return str(target.parent / matches[0]), []
-        return None, matches
 
 
 # -- image sizes ----------------------------------------------------------------
@@ -805,7 +452,8 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     """
     from PIL import UnidentifiedImageError
 
-    from ._images import MAX_IMAGE_PIXELS, _debris_hint, as_image_list
+    from ._decoding import MAX_IMAGE_PIXELS, debris_hint, read_header
+    from ._images import as_image_list
     from .exceptions import ImageLoadError
 
     sources = as_image_list(X)
@@ -819,7 +467,7 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
         items = tqdm(sources, desc="image sizes", unit="img", leave=False)
     for i, source in enumerate(items):
         try:
-            width, height, mode, fmt = _header(source)
+            width, height, mode, fmt = read_header(source)
         except ImageLoadError as exc:  # not a regular file: says so itself
             unreadable.append((_name(source, i), str(exc)))
             continue
@@ -827,9 +475,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
             name = _name(source, i)
             if isinstance(exc, UnidentifiedImageError):  # its text: a file handle
                 reason = "UnidentifiedImageError: not a recognised image format."
-                reason += _debris_hint(name)
+                reason += debris_hint(name)
             else:
-                reason = f"{type(exc).__name__}: {exc}{_debris_hint(name)}"
+                reason = f"{type(exc).__name__}: {exc}{debris_hint(name)}"
             unreadable.append((name, reason))
             continue
         if width * height > MAX_IMAGE_PIXELS:
@@ -859,43 +507,9 @@ def image_size_summary(X, *, verbose=0) -> ImageSizeSummary:
     )
 
 
-#: EXIF orientations that turn the picture by 90 or 270 degrees.
-_TRANSPOSING = {5, 6, 7, 8}
-
-
 def _name(source, index: int) -> str:
     """A path as it is, any other image as ``X[i]``."""
     return source if isinstance(source, str) else f"X[{index}]"
-
-
-def _header(source) -> tuple[int, int, str, str]:
-    from PIL import Image
-
-    from ._images import EncodedImage, _orientation, open_image_file
-
-    if isinstance(source, Image.Image):
-        width, height = source.size
-        if _orientation(source) in _TRANSPOSING:  # turned when used
-            width, height = height, width
-        return width, height, source.mode, source.format or "PIL"
-    if isinstance(source, np.ndarray):
-        height, width = source.shape[:2]
-        channels = source.shape[2] if source.ndim == 3 else 1
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
-        return int(width), int(height), mode, "array"
-    if isinstance(source, EncodedImage):  # from Image.open: read as its file
-        opened = contextlib.nullcontext(io.BytesIO(source.data))
-    else:
-        opened = open_image_file(source)
-    with warnings.catch_warnings(), opened as f:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(f) as img:  # reads the header, not the pixels
-            width, height = img.size
-            if img.format in ("JPEG", "MPO", "TIFF"):
-                # EXIF of these sits before the pixels: no decoding needed
-                if img.getexif().get(0x0112, 1) in _TRANSPOSING:
-                    width, height = height, width
-            return width, height, img.mode, img.format or "unknown"
 
 
 def _size_stats(values: np.ndarray) -> dict:
@@ -963,7 +577,7 @@ def augmented_copies(
     >>> bool((again == copies).all())  # the same seed, the same copies
     True
     """
-    from ._images import load_pixels
+    from ._decoding import load_pixels
     from ._transforms import Preprocessing, random_augment
 
     if not isinstance(n, int) or n < 1:

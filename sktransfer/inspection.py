@@ -183,7 +183,7 @@ def plot_top_losses(
     """
     import matplotlib.pyplot as plt
 
-    from ._images import load_image
+    from ._decoding import load_image
 
     losses, details = _sample_losses(estimator, X, y)
     if not isinstance(k, (int, np.integer)) or k < 1:

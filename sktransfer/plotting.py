@@ -189,7 +189,7 @@ def plot_augmentations(
     """
     import matplotlib.pyplot as plt
 
-    from ._images import load_image
+    from ._decoding import load_image
 
     copies = augmented_copies(
         image,

@@ -38,7 +38,7 @@ class _ImagesComputed:
 
     @staticmethod
     def _total() -> int:
-        from sktransfer._features import FeatureExtractor
+        from sktransfer._extractor import FeatureExtractor
 
         return FeatureExtractor.images_computed_in_process
 

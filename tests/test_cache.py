@@ -24,6 +24,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 
 import sktransfer._cache
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
+from sktransfer._cache_db import row_checksum
 from sktransfer.exceptions import CacheWarning
 
 N_IMAGES = 12  # make_images' default: 6 per class, 2 classes
@@ -306,15 +307,21 @@ def test_cache_auto_uses_the_SKTRANSFER_CACHE_directory(
 # -- concurrency ---------------------------------------------------------------
 
 
-# The writer processes load ``_cache.py`` on its own: it needs only sqlite3 and
-# numpy, and skipping the torch import of the package keeps the test fast.
+# The writer processes load the cache modules without the package's
+# ``__init__``: they need only sqlite3 and numpy, and skipping the torch import
+# keeps the test fast.
 _WRITER = """
-import importlib.util
+import importlib
+import os
+import sys
+import types
 import numpy as np
 
-spec = importlib.util.spec_from_file_location("_sktransfer_cache", cache_module)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+package = types.ModuleType("sktransfer")
+package.__path__ = [os.path.dirname(cache_module)]
+sys.modules["sktransfer"] = package
+module = importlib.import_module("sktransfer._cache")
+assert "torch" not in sys.modules
 
 def expected(key):
     seed = int.from_bytes(key.encode(), "little") % (2**32)
@@ -488,6 +495,6 @@ def test_non_finite_vectors_are_never_stored_nor_served(tmp_path):
         conn.execute(
             "INSERT INTO features (model, image, dim, data, checksum, created) "
             "VALUES ('m', 'old', 4, ?, ?, 0)",
-            (data, sktransfer._cache._checksum("m", "old", data)),
+            (data, row_checksum("m", "old", data)),
         )
     assert sorted(cache.get_many("m", ["good", "old"])) == ["good"]

@@ -432,7 +432,7 @@ def test_transform_interrupted_at_random_moments_leaves_a_usable_cache(
     events, interrupt_at = interrupted_transforms
     # the image reader's events too: an interrupt just after it wrapped a
     # file descriptor in a file object used to close that descriptor twice
-    reader = [n for n, e in enumerate(events, start=1) if e[0] == "_images.py"]
+    reader = [n for n, e in enumerate(events, start=1) if e[0] in IMAGE_FILES]
     rng = random.Random(0)
     points = set(rng.sample(range(1, len(events) + 1), 25) + rng.sample(reader, 10))
 
@@ -446,11 +446,13 @@ def test_transform_interrupted_at_each_step_of_a_cache_write_leaves_a_usable_cac
     events, interrupt_at = interrupted_transforms
     first = {}  # the first time each step of the write path runs
     for n, event in enumerate(events, start=1):
-        if event[0] == "_cache.py" and event[1] in WRITE_PATH:
+        if event[0] in CACHE_FILES and event[1] in WRITE_PATH:
             first.setdefault(event, n)
     assert {event[1] for event in first} == WRITE_PATH
 
     assert interrupt_at(sorted(first.values())) == len(first)
 
 
-WRITE_PATH = {"put_many", "_transaction", "_file_lock", "_checksum"}
+CACHE_FILES = {"_cache.py", "_cache_db.py", "_cache_files.py"}
+IMAGE_FILES = {"_images.py", "_image_files.py", "_fingerprints.py", "_decoding.py"}
+WRITE_PATH = {"put_many", "transaction", "file_lock", "row_checksum"}

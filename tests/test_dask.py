@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from sktransfer import FeatureCache, PretrainedFeatures
-from sktransfer._cache import warn_if_network_filesystem
-from sktransfer._mounts import network_filesystem
+from sktransfer._mounts import network_filesystem, warn_if_network_filesystem
 from sktransfer.dask import dask_features, worker_stats
 from sktransfer.exceptions import CacheWarning
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sktransfer import PretrainedFeatures
-from sktransfer._features import resolve_device, resolve_precision
+from sktransfer._devices import resolve_device, resolve_precision
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 format or corrupt, locations that cannot be written, a full disk, the size
 limit, Ctrl-C in the middle of a fit, and models saved and loaded elsewhere.
 
-Writer processes load ``_cache.py`` on its own (it needs only sqlite3 and
-numpy): skipping the torch import of the package keeps them fast.
+Writer processes load the cache modules without the package's
+``__init__`` (they need only sqlite3 and numpy): skipping the torch import
+keeps them fast.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from sklearn.utils.validation import check_is_fitted
 
 import sktransfer._cache
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
-from sktransfer._cache import FORMAT_VERSION, resolve_cache
-from sktransfer._features import FeatureExtractor
-from sktransfer._images import fingerprint
+from sktransfer._cache import resolve_cache
+from sktransfer._cache_db import FORMAT_VERSION
+from sktransfer._extractor import FeatureExtractor
+from sktransfer._fingerprints import fingerprint
 from sktransfer.exceptions import CacheWarning
 
 CACHE_MODULE = sktransfer._cache.__file__
@@ -70,11 +72,14 @@ def writer_script(body: str) -> str:
     """A Python program with the cache module loaded as ``cache_module``."""
     head = textwrap.dedent(
         f"""
-        import importlib.util, os, sys, time
+        import importlib, os, sys, time, types
         import numpy as np
-        spec = importlib.util.spec_from_file_location("_cache", {CACHE_MODULE!r})
-        cache_module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cache_module)
+        # the package without its __init__, which imports torch
+        package = types.ModuleType("sktransfer")
+        package.__path__ = [os.path.dirname({CACHE_MODULE!r})]
+        sys.modules["sktransfer"] = package
+        cache_module = importlib.import_module("sktransfer._cache")
+        assert "torch" not in sys.modules
 
         def expected(key, dim):
             number = int(key.lstrip("k"))
@@ -377,14 +382,14 @@ def test_full_disk_while_writing_warns_and_the_fit_goes_on(
     # SQLite's page limit gives the error of a full disk, "database or disk
     # is full", on the first write that needs a new page: 40 vectors of 512
     # floats do not fit in the one free page of an empty cache.
-    original = sktransfer._cache._raw_connect
+    original = sktransfer._cache.raw_connect
 
     def full_disk_connect(path):
         conn = original(path)
         conn.execute("PRAGMA max_page_count = 1")  # clamped to the current size
         return conn
 
-    monkeypatch.setattr(sktransfer._cache, "_raw_connect", full_disk_connect)
+    monkeypatch.setattr(sktransfer._cache, "raw_connect", full_disk_connect)
     clf = PretrainedImageClassifier(
         **TINY,
         cache=str(directory),

@@ -25,8 +25,9 @@ from PIL import Image, PngImagePlugin
 
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
 from sktransfer._backbones import load_backbone
-from sktransfer._features import image_fingerprints
-from sktransfer._images import MAX_FILE_BYTES, load_image
+from sktransfer._decoding import load_image
+from sktransfer._image_checks import image_fingerprints
+from sktransfer._image_files import MAX_FILE_BYTES
 from sktransfer.datasets import image_size_summary, load_image_csv
 from sktransfer.exceptions import CacheWarning, ImageLoadError, WeightsUnavailableError
 
@@ -742,7 +743,7 @@ def test_numpy_strings_are_shown_as_plain_strings_in_messages(tmp_path):
 
 
 def test_extract_batch_size_is_the_images_per_forward_pass(monkeypatch):
-    from sktransfer._features import FeatureExtractor
+    from sktransfer._extractor import FeatureExtractor
 
     sizes = []
     original = FeatureExtractor.forward

@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import sktransfer._images as images
-from sktransfer._images import as_image_list, fingerprint, load_image
+import sktransfer._decoding as decoding
+from sktransfer._decoding import load_image
+from sktransfer._fingerprints import fingerprint
+from sktransfer._images import as_image_list
 from sktransfer._transforms import (
     PLAIN,
     Preprocessing,
@@ -200,7 +202,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_not_below_draft_size(tmp_pat
 def test_decompression_bomb_guard_raises_naming_the_file(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
     Image.new("RGB", (20, 20)).save(path)
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(decoding, "MAX_IMAGE_PIXELS", 100)
 
     with pytest.raises(ImageLoadError, match="bomb.png") as info:
         load_image(str(path))
@@ -485,7 +487,7 @@ def test_mutated_files_decode_to_RGB_or_raise_ImageLoadError(
 
 
 def test_palette_images_with_other_colours_get_other_fingerprints():
-    from sktransfer._images import fingerprint
+    from sktransfer._fingerprints import fingerprint
 
     idx = np.zeros((8, 8), dtype=np.uint8)
     red = Image.fromarray(idx, "P")
@@ -653,7 +655,7 @@ JPEG_VARIANTS = {
 def test_jpeg_pixels_are_exactly_those_pil_decodes(tmp_path, variant, draft_size):
     path = tmp_path / "photo.jpg"
     Image.fromarray(_textured(1030, 770)).save(path, **JPEG_VARIANTS[variant])
-    pixels = images.load_pixels(str(path), draft_size=draft_size)
+    pixels = decoding.load_pixels(str(path), draft_size=draft_size)
     expected = _pil_reference(path, draft_size)
     assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous
     np.testing.assert_array_equal(pixels, expected)
@@ -667,7 +669,7 @@ def test_jpeg_pixels_follow_every_exif_orientation_as_pil_does(tmp_path, orienta
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(_textured(64, 40)).save(path, quality=95, exif=exif)
-    pixels = images.load_pixels(str(path))
+    pixels = decoding.load_pixels(str(path))
     np.testing.assert_array_equal(pixels, _pil_reference(path))
     assert pixels.shape[:2] == ((64, 40) if orientation >= 5 else (40, 64))
 
@@ -676,7 +678,7 @@ def test_jpeg_pixels_follow_every_exif_orientation_as_pil_does(tmp_path, orienta
 def test_gray_and_cmyk_jpegs_give_pils_rgb(tmp_path, mode):
     path = tmp_path / f"{mode}.jpg"
     Image.fromarray(_textured(48, 32)).convert(mode).save(path, quality=90)
-    pixels = images.load_pixels(str(path))
+    pixels = decoding.load_pixels(str(path))
     assert pixels.shape == (32, 48, 3)
     np.testing.assert_array_equal(pixels, _pil_reference(path))
 
@@ -687,7 +689,7 @@ def test_a_truncated_jpeg_is_refused_by_name_not_filled_in(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageLoadError, match="cut.jpg"):
-        images.load_pixels(str(path))
+        decoding.load_pixels(str(path))
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos"])

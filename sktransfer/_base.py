@@ -30,10 +30,7 @@ from ._features import (
     _COMMON_CONSTRAINTS,
     _check_not_empty,
     build_extractor,
-    check_decodable,
     check_parameters_in_use,
-    image_fingerprints,
-    raise_bad_images,
 )
 from ._fit_args import (
     check_sample_weight,
@@ -42,6 +39,7 @@ from ._fit_args import (
     check_validation_length,
     named_callbacks,
 )
+from ._image_checks import check_decodable, image_fingerprints, raise_bad_images
 from ._images import as_image_list
 from ._model import FittedModel, body_extractor, tuned_extractor
 from ._plan import check_rates, make_plan

@@ -20,19 +20,8 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import FeatureCache
-from ._devices import (
-    check_device_name,
-    resolve_device,  # noqa: F401 (for _persist, until it imports _devices)
-)
-from ._extractor import (
-    FeatureExtractor,  # noqa: F401 (for _persist)
-    build_extractor,
-)
-from ._image_checks import (  # noqa: F401 (for _base, until it imports _image_checks)
-    check_decodable,
-    image_fingerprints,
-    raise_bad_images,
-)
+from ._devices import check_device_name
+from ._extractor import build_extractor
 from ._transforms import MAX_CROP_SIZE, PLAIN, tta_views
 
 #: The parameters that ``transform``, ``predict`` and ``predict_proba`` read

@@ -201,7 +201,7 @@ def body_extractor(extractor, body: nn.Module, body_id: str):
     """An extractor like ``extractor`` that runs ``body`` (shared, not a
     copy), whose weights are ``body_id``: the feature cache's view of one
     of a model's bodies."""
-    from ._features import FeatureExtractor
+    from ._extractor import FeatureExtractor
 
     if body is extractor.backbone.body and body_id == extractor.backbone.weights_id:
         return extractor

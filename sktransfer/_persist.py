@@ -226,7 +226,7 @@ def load(folder, *, cache="auto", device=None):
     True
     """
     from ._cache import resolve_cache
-    from ._features import resolve_device
+    from ._devices import resolve_device
 
     # bad arguments are the caller's errors, not the folder's
     resolve_cache(cache)
@@ -280,7 +280,7 @@ def _build(path: Path, document: dict, tensors: dict, cache, device):
     estimator.set_params(device=saved_device)
     _validate_params(estimator, path)
     if device is None:
-        from ._features import resolve_device
+        from ._devices import resolve_device
 
         try:
             resolve_device(saved_device)

@@ -331,7 +331,8 @@ def restore_state(estimator, meta: dict, tensors: dict, path: Path) -> None:
     tensors loaded into it, and its extractor on the device and with the
     cache that ``estimator``'s parameters name."""
     from ._cache import resolve_cache
-    from ._features import FeatureExtractor, resolve_device
+    from ._devices import resolve_device
+    from ._extractor import FeatureExtractor
 
     # building draws initial weights: leave the caller's RNG be
     with torch.random.fork_rng(devices=[]):

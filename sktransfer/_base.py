@@ -602,7 +602,8 @@ def _summary(estimator, prepared, rows, seconds) -> None:
         if stage.name == "probe":  # closed form: no epochs
             stages.append(f"probe (penalty {own[0]['penalty']:.3g}) {took}")
         else:
-            stages.append(f"{stage.name} {len(own)} epochs {took}")
+            undone = " (undone)" if own and all(r["discarded"] for r in own) else ""
+            stages.append(f"{stage.name} {len(own)} epochs {took}{undone}")
     data = prepared.data
     n = len(data.sources)
     counts = prepared.image_counts

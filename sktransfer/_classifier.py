@@ -111,10 +111,13 @@ _RECIPE_DOC = """
     early_stopping : bool, default=False
         Stop a stage after ``n_iter_no_change`` epochs without improvement
         of the validation loss by at least ``tol``, and keep its best
-        weights. The validation set is ``fit``'s ``X_val``, or else
+        weights; and undo a whole stage whose best validation loss is not
+        lower (by ``tol``) than that of the model it started from, so that
+        the fit ends with the best stage end: never worse on the validation
+        images than the linear probe, when fine-tuning does not pay. The
+        validation set is ``fit``'s ``X_val``, or else
         ``validation_fraction`` of the training data (0.1 when that is
-        None). Every skorch-trained stage stops on its own; the probe has no
-        epochs.
+        None). ``history_`` marks the epochs undone (``discarded``).
     n_iter_no_change : int, default=3
         With ``early_stopping``: how many epochs in a row a stage may go
         without lowering its best validation loss by at least ``tol``
@@ -247,7 +250,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         The validation columns come from ``X_val`` when ``fit`` gets it, else
         from ``validation_fraction`` (NaN without either). The probe's record
         (stage ``"probe"``, one "epoch", no rates) adds the chosen
-        ``penalty``.
+        ``penalty``. ``discarded`` is True for the epochs whose weights the
+        fitted model does not continue (undone by ``early_stopping``).
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
     skipped_ : list

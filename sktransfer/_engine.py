@@ -173,11 +173,17 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     model, groups = build_model(data.extractor, head)
     history, rates, snapshots = [], {}, []
     probed = False
+    guard = settings.early_stopping and data.valid is not None
+    kept = None  # the validation loss and weights of the best stage end
+    undone = []  # the stages undone
     try:
         for stage in plan:
             if stage.name == "probe":
-                history.append(run_probe(stage, model.head, data, task, seed))
+                row = run_probe(stage, model.head, data, task, seed)
+                history.append({**row, "discarded": False})
                 probed = True
+                if guard and math.isfinite(row["valid_loss"]):
+                    kept = _Kept(row["valid_loss"], _weights(model))
                 continue
             if not probed and stage.input == "features":
                 # a warm start from a probed head: its input statistics
@@ -188,6 +194,18 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
             rows, snapshots = run_stage(
                 stage, lr, model, groups, data, task, settings, seed, probed
             )
+            rows = [{**row, "discarded": False} for row in rows]
+            if guard:
+                loss = _mark_after_best(rows, settings.tol)
+                if kept is not None and not loss < kept.loss - settings.tol:
+                    # the stage did not beat the model it started from on
+                    # the validation images: undo it
+                    model.load_state_dict(kept.weights)
+                    rows = [{**row, "discarded": True} for row in rows]
+                    snapshots = []
+                    undone.append(stage)
+                else:
+                    kept = _Kept(loss, _weights(model))
             history.extend(rows)
     finally:
         set_trainable(groups, N_BODY_GROUPS)
@@ -198,8 +216,39 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
     members = snapshot_members(model, [_floored(s) for s in snapshots])
-    tuned = any(stage.trains_body for stage in plan)
+    tuned = any(
+        stage.trains_body and not any(stage is u for u in undone) for stage in plan
+    )
     return Result(model, history, rates, members, tuned)
+
+
+@dataclasses.dataclass
+class _Kept:
+    """The validation loss and a copy of the weights of the best stage end so
+    far (``early_stopping`` with validation data)."""
+
+    loss: float
+    weights: dict
+
+
+def _weights(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _mark_after_best(rows: list, tol: float) -> float:
+    """Mark the epochs after the stage's best one as discarded (early
+    stopping restored the best epoch's weights, by skorch's rule: an epoch
+    is the new best when its loss is below the best so far minus ``tol``);
+    returns the best epoch's validation loss."""
+    best, best_at = math.inf, None
+    for i, row in enumerate(rows):
+        if row["valid_loss"] < best - tol:
+            best, best_at = row["valid_loss"], i
+    if best_at is None:  # no finite validation loss: keep every epoch
+        return math.inf
+    for row in rows[best_at + 1 :]:
+        row["discarded"] = True
+    return best
 
 
 def snapshot_members(model: TransferNet, snapshots: list) -> list:

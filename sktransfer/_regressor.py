@@ -64,7 +64,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         (one unless ``snapshot_ensemble``).
     history_ : list of dict
         One record per epoch (fit, stage, epoch, image_size, lrs, train_loss,
-        valid_loss, valid_r2, seconds).
+        valid_loss, valid_r2, seconds, discarded), as the classifier's.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
     n_samples_fit_ : int

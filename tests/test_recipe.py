@@ -40,6 +40,7 @@ ROW_KEYS = {
     "valid_loss",
     "valid_acc",
     "seconds",
+    "discarded",
 }
 
 
@@ -661,8 +662,41 @@ def test_early_stopping_ends_the_stage_and_the_fit_goes_on(images, base):
     losses = [r["valid_loss"] for r in rows]
     best = int(np.argmin(losses))
     assert len(rows) == best + 1 + 3  # three epochs without improvement
-    assert len(rows_of(clf, "augmented")) == 1  # the next stage still ran
+    # the weights of the best epoch are kept: the epochs after it are not
+    assert [r["discarded"] for r in rows] == [i > best for i in range(len(rows))]
+    augmented = rows_of(clf, "augmented")
+    assert len(augmented) == 1  # the next stage still ran
+    # ... and stays only if it beat the best precomputed epoch
+    worse = not augmented[0]["valid_loss"] < losses[best] - clf.tol
+    assert augmented[0]["discarded"] == worse
     assert clf.predict(X).shape == (12,)
+
+
+def test_early_stopping_undoes_a_stage_worse_than_the_probe(images, base):
+    """Never worse than the linear probe on the validation images: an
+    unfrozen stage at a rate that wrecks the network is undone, and the
+    fitted model predicts as the probe alone does."""
+    X, y = images
+    common = dict(base, head_init="auto", validation_fraction=0.25, early_stopping=True)
+    probe = PretrainedImageClassifier(**common).fit(X, y)
+    wrecking = dict(unfrozen_cycles=1, unfrozen_lr=0.3, lr_mult=1, cycle_len=2)
+    guarded = PretrainedImageClassifier(**common, **wrecking).fit(X, y)
+
+    assert stages(guarded)[0] == "probe" and not guarded.history_[0]["discarded"]
+    unfrozen = rows_of(guarded, "unfrozen")
+    assert unfrozen and all(row["discarded"] for row in unfrozen)
+    probe_loss = guarded.history_[0]["valid_loss"]
+    assert min(row["valid_loss"] for row in unfrozen) > probe_loss
+    np.testing.assert_allclose(
+        guarded.predict_proba(X), probe.predict_proba(X), atol=1e-6
+    )
+
+    # without early stopping the wrecked stage is the fitted model
+    unguarded = clone(guarded).set_params(early_stopping=False).fit(X, y)
+    assert not any(row["discarded"] for row in unguarded.history_)
+    assert not np.allclose(
+        unguarded.predict_proba(X), probe.predict_proba(X), atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.9, 0.05])

@@ -455,6 +455,7 @@ class RecipeEstimator(BaseEstimator):
         self.lr_ = result.rates.get("head", _rate(self.lr))
         self.unfrozen_lr_ = result.rates.get("unfrozen", _rate(self.unfrozen_lr))
         self.skipped_ = prepared.skipped
+        _set_counts(self, prepared)
         self.n_features_ = extractors[-1].n_features
         self.model_ = model
         self.extractor_ = extractors[-1]
@@ -576,6 +577,21 @@ def _fitted_model(prepared, result) -> tuple[FittedModel, list]:
         body_ids=[e.backbone.weights_id for e in extractors],
     )
     return model.to(extractor.device).eval(), extractors
+
+
+def _set_counts(estimator, prepared) -> None:
+    """``n_samples_fit_``: the images the fit trained on (readable, weight >
+    0, not held out); ``class_count_`` (classifiers): how many of them have
+    each class (each label, multi-label), in ``classes_`` order."""
+    data = prepared.data
+    estimator.n_samples_fit_ = int(len(data.train))
+    kind = prepared.task.kind
+    targets = data.targets[data.train].numpy()
+    if kind == "single_label":
+        n = len(prepared.info["classes_"])
+        estimator.class_count_ = np.bincount(targets, minlength=n).astype(np.int64)
+    elif kind == "multi_label":
+        estimator.class_count_ = (targets > 0.5).sum(axis=0).astype(np.int64)
 
 
 def _summary(estimator, prepared, rows, seconds) -> None:

@@ -219,6 +219,12 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         low probability.
     multilabel_ : bool
         Whether ``y`` was multi-label.
+    class_count_ : ndarray of shape (n_classes,)
+        How many training images of the last ``fit`` have each class (each
+        label, for multi-label ``y``), in ``classes_`` order; images held
+        out for validation, skipped or of weight 0 are not counted.
+    n_samples_fit_ : int
+        The number of images the last ``fit`` trained on.
     n_features_ : int
         Length of the body's feature vector.
     model_ : torch.nn.Module

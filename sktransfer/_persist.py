@@ -1,13 +1,17 @@
 """Saving a fitted estimator without pickle: safetensors and JSON.
 
-``save(estimator, folder)`` writes two files:
+``save(estimator, folder)`` writes two files, and a model card:
 
 * ``weights.safetensors``: the state dict of the estimator's ``model_``
   (the bodies, the heads of an ensemble's members, the output step), in a
   format that holds numbers only;
 * ``model.json``: everything else (class name, parameters, fitted
   attributes, preprocessing, library versions), the format version, and the
-  sha256, name, shape and dtype of every tensor and file.
+  sha256, name, shape and dtype of every tensor and file;
+* ``README.md``: a model card for people (task, classes and their numbers
+  of training images, body, preprocessing, stages, validation scores,
+  library versions, how to load it), in Hugging Face's convention; never
+  read by ``load``.
 
 ``load(folder)`` reads JSON and safetensors only: no pickle, no
 ``torch.load``, no import named by the files. The class comes from a fixed
@@ -39,6 +43,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
+from ._model_card import CARD_FILE, is_own_card, model_card
 from ._persist_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -52,6 +57,7 @@ from ._persist_io import (
     _save_lock,
     finish_or_discard_interrupted_save,
     write_and_switch,
+    write_text,
 )
 from ._persist_read import _ChangedWhileReading, _describe, _read_folder
 from ._persist_state import (
@@ -73,8 +79,10 @@ def save(estimator, folder, *, overwrite=False) -> Path:
     estimator : fitted PretrainedImageClassifier, PretrainedImageRegressor
         or PretrainedFeatures
     folder : str or path-like
-        Created if missing. It receives ``model.json`` and
-        ``weights.safetensors``.
+        Created if missing. It receives ``model.json``,
+        ``weights.safetensors`` and a model card, ``README.md`` (not written
+        over a ``README.md`` that sktransfer did not write; a warning says
+        so). ``load`` reads the first two only.
     overwrite : bool, default=False
         Replace a model already saved in ``folder``.
 
@@ -115,7 +123,7 @@ def save(estimator, folder, *, overwrite=False) -> Path:
     ... ).fit(X, y)
     >>> folder = save(clf, Path(tempfile.mkdtemp()) / "ants-bees-model")
     >>> sorted(path.name for path in folder.iterdir())
-    ['model.json', 'weights.safetensors']
+    ['README.md', 'model.json', 'weights.safetensors']
     >>> bool(np.array_equal(load(folder).predict_proba(X), clf.predict_proba(X)))
     True
     """
@@ -139,6 +147,7 @@ def save(estimator, folder, *, overwrite=False) -> Path:
         "tensors": {name: _describe(t) for name, t in sorted(tensors.items())},
         "versions": _versions(__version__),
     }
+    card = model_card(estimator, document)
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(
@@ -154,6 +163,15 @@ def save(estimator, folder, *, overwrite=False) -> Path:
                 "to replace it, or choose another folder."
             )
         write_and_switch(folder, document, tensors)
+        if is_own_card(folder / CARD_FILE):
+            write_text(folder, CARD_FILE, card)
+        else:
+            warnings.warn(
+                f"{str(folder / CARD_FILE)!r} was not written by sktransfer: it "
+                "is kept as it is, and the saved model gets no model card.",
+                UserWarning,
+                stacklevel=2,
+            )
     return folder
 
 

@@ -15,6 +15,7 @@ import stat
 import threading
 from pathlib import Path
 
+from ._model_card import CARD_FILE
 from ._persist_format import FORMAT_NAME, MODEL_FILE, PENDING_FILE, WEIGHTS_FILE
 from .exceptions import ModelFormatError
 
@@ -43,6 +44,14 @@ def write_and_switch(folder: Path, document: dict, tensors: dict) -> None:
         os.replace(weights_tmp, folder / WEIGHTS_FILE)
     os.replace(folder / PENDING_FILE, folder / MODEL_FILE)
     _fsync_folder(folder)
+
+
+def write_text(folder: Path, name: str, text: str) -> None:
+    """Write ``text`` to ``folder / name`` by a rename (never half a file)."""
+    with _temporary_file(folder, name) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, folder / name)
 
 
 #: Saves of this process, one at a time (threads), and the folder locks
@@ -117,7 +126,7 @@ def finish_or_discard_interrupted_save(folder: Path) -> None:
             os.replace(pending, folder / MODEL_FILE)
         else:
             pending.unlink(missing_ok=True)
-    for name in (MODEL_FILE, WEIGHTS_FILE):
+    for name in (MODEL_FILE, WEIGHTS_FILE, CARD_FILE):
         for leftover in folder.glob(f".{name}.*.tmp"):
             leftover.unlink(missing_ok=True)
 

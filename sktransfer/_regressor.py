@@ -67,6 +67,9 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         valid_loss, valid_r2, seconds, discarded), as the classifier's.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
+    n_samples_fit_ : int
+        The number of images the last ``fit`` trained on (not those held
+        out for validation, skipped or of weight 0).
     skipped_ : list
         Images left out with ``on_error="skip"``.
 

@@ -59,6 +59,7 @@ def test_saved_folder_is_json_and_safetensors_and_reads_back_equal(
     clf, folder = saved
     paths, _ = images
     assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
         "model.json",
         "weights.safetensors",
     ]
@@ -304,6 +305,7 @@ def test_save_refuses_to_overwrite_unless_asked(saved, tmp_path):
         save(clf, folder)
     assert save(clf, folder, overwrite=True) == folder
     assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
         "model.json",
         "weights.safetensors",
     ]

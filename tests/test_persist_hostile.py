@@ -131,6 +131,7 @@ def test_a_save_interrupted_at_any_point_leaves_the_old_or_the_new_model(
     assert 0 < sum(outcomes) < len(outcomes)  # both outcomes happened
     save(b, folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
         "model.json",
         "weights.safetensors",
     ]
@@ -217,6 +218,7 @@ def test_two_threads_saving_into_one_folder_leave_one_complete_model(
     assert not errors
     assert load(folder).backbone in (a.backbone, b.backbone)
     assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
         "model.json",
         "weights.safetensors",
     ]

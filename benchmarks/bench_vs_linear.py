@@ -59,6 +59,7 @@ BASE = dict(backbone="mobilenet_v2", weights=str(WEIGHTS))
 MODELS = {
     "default": {},
     "probe + 8 head epochs": dict(precompute_epochs=8),
+    "probe + TTA (4 views)": dict(tta=4),
     "before: MLP head, 8 epochs": dict(
         hidden_sizes=(512,), head_init="random", precompute_epochs=8
     ),

@@ -346,6 +346,10 @@ def _split_groups(model: nn.Module) -> list[list[nn.Module]]:
 
 # --- timm --------------------------------------------------------------------
 
+_HF_HUB = "hf-hub:"
+#: ``ORG/NAME`` of a hub repository, optionally ``@revision``
+_HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+
 
 def _load_timm(name: str, weights) -> Backbone:
     try:
@@ -355,44 +359,10 @@ def _load_timm(name: str, weights) -> Backbone:
         raise ImportError(
             f"backbone 'timm:{name}' needs the timm package: pip install timm"
         ) from None
-    if name not in timm.list_models(pretrained=False) and name not in timm.list_models(
-        pretrained=True
-    ):
-        raise ValueError(
-            f"unknown backbone 'timm:{name}': timm has no model of that name."
-        )
-    weights_file = None
-    if weights is None or _is_path(weights, _is_timm_tag(timm, name, weights)):
-        model = timm.create_model(name, pretrained=False)
-        if weights is None:
-            weights_id = "random-init"
-        else:
-            path = _expand(weights)
-            _load_state(model, _read_state_dict(path), path, f"timm:{name}")
-            weights_id = "file:" + _file_digest(path)
-            weights_file = str(path)
-    elif weights == "DEFAULT" or isinstance(weights, str):
-        tag = "" if weights == "DEFAULT" else f".{weights}"
-        weights_file = _timm_checked_file(name + tag)
-        try:
-            with _timm_hash_check():
-                model = timm.create_model(name + tag, pretrained=True)
-        except WeightsUnavailableError:
-            raise
-        except Exception as exc:
-            raise WeightsUnavailableError(
-                f"the pretrained weights of 'timm:{name}' could not be loaded or "
-                f"downloaded ({type(exc).__name__}: {exc}). On a machine without "
-                "internet, pass the path of a local state_dict file as weights."
-            ) from exc
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        # the resolved tag: timm's default weights of a name change between
-        # releases, and the cache key must change with them
-        resolved = f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}"
-        weights_id = f"timm:{resolved}:{cfg.get('hf_hub_id') or cfg.get('url', '')}"
-        _check_finite(model.state_dict(), f"the pretrained weights of 'timm:{name}'")
+    if name.startswith(_HF_HUB):
+        model, weights_id, weights_file = _timm_hub_model(timm, name, weights)
     else:
-        raise ValueError(f"weights must be 'DEFAULT', a path or None; got {weights!r}.")
+        model, weights_id, weights_file = _timm_model(timm, name, weights)
     cfg = resolve_data_config({}, model=model)
     crop = int(cfg["input_size"][-1])
     pre = Preprocessing(
@@ -412,6 +382,91 @@ def _load_timm(name: str, weights) -> Backbone:
         weights_id=weights_id,
         weights_file=weights_file,
     )
+
+
+def _timm_model(timm, name: str, weights) -> tuple:
+    """``(model, weights_id, weights_file)`` of a model in timm's registry."""
+    if name not in timm.list_models(pretrained=False) and name not in timm.list_models(
+        pretrained=True
+    ):
+        raise ValueError(
+            f"unknown backbone 'timm:{name}': timm has no model of that name."
+        )
+    if weights is None or _is_path(weights, _is_timm_tag(timm, name, weights)):
+        model = timm.create_model(name, pretrained=False)
+        return (model, *_timm_local_weights(model, weights, f"timm:{name}"))
+    if not isinstance(weights, str):
+        raise ValueError(f"weights must be 'DEFAULT', a path or None; got {weights!r}.")
+    tag = "" if weights == "DEFAULT" else f".{weights}"
+    weights_file = _timm_checked_file(name + tag)
+    model = _timm_pretrained(timm, name + tag, f"timm:{name}")
+    return model, _timm_weights_id(model, name), weights_file
+
+
+def _timm_hub_model(timm, name: str, weights) -> tuple:
+    """``(model, weights_id, weights_file)`` of a model named by its Hugging
+    Face hub repository (``hf-hub:ORG/NAME``): its architecture and
+    preprocessing come from the repository's config, its weights from the
+    repository (``"DEFAULT"``) or a local file, through the hub's cache."""
+    repo = name[len(_HF_HUB) :]
+    if not _HUB_REPO.fullmatch(repo):
+        raise ValueError(
+            f"backbone 'timm:{name}': a hub name is 'timm:hf-hub:ORG/NAME' "
+            "(for example 'timm:hf-hub:timm/resnet18.a1_in1k')."
+        )
+    if weights is None or _is_path(weights):
+        model = _timm_pretrained(timm, name, f"timm:{name}", pretrained=False)
+        return (model, *_timm_local_weights(model, weights, f"timm:{name}"))
+    if weights != "DEFAULT":
+        raise ValueError(
+            f"backbone 'timm:{name}' takes weights='DEFAULT' (the repository's), "
+            f"a path or None; got {weights!r}."
+        )
+    model = _timm_pretrained(timm, name, f"timm:{name}")
+    return model, _timm_weights_id(model, name), None
+
+
+def _timm_pretrained(timm, model_name: str, shown: str, pretrained=True):
+    """``timm.create_model``, its failures (no network, nothing cached) as a
+    :class:`WeightsUnavailableError` naming the backbone."""
+    try:
+        with _timm_hash_check():
+            return timm.create_model(model_name, pretrained=pretrained)
+    except WeightsUnavailableError:
+        raise
+    except Exception as exc:
+        hub = (
+            " and its files are not in the Hugging Face cache"
+            if model_name.startswith(_HF_HUB)
+            else ""
+        )
+        raise WeightsUnavailableError(
+            f"the pretrained weights of {shown!r} could not be loaded or "
+            f"downloaded{hub} ({type(exc).__name__}: {exc}). On a machine "
+            "without internet, pass the path of a local state_dict file as "
+            "weights."
+        ) from exc
+
+
+def _timm_local_weights(model, weights, shown: str) -> tuple:
+    """Load a local weights file (None: keep the random initialisation);
+    ``(weights_id, weights_file)``."""
+    if weights is None:
+        return "random-init", None
+    path = _expand(weights)
+    _load_state(model, _read_state_dict(path), path, shown)
+    return "file:" + _file_digest(path), str(path)
+
+
+def _timm_weights_id(model, name: str) -> str:
+    """The cache key of pretrained timm weights: the resolved tag (timm's
+    default weights of a name change between releases, and the key must
+    change with them) and where they come from. The weights are checked to
+    be finite."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    resolved = f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}"
+    _check_finite(model.state_dict(), f"the pretrained weights of 'timm:{name}'")
+    return f"timm:{resolved}:{cfg.get('hf_hub_id') or cfg.get('url', '')}"
 
 
 def _is_timm_tag(timm, name: str, weights) -> bool:

@@ -12,8 +12,6 @@ anywhere leaves the estimator as it was (unfitted, or its previous fit).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -32,7 +30,11 @@ from ._features import (
     build_extractor,
     check_parameters_in_use,
 )
+from ._finish import set_fitted_attributes
 from ._fit_args import (
+    Inputs,
+    Prepared,
+    Read,
     check_sample_weight,
     check_validation_args,
     check_validation_kept,
@@ -41,7 +43,7 @@ from ._fit_args import (
 )
 from ._image_checks import check_decodable, image_fingerprints, raise_bad_images
 from ._images import as_image_list
-from ._model import FittedModel, body_extractor, tuned_extractor
+from ._model import body_extractor
 from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
 from ._split import Dropped, check_split, kept_rows, split_rows
@@ -84,23 +86,6 @@ RECIPE_CONSTRAINTS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A fit's inputs, checked: what the engine needs, and what the front
-    sets as fitted attributes afterwards."""
-
-    plan: list
-    data: engine.TrainingSet
-    head: torch.nn.Module
-    task: object
-    settings: engine.Settings
-    seed: int
-    info: dict
-    skipped: list
-    history: list
-    image_counts: tuple | None = None
 
 
 class RecipeEstimator(BaseEstimator):
@@ -248,73 +233,30 @@ class RecipeEstimator(BaseEstimator):
         (those of ``X_val`` with those of ``X``)."""
         plan = self._check_params()
         given = check_validation_args(X_val, y_val, sample_weight_val, self)
-        sources = as_image_list(X)
-        n = len(sources)
-        if n == 0:
-            raise ValueError("X is empty: at least one image is required.")
-        encoded, info = self._encode_targets(y, n)
-        base_weights = check_sample_weight(sample_weight, n)
-        val_sources, val_encoded, val_weights = [], None, None
+        inputs = self._check_inputs(X, y, sample_weight)
         if given:
-            val_sources = as_image_list(X_val)
-            n_val = len(val_sources)
-            if n_val == 0:
-                raise ValueError("X_val is empty: give validation images, or None.")
-            check_validation_length(y_val, n_val)
-            try:
-                val_encoded = self._encode_validation(y_val, n_val, info)
-            except ValueError as exc:
-                if str(exc).startswith("y_val"):
-                    raise
-                raise ValueError(f"y_val: {exc}") from None
-            val_weights = check_sample_weight(
-                sample_weight_val, n_val, "sample_weight_val"
+            inputs.add_validation(
+                *self._check_validation(X_val, y_val, sample_weight_val, inputs.info)
             )
         continuing = self.warm_start and hasattr(self, "head_")
         if continuing:
-            problem = self._same_targets(info)
-            if problem:
-                raise ValueError(f"warm_start=True {problem}")
-            # the fitted head goes on training; a probe would replace it
-            plan = [stage for stage in plan if stage.name != "probe"]
-            if not plan:
-                raise ValueError(
-                    "warm_start=True continues training the fitted model, but "
-                    "precompute_epochs, augmented_cycles and unfrozen_cycles are "
-                    "all 0 (the linear probe starts a new head, so it does not "
-                    "run on a warm start). Set one of them above 0."
-                )
+            plan = self._continued_plan(plan, inputs.info)
         # what the weights alone decide is checked before any image is read
-        weighted = np.flatnonzero(base_weights > 0)
+        n, info = inputs.n, inputs.info
+        weighted = np.flatnonzero(inputs.weights > 0)
         dropped = Dropped(n - len(weighted))
-        task, more = self._fit_task(encoded[weighted], info, dropped)
-        self._class_weights(encoded[weighted], info)
+        task, more = self._fit_task(inputs.encoded[weighted], info, dropped)
+        self._class_weights(inputs.encoded[weighted], info)
         if not given:
-            check_split(self, encoded[weighted], task, info, dropped)
+            check_split(self, inputs.encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         needs_features = plan[0].on_features or self.lr == "auto"
-        every = sources + val_sources
-        features, fps, bad, counts = self._read_images(
-            extractor, every, needs_features, n_train=n
-        )
-        skipped = self._skip_bad(every, bad, n_train=n)
-        keep = kept_rows(n, bad, base_weights)
-        val_keep = np.array(
-            [j for j in range(len(val_sources)) if j + n not in bad], dtype=int
-        )
-        if given:
-            check_validation_kept(val_keep, val_weights, len(val_sources))
-        rows = np.concatenate([keep, n + val_keep]).astype(int)
-        if len(rows) < len(every):
-            every = [every[i] for i in rows]
-            fps = [fps[i] for i in rows]
-            features = None if features is None else features[rows]
-        base_weights = base_weights[keep]
-        encoded = encoded[keep]
-        if len(keep) < len(weighted):  # unreadable images left out as well
-            dropped = Dropped(n - len(weighted), len(weighted) - len(keep))
-            if len(keep) == 0:
+        read = self._read_and_drop(extractor, inputs, needs_features)
+        encoded = inputs.encoded[read.keep]
+        if len(read.keep) < len(weighted):  # unreadable images left out as well
+            dropped = Dropped(n - len(weighted), len(weighted) - len(read.keep))
+            if len(read.keep) == 0:
                 raise ValueError(
                     f"no image is left to train on ({dropped}); see the warning "
                     "above for why each image could not be used."
@@ -323,11 +265,104 @@ class RecipeEstimator(BaseEstimator):
             if not given:
                 check_split(self, encoded, task, info, dropped)
         info = {**info, **more}
-        weights = base_weights * self._class_weights(encoded, info)
+        data = self._training_set(extractor, inputs, read, task, info, seed)
+        head = (
+            copy.deepcopy(self.head_)
+            if continuing
+            else engine.new_head(
+                extractor.n_features,
+                task.n_outputs,
+                self.hidden_sizes,
+                self.dropout,
+                seed,
+            )
+        )
+        history = list(self.history_) if continuing else []
+        return Prepared(
+            plan,
+            data,
+            head,
+            task,
+            self._settings(),
+            seed,
+            info,
+            read.skipped,
+            history,
+            read.counts,
+        )
+
+    def _check_inputs(self, X, y, sample_weight) -> Inputs:
+        """``X``, ``y`` and ``sample_weight`` checked (no image read yet)."""
+        sources = as_image_list(X)
+        n = len(sources)
+        if n == 0:
+            raise ValueError("X is empty: at least one image is required.")
+        encoded, info = self._encode_targets(y, n)
+        return Inputs(sources, encoded, info, check_sample_weight(sample_weight, n))
+
+    def _check_validation(self, X_val, y_val, sample_weight_val, info) -> tuple:
+        """``(sources, encoded targets, weights)`` of the validation images."""
+        val_sources = as_image_list(X_val)
+        n_val = len(val_sources)
+        if n_val == 0:
+            raise ValueError("X_val is empty: give validation images, or None.")
+        check_validation_length(y_val, n_val)
+        try:
+            val_encoded = self._encode_validation(y_val, n_val, info)
+        except ValueError as exc:
+            if str(exc).startswith("y_val"):
+                raise
+            raise ValueError(f"y_val: {exc}") from None
+        val_weights = check_sample_weight(sample_weight_val, n_val, "sample_weight_val")
+        return val_sources, val_encoded, val_weights
+
+    def _continued_plan(self, plan, info) -> list:
+        """The plan of a warm start: the fitted head goes on training, so the
+        probe (which would replace it) does not run."""
+        problem = self._same_targets(info)
+        if problem:
+            raise ValueError(f"warm_start=True {problem}")
+        plan = [stage for stage in plan if stage.name != "probe"]
+        if not plan:
+            raise ValueError(
+                "warm_start=True continues training the fitted model, but "
+                "precompute_epochs, augmented_cycles and unfrozen_cycles are "
+                "all 0 (the linear probe starts a new head, so it does not "
+                "run on a warm start). Set one of them above 0."
+            )
+        return plan
+
+    def _read_and_drop(self, extractor, inputs, needs_features) -> Read:
+        """Read every image once (fingerprints, and plain features when a
+        stage needs them), warn about those left out, and keep the rows
+        that train or validate."""
+        n, every = inputs.n, inputs.sources + inputs.val_sources
+        features, fps, bad, counts = self._read_images(
+            extractor, every, needs_features, n_train=n
+        )
+        skipped = self._skip_bad(every, bad, n_train=n)
+        keep = kept_rows(n, bad, inputs.weights)
+        val_keep = np.array(
+            [j for j in range(len(inputs.val_sources)) if j + n not in bad], dtype=int
+        )
+        if inputs.val_sources:
+            check_validation_kept(val_keep, inputs.val_weights, len(inputs.val_sources))
+        rows = np.concatenate([keep, n + val_keep]).astype(int)
+        if len(rows) < len(every):
+            every = [every[i] for i in rows]
+            fps = [fps[i] for i in rows]
+            features = None if features is None else features[rows]
+        return Read(every, fps, features, keep, val_keep, skipped, counts)
+
+    def _training_set(self, extractor, inputs, read, task, info, seed):
+        """The engine's :class:`TrainingSet`: targets and weights (class
+        weights applied) of the kept rows, and the train / validation rows."""
+        encoded = inputs.encoded[read.keep]
+        weights = inputs.weights[read.keep] * self._class_weights(encoded, info)
         targets = encoded
-        if given:
-            val_encoded = val_encoded[val_keep]
-            val_weights = val_weights[val_keep] * self._class_weights(
+        if inputs.val_sources:
+            val_encoded = inputs.val_encoded[read.val_keep]
+            val_weights = inputs.val_weights[read.val_keep] * self._class_weights(
                 encoded, info, rows=val_encoded
             )
             weights = np.concatenate([weights, val_weights])
@@ -336,29 +371,21 @@ class RecipeEstimator(BaseEstimator):
             valid_idx = len(encoded) + np.arange(len(val_encoded))
         else:
             train_idx, valid_idx = split_rows(self, encoded, task, seed)
-        data = engine.TrainingSet(
+        return engine.TrainingSet(
             extractor=extractor,
-            sources=every,
-            fingerprints=fps,
+            sources=read.sources,
+            fingerprints=read.fingerprints,
             targets=task.target_tensor(targets),
             weights=torch.as_tensor(weights, dtype=torch.float32),
             train=train_idx,
             valid=valid_idx,
             extract_batch_size=self.extract_batch_size,
             verbose=self.verbose,
-            features=features,
+            features=read.features,
         )
-        if continuing:
-            head = copy.deepcopy(self.head_)
-        else:
-            head = engine.new_head(
-                extractor.n_features,
-                task.n_outputs,
-                self.hidden_sizes,
-                self.dropout,
-                seed,
-            )
-        settings = engine.Settings(
+
+    def _settings(self) -> engine.Settings:
+        return engine.Settings(
             batch_size=self.batch_size,
             weight_decay=self.weight_decay,
             max_zoom=self.max_zoom,
@@ -367,10 +394,6 @@ class RecipeEstimator(BaseEstimator):
             tol=self.tol,
             callbacks=named_callbacks(self.callbacks, type(self).__name__),
             verbose=self.verbose,
-        )
-        history = list(self.history_) if continuing else []
-        return Prepared(
-            plan, data, head, task, settings, seed, info, skipped, history, counts
         )
 
     def _make_extractor(self, continuing):
@@ -446,22 +469,7 @@ class RecipeEstimator(BaseEstimator):
 
     def _finish(self, prepared, result, seconds):
         """Set the fitted attributes, all at once, from the fit's locals."""
-        model, extractors = _fitted_model(prepared, result)
-        fit_no = 1 + max((row["fit"] for row in prepared.history), default=0)
-        rows = [{"fit": fit_no, **row} for row in result.history]
-        for key, value in prepared.info.items():
-            if not key.startswith("_"):  # private ones are for the task only
-                setattr(self, key, value)
-        self.lr_ = result.rates.get("head", _rate(self.lr))
-        self.unfrozen_lr_ = result.rates.get("unfrozen", _rate(self.unfrozen_lr))
-        self.skipped_ = prepared.skipped
-        _set_counts(self, prepared)
-        self.n_features_ = extractors[-1].n_features
-        self.model_ = model
-        self.extractor_ = extractors[-1]
-        self.history_ = prepared.history + rows
-        if self.verbose:
-            _summary(self, prepared, rows, seconds)
+        set_fitted_attributes(self, prepared, result, seconds)
 
     # -- the fitted model's parts -------------------------------------------------
 
@@ -548,73 +556,3 @@ class RecipeEstimator(BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
-
-
-def _rate(value):
-    return None if isinstance(value, str) else value
-
-
-def _fitted_model(prepared, result) -> tuple[FittedModel, list]:
-    """The fitted model from the engine's members, and one extractor per
-    body of it (each running that body, for the feature cache)."""
-    extractor = prepared.data.extractor
-    bodies, extractors, member_body = [], [], []
-    for body, _ in result.members:
-        if not any(body is b for b in bodies):
-            bodies.append(body)
-            tuned = result.tuned
-            extractors.append(tuned_extractor(extractor, body) if tuned else extractor)
-        member_body.append(next(i for i, b in enumerate(bodies) if b is body))
-    pre = extractor.preprocessing
-    model = FittedModel(
-        pre.mean,
-        pre.std,
-        bodies,
-        [head for _, head in result.members],
-        member_body,
-        prepared.task.output_module().to(extractor.device),
-        squeeze=prepared.task.squeeze,
-        body_ids=[e.backbone.weights_id for e in extractors],
-    )
-    return model.to(extractor.device).eval(), extractors
-
-
-def _set_counts(estimator, prepared) -> None:
-    """``n_samples_fit_``: the images the fit trained on (readable, weight >
-    0, not held out); ``class_count_`` (classifiers): how many of them have
-    each class (each label, multi-label), in ``classes_`` order."""
-    data = prepared.data
-    estimator.n_samples_fit_ = int(len(data.train))
-    kind = prepared.task.kind
-    targets = data.targets[data.train].numpy()
-    if kind == "single_label":
-        n = len(prepared.info["classes_"])
-        estimator.class_count_ = np.bincount(targets, minlength=n).astype(np.int64)
-    elif kind == "multi_label":
-        estimator.class_count_ = (targets > 0.5).sum(axis=0).astype(np.int64)
-
-
-def _summary(estimator, prepared, rows, seconds) -> None:
-    stages = []
-    for stage in prepared.plan:
-        own = [r for r in rows if r["stage"] == stage.name]
-        took = f"{sum(r['seconds'] for r in own):.1f}s"
-        if stage.name == "probe":  # closed form: no epochs
-            stages.append(f"probe (penalty {own[0]['penalty']:.3g}) {took}")
-        else:
-            undone = " (undone)" if own and all(r["discarded"] for r in own) else ""
-            stages.append(f"{stage.name} {len(own)} epochs {took}{undone}")
-    data = prepared.data
-    n = len(data.sources)
-    counts = prepared.image_counts
-    images = f"{n} images"
-    if data.valid is not None:
-        images += f", {len(data.valid)} of them for validation"
-    if counts is not None:
-        images += f" ({counts[0]} computed, {counts[1]} cached)"
-    print(
-        f"{type(estimator).__name__}: {images}, "
-        + ", ".join(stages)
-        + f"; fit took {seconds:.1f}s",
-        file=sys.stderr,
-    )

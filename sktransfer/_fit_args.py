@@ -1,9 +1,15 @@
 """Checks of ``fit``'s arguments and of the parameters that scikit-learn's
 constraints cannot express: sample weights, the validation data given to
 ``fit`` (``X_val``, ``y_val``, ``sample_weight_val``) and the user's skorch
-callbacks. Each error names the argument or parameter at fault."""
+callbacks. Each error names the argument or parameter at fault.
+
+Also the containers of a fit's checked inputs: :class:`Inputs` (before any
+image is read), :class:`Read` (the images once read) and :class:`Prepared`
+(what the engine gets)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from skorch.callbacks import Callback
@@ -137,3 +143,57 @@ def named_callbacks(callbacks, owner) -> list:
                 name = f"user_{name}"
         out.append((name, callback))
     return out
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A fit's inputs, checked: what the engine needs, and what the front
+    sets as fitted attributes afterwards."""
+
+    plan: list
+    data: object  # the engine's TrainingSet
+    head: object  # the head to train (torch module)
+    task: object
+    settings: object  # the engine's Settings
+    seed: int
+    info: dict
+    skipped: list
+    history: list
+    image_counts: tuple | None = None
+
+
+@dataclasses.dataclass
+class Inputs:
+    """``X``, ``y``, ``sample_weight`` (and the validation set's) checked,
+    before any image is read."""
+
+    sources: list
+    encoded: np.ndarray
+    info: dict
+    weights: np.ndarray
+    val_sources: list = dataclasses.field(default_factory=list)
+    val_encoded: np.ndarray | None = None
+    val_weights: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.sources)
+
+    def add_validation(self, sources, encoded, weights) -> None:
+        self.val_sources, self.val_encoded, self.val_weights = sources, encoded, weights
+
+
+@dataclasses.dataclass
+class Read:
+    """The images once read: the kept ones (training rows, then validation
+    rows), their fingerprints and plain features (None when no stage needs
+    them), which rows of ``X`` and ``X_val`` were kept, and what was
+    skipped and computed."""
+
+    sources: list
+    fingerprints: list
+    features: np.ndarray | None
+    keep: np.ndarray
+    val_keep: np.ndarray
+    skipped: list
+    counts: tuple | None

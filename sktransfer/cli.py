@@ -283,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common, data, estimator = _common_options(), _data_options(), _estimator_options()
 
+    _add_fit(commands, common, data, estimator)
+    _add_predict(commands, common)
+    _add_evaluate(commands, common, data)
+    _add_lr_find(commands, common, data, estimator)
+    _add_backbones(commands, common)
+    return parser
+
+
+def _add_fit(commands, common, data, estimator) -> None:
+    """``sktransfer fit``."""
     fit = commands.add_parser(
         "fit",
         help="train on labelled photos and save the model folder",
@@ -299,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a model saved in --out"
     )
 
+
+def _add_predict(commands, common) -> None:
+    """``sktransfer predict``."""
     predict = commands.add_parser(
         "predict",
         help="predict photos with a saved model, write a CSV",
@@ -334,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _device_option(predict)
 
+
+def _add_evaluate(commands, common, data) -> None:
+    """``sktransfer evaluate``."""
     evaluate = commands.add_parser(
         "evaluate",
         help="score a saved model on labelled photos",
@@ -350,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _device_option(evaluate)
 
+
+def _add_lr_find(commands, common, data, estimator) -> None:
+    """``sktransfer lr-find``."""
     lr_find = commands.add_parser(
         "lr-find",
         help="sweep the learning rate and suggest one",
@@ -372,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--end-lr", type=float, default=10.0, metavar="RATE")
     sweep.add_argument("--num-it", type=int, default=100, metavar="N")
 
+
+def _add_backbones(commands, common) -> None:
+    """``sktransfer backbones``."""
     backbones = commands.add_parser(
         "backbones",
         help="list the backbones with their size, cost and accuracy",
@@ -386,7 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
     backbones.add_argument(
         "names", metavar="NAME", nargs="*", help="describe these only"
     )
-    return parser
 
 
 def _device_option(parser) -> None:

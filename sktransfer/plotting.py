@@ -104,14 +104,7 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
             label=f"network input {image_size} x {image_size}",
         )
     if log:
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # 50, 100, 200, not 5 x 10^1
-            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            axis.set_minor_formatter(NullFormatter())
+        _log_pixel_axes(ax)
     low = min(widths.min(), heights.min(), image_size or np.inf)
     high = max(widths.max(), heights.max(), image_size or 0)
     pad = 1.25 if log else 1.05
@@ -132,6 +125,18 @@ def plot_image_sizes(images, ax=None, *, image_size=224, log="auto"):
     )
     ax.legend(loc="lower right", fontsize="small")
     return ax
+
+
+def _log_pixel_axes(ax) -> None:
+    """Logarithmic axes ticked 50, 100, 200 (not 5 x 10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def plot_augmentations(
@@ -316,22 +321,38 @@ def plot_history(estimator_or_history, axes=None):
                 label=f"{stage}{suffix}" if first else None,
             )
         if start > 0:
-            for ax in axes:
-                ax.axvline(start + 0.5, color="0.7", linestyle=":", linewidth=1)
-            if rows[start].get("fit") != rows[start - 1].get("fit"):
-                size = rows[start].get("image_size")
-                text = f"fit {rows[start]['fit']}" + (f", {size} px" if size else "")
-                # Beside the line, on the side with more room.
-                right_half = start >= len(rows) / 2
-                loss_ax.annotate(
-                    text,
-                    (start + (0.4 if right_half else 0.6), 0.98),
-                    xycoords=("data", "axes fraction"),
-                    ha="right" if right_half else "left",
-                    va="top",
-                    fontsize="small",
-                    color="0.3",
-                )
+            _mark_stage_change(axes, rows, start)
+    _label_history_axes(loss_ax, score_ax, score_name, has_valid)
+    for ax in axes:
+        ax.set_xlim(0.5, len(rows) + 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return axes
+
+
+def _mark_stage_change(axes, rows, start) -> None:
+    """A dotted line before epoch ``start`` on both Axes, and the fit's
+    number and image size where a new (warm-started) fit begins."""
+    loss_ax = axes[0]
+    for ax in axes:
+        ax.axvline(start + 0.5, color="0.7", linestyle=":", linewidth=1)
+    if rows[start].get("fit") == rows[start - 1].get("fit"):
+        return
+    size = rows[start].get("image_size")
+    text = f"fit {rows[start]['fit']}" + (f", {size} px" if size else "")
+    # Beside the line, on the side with more room.
+    right_half = start >= len(rows) / 2
+    loss_ax.annotate(
+        text,
+        (start + (0.4 if right_half else 0.6), 0.98),
+        xycoords=("data", "axes fraction"),
+        ha="right" if right_half else "left",
+        va="top",
+        fontsize="small",
+        color="0.3",
+    )
+
+
+def _label_history_axes(loss_ax, score_ax, score_name, has_valid) -> None:
     loss_ax.set_title("Loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
@@ -341,20 +362,16 @@ def plot_history(estimator_or_history, axes=None):
     score_ax.set_ylabel(f"validation {score_name}")
     if has_valid:
         score_ax.legend(fontsize="small")
-    else:
-        score_ax.text(
-            0.5,
-            0.5,
-            "no validation split\n(set validation_fraction)",
-            transform=score_ax.transAxes,
-            ha="center",
-            va="center",
-            color="0.4",
-        )
-    for ax in axes:
-        ax.set_xlim(0.5, len(rows) + 0.5)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    return axes
+        return
+    score_ax.text(
+        0.5,
+        0.5,
+        "no validation split\n(set validation_fraction)",
+        transform=score_ax.transAxes,
+        ha="center",
+        va="center",
+        color="0.4",
+    )
 
 
 #: History keys of validation scores, with their names on the plot.

@@ -54,6 +54,14 @@ from sktransfer import (  # noqa: E402
 from sktransfer.datasets import load_image_folder  # noqa: E402
 
 BASE = dict(backbone="mobilenet_v2", weights=str(WEIGHTS))
+#: ``--backbone``: the bodies with offline weights in ``../shared``
+BACKBONES = {
+    "mobilenet_v2": BASE,
+    "lite0": dict(
+        backbone="timm:tf_efficientnet_lite0",
+        weights=str(WEIGHTS.parent / "tf_efficientnet_lite0-imagenet.pth"),
+    ),
+}
 
 #: The estimator rows: name -> parameters on top of BASE.
 MODELS = {
@@ -243,11 +251,16 @@ def main():
     parser.add_argument("--lr-mult", type=float, default=10)
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument(
+        "--backbone", choices=BACKBONES, default="mobilenet_v2",
+        help="the body of every row (offline weights)",
+    )  # fmt: skip
+    parser.add_argument(
         "--image-size", type=int, nargs="*", default=[],
         help="the image size of every row (one value), or with --recipe one "
         "per set (default: the weights' preset, 224)",
     )  # fmt: skip
     args = parser.parse_args()
+    BASE.update(BACKBONES[args.backbone])
     warnings.filterwarnings("ignore", category=UserWarning)
     print(f"machine: {machine()}")
     if args.recipe is not None:

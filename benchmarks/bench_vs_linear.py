@@ -68,6 +68,9 @@ MODELS = {
     "default": {},
     "probe + 8 head epochs": dict(precompute_epochs=8),
     "probe + TTA (4 views)": dict(tta=4),
+    "recipe, early_stopping=True": dict(
+        unfrozen_cycles=3, cycle_mult=2, early_stopping=True
+    ),
     "before: MLP head, 8 epochs": dict(
         hidden_sizes=(512,), head_init="random", precompute_epochs=8
     ),

@@ -235,7 +235,9 @@ def plot_history(estimator_or_history, axes=None):
     ``"unfrozen"``: the whole network). Epochs are numbered one after the
     other across stages and fits, so the plot reads as one training run; a
     dotted vertical line marks each change of stage, and a label the start
-    of each further (warm-started) fit with its image size.
+    of each further (warm-started) fit with its image size. Epochs whose
+    weights ``early_stopping`` undid (``discarded`` in the history) get a
+    grey cross on the validation curves.
 
     Parameters
     ----------
@@ -322,6 +324,7 @@ def plot_history(estimator_or_history, axes=None):
             )
         if start > 0:
             _mark_stage_change(axes, rows, start)
+    _mark_undone(rows, epochs, values, ((loss_ax, "valid_loss"), (score_ax, score_key)))
     _label_history_axes(loss_ax, score_ax, score_name, has_valid)
     for ax in axes:
         ax.set_xlim(0.5, len(rows) + 0.5)
@@ -350,6 +353,24 @@ def _mark_stage_change(axes, rows, start) -> None:
         fontsize="small",
         color="0.3",
     )
+
+
+def _mark_undone(rows, epochs, values, where) -> None:
+    """A grey cross on the validation curves at each epoch whose weights
+    ``early_stopping`` undid (``discarded`` in the history)."""
+    undone = np.array([bool(row.get("discarded", False)) for row in rows])
+    for ax, key in where:
+        shown = undone & np.isfinite(values[key])
+        if shown.any():
+            ax.plot(
+                epochs[shown],
+                values[key][shown],
+                "x",
+                color="0.35",
+                markersize=7,
+                linestyle="none",
+                label="undone (early_stopping)",
+            )
 
 
 def _label_history_axes(loss_ax, score_ax, score_name, has_valid) -> None:

@@ -176,6 +176,24 @@ def test_plot_history_colours_each_stage_and_numbers_epochs_across_stages():
     assert loss_ax.get_xlim() == (0.5, 7.5)
 
 
+def test_plot_history_marks_the_epochs_early_stopping_undid():
+    history = _rows("probe", 1) + _rows("unfrozen", 3, start_loss=0.5)
+    for row in history:
+        row["discarded"] = row["stage"] == "unfrozen"
+    loss_ax, acc_ax = plot_history(history)
+    for ax, key in ((loss_ax, "valid_loss"), (acc_ax, "valid_acc")):
+        (crosses,) = [
+            line
+            for line in ax.get_lines()
+            if line.get_label() == "undone (early_stopping)"
+        ]
+        assert crosses.get_marker() == "x" and crosses.get_linestyle() == "None"
+        assert list(crosses.get_xdata()) == [2, 3, 4]
+        assert list(crosses.get_ydata()) == [row[key] for row in history[1:]]
+    plain = plot_history(_rows("precomputed", 3))[0]
+    assert "undone (early_stopping)" not in [x.get_label() for x in plain.get_lines()]
+
+
 def test_plot_history_without_validation_says_so():
     loss_ax, acc_ax = plot_history(_rows("precomputed", 4, valid=False))
 

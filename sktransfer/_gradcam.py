@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._inspection_data import plain_value
 from .export import to_torch
 
 
@@ -226,13 +227,13 @@ def _fixed_columns(estimator, target, n: int):
             "label (or output index) per image, a single one, or None."
         )
     if hasattr(estimator, "classes_"):
-        classes = [_plain(c) for c in np.asarray(estimator.classes_).tolist()]
+        classes = [plain_value(c) for c in np.asarray(estimator.classes_).tolist()]
         position = {}
         for j, c in enumerate(classes):
             position.setdefault(c, j)
         columns = []
         for value in values:
-            value = _plain(value)
+            value = plain_value(value)
             try:
                 columns.append(position[value])
             except (KeyError, TypeError):
@@ -244,7 +245,7 @@ def _fixed_columns(estimator, target, n: int):
         n_outputs = int(getattr(estimator, "n_outputs_", 1))
         columns = []
         for value in values:
-            value = _plain(value)
+            value = plain_value(value)
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, np.integer))
@@ -259,5 +260,23 @@ def _fixed_columns(estimator, target, n: int):
     return columns if many else np.full(n, columns[0], dtype=np.int64)
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+def crops_and_maps(estimator, X, target, batch_size):
+    """The crops of ``X`` and their Grad-CAM result (heatmaps, outputs and
+    target columns from one pass)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._base import RecipeEstimator
+
+    if not isinstance(estimator, RecipeEstimator):
+        raise TypeError(
+            "grad_cam needs a fitted PretrainedImageClassifier or "
+            f"PretrainedImageRegressor; got {type(estimator).__name__} (pass "
+            "the estimator itself, not a pipeline around it)."
+        )
+    check_is_fitted(estimator, "head_")
+    if batch_size is None:
+        batch_size = getattr(estimator, "extract_batch_size", 32)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    crops = estimator.preprocess(X)
+    return crops, compute(estimator, crops, target, int(batch_size))

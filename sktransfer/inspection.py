@@ -16,6 +16,13 @@ from collections import Counter
 
 import numpy as np
 
+from ._inspection_data import (
+    cam_titles,
+    item_at,
+    plain_value,
+    sample_losses,
+)
+
 __all__ = [
     "grad_cam",
     "most_confused",
@@ -68,7 +75,9 @@ def most_confused(y_true, y_pred, *, min_count=1):
             f"y_true and y_pred have different lengths: {len(y_true)} and "
             f"{len(y_pred)}."
         )
-    counts = Counter((_plain(t), _plain(p)) for t, p in zip(y_true, y_pred) if t != p)
+    counts = Counter(
+        (plain_value(t), plain_value(p)) for t, p in zip(y_true, y_pred) if t != p
+    )
     pairs = [(t, p, n) for (t, p), n in counts.items() if n >= min_count]
     return sorted(pairs, key=lambda pair: (-pair[2], str(pair[0]), str(pair[1])))
 
@@ -111,7 +120,7 @@ def top_losses(estimator, X, y, k=None):
     >>> indices.tolist()
     [1, 2]
     """
-    losses, _ = _sample_losses(estimator, X, y)
+    losses, _ = sample_losses(estimator, X, y)
     order = np.argsort(-losses, kind="stable")
     if k is not None:
         if not isinstance(k, (int, np.integer)) or k < 1:
@@ -185,13 +194,15 @@ def plot_top_losses(
 
     from ._decoding import load_image
 
-    losses, details = _sample_losses(estimator, X, y)
+    losses, details = sample_losses(estimator, X, y)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int; got {k!r}.")
     order = np.argsort(-losses, kind="stable")[:k]
     if heatmap:
-        worst = [_item(X, i) for i in order]
-        crops, cams = _grad_cam(estimator, worst, None, None)
+        worst = [item_at(X, i) for i in order]
+        from ._gradcam import crops_and_maps
+
+        crops, cams = crops_and_maps(estimator, worst, None, None)
     ncols = max(1, min(ncols, len(order)))
     nrows = int(np.ceil(len(order) / ncols))
     fig, axes = plt.subplots(
@@ -203,7 +214,7 @@ def plot_top_losses(
         if heatmap:
             _overlay(ax, crops[j], cams.heatmaps[j], alpha, "jet")
         else:
-            image = load_image(_item(X, i), draft_size=image_size)
+            image = load_image(item_at(X, i), draft_size=image_size)
             image.thumbnail((image_size, image_size))
             ax.imshow(np.asarray(image))
         ax.set_title(details(i), fontsize="small")
@@ -314,7 +325,9 @@ def grad_cam(estimator, X, *, target=None, batch_size=None):
     >>> bool(heatmaps.min() >= 0 and heatmaps.max() <= 1)
     True
     """
-    crops, result = _grad_cam(estimator, X, target, batch_size)
+    from ._gradcam import crops_and_maps
+
+    crops, result = crops_and_maps(estimator, X, target, batch_size)
     return result.heatmaps
 
 
@@ -387,11 +400,13 @@ def plot_grad_cam(
     """
     import matplotlib.pyplot as plt
 
-    crops, result = _grad_cam(estimator, X, target, batch_size)
+    from ._gradcam import crops_and_maps
+
+    crops, result = crops_and_maps(estimator, X, target, batch_size)
     n = len(crops)
     if not isinstance(ncols, (int, np.integer)) or ncols < 1:
         raise ValueError(f"ncols must be a positive int; got {ncols!r}.")
-    titles = _cam_titles(estimator, result, y, n)
+    titles = cam_titles(estimator, result, y, n)
     ncols = min(int(ncols), n)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(
@@ -411,173 +426,9 @@ def plot_grad_cam(
     return axes
 
 
-def _grad_cam(estimator, X, target, batch_size):
-    """The crops of ``X`` and their Grad-CAM result (heatmaps, outputs and
-    target columns from one pass)."""
-    from sklearn.utils.validation import check_is_fitted
-
-    from . import _gradcam
-    from ._base import RecipeEstimator
-
-    if not isinstance(estimator, RecipeEstimator):
-        raise TypeError(
-            "grad_cam needs a fitted PretrainedImageClassifier or "
-            f"PretrainedImageRegressor; got {type(estimator).__name__} (pass "
-            "the estimator itself, not a pipeline around it)."
-        )
-    check_is_fitted(estimator, "head_")
-    if batch_size is None:
-        batch_size = getattr(estimator, "extract_batch_size", 32)
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-    crops = estimator.preprocess(X)
-    return crops, _gradcam.compute(estimator, crops, target, int(batch_size))
-
-
-def _cam_titles(estimator, result, y, n) -> list:
-    outputs, columns = result.outputs, result.columns
-    if y is not None:
-        if getattr(estimator, "multilabel_", False) and not _is_matrix(y):
-            y = _indicator(y, estimator.classes_)
-        y = np.asarray(y)
-        if len(y) != n:
-            raise ValueError(f"X has {n} images but y has {len(y)} rows.")
-    titles = []
-    for i in range(n):
-        true = [] if y is None else [None]
-        if not hasattr(estimator, "classes_"):
-            column = columns[i]
-            if y is not None:
-                true = [_number(np.reshape(y[i], -1)[column])]
-            parts = [f"output {column}", _number(outputs[i, column]), *true]
-            titles.append(" / ".join(parts))
-            continue
-        classes = np.asarray(estimator.classes_)
-        if getattr(estimator, "multilabel_", False):
-            predicted = _labels(estimator, outputs[i] >= estimator.threshold)
-            if y is not None:
-                true = [_labels(estimator, y[i])]
-        else:
-            predicted = str(classes[np.argmax(outputs[i])])
-            if y is not None:
-                true = [str(_plain(y[i]))]
-        parts = [str(classes[columns[i]]), predicted, *true]
-        titles.append(" / ".join(parts + [f"{outputs[i, columns[i]]:.2f}"]))
-    return titles
-
-
 def _overlay(ax, crop, heatmap, alpha, cmap) -> None:
     ax.imshow(crop)
     ax.imshow(heatmap, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-
-
-def _sample_losses(estimator, X, y):
-    """Per-sample losses and a function giving a title for sample ``i``."""
-    n = _length(X)
-    if getattr(estimator, "multilabel_", False) and not _is_matrix(y):
-        y = _indicator(y, estimator.classes_)
-    y = np.asarray(y)
-    if len(y) != n:
-        raise ValueError(f"X has {n} images but y has {len(y)} rows.")
-    if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
-        proba = estimator.predict_proba(X)
-        if y.ndim == 2:  # multi-label: one probability per label
-            proba = _positive_column(proba)
-            p = np.clip(proba, 1e-15, 1 - 1e-15)
-            losses = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1)
-            predicted = p >= 0.5
-
-            def details(i):
-                p_true = np.mean(np.where(y[i], p[i], 1 - p[i]))
-                return (
-                    f"{_labels(estimator, predicted[i])} / {_labels(estimator, y[i])}"
-                    f" / {losses[i]:.2f} / {p_true:.2f}"
-                )
-
-            return losses, details
-        classes = np.asarray(estimator.classes_)
-        proba = np.asarray(proba)
-        position = {_plain(c): j for j, c in enumerate(classes)}
-        unknown = sorted({_plain(v) for v in y} - set(position), key=str)
-        if unknown:
-            raise ValueError(
-                f"y holds labels the model was not fitted on: {unknown[:5]}; "
-                f"its classes_ are {classes.tolist()}."
-            )
-        true_index = np.array([position[_plain(v)] for v in y])
-        p_true = np.clip(proba[np.arange(n), true_index], 1e-15, 1.0)
-        losses = -np.log(p_true)
-        predicted = classes[np.argmax(proba, axis=1)]
-
-        def details(i):
-            return f"{predicted[i]} / {y[i]} / {losses[i]:.2f} / {p_true[i]:.2f}"
-
-        return losses, details
-    predicted = np.asarray(estimator.predict(X), dtype=float)
-    errors = predicted.reshape(n, -1) - y.reshape(n, -1).astype(float)
-    losses = np.sum(errors**2, axis=1)
-
-    def details(i):
-        return f"{_number(predicted[i])} / {_number(y[i])} / {losses[i]:.3g} / -"
-
-    return losses, details
-
-
-def _is_matrix(y) -> bool:
-    return getattr(y, "ndim", 0) == 2
-
-
-def _indicator(y, classes) -> np.ndarray:
-    """Label collections (``[["rose", "tulip"], ["daisy"]]``) as a 0/1 matrix
-    with one column per class."""
-    column = {_plain(c): j for j, c in enumerate(np.asarray(classes).tolist())}
-    out = np.zeros((len(y), len(column)), dtype=np.int64)
-    for i, labels in enumerate(y):
-        for label in labels:
-            if _plain(label) not in column:
-                raise ValueError(
-                    f"y holds a label the model was not fitted on: {label!r}; "
-                    f"its classes_ are {list(column)}."
-                )
-            out[i, column[_plain(label)]] = 1
-    return out
-
-
-def _positive_column(proba):
-    """scikit-learn's multi-output classifiers give one (n, 2) array per
-    label; this package's give one (n, n_labels) array."""
-    if isinstance(proba, list):
-        return np.column_stack([np.asarray(p)[:, -1] for p in proba])
-    return np.asarray(proba)
-
-
-def _labels(estimator, row) -> str:
-    classes = np.asarray(getattr(estimator, "classes_", np.arange(len(row))))
-    if classes.ndim != 1 or len(classes) != len(row):
-        classes = np.arange(len(row))
-    names = [str(c) for c, on in zip(classes, row) if on]
-    return ";".join(names) or "(none)"
-
-
-def _number(value) -> str:
-    value = np.asarray(value, dtype=float).ravel()
-    return ", ".join(f"{v:.3g}" for v in value)
-
-
-def _length(X) -> int:
-    return X.shape[0] if hasattr(X, "shape") else len(X)
-
-
-def _item(X, i):
-    if hasattr(X, "iloc"):
-        return X.iloc[i]
-    item = X[i]
-    return str(item) if hasattr(item, "__fspath__") else item
-
-
-def _plain(value):
-    """numpy scalars as Python ones, so that results print cleanly."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def top_k(estimator, X, k=3):
@@ -634,6 +485,6 @@ def top_k(estimator, X, k=3):
         )
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     return [
-        [(_plain(classes[j]), float(row[j])) for j in best]
+        [(plain_value(classes[j]), float(row[j])) for j in best]
         for row, best in zip(proba, order)
     ]

@@ -1,8 +1,6 @@
 """``python -m sktransfer``: the ``sktransfer`` command."""
 
-import sys
-
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":  # imported by tools that list modules: nothing runs
-    sys.exit(main())
+    run()

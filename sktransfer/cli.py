@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["main", "parse_value"]
+__all__ = ["main", "parse_value", "run"]
 
 #: Exit status of usage and parameter errors (argparse's own).
 USAGE = 2
@@ -419,6 +419,25 @@ def _device_option(parser) -> None:
 # -- main -----------------------------------------------------------------------
 
 
+def run() -> None:
+    """The ``sktransfer`` program (console script and ``python -m``):
+    :func:`main`, then exit with its status.
+
+    After Ctrl-C the process leaves at once with status 130, its output
+    flushed (``os._exit``): CPython otherwise ends a process by SIGINT
+    whenever a KeyboardInterrupt passed through code that it ran itself
+    (``PyRun_*``), even one that :func:`main` caught and reported."""
+    status = main()
+    if status == INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+    sys.exit(status)
+
+
 def main(argv=None) -> int:
     """Run the ``sktransfer`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -427,7 +446,7 @@ def main(argv=None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _CtrlC():
             warnings.showwarning = _show_warning
             return commands.COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
@@ -443,6 +462,62 @@ def main(argv=None) -> int:
         return _fail(exc, FAILURE, show_trace)
     except Exception as exc:  # a bug: say so, still on one line
         return _fail(exc, FAILURE, show_trace, unexpected=True)
+
+
+class _CtrlC:
+    """Ctrl-C while a command runs, made certain to stop it.
+
+    Python drops a KeyboardInterrupt that lands in a finalizer (a generator
+    closed by the garbage collector, a ``__del__``): the command would go on
+    as if nothing had been pressed. Here the first SIGINT raises
+    KeyboardInterrupt and, until the command has left this context, raises
+    it again every second (only where the first one was lost); once the
+    command has stopped, further SIGINTs are ignored rather than killing the
+    process half-way through its exit. The previous handler is restored for
+    callers that run :func:`main` in-process. Main thread only (signal
+    handlers can only be set there)."""
+
+    RETRY_SECONDS = 1.0
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._signal = signal
+        self._done = threading.Event()
+        self._retrying = None
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame):
+        if self._done.is_set():
+            return
+        if self._retrying is None:
+            import threading
+
+            self._retrying = threading.Thread(
+                target=self._retry, name="sktransfer-ctrl-c", daemon=True
+            )
+            self._retrying.start()
+        raise KeyboardInterrupt
+
+    def _retry(self):
+        import _thread
+
+        while not self._done.wait(self.RETRY_SECONDS):
+            _thread.interrupt_main(self._signal.SIGINT)
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        if self._previous is not None:
+            stopped = exc_info[0] is KeyboardInterrupt
+            self._signal.signal(
+                self._signal.SIGINT,
+                self._signal.SIG_IGN if stopped else self._previous,
+            )
+        return False
 
 
 def _fail(exc, status, show_trace, unexpected=False) -> int:

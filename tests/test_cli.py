@@ -347,6 +347,41 @@ def test_ctrl_c_during_fit_exits_130_without_a_trace(tree, tmp_path):
     assert not (tmp_path / "m" / "model.json").exists()
 
 
+_LOSES_THE_FIRST_CTRL_C = """
+import sys, time
+from sktransfer import _cli_commands, cli
+
+def backbones(args):
+    print("started", file=sys.stderr, flush=True)
+    try:
+        time.sleep(30)
+    except KeyboardInterrupt:
+        pass  # lost, as when it lands in a finalizer
+    print("went on", file=sys.stderr, flush=True)
+    time.sleep(30)
+
+_cli_commands.COMMANDS["backbones"] = backbones
+sys.argv = ["sktransfer", "backbones"]
+cli.run()
+"""
+
+
+def test_a_lost_ctrl_c_is_raised_again_and_the_command_stops():
+    """Python drops a KeyboardInterrupt raised in a finalizer; the command
+    must stop all the same, with status 130 and one line."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _LOSES_THE_FIRST_CTRL_C],
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert process.stderr.readline().strip() == "started"
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    process.wait(timeout=20)
+    assert process.returncode == 130
+    assert rest.strip().splitlines() == ["went on", "sktransfer: interrupted"]
+
+
 # -- in-process helpers ---------------------------------------------------------
 
 

@@ -96,7 +96,7 @@ def test_the_wheel_declares_every_distribution_the_package_imports(wheel):
             missing.append(f"{module} ({', '.join(sorted(dists))})")
     assert not missing, f"imported but not declared: {missing}"
     assert "safetensors" in core  # save / load are core API
-    assert "sktransfer = sktransfer.cli:main" in entry_points.decode()
+    assert "sktransfer = sktransfer.cli:run" in entry_points.decode()
     assert not any(n.startswith(("tests/", "benchmarks/", "examples/")) for n in names)
 
 

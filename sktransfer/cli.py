@@ -505,9 +505,14 @@ class _CtrlC:
 
     def _retry(self):
         import _thread
+        import threading
 
+        main = threading.main_thread().ident
         while not self._done.wait(self.RETRY_SECONDS):
-            _thread.interrupt_main(self._signal.SIGINT)
+            try:  # a real signal to the main thread also ends a blocking call
+                self._signal.pthread_kill(main, self._signal.SIGINT)
+            except (AttributeError, OSError):  # no pthread_kill (Windows)
+                _thread.interrupt_main(self._signal.SIGINT)
 
     def __exit__(self, *exc_info):
         self._done.set()

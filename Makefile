@@ -35,6 +35,7 @@ docs: $(VENV)/.docs-installed
 	@test -d $(SHARED)/data && test -f $(SHARED)/weights/mobilenet_v2-imagenet.pth || \
 		{ echo "make docs: the gallery needs $(SHARED)/data and" \
 		"$(SHARED)/weights/mobilenet_v2-imagenet.pth (see docs/install.rst)"; exit 1; }
+	rm -rf docs/generated  # API stubs of names that no longer exist would stay
 	MPLBACKEND=Agg $(PY) -m sphinx $(SPHINXOPTS) -b html docs $(DOCS_OUT)/html
 	@echo "The site is in $(DOCS_OUT)/html/index.html"
 

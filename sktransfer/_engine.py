@@ -175,7 +175,7 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     probed = False
     guard = settings.early_stopping and data.valid is not None
     kept = None  # the validation loss and weights of the best stage end
-    undone = []  # the stages undone
+    tuned = False  # whether a stage the fitted model continues trained the body
     try:
         for stage in plan:
             if stage.name == "probe":
@@ -203,9 +203,10 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
                     model.load_state_dict(kept.weights)
                     rows = [{**row, "discarded": True} for row in rows]
                     snapshots = []
-                    undone.append(stage)
-                else:
-                    kept = _Kept(loss, _weights(model))
+                    history.extend(rows)
+                    continue
+                kept = _Kept(loss, _weights(model))
+            tuned = tuned or stage.trains_body
             history.extend(rows)
     finally:
         set_trainable(groups, N_BODY_GROUPS)
@@ -216,9 +217,6 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
     members = snapshot_members(model, [_floored(s) for s in snapshots])
-    tuned = any(
-        stage.trains_body and not any(stage is u for u in undone) for stage in plan
-    )
     return Result(model, history, rates, members, tuned)
 
 

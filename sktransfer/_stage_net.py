@@ -3,11 +3,12 @@
 skorch runs each stage's training loop. :class:`_StageNet` gives the
 optimizer one parameter group per layer group, takes per-sample weighted
 losses from the task, and lets early stopping end a stage while a Ctrl-C
-stops the fit. The schedule is skorch's ``LRScheduler`` over a ``LambdaLR``
-of the pure SGDR function (:func:`stage_schedule`); small callbacks record
-the rates, the task's validation score and the snapshots at the ends of
-cycles, serve augmented copies and show progress. :func:`history_rows`
-turns the net's history into ``history_`` records.
+stops the fit. The schedule is the public :class:`~sktransfer.SGDR`
+callback; small callbacks record the rates, the task's validation score and
+the snapshots at the ends of cycles, serve augmented copies and show
+progress. The learning-rate sweeps run in the same net
+(:func:`training_net`) with :class:`RateSweep` in place of the schedule.
+:func:`history_rows` turns the net's history into ``history_`` records.
 """
 
 from __future__ import annotations
@@ -20,25 +21,32 @@ import sys
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
-from ._plan import Stage
 from ._threads import decode_plan
-from .callbacks import sgdr_schedule
+from .callbacks import SGDR
 from .exceptions import DivergedError
 
 
 class _StageNet(NeuralNet):
     """A skorch net with one optimizer parameter group per layer group,
-    weighted per-sample losses from the task, and Ctrl-C passed on."""
+    weighted per-sample losses (the task's), and Ctrl-C passed on.
 
-    def __init__(self, *args, task=None, param_groups=None, bf16=False, **kwargs):
+    Why a subclass of skorch's net and not skorch as it is: skorch gives
+    every parameter group the same options through ``optimizer__...`` and
+    has no per-sample weights in its criterion; it swallows a Ctrl-C in
+    ``partial_fit`` and ends training on early stopping with the same
+    exception. The four overrides below are those four differences; the
+    loop itself (batches, validation, history, callbacks) is skorch's."""
+
+    def __init__(
+        self, *args, sample_loss=None, param_groups=None, bf16=False, **kwargs
+    ):
         super().__init__(*args, **kwargs)
-        self.task = task
+        self.sample_loss = sample_loss
         self.param_groups = param_groups
         self.bf16 = bf16
 
@@ -62,7 +70,7 @@ class _StageNet(NeuralNet):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         target, weight = y_true
-        losses = self.task.loss(y_pred.float(), target)
+        losses = self.sample_loss(y_pred.float(), target)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()}")
@@ -83,7 +91,7 @@ class _StageNet(NeuralNet):
                     raise
                 stop = True
         if stop:
-            raise _StopStage()
+            raise _StopTraining()
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         # skorch's own partial_fit swallows KeyboardInterrupt and returns
@@ -94,14 +102,15 @@ class _StageNet(NeuralNet):
         self.notify("on_train_begin", X=X, y=y)
         try:
             self.fit_loop(X, y, **fit_params)
-        except _StopStage:
+        except _StopTraining:
             pass
         self.notify("on_train_end", X=X, y=y)
         return self
 
 
-class _StopStage(Exception):
-    """Early stopping ended the stage (not the user: see ``_StageNet.notify``)."""
+class _StopTraining(Exception):
+    """Ends a net's training normally: early stopping's end of a stage (see
+    ``_StageNet.notify``), or a learning-rate sweep that is over."""
 
 
 def _ends_stage(callback, method_name) -> bool:
@@ -133,49 +142,84 @@ def stage_net(
     validation score, early stopping and progress, then fresh copies of the
     user's. Returns ``(net, snapshots)``; ``snapshots.states`` holds the
     :class:`Snapshot` kept at the end of each of the stage's cycles."""
-    module = model.head if stage.on_features else model
-    device = next(model.head.parameters()).device
     lrs = stage.group_lrs(lr)
     if stage.on_features:
         param_groups = [(groups[-1], lrs[-1])]
     else:
         param_groups = list(zip(groups, lrs, strict=True))
-    n_train = len(train_set)
-    steps = _steps_per_epoch(n_train, settings.batch_size)
+    steps = steps_per_epoch(len(train_set), settings.batch_size)
     snapshots = _Snapshots(stage, steps, model)
     callbacks = [
         *_callbacks(stage, steps, task, valid_set, settings),
         ("snapshots", snapshots),
         *[(name, fresh_copy(cb)) for name, cb in settings.callbacks],
     ]
-    net = _StageNet(
+    net = training_net(
+        model.head if stage.on_features else model,
+        param_groups,
+        task.loss,
+        train_set,
+        valid_set,
+        callbacks,
+        epochs=stage.epochs,
+        batch_size=settings.batch_size,
+        weight_decay=settings.weight_decay,
+        on_features=stage.on_features,
+        precision=precision,
+    )
+    return net, snapshots
+
+
+def training_net(
+    module,
+    param_groups,
+    loss,
+    train_set,
+    valid_set,
+    callbacks,
+    *,
+    epochs,
+    batch_size,
+    weight_decay,
+    on_features,
+    precision,
+):
+    """The one training loop of the package: a :class:`_StageNet` training
+    ``module`` for ``epochs`` on ``train_set`` with AdamW, one parameter
+    group ``(params, lr)`` per entry of ``param_groups``; ``loss(outputs,
+    target)`` gives per-sample losses, weighted by the data's sample weights.
+    The stages and the learning-rate sweeps differ only in their callbacks (a
+    stage's schedule and snapshots; a sweep's exponential rate and its
+    stop)."""
+    device = next(module.parameters()).device
+    n_train = len(train_set)
+    return _StageNet(
         module,
-        task=task,
+        sample_loss=loss,
         param_groups=param_groups,
         bf16=precision == "bf16",
         criterion=nn.Identity,  # the task computes the loss (get_loss)
         optimizer=torch.optim.AdamW,
-        optimizer__weight_decay=settings.weight_decay,
+        optimizer__weight_decay=weight_decay,
         **{f"optimizer__{k}": v for k, v in adamw_options().items()},
-        lr=lrs[-1],
-        max_epochs=stage.epochs,
-        batch_size=settings.batch_size,
+        lr=param_groups[-1][1],
+        max_epochs=epochs,
+        batch_size=batch_size,
         train_split=None if valid_set is None else predefined_split(valid_set),
         iterator_train__shuffle=True,
-        iterator_train__drop_last=n_train % settings.batch_size == 1,
-        **_loaders(stage, device),
+        iterator_train__drop_last=n_train % batch_size == 1,
+        **_loaders(on_features, device),
         device=str(device),
         predict_nonlinearity=None,
         callbacks=callbacks,
         verbose=0,
     )
-    return net, snapshots
 
 
-def _loaders(stage, device) -> dict:
+def _loaders(on_features, device) -> dict:
     """Stages on features gather whole batches at once; image stages decode
     in a pool of threads (see :mod:`._threads`)."""
-    if stage.on_features:
+    if on_features:
         return {"iterator_train": FeatureLoader, "iterator_valid": FeatureLoader}
     plan = decode_plan(device)
     pin = device.type == "cuda"
@@ -189,7 +233,7 @@ def _loaders(stage, device) -> dict:
     }
 
 
-def _steps_per_epoch(n_train, batch_size) -> int:
+def steps_per_epoch(n_train, batch_size) -> int:
     steps = n_train // batch_size
     if n_train % batch_size > 1:
         steps += 1
@@ -197,16 +241,14 @@ def _steps_per_epoch(n_train, batch_size) -> int:
 
 
 def _callbacks(stage, steps, task, valid_set, settings):
-    factors, _ = stage_schedule(stage, steps)
-    last = len(factors) - 1
     callbacks = [
         (
             "sgdr",
-            LRScheduler(
-                policy=LambdaLR,
-                lr_lambda=lambda step: float(factors[min(step, last)]),
-                step_every="batch",
-                event_name=None,
+            SGDR(
+                cycle_len=stage.cycle_len,
+                cycle_mult=stage.cycle_mult,
+                n_cycles=stage.n_cycles,
+                steps_per_epoch=steps,
             ),
         ),
         ("lrs", _RecordRates()),
@@ -228,16 +270,53 @@ def _callbacks(stage, steps, task, valid_set, settings):
     return callbacks
 
 
-def stage_schedule(stage: Stage, steps_per_epoch: int):
-    """``(factors, cycle_ends)`` of a stage: its SGDR cycles stretched to
-    fill its epochs."""
-    return sgdr_schedule(
-        steps_per_epoch * stage.epochs,
-        steps_per_epoch=steps_per_epoch,
-        cycle_len=stage.cycle_len,
-        cycle_mult=stage.cycle_mult,
-        n_cycles=stage.n_cycles,
-    )
+class RateSweep(Callback):
+    """The sweep's skorch callback: before every training batch, the rate
+    of each parameter group (``ratios`` times the base rate, which rises
+    exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` batches);
+    after it, the loss recorded and smoothed. Training stops after
+    ``num_it`` batches, or when the smoothed loss passes ``diverge`` times
+    its best."""
+
+    def __init__(self, ratios, *, start_lr, end_lr, num_it, smooth, diverge):
+        self.ratios = ratios
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.num_it = num_it
+        self.smooth = smooth
+        self.diverge = diverge
+
+    def initialize(self):
+        self.lrs_, self.losses_, self.smoothed_ = [], [], []
+        self.diverged_ = False
+        self.average_, self.best_ = 0.0, math.inf
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        mult = (self.end_lr / self.start_lr) ** (1.0 / max(1, self.num_it - 1))
+        self.lr_ = self.start_lr * mult ** len(self.lrs_)
+        groups = net.optimizer_.param_groups
+        for group, ratio in zip(groups, self.ratios, strict=True):
+            group["lr"] = self.lr_ * ratio
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if not training:
+            return
+        value = float(loss.detach())  # finite: the net raised DivergedError
+        i = len(self.lrs_)
+        self.average_ = self.smooth * self.average_ + (1 - self.smooth) * value
+        smoothed = self.average_ / (1 - self.smooth ** (i + 1))
+        self.lrs_.append(self.lr_)
+        self.losses_.append(value)
+        self.smoothed_.append(smoothed)
+        self.best_ = min(self.best_, smoothed)
+        if i > 5 and smoothed > self.diverge * self.best_:
+            self.diverged_ = True
+            raise _StopTraining()
+        if len(self.lrs_) >= self.num_it:
+            raise _StopTraining()
 
 
 class _RecordRates(Callback):
@@ -301,7 +380,9 @@ class _Snapshots(Callback):
 
     def on_train_begin(self, net, **kwargs):
         self.states, self.step_ = [], 0
-        _, ends = stage_schedule(self.stage, self.steps_per_epoch)
+        # the cycle ends of the stage's schedule (its SGDR callback, which
+        # comes first among the callbacks)
+        ends = dict(net.callbacks_)["sgdr"].cycle_ends_
         self.ends_ = set(ends) if self.stage.snapshot else set()
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):

@@ -1,7 +1,10 @@
 """Learning-rate sweeps: the rate rises exponentially, the loss is watched.
 
 :func:`lr_sweep` trains a copy of the trainable part of the model while the
-rate sweeps up; :func:`suggest_lrs` reads rates off the curve.
+rate sweeps up, in the stages' own training loop (a skorch net, with the
+:class:`._stage_net.RateSweep` callback setting the rates and ending the
+run);
+:func:`suggest_lrs` reads rates off the curve.
 :func:`stage_sweep` sweeps for one stage of a plan (the head on cached
 features, or the unfrozen network on images with the stage's ratios between
 layer groups), and :func:`sweep_rate` is what ``lr="auto"`` runs. The public
@@ -10,20 +13,19 @@ layer groups), and :func:`sweep_rate` is what ``lr="auto"`` runs. The public
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
 import warnings
 
 import numpy as np
-import torch
-from torch.utils.data import default_collate
 
-from ._finetune import ImageDataset, adamw_options, set_trainable
+from ._finetune import set_trainable
 from ._head import prepare_batchnorm
 from ._seeding import seeded
-from ._threads import decode_plan, decoded_batches, small_work_threads
+from ._stage_net import RateSweep, steps_per_epoch, training_net
+from ._threads import small_work_threads
+from .exceptions import DivergedError
 
 
 def sweep_rate(stage, model, groups, data, task, settings, seed, fallback) -> float:
@@ -53,7 +55,7 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
     if head_only:
         copy_of = copy.deepcopy(model.head)
         prepare_batchnorm(copy_of, True)
-        param_groups = [(copy_of.parameters(), 1.0)]
+        param_groups = [(list(copy_of.parameters()), 1.0)]
         sweep_stage = dataclasses.replace(stage, input="features")
     else:
         copy_of = copy.deepcopy(model)
@@ -70,16 +72,16 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
     train_set = data.stage_dataset(
         sweep_stage, data.train, settings, seed, stage.augment
     )
-    device = next(model.head.parameters()).device
-    batches = dataset_batches(train_set, settings.batch_size, seed, decode_plan(device))
     with seeded(seed), small_work_threads(head_only):
         return lr_sweep(
             copy_of,
             param_groups,
-            batches,
+            train_set,
             task.loss,
+            batch_size=settings.batch_size,
             weight_decay=settings.weight_decay,
-            device=device,
+            on_features=head_only,
+            precision=data.extractor.precision,
             **options,
         )
 
@@ -121,69 +123,69 @@ def sweep_problem(sweep, n_train, batch_size) -> str | None:
 
 
 def lr_sweep(
-    model,
+    module,
     param_groups,
-    batches,
-    loss_fn,
+    train_set,
+    loss,
     *,
+    batch_size,
     start_lr=1e-7,
     end_lr=10.0,
     num_it=100,
     smooth=0.98,
     diverge=4.0,
     weight_decay=0.0,
-    device="cpu",
+    on_features=True,
+    precision="fp32",
 ) -> dict:
-    """Train ``model`` on ``batches`` while the base rate sweeps up
-    exponentially from ``start_lr`` to ``end_lr``.
+    """Train ``module`` on ``train_set`` while the base rate sweeps up
+    exponentially from ``start_lr`` to ``end_lr``, in the training loop the
+    stages run in (:func:`._stage_net.training_net`, same precision and
+    weighted loss), with :class:`._stage_net.RateSweep` setting the rates.
 
     ``param_groups`` is a list of ``(params, ratio)``: each group follows
-    the sweep scaled by its ratio. ``batches(i)`` returns the ``(x, target,
-    weight)`` mini-batch of iteration ``i``; ``loss_fn(outputs, target)``
-    gives per-sample losses. The sweep stops when the loss is not finite or
-    the smoothed loss exceeds ``diverge`` times its best.
+    the sweep scaled by its ratio. ``loss(outputs, target)`` gives
+    per-sample losses. The data are cycled (reshuffled on every pass) until
+    ``num_it`` mini-batches have run, or the loss is not finite, or the
+    smoothed loss exceeds ``diverge`` times its best.
 
     Returns a dict of arrays ``lrs``, ``losses``, ``smoothed`` (one value
     per iteration run) and ``diverged`` (whether it stopped on divergence).
     """
-    ratios = [ratio for _, ratio in param_groups]
-    groups = [{"params": list(p), "lr": start_lr * r} for p, r in param_groups]
-    optimizer = torch.optim.AdamW(
-        groups, lr=start_lr, weight_decay=weight_decay, **adamw_options()
+    sweep = RateSweep(
+        [ratio for _, ratio in param_groups],
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_it=num_it,
+        smooth=smooth,
+        diverge=diverge,
     )
-    model.train()
-    mult = (end_lr / start_lr) ** (1.0 / max(1, num_it - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best, diverged = 0.0, math.inf, False
-    for i in range(num_it):
-        lr = start_lr * mult**i
-        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
-            group["lr"] = lr * ratio
-        x, target, weight = (t.to(device) for t in batches(i))
-        optimizer.zero_grad(set_to_none=True)
-        per_sample = loss_fn(model(x).float(), target)
-        loss = (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            diverged = True
-            break
-        loss.backward()
-        optimizer.step()
-        avg = smooth * avg + (1 - smooth) * value
-        s = avg / (1 - smooth ** (i + 1))
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(s)
-        best = min(best, s)
-        if i > 5 and s > diverge * best:
-            diverged = True
-            break
-    model.eval()
+    batch_size = min(batch_size, len(train_set))
+    steps = steps_per_epoch(len(train_set), batch_size)
+    net = training_net(
+        module,
+        [(params, start_lr * ratio) for params, ratio in param_groups],
+        loss,
+        train_set,
+        None,
+        [("sweep", sweep)],
+        epochs=math.ceil(num_it / steps),
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        on_features=on_features,
+        precision=precision,
+    )
+    net.initialize()
+    try:
+        net.partial_fit(train_set, None)
+    except DivergedError:  # the loss was not finite
+        sweep.diverged_ = True
+    module.eval()
     return {
-        "lrs": np.asarray(lrs),
-        "losses": np.asarray(losses),
-        "smoothed": np.asarray(smoothed),
-        "diverged": diverged,
+        "lrs": np.asarray(sweep.lrs_),
+        "losses": np.asarray(sweep.losses_),
+        "smoothed": np.asarray(sweep.smoothed_),
+        "diverged": sweep.diverged_,
         "num_it": num_it,
     }
 
@@ -230,34 +232,3 @@ def _valley(loss) -> int:
             best_start, best_len = start, i - start + 1
     end = best_start + best_len - 1
     return best_start + int(round((end - best_start) * 2 / 3))
-
-
-def dataset_batches(dataset, batch_size, seed, plan):
-    """``batches(i)``: the i-th ``(x, target, weight)`` mini-batch of a
-    sweep; the data is cycled with a fresh seeded shuffle on every pass, so
-    small data sets still give as many iterations as the sweep needs.
-    Batches are gathered as the stages' loaders gather them: features with
-    one index operation, images decoded by threads as ``plan`` says."""
-    n = len(dataset)
-    batch_size = min(batch_size, n)
-    per_pass = max(1, n // batch_size)
-    rng = np.random.default_rng(seed)
-    orders = {}
-
-    def batches(i):
-        p, b = divmod(i, per_pass)
-        if p not in orders:
-            orders.clear()
-            orders[p] = rng.permutation(n)
-            if isinstance(dataset, ImageDataset):
-                dataset.new_pass()  # new augmentations on every pass
-        rows = orders[p][b * batch_size : (b + 1) * batch_size]
-        if isinstance(dataset, ImageDataset):
-            decoded = decoded_batches(dataset.__getitem__, [rows], plan)
-            with contextlib.closing(decoded):
-                x, (target, weight) = default_collate(next(decoded))
-        else:
-            x, (target, weight) = dataset[torch.as_tensor(rows)]
-        return x, target, weight
-
-    return batches

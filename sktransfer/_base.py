@@ -19,13 +19,12 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from . import _engine as engine
 from ._cache import resolve_cache
 from ._features import (
-    _COMMON_CONSTRAINTS,
+    FEATURE_RULES,
     _check_not_empty,
     build_extractor,
     check_parameters_in_use,
@@ -44,54 +43,96 @@ from ._fit_args import (
 from ._image_checks import check_decodable, image_fingerprints, raise_bad_images
 from ._images import as_image_list
 from ._model import body_extractor
+from ._params import (
+    BOOLEAN,
+    NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    InstanceOf,
+    Interval,
+    Options,
+    Satisfies,
+    validate,
+)
 from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
 from ._split import Dropped, check_split, kept_rows, split_rows
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
+from .exceptions import InvalidParameterError
 
-RECIPE_CONSTRAINTS = {
-    **_COMMON_CONSTRAINTS,
-    "hidden_sizes": [tuple, list],
-    "dropout": [Interval(Real, 0, 1, closed="left")],
-    "head_init": [StrOptions({"auto", "linear_probe", "random"})],
-    "precompute_epochs": [Interval(Integral, 0, None, closed="left")],
-    "augmented_cycles": [Interval(Integral, 0, None, closed="left")],
-    "augmented_copies": [Interval(Integral, 0, None, closed="left")],
-    "unfrozen_cycles": [Interval(Integral, 0, None, closed="left")],
-    "unfreeze_from": [Interval(Integral, 0, 2, closed="both")],
-    "cycle_len": [Interval(Real, 0, None, closed="neither")],
-    "cycle_mult": [Interval(Real, 1, None, closed="left")],
-    "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-    "unfrozen_lr": [
-        Interval(Real, 0, None, closed="neither"),
-        StrOptions({"auto"}),
-        tuple,
-        list,
-    ],
-    "lr_mult": [Interval(Real, 1, None, closed="left")],
-    "augment": [StrOptions(set(AUGMENTATIONS)), None],
-    "max_zoom": [Interval(Real, 1, None, closed="left")],
-    "batch_size": [Interval(Integral, 2, None, closed="left")],
-    "weight_decay": [Interval(Real, 0, None, closed="left")],
-    "tta": [Interval(Integral, 0, None, closed="left")],
-    "snapshot_ensemble": ["boolean"],
-    "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
-    "early_stopping": ["boolean"],
-    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-    "tol": [Interval(Real, 0, None, closed="left")],
-    "callbacks": [list, tuple, None],
-    "warm_start": ["boolean"],
-    "on_error": [StrOptions({"raise", "skip"})],
-    "extract_batch_size": [Interval(Integral, 1, None, closed="left")],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
+
+def _positive_ints(value) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(h, Integral) and not isinstance(h, bool) and h >= 1 for h in value
+    )
+
+
+def _non_negative(kind):
+    return Interval(kind, 0, None, "left")
+
+
+_POSITIVE_RATE = Interval(Real, 0, None, "neither")
+
+#: The rules of the recipe estimators' parameters (see ``_params``).
+RECIPE_RULES = {
+    **FEATURE_RULES,
+    "hidden_sizes": [Satisfies(_positive_ints, "a tuple of positive ints")],
+    "dropout": [Interval(Real, 0, 1, "left")],
+    "head_init": [Options("auto", "linear_probe", "random")],
+    "precompute_epochs": [_non_negative(Integral)],
+    "augmented_cycles": [_non_negative(Integral)],
+    "augmented_copies": [_non_negative(Integral)],
+    "unfrozen_cycles": [_non_negative(Integral)],
+    "unfreeze_from": [Interval(Integral, 0, 2, "both")],
+    "cycle_len": [Interval(Real, 0, None, "neither")],
+    "cycle_mult": [Interval(Real, 1, None, "left")],
+    "lr": [_POSITIVE_RATE, Options("auto")],
+    "unfrozen_lr": [_POSITIVE_RATE, Options("auto"), InstanceOf(tuple, list)],
+    "lr_mult": [Interval(Real, 1, None, "left")],
+    "augment": [Options(*AUGMENTATIONS), NONE],
+    "max_zoom": [Interval(Real, 1, None, "left")],
+    "batch_size": [Interval(Integral, 2, None, "left")],
+    "weight_decay": [_non_negative(Real)],
+    "tta": [_non_negative(Integral)],
+    "snapshot_ensemble": [BOOLEAN],
+    "validation_fraction": [Interval(Real, 0, 1, "neither"), NONE],
+    "early_stopping": [BOOLEAN],
+    "n_iter_no_change": [Interval(Integral, 1, None, "left")],
+    "tol": [_non_negative(Real)],
+    "callbacks": [InstanceOf(list, tuple, None)],
+    "warm_start": [BOOLEAN],
+    "on_error": [Options("raise", "skip")],
+    "extract_batch_size": [Interval(Integral, 1, None, "left")],
+    "random_state": [RANDOM_STATE],
+    "verbose": [VERBOSE],
 }
+
+
+def _check_probe_head(params, name) -> None:
+    hidden = params["hidden_sizes"]
+    if params["head_init"] == "linear_probe" and len(hidden):
+        raise InvalidParameterError(
+            f"head_init='linear_probe' fits a linear head, but hidden_sizes="
+            f"{tuple(hidden)!r} gives {name} hidden layers. Set "
+            "hidden_sizes=() for the probe, or head_init='random' (or "
+            "'auto') for a head with hidden layers."
+        )
+
+
+#: The recipe's checks that involve several parameters (or the inside of
+#: one: the rates of ``unfrozen_lr``, the names of ``callbacks``).
+RECIPE_CHECKS = (
+    _check_probe_head,
+    lambda params, name: check_rates(params["unfrozen_lr"], params["lr_mult"], name),
+    lambda params, name: named_callbacks(params["callbacks"], name),
+)
 
 
 class RecipeEstimator(BaseEstimator):
     """Base class of the recipe estimators (not public)."""
 
-    _parameter_constraints = RECIPE_CONSTRAINTS
+    _parameter_rules = RECIPE_RULES
+    _parameter_checks = RECIPE_CHECKS
 
     # -- what a front defines ---------------------------------------------------
 
@@ -194,31 +235,6 @@ class RecipeEstimator(BaseEstimator):
         self._finish(prepared, result, time.perf_counter() - start)
         return self
 
-    def _check_params(self):
-        self._validate_params()
-        name = type(self).__name__
-        hidden = self.hidden_sizes
-        if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
-            raise ValueError(
-                f"The 'hidden_sizes' parameter of {name} must be a tuple of "
-                f"positive ints. Got {hidden!r} instead."
-            )
-        if self.head_init == "linear_probe" and len(hidden):
-            raise ValueError(
-                f"head_init='linear_probe' fits a linear head, but hidden_sizes="
-                f"{tuple(hidden)!r} gives {name} hidden layers. Set "
-                "hidden_sizes=() for the probe, or head_init='random' (or "
-                "'auto') for a head with hidden layers."
-            )
-        check_rates(self.unfrozen_lr, self.lr_mult, name)
-        named_callbacks(self.callbacks, name)
-        if isinstance(self.unfreeze_from, bool):
-            raise ValueError(
-                f"The 'unfreeze_from' parameter of {name} must be 0, 1 or 2 (the "
-                f"first layer group trained). Got {self.unfreeze_from!r} instead."
-            )
-        return make_plan(self.get_params())
-
     def _prepare(
         self,
         X,
@@ -231,7 +247,8 @@ class RecipeEstimator(BaseEstimator):
     ) -> Prepared:
         """Check everything that needs no image, then read the images once
         (those of ``X_val`` with those of ``X``)."""
-        plan = self._check_params()
+        validate(self)
+        plan = make_plan(self.get_params())
         given = check_validation_args(X_val, y_val, sample_weight_val, self)
         inputs = self._check_inputs(X, y, sample_weight)
         if given:

@@ -8,11 +8,11 @@ from numbers import Real
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import RECIPE_CONSTRAINTS, RecipeEstimator
+from ._base import RECIPE_RULES, RecipeEstimator
+from ._params import NONE, InstanceOf, Interval, Options
 from ._split import plain as _plain
 from ._tasks import MultiLabel, SingleLabel
 
@@ -281,10 +281,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     """
     )
 
-    _parameter_constraints = {
-        **RECIPE_CONSTRAINTS,
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "threshold": [Interval(Real, 0, 1, closed="neither")],
+    _parameter_rules = {
+        **RECIPE_RULES,
+        "class_weight": [Options("balanced"), InstanceOf(dict), NONE],
+        "threshold": [Interval(Real, 0, 1, "neither")],
     }
 
     def __init__(

@@ -14,6 +14,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from ._params import validate
 from .cli import (
     FLAG_OPTIONS,
     NAMED_OPTIONS,
@@ -94,7 +95,7 @@ def _make_estimator(args):
     verbose = params.pop("verbose", 0)
     estimator.set_params(**params, verbose=verbose or _verbose(args))
     try:
-        estimator._check_params()  # the estimator's own checks, before any image
+        validate(estimator)  # the estimator's own checks, before any image
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     return estimator, verbose
@@ -488,7 +489,7 @@ def _cmd_lr_find(args) -> int:
         random_state=estimator.random_state,
     )
     try:
-        finder._check()
+        validate(finder)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     X, y, what = _load_labelled(args)

@@ -7,21 +7,16 @@ here too. The work is done by :class:`~sktransfer._extractor.FeatureExtractor`.
 
 from __future__ import annotations
 
-import os
 from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import (
-    Interval,
-    StrOptions,
-    validate_parameter_constraints,
-)
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import FeatureCache
 from ._devices import check_device_name
 from ._extractor import build_extractor
+from ._params import NONE, PATH, VERBOSE, InstanceOf, Interval, Options, validate
 from ._transforms import MAX_CROP_SIZE, PLAIN, tta_views
 
 #: The parameters that ``transform``, ``predict`` and ``predict_proba`` read
@@ -45,26 +40,21 @@ def check_parameters_in_use(estimator) -> None:
     device name is checked as ``fit`` checks it; whether this machine has
     that device is not (the fitted body stays where it was loaded).
     """
-    constraints = estimator._parameter_constraints
-    params = estimator.get_params(deep=False)
-    names = [name for name in USED_AFTER_FIT if name in constraints]
-    validate_parameter_constraints(
-        {name: constraints[name] for name in names},
-        {name: params[name] for name in names},
-        caller_name=type(estimator).__name__,
-    )
+    names = [n for n in USED_AFTER_FIT if n in type(estimator)._parameter_rules]
+    validate(estimator, names)
     if "device" in names:
-        check_device_name(params["device"])
+        check_device_name(estimator.device)
 
 
-_COMMON_CONSTRAINTS = {
-    "backbone": [str],
-    "weights": [str, os.PathLike, None],
-    "image_size": [Interval(Integral, 16, MAX_CROP_SIZE, closed="both"), None],
-    "preprocessing": [dict, None],
-    "precision": [StrOptions({"auto", "fp32", "bf16"})],
-    "device": [str, None],
-    "cache": [str, os.PathLike, FeatureCache, None],
+#: The rules of the parameters that every estimator shares (see ``_params``).
+FEATURE_RULES = {
+    "backbone": [InstanceOf(str)],
+    "weights": [PATH, NONE],
+    "image_size": [Interval(Integral, 16, MAX_CROP_SIZE, "both"), NONE],
+    "preprocessing": [InstanceOf(dict), NONE],
+    "precision": [Options("auto", "fp32", "bf16")],
+    "device": [InstanceOf(str), NONE],
+    "cache": [PATH, InstanceOf(FeatureCache), NONE],
 }
 
 
@@ -145,11 +135,11 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     1.0
     """
 
-    _parameter_constraints = {
-        **_COMMON_CONSTRAINTS,
-        "extract_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "tta": [Interval(Integral, 0, None, closed="left")],
-        "verbose": ["verbose"],
+    _parameter_rules = {
+        **FEATURE_RULES,
+        "extract_batch_size": [Interval(Integral, 1, None, "left")],
+        "tta": [Interval(Integral, 0, None, "left")],
+        "verbose": [VERBOSE],
     }
 
     def __init__(
@@ -179,7 +169,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def fit(self, X=None, y=None):
         """Load the backbone. ``X`` and ``y`` are not used."""
-        self._validate_params()
+        validate(self)
         self.extractor_ = build_extractor(self)
         self.n_features_out_ = self.extractor_.n_features
         self.preprocessing_ = self.extractor_.preprocessing

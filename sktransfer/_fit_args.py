@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 from skorch.callbacks import Callback
 
+from .exceptions import InvalidParameterError
+
 
 def check_sample_weight(sample_weight, n, name="sample_weight") -> np.ndarray:
     if sample_weight is None:
@@ -111,7 +113,7 @@ def named_callbacks(callbacks, owner) -> list:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
             name, callback = item
         if not isinstance(callback, Callback):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'callbacks' parameter of {owner} must be a list of skorch "
                 f"callback instances or (name, callback) pairs; callbacks[{i}] is "
                 f"{item!r:.80}."
@@ -120,13 +122,13 @@ def named_callbacks(callbacks, owner) -> list:
     named = [name for name, _ in pairs if name is not None]
     taken = sorted({name for name in named if named.count(name) > 1})
     if taken:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'callbacks' parameter of {owner} names {taken[0]!r} more than "
             "once; give every callback a name of its own."
         )
     reserved = sorted(set(named) & OWN_CALLBACKS)
     if reserved:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'callbacks' parameter of {owner} names a callback "
             f"{reserved[0]!r}, a name sktransfer's own callbacks use "
             f"({sorted(OWN_CALLBACKS)}); choose another name."

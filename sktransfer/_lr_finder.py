@@ -7,8 +7,9 @@ suggestion off the curve; the default, ``"valley"``, takes the longest
 stretch over which the smoothed loss keeps falling and picks a rate two
 thirds of the way down it, which early spikes and late noise do not fool.
 
-The sweep itself is :func:`._sweep.lr_sweep`, the one ``lr="auto"`` runs;
-this module only adds the public :class:`LRFinder` around it.
+The sweep itself is :func:`._sweep.lr_sweep`, the one ``lr="auto"`` runs
+(in the stages' training loop); this module only adds the public
+:class:`LRFinder` around it.
 """
 
 from __future__ import annotations
@@ -17,18 +18,29 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_random_state
 
+from ._base import RecipeEstimator
 from ._engine import build_model
-from ._sweep import lr_sweep, stage_sweep, suggest_lrs, sweep_problem
+from ._params import RANDOM_STATE, InstanceOf, Interval, Options, validate
+from ._sweep import stage_sweep, suggest_lrs, sweep_problem
+from .exceptions import InvalidParameterError
 
-__all__ = ["LRFinder", "lr_sweep", "suggest_lrs"]
+__all__ = ["LRFinder"]
 
 RULES = ("valley", "minimum", "steepest")
 
 
-class LRFinder:
+def _check_range(params, name) -> None:
+    if not params["start_lr"] < params["end_lr"]:
+        raise InvalidParameterError(
+            f"{name} needs start_lr < end_lr; got start_lr={params['start_lr']!r}, "
+            f"end_lr={params['end_lr']!r}."
+        )
+
+
+class LRFinder(BaseEstimator):
     """Learning-rate finder for :class:`PretrainedImageClassifier`.
 
     Runs a short exponential sweep on a copy of the estimator's trainable
@@ -88,6 +100,18 @@ class LRFinder:
     PretrainedImageClassifier(...)
     """
 
+    _parameter_rules = {
+        "estimator": [InstanceOf(RecipeEstimator, name="a sktransfer estimator")],
+        "start_lr": [Interval(Real, 0, None, "neither")],
+        "end_lr": [Interval(Real, 0, None, "neither")],
+        "num_it": [Interval(Integral, 5, None, "left")],
+        "stage": [Options("precomputed", "unfrozen")],
+        "smooth": [Interval(Real, 0, 1, "left")],
+        "diverge": [Interval(Real, 1, None, "neither")],
+        "random_state": [RANDOM_STATE],
+    }
+    _parameter_checks = (_check_range,)
+
     def __init__(
         self,
         estimator,
@@ -109,34 +133,9 @@ class LRFinder:
         self.diverge = diverge
         self.random_state = random_state
 
-    def _check(self):
-        if not (
-            isinstance(self.start_lr, Real)
-            and isinstance(self.end_lr, Real)
-            and 0 < self.start_lr < self.end_lr
-        ):
-            raise ValueError(
-                "LRFinder needs 0 < start_lr < end_lr; "
-                f"got start_lr={self.start_lr!r}, "
-                f"end_lr={self.end_lr!r}."
-            )
-        if not isinstance(self.num_it, Integral) or self.num_it < 5:
-            raise ValueError(
-                f"LRFinder's num_it must be an int >= 5; got {self.num_it!r}."
-            )
-        if self.stage not in ("precomputed", "unfrozen"):
-            raise ValueError(
-                "LRFinder's stage must be 'precomputed' or 'unfrozen'; "
-                f"got {self.stage!r}."
-            )
-        if not 0 <= self.smooth < 1:
-            raise ValueError(
-                f"LRFinder's smooth must be in [0, 1); got {self.smooth!r}."
-            )
-
     def fit(self, X, y, sample_weight=None):
         """Run the sweep on ``(X, y)`` and compute the suggestions."""
-        self._check()
+        validate(self)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         est = self._estimator_to_sweep(X, y, sample_weight, seed)
         with warnings.catch_warnings():

@@ -44,6 +44,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from ._model_card import CARD_FILE, is_own_card, model_card
+from ._params import validate
 from ._persist_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -66,7 +67,7 @@ from ._persist_state import (
     fitted_state,
     restore_state,
 )
-from .exceptions import ModelFormatError
+from .exceptions import InvalidParameterError, ModelFormatError
 
 # --- public API --------------------------------------------------------------
 
@@ -314,7 +315,7 @@ def _build(path: Path, document: dict, tensors: dict, cache, device):
         else:
             device = saved_device
     estimator.set_params(cache=cache, device=device)
-    estimator._validate_params()  # load's own arguments: the caller's errors
+    validate(estimator)  # load's own arguments: the caller's errors
     protocol = document.get("state_protocol")
     if protocol != STATE_PROTOCOL:
         raise ModelFormatError(
@@ -338,10 +339,8 @@ def _build(path: Path, document: dict, tensors: dict, cache, device):
 
 def _validate_params(estimator, path: Path) -> None:
     """The folder's parameters, checked by the estimator's own rules."""
-    from sklearn.utils._param_validation import InvalidParameterError
-
     try:
-        estimator._validate_params()
+        validate(estimator)
     except InvalidParameterError as exc:
         raise ModelFormatError(f"{path} has an invalid entry 'params': {exc}") from None
 

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 
+from .exceptions import InvalidParameterError
+
 #: Body layer groups (early, middle, late); the head is group ``N_BODY_GROUPS``.
 N_BODY_GROUPS = 3
 #: Every group at the stage's rate (head-only stages: the body's are frozen).
@@ -227,13 +229,13 @@ def _cycles_within(epochs: int, cycle_len: float, cycle_mult: float) -> int:
 
 
 def check_rates(unfrozen_lr, lr_mult, owner: str) -> None:
-    """Errors for rate parameters that scikit-learn's constraints let through."""
+    """Errors for rate parameters that the parameter rules let through."""
     if isinstance(unfrozen_lr, (tuple, list)):
         ok = len(unfrozen_lr) == 3 and all(
             isinstance(v, Real) and math.isfinite(v) and v > 0 for v in unfrozen_lr
         )
         if not ok:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'unfrozen_lr' parameter of {owner} must be a positive float, "
                 "'auto', or a tuple of 3 positive rates (early, middle, late). "
                 f"Got {unfrozen_lr!r} instead."

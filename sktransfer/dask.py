@@ -150,6 +150,7 @@ def _features_spec(features) -> dict:
     """The parameters the workers build their transformer from, validated
     here so that a bad parameter fails before any task runs."""
     from ._features import PretrainedFeatures
+    from ._params import validate
 
     if isinstance(features, PretrainedFeatures):
         params = features.get_params(deep=False)
@@ -167,7 +168,7 @@ def _features_spec(features) -> dict:
             f"features has parameter(s) {unknown} that PretrainedFeatures does not "
             f"take; valid ones: {sorted(PretrainedFeatures().get_params())}."
         )
-    PretrainedFeatures(**params)._validate_params()
+    validate(PretrainedFeatures(**params))
     weights = params.get("weights", "DEFAULT")
     if isinstance(weights, os.PathLike):
         params["weights"] = os.fspath(weights)

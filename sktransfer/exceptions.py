@@ -7,6 +7,8 @@ Every error and warning class a user of the package can meet, in one place
   computed without it.
 - :class:`DivergedError`: training produced a non-finite loss or output.
 - :class:`ImageLoadError`: an image could not be read or decoded.
+- :class:`InvalidParameterError`: a constructor parameter has a value the
+  estimator does not accept.
 - :class:`ModelFormatError`: a saved model folder cannot be loaded.
 - :class:`NonFiniteFeaturesError`: the body computed NaN or inf features.
 - :class:`WeightsUnavailableError`: registry weights could not be downloaded
@@ -21,6 +23,7 @@ __all__ = [
     "CacheWarning",
     "DivergedError",
     "ImageLoadError",
+    "InvalidParameterError",
     "ModelFormatError",
     "NonFiniteFeaturesError",
     "WeightsUnavailableError",
@@ -99,6 +102,28 @@ class ImageLoadError(ValueError):
     ...     print(error)
     1 of 1 images could not be used:
       image 'no-such-photo.jpg' does not exist.
+    """
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A constructor parameter has a value the estimator does not accept.
+
+    Raised by ``fit`` (and ``load``, and the command line) before any image
+    is read; the message names the parameter, the estimator, what it
+    accepts and the value given. It is both a ``ValueError`` and a
+    ``TypeError``, as a wrong value may be either.
+
+    Examples
+    --------
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> from sktransfer.exceptions import InvalidParameterError
+    >>> clf = PretrainedImageClassifier(dropout=1.5)
+    >>> try:
+    ...     clf.fit(["a.jpg", "b.jpg"], [0, 1])
+    ... except InvalidParameterError as exc:
+    ...     print(exc)  # doctest: +NORMALIZE_WHITESPACE
+    The 'dropout' parameter of PretrainedImageClassifier must be a float in the
+    range [0, 1). Got 1.5 instead.
     """
 
 

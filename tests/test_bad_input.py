@@ -21,7 +21,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
 
 from sktransfer import FeatureCache, PretrainedFeatures, PretrainedImageClassifier
-from sktransfer.exceptions import ImageLoadError
+from sktransfer.exceptions import ImageLoadError, InvalidParameterError
 
 #: PretrainedFeatures' images-per-forward-pass parameter.
 FEATURES_BATCH = (
@@ -570,6 +570,14 @@ def test_transform_before_fit_raises_not_fitted(images):
         ("validation_fraction", 1.0),
         ("augment", "sideways"),
         ("image_size", 8),
+        ("batch_size", True),  # a bool is not a number
+        ("unfreeze_from", False),
+        ("dropout", float("nan")),
+        ("lr", float("nan")),
+        ("random_state", -1),
+        ("random_state", "seed"),
+        ("verbose", -1),
+        ("early_stopping", 1),
     ],
 )
 def test_bad_classifier_parameter_is_named_before_reading_images(
@@ -581,6 +589,11 @@ def test_bad_classifier_parameter_is_named_before_reading_images(
         clf.fit(X, y)
     check(err)
     assert not_fitted(clf)
+    # one error class for every bad parameter value, a ValueError and a
+    # TypeError as scikit-learn's is; it says what the parameter takes
+    assert isinstance(err.value, InvalidParameterError)
+    assert isinstance(err.value, TypeError)
+    assert "must be" in str(err.value) and repr(value) in str(err.value)
 
 
 @pytest.mark.parametrize("hidden", [(64, 0), (0,), (-3,), (1.5,), ("64",)])

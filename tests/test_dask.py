@@ -156,7 +156,7 @@ def test_fitted_transformer_gives_its_feature_size_without_a_cluster(images):
 
 
 def test_bad_inputs_fail_before_any_task_with_the_culprit_named(images):
-    from sklearn.utils._param_validation import InvalidParameterError
+    from sktransfer.exceptions import InvalidParameterError
 
     paths, _ = images
     with pytest.raises(ValueError, match="needs image paths"):

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, make_images
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from sktransfer import LRFinder, PretrainedImageClassifier
+from sktransfer.exceptions import InvalidParameterError
 from sktransfer._finetune import FeatureDataset
 from sktransfer._sweep import lr_sweep, suggest_lrs
 
@@ -435,13 +437,27 @@ def test_unfrozen_stage_sweeps_the_unfrozen_groups_at_their_ratios(
         dict(num_it=2),
         dict(stage="foo"),
         dict(smooth=1.0),
+        dict(diverge=1.0),
+        dict(num_it=True),
+        dict(estimator="resnet18"),
     ],
 )
 def test_invalid_lr_finder_parameters_raise(images, estimator, kwargs):
     X, y = images
-    with pytest.raises(ValueError):
-        LRFinder(estimator, **kwargs).fit(X, y)
+    kwargs = {"estimator": estimator, **kwargs}
+    with pytest.raises(InvalidParameterError):
+        LRFinder(**kwargs).fit(X, y)
     assert not hasattr(estimator, "head_")
+
+
+def test_lr_finder_is_a_scikit_learn_estimator(estimator):
+    finder = LRFinder(estimator, num_it=20, stage="unfrozen")
+    params = finder.get_params()
+    assert params["num_it"] == 20 and params["estimator__batch_size"] == 4
+    twin = clone(finder).set_params(estimator__batch_size=8, end_lr=100.0)
+    assert twin.estimator is not estimator and twin.estimator.batch_size == 8
+    assert estimator.batch_size == 4 and finder.end_lr == 10.0
+    assert "num_it=20" in repr(finder)
 
 
 def test_plots(images, estimator):

@@ -58,6 +58,7 @@ from ._plan import check_rates, make_plan
 from ._predict import predict_outputs
 from ._split import Dropped, check_split, kept_rows, split_rows
 from ._transforms import AUGMENTATIONS, PLAIN, tta_views
+from .callbacks import LRSweep
 from .exceptions import InvalidParameterError
 
 
@@ -86,8 +87,13 @@ RECIPE_RULES = {
     "unfreeze_from": [Interval(Integral, 0, 2, "both")],
     "cycle_len": [Interval(Real, 0, None, "neither")],
     "cycle_mult": [Interval(Real, 1, None, "left")],
-    "lr": [_POSITIVE_RATE, Options("auto")],
-    "unfrozen_lr": [_POSITIVE_RATE, Options("auto"), InstanceOf(tuple, list)],
+    "lr": [_POSITIVE_RATE, Options("auto"), InstanceOf(LRSweep)],
+    "unfrozen_lr": [
+        _POSITIVE_RATE,
+        Options("auto"),
+        InstanceOf(LRSweep),
+        InstanceOf(tuple, list),
+    ],
     "lr_mult": [Interval(Real, 1, None, "left")],
     "augment": [Options(*AUGMENTATIONS), NONE],
     "max_zoom": [Interval(Real, 1, None, "left")],
@@ -119,10 +125,24 @@ def _check_probe_head(params, name) -> None:
         )
 
 
+def _check_sweeps(params, name) -> None:
+    for key in ("lr", "unfrozen_lr"):
+        if isinstance(params[key], LRSweep):
+            try:
+                params[key]._check()
+            except (ValueError, TypeError) as exc:
+                raise InvalidParameterError(
+                    f"The {key!r} parameter of {name} is an LRSweep that cannot "
+                    f"run: {exc}"
+                ) from None
+
+
 #: The recipe's checks that involve several parameters (or the inside of
-#: one: the rates of ``unfrozen_lr``, the names of ``callbacks``).
+#: one: the rates of ``unfrozen_lr``, a sweep's settings, the names of
+#: ``callbacks``).
 RECIPE_CHECKS = (
     _check_probe_head,
+    _check_sweeps,
     lambda params, name: check_rates(params["unfrozen_lr"], params["lr_mult"], name),
     lambda params, name: named_callbacks(params["callbacks"], name),
 )

@@ -74,13 +74,17 @@ _RECIPE_DOC = """
         Epochs of the first SGDR cycle of stages 2 and 3 (fractions allowed).
     cycle_mult : float, default=1
         Each cycle of stage 3 is ``cycle_mult`` times longer than the last.
-    lr : float or "auto", default=1e-3
+    lr : float, "auto" or LRSweep, default=1e-3
         Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
-        a learning-rate sweep of the head on cached features inside ``fit``.
-    unfrozen_lr : float, "auto" or tuple of 3 floats, default=1e-4
+        a learning-rate sweep of the head on cached features inside ``fit``;
+        an :class:`~sktransfer.callbacks.LRSweep` sets that sweep's range
+        and rule (``"auto"`` is ``LRSweep()``).
+    unfrozen_lr : float, "auto", LRSweep or tuple of 3 floats, default=1e-4
         Stage 3 rate of the late layer group and the head; earlier groups
         get ``unfrozen_lr / lr_mult`` and ``unfrozen_lr / lr_mult**2``. A
-        tuple gives the early, middle and late rates explicitly.
+        tuple gives the early, middle and late rates explicitly; ``"auto"``
+        or an ``LRSweep`` sweeps it (all unfrozen groups together, at their
+        ratios) when stage 3 starts.
     lr_mult : float, default=10
         Ratio between neighbouring layer groups' rates in stage 3.
     augment : {"side_on", "top_down"} or None, default="side_on"
@@ -254,6 +258,12 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         fitted model does not continue (undone by ``early_stopping``).
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
+    lr_sweeps_ : dict
+        The learning-rate sweeps ``fit`` ran, by parameter (``"lr"``,
+        ``"unfrozen_lr"``): ``lrs``, ``losses``, ``smoothed_losses``
+        (arrays), ``diverged``, ``suggestions`` (rate per rule), ``rule``,
+        ``rate`` (the one used) and ``problem`` (why the curve could not
+        be read and the default rate was used, or None).
     skipped_ : list
         Images left out with ``on_error="skip"``.
 

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import math
 import time
+from numbers import Real
 
 import numpy as np
 import torch
@@ -42,11 +43,12 @@ from ._stage_net import Snapshot, history_rows, stage_net
 from ._sweep import sweep_rate
 from ._threads import small_work_threads
 from ._transforms import AugmentedView
+from .callbacks import LRSweep
 from .exceptions import DivergedError
 
 #: Rates used when a sweep cannot suggest one (it never diverged, or it had
 #: too few batches to be read): the constructor defaults.
-FALLBACK_LRS = {"head": 1e-3, "unfrozen": 1e-4}
+FALLBACK_LRS = {"lr": 1e-3, "unfrozen_lr": 1e-4}
 
 
 @dataclasses.dataclass
@@ -132,9 +134,10 @@ class Settings:
 
 @dataclasses.dataclass
 class Result:
-    """What :func:`train` returns: the model, the history rows, the rates
-    found by sweeps, the members of the fitted model and whether the body
-    was trained.
+    """What :func:`train` returns: the model, the history rows, the
+    learning-rate sweeps run (``{"lr": record, "unfrozen_lr": record}``, as
+    ``lr_sweeps_`` holds them), the members of the fitted model and whether
+    the body was trained.
 
     ``members`` holds one ``(body, head)`` pair per snapshot of the last
     stage's cycle ends (a snapshot ensemble), or the final model's alone.
@@ -143,7 +146,7 @@ class Result:
 
     model: TransferNet
     history: list
-    rates: dict
+    sweeps: dict
     members: list
     tuned: bool
 
@@ -171,7 +174,7 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     stage), the unfrozen rate on images with the stage's group ratios.
     """
     model, groups = build_model(data.extractor, head)
-    history, rates, snapshots = [], {}, []
+    history, sweeps, snapshots = [], {}, []
     probed = False
     guard = settings.early_stopping and data.valid is not None
     kept = None  # the validation loss and weights of the best stage end
@@ -190,7 +193,7 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
                 # again from the features it now trains on (the same ones
                 # unless the image size changed), with the probe's scaling
                 probed = refresh_probe_statistics(model.head, data)
-            lr = _stage_rate(stage, rates, model, groups, data, task, settings, seed)
+            lr = _stage_rate(stage, sweeps, model, groups, data, task, settings, seed)
             rows, snapshots = run_stage(
                 stage, lr, model, groups, data, task, settings, seed, probed
             )
@@ -217,7 +220,7 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
     members = snapshot_members(model, [_floored(s) for s in snapshots])
-    return Result(model, history, rates, members, tuned)
+    return Result(model, history, sweeps, members, tuned)
 
 
 @dataclasses.dataclass
@@ -269,18 +272,19 @@ def snapshot_members(model: TransferNet, snapshots: list) -> list:
     return members
 
 
-def _stage_rate(stage, rates, model, groups, data, task, settings, seed) -> float:
+def _stage_rate(stage, sweeps, model, groups, data, task, settings, seed) -> float:
     """The stage's top rate: its own, or the rate a sweep found for
-    ``"auto"`` (swept when the first stage that needs it starts, and kept in
-    ``rates`` for the stages after it)."""
-    if stage.lr != "auto":
+    ``"auto"`` or an ``LRSweep`` (swept when the first stage that needs it
+    starts, and kept in ``sweeps`` for the stages after it)."""
+    if isinstance(stage.lr, Real):
         return stage.lr
-    key = "unfrozen" if stage.trains_body else "head"
-    if key not in rates:
-        rates[key] = sweep_rate(
-            stage, model, groups, data, task, settings, seed, FALLBACK_LRS[key]
+    config = LRSweep() if stage.lr == "auto" else stage.lr
+    key = "unfrozen_lr" if stage.trains_body else "lr"
+    if key not in sweeps:
+        _, sweeps[key] = sweep_rate(
+            stage, config, model, groups, data, task, settings, seed, FALLBACK_LRS[key]
         )
-    return rates[key]
+    return sweeps[key]["rate"]
 
 
 def run_probe(stage: Stage, head, data: TrainingSet, task, seed) -> dict:

@@ -5,6 +5,7 @@ leaves the estimator as it was)."""
 from __future__ import annotations
 
 import sys
+from numbers import Real
 
 import numpy as np
 
@@ -21,8 +22,14 @@ def set_fitted_attributes(estimator, prepared, result, seconds) -> None:
     for key, value in prepared.info.items():
         if not key.startswith("_"):  # private ones are for the task only
             setattr(estimator, key, value)
-    estimator.lr_ = result.rates.get("head", _rate(estimator.lr))
-    estimator.unfrozen_lr_ = result.rates.get("unfrozen", _rate(estimator.unfrozen_lr))
+    sweeps = result.sweeps
+    estimator.lr_ = sweeps["lr"]["rate"] if "lr" in sweeps else _rate(estimator.lr)
+    estimator.unfrozen_lr_ = (
+        sweeps["unfrozen_lr"]["rate"]
+        if "unfrozen_lr" in sweeps
+        else _rate(estimator.unfrozen_lr)
+    )
+    estimator.lr_sweeps_ = sweeps
     estimator.skipped_ = prepared.skipped
     _set_counts(estimator, prepared)
     estimator.n_features_ = extractors[-1].n_features
@@ -34,7 +41,9 @@ def set_fitted_attributes(estimator, prepared, result, seconds) -> None:
 
 
 def _rate(value):
-    return None if isinstance(value, str) else value
+    """The rate as set, or None where a sweep would find it (no stage that
+    uses it ran)."""
+    return value if isinstance(value, (Real, tuple, list)) else None
 
 
 def _fitted_model(prepared, result) -> tuple[FittedModel, list]:

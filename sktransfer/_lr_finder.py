@@ -7,9 +7,10 @@ suggestion off the curve; the default, ``"valley"``, takes the longest
 stretch over which the smoothed loss keeps falling and picks a rate two
 thirds of the way down it, which early spikes and late noise do not fool.
 
-The sweep itself is :func:`._sweep.lr_sweep`, the one ``lr="auto"`` runs
-(in the stages' training loop); this module only adds the public
-:class:`LRFinder` around it.
+:class:`LRFinder` is a client of the estimators' public face: it fits a
+clone whose ``lr`` (or ``unfrozen_lr``) is an
+:class:`~sktransfer.callbacks.LRSweep` and reads the curve from the clone's
+``lr_sweeps_``, so it runs exactly the sweep ``lr="auto"`` runs.
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_random_state
 
 from ._base import RecipeEstimator
-from ._engine import build_model
 from ._params import RANDOM_STATE, InstanceOf, Interval, Options, validate
-from ._sweep import stage_sweep, suggest_lrs, sweep_problem
+from ._suggest import suggest_lrs
+from .callbacks import LRSweep
 from .exceptions import InvalidParameterError
 
 __all__ = ["LRFinder"]
-
-RULES = ("valley", "minimum", "steepest")
-
 
 def _check_range(params, name) -> None:
     if not params["start_lr"] < params["end_lr"]:
@@ -134,39 +132,56 @@ class LRFinder(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y, sample_weight=None):
-        """Run the sweep on ``(X, y)`` and compute the suggestions."""
+        """Run the sweep on ``(X, y)`` and compute the suggestions.
+
+        A clone of the estimator is fitted with the rate to sweep set to an
+        :class:`~sktransfer.callbacks.LRSweep` of this finder's settings
+        (its public path: ``lr`` / ``unfrozen_lr`` accept one), on a plan
+        cut down to the stage swept; the curve is read from its
+        ``lr_sweeps_``. ``"unfrozen"`` fits the head as configured first;
+        the fit then also trains the unfrozen stage's first cycle after the
+        sweep, as ``fit`` does, which the finder discards.
+        """
         validate(self)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        est = self._estimator_to_sweep(X, y, sample_weight, seed)
-        with warnings.catch_warnings():
-            if self.stage == "unfrozen":  # fit gave the skip warning already
-                warnings.filterwarnings("ignore", message="on_error='skip'")
-            prepared = est._prepare(X, y, sample_weight)
-        stage = prepared.plan[-1] if self.stage == "unfrozen" else prepared.plan[0]
-        model, groups = build_model(prepared.data.extractor, prepared.head)
-        sweep = stage_sweep(
-            stage,
-            model,
-            groups,
-            prepared.data,
-            prepared.task,
-            prepared.settings,
-            seed,
+        sweep = LRSweep(
             start_lr=self.start_lr,
             end_lr=self.end_lr,
             num_it=self.num_it,
             smooth=self.smooth,
             diverge=self.diverge,
         )
-        self.lrs_ = sweep["lrs"]
-        self.losses_ = sweep["losses"]
-        self.smoothed_losses_ = sweep["smoothed"]
-        self.diverged_ = sweep["diverged"]
+        est = clone(self.estimator).set_params(random_state=seed)
+        if self.stage == "precomputed":
+            key = "lr"
+            est.set_params(
+                lr=sweep, precompute_epochs=1, augmented_cycles=0, unfrozen_cycles=0
+            )
+        else:
+            key = "unfrozen_lr"
+            if isinstance(est.unfrozen_lr, (tuple, list)):
+                warnings.warn(
+                    f"the estimator's unfrozen_lr is a tuple of rates; the sweep "
+                    f"finds one rate, with the earlier groups at the ratios "
+                    f"lr_mult={est.lr_mult!r} gives (1/lr_mult, 1/lr_mult**2).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            est.set_params(unfrozen_lr=sweep, unfrozen_cycles=1)
+            if est.precompute_epochs == 0 and est.augmented_cycles == 0:
+                est.set_params(precompute_epochs=1)  # a head to start from
+        with warnings.catch_warnings():
+            # the fit's own word on an unreadable sweep is replaced below
+            warnings.filterwarnings("ignore", message="the learning-rate sweep for")
+            est.fit(X, y, sample_weight=sample_weight)
+        record = est.lr_sweeps_[key]
+        self.lrs_ = record["lrs"]
+        self.losses_ = record["losses"]
+        self.smoothed_losses_ = record["smoothed_losses"]
+        self.diverged_ = record["diverged"]
         self.suggestions_ = suggest_lrs(self.lrs_, self.smoothed_losses_)
         self.suggestion_ = self.suggestions_["valley"]
-        self.problem_ = sweep_problem(
-            sweep, len(prepared.data.train), prepared.settings.batch_size
-        )
+        self.problem_ = record["problem"]
         if self.problem_:
             warnings.warn(
                 f"the learning-rate sweep {self.problem_}; its suggestions are not "
@@ -175,38 +190,6 @@ class LRFinder(BaseEstimator):
                 stacklevel=2,
             )
         return self
-
-    def _estimator_to_sweep(self, X, y, sample_weight, seed):
-        """A clone of the estimator set up so that its plan's first stage
-        (``"precomputed"``) or last one (``"unfrozen"``, after its head was
-        fitted as configured) is the stage to sweep."""
-        est = clone(self.estimator)
-        if self.stage == "precomputed":
-            est.set_params(
-                precompute_epochs=max(1, est.precompute_epochs),
-                lr=1e-3,
-                random_state=seed,
-            )
-        else:
-            # the head first trains as configured, then the sweep continues
-            # from it on the unfrozen network
-            est.set_params(
-                unfrozen_cycles=0,
-                lr=1e-3 if est.lr == "auto" else est.lr,
-                unfrozen_lr=1e-4 if est.unfrozen_lr == "auto" else est.unfrozen_lr,
-                random_state=seed,
-            )
-            if est.precompute_epochs == 0 and est.augmented_cycles == 0:
-                est.set_params(precompute_epochs=1)
-            est.fit(X, y, sample_weight=sample_weight)
-            est.set_params(
-                warm_start=True,
-                precompute_epochs=0,
-                augmented_cycles=0,
-                unfrozen_cycles=1,
-                on_error="skip" if est.skipped_ else est.on_error,
-            )
-        return est
 
     def plot(self, ax=None, skip_start=5, skip_end=3):
         """Loss against learning rate (log axis), suggestions marked."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .callbacks import LRSweep
 from .exceptions import ModelFormatError
 
 MODEL_FILE = "model.json"
@@ -53,6 +54,7 @@ _TAGS = {
     "__date__",
     "__datetime__",
     "__timedelta__",
+    "__lr_sweep__",
 }
 
 
@@ -98,6 +100,8 @@ def _encode(value, what: str):
     if isinstance(value, FeatureCache):
         spec = {"directory": str(value.directory), "max_bytes": value.max_bytes}
         return {"__cache__": spec}
+    if type(value) is LRSweep:  # the value of lr or unfrozen_lr
+        return {"__lr_sweep__": _encode(value.get_params(), what)}
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             items = [_encode(v, what) for v in value.ravel().tolist()]
@@ -166,6 +170,8 @@ def _decode(value, path: Path, where: str):
         return out
     if tag == "__path__":
         return Path(content)
+    if tag == "__lr_sweep__":
+        return _decode_sweep(content, bad)
     try:
         if tag == "__float__":
             if content not in ("nan", "inf", "-inf"):
@@ -183,6 +189,20 @@ def _decode(value, path: Path, where: str):
         return _decode_array(content, value["__dtype__"], path, where)
     except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
         raise bad(str(exc)) from None
+
+
+def _decode_sweep(content, bad) -> LRSweep:
+    names = set(LRSweep().get_params())
+    if not isinstance(content, dict) or not set(content) <= names:
+        raise bad(
+            f"__lr_sweep__ needs a dict of LRSweep parameters, got {content!r:.80}"
+        )
+    sweep = LRSweep(**content)
+    try:
+        sweep._check()
+    except (ValueError, TypeError) as exc:
+        raise bad(str(exc)) from None
+    return sweep
 
 
 def _decode_array(items, dtype_text, path: Path, where: str) -> np.ndarray:

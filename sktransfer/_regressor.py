@@ -67,6 +67,8 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         valid_loss, valid_r2, seconds, discarded), as the classifier's.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
+    lr_sweeps_ : dict
+        The learning-rate sweeps ``fit`` ran, as the classifier's.
     n_samples_fit_ : int
         The number of images the last ``fit`` trained on (not those held
         out for validation, skipped or of weight 0).

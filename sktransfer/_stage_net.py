@@ -7,7 +7,8 @@ stops the fit. The schedule is the public :class:`~sktransfer.SGDR`
 callback; small callbacks record the rates, the task's validation score and
 the snapshots at the ends of cycles, serve augmented copies and show
 progress. The learning-rate sweeps run in the same net
-(:func:`training_net`) with :class:`RateSweep` in place of the schedule.
+(:func:`training_net`) with :class:`~sktransfer.callbacks.LRSweep` in
+place of the schedule.
 :func:`history_rows` turns the net's history into ``history_`` records.
 """
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
 from ._threads import decode_plan
-from .callbacks import SGDR
+from .callbacks import SGDR, LRSweep
 from .exceptions import DivergedError
 
 
@@ -109,13 +110,16 @@ class _StageNet(NeuralNet):
 
 
 class _StopTraining(Exception):
-    """Ends a net's training normally: early stopping's end of a stage (see
-    ``_StageNet.notify``), or a learning-rate sweep that is over."""
+    """Early stopping ended the stage, or a sweep is over (not the user: see
+    ``_StageNet.notify``)."""
 
 
 def _ends_stage(callback, method_name) -> bool:
     """Whether a KeyboardInterrupt from ``callback`` is skorch's early
-    stopping ending training (its patience is used up), not a Ctrl-C."""
+    stopping ending training (its patience is used up) or a sweep that is
+    over, not a Ctrl-C."""
+    if isinstance(callback, LRSweep):
+        return method_name == "on_batch_end" and callback.done_
     return (
         method_name == "on_epoch_end"
         and isinstance(callback, EarlyStopping)
@@ -268,55 +272,6 @@ def _callbacks(stage, steps, task, valid_set, settings):
     if settings.verbose:
         callbacks.append(("progress", _Progress(stage, steps, settings.verbose)))
     return callbacks
-
-
-class RateSweep(Callback):
-    """The sweep's skorch callback: before every training batch, the rate
-    of each parameter group (``ratios`` times the base rate, which rises
-    exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` batches);
-    after it, the loss recorded and smoothed. Training stops after
-    ``num_it`` batches, or when the smoothed loss passes ``diverge`` times
-    its best."""
-
-    def __init__(self, ratios, *, start_lr, end_lr, num_it, smooth, diverge):
-        self.ratios = ratios
-        self.start_lr = start_lr
-        self.end_lr = end_lr
-        self.num_it = num_it
-        self.smooth = smooth
-        self.diverge = diverge
-
-    def initialize(self):
-        self.lrs_, self.losses_, self.smoothed_ = [], [], []
-        self.diverged_ = False
-        self.average_, self.best_ = 0.0, math.inf
-        return self
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        if not training:
-            return
-        mult = (self.end_lr / self.start_lr) ** (1.0 / max(1, self.num_it - 1))
-        self.lr_ = self.start_lr * mult ** len(self.lrs_)
-        groups = net.optimizer_.param_groups
-        for group, ratio in zip(groups, self.ratios, strict=True):
-            group["lr"] = self.lr_ * ratio
-
-    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if not training:
-            return
-        value = float(loss.detach())  # finite: the net raised DivergedError
-        i = len(self.lrs_)
-        self.average_ = self.smooth * self.average_ + (1 - self.smooth) * value
-        smoothed = self.average_ / (1 - self.smooth ** (i + 1))
-        self.lrs_.append(self.lr_)
-        self.losses_.append(value)
-        self.smoothed_.append(smoothed)
-        self.best_ = min(self.best_, smoothed)
-        if i > 5 and smoothed > self.diverge * self.best_:
-            self.diverged_ = True
-            raise _StopTraining()
-        if len(self.lrs_) >= self.num_it:
-            raise _StopTraining()
 
 
 class _RecordRates(Callback):

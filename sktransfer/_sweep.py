@@ -2,9 +2,8 @@
 
 :func:`lr_sweep` trains a copy of the trainable part of the model while the
 rate sweeps up, in the stages' own training loop (a skorch net, with the
-:class:`._stage_net.RateSweep` callback setting the rates and ending the
-run);
-:func:`suggest_lrs` reads rates off the curve.
+:class:`~sktransfer.callbacks.LRSweep` callback setting the rates and
+ending the run); :func:`._suggest.suggest_lrs` reads rates off the curve.
 :func:`stage_sweep` sweeps for one stage of a plan (the head on cached
 features, or the unfrozen network on images with the stage's ratios between
 layer groups), and :func:`sweep_rate` is what ``lr="auto"`` runs. The public
@@ -23,28 +22,47 @@ import numpy as np
 from ._finetune import set_trainable
 from ._head import prepare_batchnorm
 from ._seeding import seeded
-from ._stage_net import RateSweep, steps_per_epoch, training_net
+from ._stage_net import steps_per_epoch, training_net
+from ._suggest import suggest_lrs
 from ._threads import small_work_threads
+from .callbacks import LRSweep
 from .exceptions import DivergedError
 
 
-def sweep_rate(stage, model, groups, data, task, settings, seed, fallback) -> float:
-    """The rate the default rule reads off a sweep for ``stage``; the stated
-    ``fallback`` (with a warning) when the sweep cannot be read."""
-    problem = too_few_samples(len(data.train), settings.batch_size)
-    if not problem:
-        sweep = stage_sweep(stage, model, groups, data, task, settings, seed)
-        problem = sweep_problem(sweep, len(data.train), settings.batch_size)
+def sweep_rate(stage, config, model, groups, data, task, settings, seed, fallback):
+    """``(rate, record)``: the rate ``config`` (an
+    :class:`~sktransfer.callbacks.LRSweep`) reads off a sweep for
+    ``stage``, or the stated ``fallback`` (with a warning) when the sweep
+    cannot be read; ``record`` is the sweep for ``lr_sweeps_``."""
+    name = "unfrozen_lr" if stage.trains_body else "lr"
+    options = config.get_params()
+    options.pop("rule")
+    sweep = stage_sweep(stage, model, groups, data, task, settings, seed, **options)
+    problem = sweep_problem(sweep, len(data.train), settings.batch_size)
+    suggestions = {}
+    if len(sweep["lrs"]) >= 3:
+        suggestions = suggest_lrs(sweep["lrs"], sweep["smoothed"])
+    rate = fallback if problem else float(suggestions[config.rule])
     if problem:
-        name = "unfrozen_lr" if stage.trains_body else "lr"
+        default = config.get_params() == LRSweep().get_params()
+        shown = "'auto'" if default else "LRSweep(...)"
         warnings.warn(
-            f"the learning-rate sweep for {name}={'auto'!r} {problem}; it uses "
+            f"the learning-rate sweep for {name}={shown} {problem}; it uses "
             f"the default rate {fallback:g} instead.",
             UserWarning,
             stacklevel=2,
         )
-        return fallback
-    return float(suggest_lrs(sweep["lrs"], sweep["smoothed"])["valley"])
+    record = {
+        "lrs": np.asarray(sweep["lrs"], dtype=float),
+        "losses": np.asarray(sweep["losses"], dtype=float),
+        "smoothed_losses": np.asarray(sweep["smoothed"], dtype=float),
+        "diverged": bool(sweep["diverged"]),
+        "suggestions": suggestions,
+        "rule": config.rule,
+        "rate": rate,
+        "problem": problem,
+    }
+    return rate, record
 
 
 def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
@@ -129,37 +147,28 @@ def lr_sweep(
     loss,
     *,
     batch_size,
-    start_lr=1e-7,
-    end_lr=10.0,
-    num_it=100,
-    smooth=0.98,
-    diverge=4.0,
     weight_decay=0.0,
     on_features=True,
     precision="fp32",
+    **options,
 ) -> dict:
     """Train ``module`` on ``train_set`` while the base rate sweeps up
-    exponentially from ``start_lr`` to ``end_lr``, in the training loop the
-    stages run in (:func:`._stage_net.training_net`, same precision and
-    weighted loss), with :class:`._stage_net.RateSweep` setting the rates.
+    exponentially, in the training loop the stages run in
+    (:func:`._stage_net.training_net`: same precision, same weighted loss),
+    with an :class:`~sktransfer.callbacks.LRSweep` of ``options`` setting
+    the rates.
 
     ``param_groups`` is a list of ``(params, ratio)``: each group follows
     the sweep scaled by its ratio. ``loss(outputs, target)`` gives
     per-sample losses. The data are cycled (reshuffled on every pass) until
-    ``num_it`` mini-batches have run, or the loss is not finite, or the
-    smoothed loss exceeds ``diverge`` times its best.
+    the sweep is over.
 
     Returns a dict of arrays ``lrs``, ``losses``, ``smoothed`` (one value
-    per iteration run) and ``diverged`` (whether it stopped on divergence).
+    per iteration run), ``diverged`` (whether it stopped on divergence) and
+    ``num_it``.
     """
-    sweep = RateSweep(
-        [ratio for _, ratio in param_groups],
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_it=num_it,
-        smooth=smooth,
-        diverge=diverge,
-    )
+    sweep = LRSweep(**options)
+    start_lr = sweep.start_lr
     batch_size = min(batch_size, len(train_set))
     steps = steps_per_epoch(len(train_set), batch_size)
     net = training_net(
@@ -169,7 +178,7 @@ def lr_sweep(
         train_set,
         None,
         [("sweep", sweep)],
-        epochs=math.ceil(num_it / steps),
+        epochs=math.ceil(sweep.num_it / steps),
         batch_size=batch_size,
         weight_decay=weight_decay,
         on_features=on_features,
@@ -184,51 +193,7 @@ def lr_sweep(
     return {
         "lrs": np.asarray(sweep.lrs_),
         "losses": np.asarray(sweep.losses_),
-        "smoothed": np.asarray(sweep.smoothed_),
+        "smoothed": np.asarray(sweep.smoothed_losses_),
         "diverged": sweep.diverged_,
-        "num_it": num_it,
+        "num_it": sweep.num_it,
     }
-
-
-def suggest_lrs(lrs, smoothed) -> dict:
-    """Suggested rates from a sweep, one per rule.
-
-    ``"minimum"``: a tenth of the rate at the lowest smoothed loss (the
-    lesson's reading of the plot). ``"steepest"``: the rate where the
-    smoothed loss falls fastest per log-rate step, between the first tenth
-    of the sweep (where the smoothing is still warming up) and the minimum.
-    ``"valley"``: two thirds of the way down the longest stretch over which
-    the smoothed loss only falls (small bumps below 1% of the loss range
-    allowed).
-    """
-    lrs = np.asarray(lrs, dtype=float)
-    loss = np.asarray(smoothed, dtype=float)
-    if len(lrs) < 3:
-        raise ValueError(
-            f"the sweep ran only {len(lrs)} iterations before the loss diverged; "
-            "lower start_lr."
-        )
-    i_min = int(np.argmin(loss))
-    out = {"minimum": float(lrs[i_min] / 10)}
-    skip = min(len(loss) // 10, max(i_min - 2, 0))
-    upto = max(i_min, skip + 2)
-    slope = np.gradient(loss[skip : upto + 1], np.log(lrs[skip : upto + 1]))
-    out["steepest"] = float(lrs[skip + int(np.argmin(slope))])
-    out["valley"] = float(lrs[_valley(loss)])
-    return out
-
-
-def _valley(loss) -> int:
-    """Two thirds down the longest run where the loss keeps falling."""
-    tol = 0.01 * (np.nanmax(loss) - np.nanmin(loss) + 1e-12)
-    best_start, best_len, start = 0, 1, 0
-    running_min = loss[0]
-    for i in range(1, len(loss)):
-        if loss[i] <= running_min + tol:
-            running_min = min(running_min, loss[i])
-        else:
-            start, running_min = i, loss[i]
-        if i - start + 1 > best_len:
-            best_start, best_len = start, i - start + 1
-    end = best_start + best_len - 1
-    return best_start + int(round((end - best_start) * 2 / 3))

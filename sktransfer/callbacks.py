@@ -1,4 +1,11 @@
-"""skorch callbacks: SGDR (cosine annealing with warm restarts)."""
+"""skorch callbacks: SGDR (cosine annealing with warm restarts) and the
+learning-rate sweep (the rate range test of the lesson's ``lr_find``).
+
+Both are the package's own training loop's: every gradient stage of the
+estimators is scheduled by :class:`SGDR`, and every sweep (``lr="auto"``,
+:class:`~sktransfer.LRFinder`) runs :class:`LRSweep`. Both also work in
+any skorch net.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ import math
 import numpy as np
 from skorch.callbacks import Callback
 
-__all__ = ["SGDR", "sgdr_factor", "sgdr_schedule"]
+from ._suggest import RULES, suggest_lrs
+
+__all__ = ["LRSweep", "SGDR", "sgdr_factor", "sgdr_schedule"]
 
 
 def _cycle_lengths(
@@ -126,9 +135,8 @@ class SGDR(Callback):
     ``base_lr`` is the group's own rate when training began; so differential
     rates keep their ratios through every restart.
 
-    skorch's ``LRScheduler`` over a ``LambdaLR`` can run a fixed schedule
-    (the estimators of this package do exactly that with
-    :func:`sgdr_schedule`); this callback exists for what it cannot do: the
+    It is the schedule of every gradient stage of the estimators of this
+    package. Compared with skorch's ``LRScheduler`` over a ``LambdaLR``, the
     number of batches per epoch is read from the training data when
     training starts, and ``snapshot`` keeps weights at cycle ends that fall
     inside an epoch (skorch's ``Checkpoint`` acts on epoch ends). To keep
@@ -275,3 +283,166 @@ class SGDR(Callback):
     def on_train_end(self, net, X=None, y=None, **kwargs):
         for group, base in zip(net.optimizer_.param_groups, self.base_lrs_ or []):
             group["lr"] = base
+
+
+class LRSweep(Callback):
+    """A learning-rate sweep: the rate rises exponentially, the loss is
+    watched (the rate range test behind the lesson's ``lr_find``).
+
+    Before each training batch ``i`` the top rate is ``start_lr *
+    (end_lr / start_lr) ** (i / (num_it - 1))``; every parameter group
+    keeps the ratio its rate had to the last group's when training began
+    (differential rates sweep together). After each batch the loss is
+    recorded and smoothed. Training stops after ``num_it`` batches, on a
+    non-finite loss, or once the smoothed loss passes ``diverge`` times its
+    best; give the net enough epochs to reach ``num_it``.
+
+    As the value of an estimator's ``lr`` or ``unfrozen_lr`` it says how
+    that rate is found: ``lr="auto"`` is ``lr=LRSweep()``, and
+    ``lr=LRSweep(rule="minimum")`` reads the rate by another rule. The
+    curve the fit swept is in the estimator's ``lr_sweeps_``.
+
+    Parameters
+    ----------
+    start_lr, end_lr : float, default=1e-7, 10
+        Range of the sweep.
+    num_it : int, default=100
+        Mini-batches in the sweep.
+    smooth : float, default=0.98
+        Exponential smoothing of the loss (bias-corrected).
+    diverge : float, default=4
+        Stop when the smoothed loss exceeds this multiple of its best.
+    rule : {"valley", "minimum", "steepest"}, default="valley"
+        How :meth:`suggestion` reads a rate off the curve (see
+        :meth:`suggestions`).
+
+    Attributes
+    ----------
+    lrs_, losses_, smoothed_losses_ : list of float
+        The top rate, the loss and the smoothed loss of every batch run.
+    diverged_ : bool
+        Whether the sweep stopped on divergence (a curve that never
+        diverges has no valley to read).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from sktransfer.callbacks import LRSweep
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(256, 4)).astype(np.float32)
+    >>> y = (X[:, 0] + 0.5 * rng.normal(size=256) > 0).astype(np.int64)
+    >>> sweep = LRSweep(end_lr=1e3, num_it=60)
+    >>> net = NeuralNetClassifier(
+    ...     torch.nn.Linear(4, 2), criterion=torch.nn.CrossEntropyLoss,
+    ...     optimizer=torch.optim.AdamW, batch_size=32, max_epochs=10,
+    ...     train_split=None, callbacks=[sweep], verbose=0,
+    ... )
+    >>> _ = torch.manual_seed(0)
+    >>> _ = net.fit(X, y)
+    >>> sweep.diverged_, sweep.lrs_[0]
+    (True, 1e-07)
+    >>> 1e-4 < sweep.suggestion() < 1
+    True
+    """
+
+    def __init__(
+        self,
+        start_lr=1e-7,
+        end_lr=10.0,
+        num_it=100,
+        smooth=0.98,
+        diverge=4.0,
+        rule="valley",
+    ):
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.num_it = num_it
+        self.smooth = smooth
+        self.diverge = diverge
+        self.rule = rule
+
+    def _check(self):
+        if not 0 < self.start_lr < self.end_lr:
+            raise ValueError(
+                "LRSweep needs 0 < start_lr < end_lr; got "
+                f"start_lr={self.start_lr!r}, end_lr={self.end_lr!r}."
+            )
+        if (
+            not isinstance(self.num_it, (int, np.integer))
+            or isinstance(self.num_it, bool)
+            or self.num_it < 5
+        ):
+            raise ValueError(
+                f"LRSweep's num_it must be an int >= 5; got {self.num_it!r}."
+            )
+        if not 0 <= self.smooth < 1:
+            raise ValueError(
+                f"LRSweep's smooth must be in [0, 1); got {self.smooth!r}."
+            )
+        if not self.diverge > 1:
+            raise ValueError(f"LRSweep's diverge must be > 1; got {self.diverge!r}.")
+        if self.rule not in RULES:
+            raise ValueError(
+                f"LRSweep's rule must be one of {RULES}; got {self.rule!r}."
+            )
+
+    def initialize(self):
+        self._check()
+        self.lrs_, self.losses_, self.smoothed_losses_ = [], [], []
+        self.diverged_ = False
+        self.done_ = False
+        self._average, self._best = 0.0, math.inf
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.initialize()
+        groups = net.optimizer_.param_groups
+        top = groups[-1]["lr"]
+        self._ratios = [g["lr"] / top if top else 1.0 for g in groups]
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        mult = (self.end_lr / self.start_lr) ** (1.0 / max(1, self.num_it - 1))
+        self._lr = self.start_lr * mult ** len(self.lrs_)
+        for group, ratio in zip(net.optimizer_.param_groups, self._ratios):
+            group["lr"] = self._lr * ratio
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if not training or self.done_:
+            return
+        value = float(loss.detach() if hasattr(loss, "detach") else loss)
+        if not math.isfinite(value):
+            self._stop(diverged=True)
+        i = len(self.lrs_)
+        self._average = self.smooth * self._average + (1 - self.smooth) * value
+        smoothed = self._average / (1 - self.smooth ** (i + 1))
+        self.lrs_.append(self._lr)
+        self.losses_.append(value)
+        self.smoothed_losses_.append(smoothed)
+        self._best = min(self._best, smoothed)
+        if i > 5 and smoothed > self.diverge * self._best:
+            self._stop(diverged=True)
+        if len(self.lrs_) >= self.num_it:
+            self._stop(diverged=False)
+
+    def _stop(self, diverged):
+        # skorch's way to end training from a callback (its EarlyStopping
+        # does the same); ``done_`` tells it apart from a Ctrl-C
+        self.diverged_ = diverged
+        self.done_ = True
+        raise KeyboardInterrupt
+
+    def suggestions(self) -> dict:
+        """The rate each rule reads off the curve: ``"valley"`` (two thirds
+        down the longest stretch over which the smoothed loss keeps
+        falling), ``"minimum"`` (a tenth of the rate at the lowest smoothed
+        loss, the lesson's reading) and ``"steepest"`` (where it falls
+        fastest). Needs at least 3 batches."""
+        return suggest_lrs(self.lrs_, self.smoothed_losses_)
+
+    def suggestion(self) -> float:
+        """The rate ``rule`` reads off the curve."""
+        return self.suggestions()[self.rule]

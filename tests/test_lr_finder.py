@@ -22,9 +22,11 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from sktransfer import LRFinder, PretrainedImageClassifier
-from sktransfer.exceptions import InvalidParameterError
 from sktransfer._finetune import FeatureDataset
-from sktransfer._sweep import lr_sweep, suggest_lrs
+from sktransfer._suggest import suggest_lrs
+from sktransfer._sweep import lr_sweep
+from sktransfer.callbacks import LRSweep
+from sktransfer.exceptions import InvalidParameterError
 
 RULES = {"valley", "minimum", "steepest"}
 
@@ -402,7 +404,8 @@ def optimizers(monkeypatch):
     "unfreeze_from, unfrozen_lr, ratios",
     [
         (0, 1e-4, [0.01, 0.1, 1.0, 1.0]),
-        (1, (2e-6, 7e-5, 3e-4), [2 / 300, 7 / 30, 1.0, 1.0]),
+        # a sweep finds one rate: lr_mult's ratios, not the tuple's
+        (1, (2e-6, 7e-5, 3e-4), [0.01, 0.1, 1.0, 1.0]),
         (2, 1e-4, [0.01, 0.1, 1.0, 1.0]),
     ],
     ids=["all-float", "middle-tuple", "late-float"],
@@ -414,10 +417,18 @@ def test_unfrozen_stage_sweeps_the_unfrozen_groups_at_their_ratios(
     est = estimator.set_params(
         precompute_epochs=1, unfreeze_from=unfreeze_from, unfrozen_lr=unfrozen_lr
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         finder = LRFinder(est, num_it=8, stage="unfrozen", random_state=0).fit(X, y)
-    sweep_steps = optimizers[-1].steps  # the head was trained first
+    tuple_warnings = [w for w in record if "tuple of rates" in str(w.message)]
+    assert len(tuple_warnings) == isinstance(unfrozen_lr, tuple)
+    # the head trains first, and the unfrozen stage's own epoch after the
+    # sweep: the sweep's optimizer is the one whose first step is at start_lr
+    (sweep_steps,) = [
+        o.steps
+        for o in optimizers
+        if o.steps and o.steps[0][-1][0] == pytest.approx(finder.lrs_[0])
+    ]
     assert len(sweep_steps) == len(finder.lrs_)
     for step, lr in zip(sweep_steps, finder.lrs_, strict=True):
         rates = [rate for rate, _ in step]
@@ -538,6 +549,76 @@ def test_lr_auto_falls_back_to_a_stated_default_on_too_little_data(images, estim
         clf = est.fit(X, y)
     assert clf.lr_ == 1e-3
     assert clf.history_[0]["lrs"] == pytest.approx([1e-3])
+    # the sweep that could not be read is still there to look at
+    record = clf.lr_sweeps_["lr"]
+    assert record["rate"] == 1e-3 and "12 training samples" in record["problem"]
+    assert len(record["lrs"]) == len(record["smoothed_losses"]) >= 1
+
+
+# --- an LRSweep as the rate ---------------------------------------------------------
+
+
+def test_lr_sweeps_records_what_auto_swept_and_its_rule_chooses(images, estimator):
+    X, y = images
+    clf = clone(estimator).set_params(lr="auto", precompute_epochs=2).fit(X, y)
+    record = clf.lr_sweeps_["lr"]
+    assert set(record) == {
+        "lrs", "losses", "smoothed_losses", "diverged", "suggestions", "rule",
+        "rate", "problem",
+    }  # fmt: skip
+    assert record["problem"] is None and record["rule"] == "valley"
+    assert clf.lr_ == record["rate"] == record["suggestions"]["valley"]
+    # the same sweep read by another rule, with the rule as the parameter
+    other = (
+        clone(estimator)
+        .set_params(lr=LRSweep(rule="minimum"), precompute_epochs=2)
+        .fit(X, y)
+    )
+    np.testing.assert_array_equal(other.lr_sweeps_["lr"]["lrs"], record["lrs"])
+    assert other.lr_ == record["suggestions"]["minimum"] != clf.lr_
+    assert other.history_[0]["lrs"] == pytest.approx([other.lr_])
+    # a fit that sweeps nothing records no sweep
+    assert clone(estimator).fit(X, y).lr_sweeps_ == {}
+
+
+def test_an_lr_sweep_as_the_rate_clones_searches_and_saves(images, estimator, tmp_path):
+    from sktransfer import load, save
+
+    X, y = images
+    est = clone(estimator).set_params(precompute_epochs=2)
+    search = GridSearchCV(
+        est,
+        {
+            "lr": [
+                LRSweep(end_lr=100, rule="valley"),
+                LRSweep(end_lr=100, rule="steepest"),
+            ]
+        },
+        cv=2,
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 6 images a fold
+        search.fit(X, y)
+    best = search.best_estimator_
+    assert isinstance(best.lr, LRSweep) and best.lr.end_lr == 100
+    save(best, tmp_path / "model")
+    again = load(tmp_path / "model")
+    assert again.lr.get_params() == best.lr.get_params()
+    np.testing.assert_array_equal(
+        again.lr_sweeps_["lr"]["lrs"], best.lr_sweeps_["lr"]["lrs"]
+    )
+    np.testing.assert_allclose(again.predict_proba(X), best.predict_proba(X), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "sweep", [LRSweep(start_lr=1.0, end_lr=0.1), LRSweep(num_it=2), LRSweep(rule="max")]
+)
+@pytest.mark.parametrize("name", ["lr", "unfrozen_lr"])
+def test_an_lr_sweep_that_cannot_run_is_named_before_any_image(estimator, sweep, name):
+    clf = clone(estimator).set_params(**{name: sweep})
+    with pytest.raises(InvalidParameterError, match=rf"'{name}' parameter.*LRSweep"):
+        clf.fit(["missing.jpg", "gone.jpg"], ["a", "b"])
 
 
 def test_lr_auto_without_precomputed_epochs(images, estimator):

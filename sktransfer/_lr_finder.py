@@ -53,10 +53,12 @@ class LRFinder(BaseEstimator):
     num_it : int, default=100
         Mini-batches in the sweep (the data is cycled when smaller).
     stage : {"precomputed", "unfrozen"}, default="precomputed"
-        ``"precomputed"`` sweeps the head on cached features (seconds);
-        ``"unfrozen"`` first fits the estimator's head as configured, then
-        sweeps the unfrozen network with the estimator's differential
-        rate ratios.
+        ``"precomputed"`` sweeps the head on cached features (seconds),
+        from where ``fit``'s own sweep of ``lr`` starts (after the linear
+        probe when the estimator runs one; ``head_init="random"`` sweeps a
+        fresh head, as the lesson does); ``"unfrozen"`` first fits the
+        estimator's head as configured, then sweeps the unfrozen network
+        with the estimator's differential rate ratios.
     smooth : float, default=0.98
         Exponential smoothing of the loss.
     diverge : float, default=4

@@ -41,6 +41,14 @@ from torch import nn
 
 from ._plan import N_BODY_GROUPS
 from ._transforms import Preprocessing, check_preprocessing
+from ._weights_files import (
+    check_finite,
+    expand,
+    file_digest,
+    is_path,
+    load_state,
+    read_state_dict,
+)
 from .exceptions import WeightsUnavailableError
 
 _TIMM_PREFIX = "timm:"
@@ -134,23 +142,23 @@ def _load_torchvision(name: str, weights) -> Backbone:
         model = tvm.get_model(name, weights=None, **kwargs)
         weights_id = "random-init"
         pre = _preset_from_enum(list(enum)[0])
-    elif _is_path(weights, _is_enum_name(enum, weights)):
+    elif is_path(weights, _is_enum_name(enum, weights)):
         model = tvm.get_model(name, weights=None, **kwargs)
-        path = _expand(weights)
-        state = _read_state_dict(path)
+        path = expand(weights)
+        state = read_state_dict(path)
         if aux:
             state = _drop_aux_heads(state)
-        _load_state(model, state, path, name)
-        weights_id = "file:" + _file_digest(path)
+        load_state(model, state, path, name)
+        weights_id = "file:" + file_digest(path)
         pre = _preset_from_enum(list(enum)[0])
     else:
         member = _resolve_enum_member(enum, weights, name)
         model = tvm.get_model(name, weights=None, **kwargs)
         path = _registry_file(member.url, f"the weights {member}", name)
-        state = _read_state_dict(path, registry=True)
+        state = read_state_dict(path, registry=True)
         if aux:
             state = _drop_aux_heads(state)
-        _load_state(model, state, path, name)
+        load_state(model, state, path, name)
         weights_id = f"torchvision:{member}"
         pre = _preset_from_enum(member)
     n_features = _strip_classifier(model)
@@ -197,7 +205,7 @@ def _resolve_enum_member(enum, weights, name):
         options = ", ".join(["DEFAULT", *(m.name for m in enum)])
         folder = ""
         with contextlib.suppress(OSError, ValueError):
-            if weights.strip() and _expand(weights).is_dir():
+            if weights.strip() and expand(weights).is_dir():
                 folder = (
                     f" ({weights!r} here is a folder; a weights file must be a file)"
                 )
@@ -265,7 +273,7 @@ def _check_hash_prefix(path: Path, prefix: str, what: str, name: str) -> None:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise OSError("not a regular file")
-        digest = _file_digest(path, length=64)
+        digest = file_digest(path, length=64)
     except OSError as exc:
         raise WeightsUnavailableError(
             f"the cached weights file {str(path)!r} ({what} of backbone "
@@ -392,7 +400,7 @@ def _timm_model(timm, name: str, weights) -> tuple:
         raise ValueError(
             f"unknown backbone 'timm:{name}': timm has no model of that name."
         )
-    if weights is None or _is_path(weights, _is_timm_tag(timm, name, weights)):
+    if weights is None or is_path(weights, _is_timm_tag(timm, name, weights)):
         model = timm.create_model(name, pretrained=False)
         return (model, *_timm_local_weights(model, weights, f"timm:{name}"))
     if not isinstance(weights, str):
@@ -414,7 +422,7 @@ def _timm_hub_model(timm, name: str, weights) -> tuple:
             f"backbone 'timm:{name}': a hub name is 'timm:hf-hub:ORG/NAME' "
             "(for example 'timm:hf-hub:timm/resnet18.a1_in1k')."
         )
-    if weights is None or _is_path(weights):
+    if weights is None or is_path(weights):
         model = _timm_pretrained(timm, name, f"timm:{name}", pretrained=False)
         return (model, *_timm_local_weights(model, weights, f"timm:{name}"))
     if weights != "DEFAULT":
@@ -453,9 +461,9 @@ def _timm_local_weights(model, weights, shown: str) -> tuple:
     ``(weights_id, weights_file)``."""
     if weights is None:
         return "random-init", None
-    path = _expand(weights)
-    _load_state(model, _read_state_dict(path), path, shown)
-    return "file:" + _file_digest(path), str(path)
+    path = expand(weights)
+    load_state(model, read_state_dict(path), path, shown)
+    return "file:" + file_digest(path), str(path)
 
 
 def _timm_weights_id(model, name: str) -> str:
@@ -465,7 +473,7 @@ def _timm_weights_id(model, name: str) -> str:
     be finite."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     resolved = f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}"
-    _check_finite(model.state_dict(), f"the pretrained weights of 'timm:{name}'")
+    check_finite(model.state_dict(), f"the pretrained weights of 'timm:{name}'")
     return f"timm:{resolved}:{cfg.get('hf_hub_id') or cfg.get('url', '')}"
 
 
@@ -517,119 +525,3 @@ def _timm_hash_check():
 
 
 # --- local files -------------------------------------------------------------
-
-
-def _is_path(weights, registry_name: bool = False) -> bool:
-    """Whether ``weights`` names a local weights file.
-
-    ``registry_name``: ``weights`` is also a registry name, which wins over a
-    bare name in the working directory (see the module notes).
-    """
-    if isinstance(weights, os.PathLike):
-        return True
-    if not isinstance(weights, str):
-        return False
-    separators = {os.sep, os.altsep or os.sep, "/"}
-    if any(sep in weights for sep in separators) or weights.endswith(
-        (".pth", ".pt", ".bin", ".safetensors")
-    ):
-        return True
-    if registry_name or weights == "DEFAULT":
-        return False
-    try:
-        return _expand(weights).is_file()  # a folder is never a weights file
-    except (OSError, ValueError):  # a NUL in the name
-        return False
-
-
-def _expand(weights) -> Path:
-    try:
-        return Path(weights).expanduser()
-    except RuntimeError:  # "~" without a home directory
-        return Path(weights)
-
-
-def _read_state_dict(path: Path, registry: bool = False) -> dict:
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"weights file {str(path)!r} {what}.")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ImportError(
-                "reading .safetensors weights needs: pip install safetensors"
-            ) from None
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            fix = (
-                " Delete it and load again to download a fresh copy."
-                if registry
-                else ""
-            )
-            raise ValueError(
-                f"weights file {str(path)!r} could not be read as a PyTorch state_dict "
-                f"with weights_only=True ({type(exc).__name__}: {exc}).{fix}"
-            ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(
-        torch.is_tensor(v) for v in state.values()
-    ):
-        raise ValueError(
-            f"weights file {str(path)!r} does not hold a state_dict of tensors."
-        )
-    _check_finite(state, f"weights file {str(path)!r}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _check_finite(state: dict, what: str) -> None:
-    """Refuse weights holding NaN or inf: every feature would be NaN."""
-    bad = [
-        k
-        for k, v in state.items()
-        if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-    if bad:
-        raise ValueError(
-            f"{what} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), "
-            f"such as {bad[:5]}: every feature computed with it would be NaN. "
-            "Is the file damaged, or saved from a training run that diverged?"
-        )
-
-
-def _load_state(model: nn.Module, state: dict, path: Path, name: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}")
-        if mismatched:
-            parts.append(f"shape mismatches {mismatched[:5]}")
-        raise ValueError(
-            f"weights file {str(path)!r} does not fit backbone {name!r}: "
-            + "; ".join(parts)
-            + ". Is it a file for another architecture?"
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _file_digest(path: Path, length: int = 32) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]

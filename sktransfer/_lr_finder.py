@@ -30,6 +30,7 @@ from .exceptions import InvalidParameterError
 
 __all__ = ["LRFinder"]
 
+
 def _check_range(params, name) -> None:
     if not params["start_lr"] < params["end_lr"]:
         raise InvalidParameterError(

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import RegressorMixin
 
 from ._base import RecipeEstimator
-from ._classifier import _RECIPE_DOC
+from ._recipe_doc import RECIPE_PARAMETERS
 from ._tasks import Regression
 
 
@@ -35,7 +35,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
 
     Parameters
     ----------"""
-        + _RECIPE_DOC
+        + RECIPE_PARAMETERS
         + """
     Attributes
     ----------

@@ -1,0 +1,171 @@
+"""The parameters the two recipe estimators share, documented once.
+
+:class:`~sktransfer.PretrainedImageClassifier` and
+:class:`~sktransfer.PretrainedImageRegressor` take the same recipe
+parameters; their docstrings are assembled from this text (numpydoc's
+``Parameters`` entries) and each adds its own parameters and attributes.
+"""
+
+RECIPE_PARAMETERS = """
+    backbone : str, default="resnet34"
+        A torchvision classification model name (``"resnet34"``,
+        ``"mobilenet_v2"``, ``"efficientnet_b0"``, ...) or ``"timm:NAME"``.
+    weights : str, path-like or None, default="DEFAULT"
+        ``"DEFAULT"`` (downloaded once into torch's cache), a torchvision
+        weights name (``"IMAGENET1K_V1"``), the path of a local state_dict
+        file, or None (random initialisation).
+    image_size : int, default=None
+        Side of the square network input. None uses the weights' preset.
+    preprocessing : dict, default=None
+        Overrides of the weights' preset (``resize_size``, ``crop_size``,
+        ``mean``, ``std``, ``interpolation``, ``resize_mode``).
+    hidden_sizes : tuple of int, default=()
+        Sizes of the head's hidden layers; ``()`` for a linear head (the
+        default: on the benchmarks' photo sets a linear head started by the
+        probe is as accurate as fastai's head with a hidden layer of 512,
+        and never collapses on a few images a class).
+    dropout : float, default=0.5
+        Dropout before the last Linear layer (half of it before the others).
+    head_init : {"auto", "linear_probe", "random"}, default="auto"
+        Where the head starts. ``"linear_probe"`` fits its output layer in
+        closed form before any other stage: an L2-penalised logistic
+        (softmax, or one sigmoid per label) or ridge regression on the
+        standardised cached features of the training images, the penalty
+        chosen by 3-fold cross-validation among 9 strengths. With a linear
+        head (``hidden_sizes=()``) that is the linear model itself, so the
+        stages after it fine-tune from where a linear model ends (linear
+        probing, then fine-tuning). ``"random"`` starts from a random head.
+        ``"auto"`` probes a linear head and starts a head with hidden layers
+        at random.
+    precompute_epochs : int, default=0
+        Stage 1: epochs of the head on the frozen body's precomputed (cached)
+        features, one cosine cycle, after the linear probe (if any). 0 skips
+        the stage: the probe alone is the default (8 more epochs on top of
+        it moved held-out accuracy and log loss only within noise on the
+        benchmark sets; a random head needs them).
+    augmented_cycles : int, default=0
+        Stage 2: SGDR cycles of ``cycle_len`` epochs training the head on
+        augmented photos through the frozen body. 0 skips the stage.
+    augmented_copies : int, default=4
+        Stage 2 trains on the cached features of this many fixed augmented
+        copies of each photo (epoch ``e`` sees copy ``e % augmented_copies``;
+        only the copies the epochs use are computed). Like the plain
+        features, they are computed once and shared by every fold, grid
+        candidate and refit. 0 augments afresh on every epoch instead,
+        pushing every photo through the body each time.
+    unfrozen_cycles : int, default=0
+        Stage 3: SGDR cycles with the body unfrozen (the first ``cycle_len``
+        epochs long, each next one ``cycle_mult`` times longer), at
+        differential learning rates. 0 skips the stage.
+    unfreeze_from : {0, 1, 2}, default=0
+        First layer group trained in stage 3: 0 unfreezes the whole body, 1
+        the middle and late groups, 2 only the late group.
+    cycle_len : float, default=1
+        Epochs of the first SGDR cycle of stages 2 and 3 (fractions allowed).
+    cycle_mult : float, default=1
+        Each cycle of stage 3 is ``cycle_mult`` times longer than the last.
+    lr : float, "auto" or LRSweep, default=1e-3
+        Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
+        a learning-rate sweep of the head on cached features inside ``fit``;
+        an :class:`~sktransfer.callbacks.LRSweep` sets that sweep's range
+        and rule (``"auto"`` is ``LRSweep()``).
+    unfrozen_lr : float, "auto", LRSweep or tuple of 3 floats, default=1e-4
+        Stage 3 rate of the late layer group and the head; earlier groups
+        get ``unfrozen_lr / lr_mult`` and ``unfrozen_lr / lr_mult**2``. A
+        tuple gives the early, middle and late rates explicitly; ``"auto"``
+        or an ``LRSweep`` sweeps it (all unfrozen groups together, at their
+        ratios) when stage 3 starts.
+    lr_mult : float, default=10
+        Ratio between neighbouring layer groups' rates in stage 3.
+    augment : {"side_on", "top_down"} or None, default="side_on"
+        Augmentation of training photos in stages 2 and 3; TTA views follow
+        it. Use None when flips or rotations would change the target.
+    max_zoom : float, default=1.1
+        Largest random zoom of the augmentation.
+    batch_size : int, default=64
+        Mini-batch size of training, in every stage (at least 2: the head's
+        BatchNorm needs it).
+    weight_decay : float, default=1e-2
+        Decoupled weight decay (AdamW).
+    tta : int, default=0
+        Number of augmented views (mirror, zoomed and shifted crops) averaged
+        with the plain view at prediction time.
+    snapshot_ensemble : bool, default=False
+        Keep the model at the end of every SGDR cycle of the last stage and
+        average their predictions. Cheap when the last stage trains only the
+        head (one feature pass, several heads); when the body was unfrozen,
+        every snapshot runs its own body at prediction time.
+    validation_fraction : float, default=None
+        Hold out this fraction of the training data (stratified for
+        single-label classes); its loss and score are recorded per epoch.
+        None holds out nothing, unless ``early_stopping=True``, which then
+        holds out 0.1 (as scikit-learn's ``MLPClassifier`` does). Validation
+        images passed to ``fit`` as ``X_val``, ``y_val`` are used instead
+        (giving both is an error).
+    early_stopping : bool, default=False
+        Stop a stage after ``n_iter_no_change`` epochs without improvement
+        of the validation loss by at least ``tol``, and keep its best
+        weights; and undo a whole stage whose best validation loss is not
+        lower (by ``tol``) than that of the model it started from, so that
+        the fit ends with the best stage end: never worse on the validation
+        images than the linear probe, when fine-tuning does not pay. The
+        validation set is ``fit``'s ``X_val``, or else
+        ``validation_fraction`` of the training data (0.1 when that is
+        None). ``history_`` marks the epochs undone (``discarded``).
+    n_iter_no_change : int, default=3
+        With ``early_stopping``: how many epochs in a row a stage may go
+        without lowering its best validation loss by at least ``tol``
+        before it stops (the stage runs at least ``1 + n_iter_no_change``
+        epochs, or all of its epochs if fewer).
+    tol : float, default=1e-4
+        With ``early_stopping``: the smallest decrease of the validation
+        loss that counts as an improvement (absolute, as in scikit-learn's
+        ``MLPClassifier``).
+    warm_start : bool, default=False
+        A new ``fit`` continues from the current head and body weights (the
+        linear probe, which starts a new head, is skipped).
+    callbacks : list of skorch callbacks, default=None
+        skorch callbacks (instances, or ``(name, callback)`` pairs) added to
+        the net of every skorch-trained stage, after sktransfer's own: e.g.
+        ``ProgressBar``, ``EpochScoring``, ``Checkpoint``, ``TensorBoard``
+        or a ``Callback`` subclass of your own. Each stage trains its own
+        skorch net and gets fresh deep copies of them, so nothing carries
+        over from stage to stage or from fit to fit (the instances given
+        are never called; one that cannot be deep-copied, holding an open
+        writer, is copied shallowly and shares what it holds); a callback
+        sees ``net.history`` of its stage only. The linear probe is fitted
+        in closed form, without a net, so callbacks do not see it. A
+        stage's net works on the head's raw outputs (logits, or
+        standardised targets) and its data sets yield ``(target, weight)``
+        pairs as ``y``: an ``EpochScoring`` needs a scoring function of its
+        own rather than a scikit-learn scorer name. Numbers a callback
+        records in an epoch's ``net.history`` row (an ``EpochScoring``'s
+        score) are copied into that epoch's ``history_`` record. A skorch
+        ``EarlyStopping`` among them ends the stage as ``early_stopping``
+        does, and the fit goes on.
+    on_error : {"raise", "skip"}, default="raise"
+        What ``fit`` does with images that cannot be read or decoded:
+        ``"raise"`` lists them all in one error before training; ``"skip"``
+        leaves them out, warns, and lists them in ``skipped_``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Numeric precision of the network's matrix work, in feature
+        extraction and in every training stage (bf16 autocast; weights,
+        optimizer state and losses stay fp32). ``"auto"`` uses bf16 where
+        the hardware runs it natively (AVX-512 BF16/AMX CPUs, GPUs with
+        bf16 tensor cores: Ampere and later), fp32 elsewhere (also on T4 or
+        V100 GPUs, where torch only emulates bf16).
+    extract_batch_size : int, default=32
+        Images per forward pass of the body when computing features.
+    device : str, default="auto"
+        ``"auto"`` (CUDA if available, then Apple's MPS, else the CPU),
+        ``"cpu"``, ``"cuda"``, ``"mps"``...
+    cache : "auto", path or None, default="auto"
+        Feature cache directory. ``"auto"`` is ``$SKTRANSFER_CACHE`` or the
+        per-user cache folder; None disables it.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the head's initialisation, shuffling and augmentation. Global
+        RNG state is left untouched.
+    verbose : int, default=0
+        1 shows a progress bar per stage and one summary line per fit; 2
+        adds one line per epoch (stage, rates, losses).
+"""

@@ -54,12 +54,12 @@ class LRFinder(BaseEstimator):
     num_it : int, default=100
         Mini-batches in the sweep (the data is cycled when smaller).
     stage : {"precomputed", "unfrozen"}, default="precomputed"
-        ``"precomputed"`` sweeps the head on cached features (seconds),
-        from where ``fit``'s own sweep of ``lr`` starts (after the linear
-        probe when the estimator runs one; ``head_init="random"`` sweeps a
-        fresh head, as the lesson does); ``"unfrozen"`` first fits the
-        estimator's head as configured, then sweeps the unfrozen network
-        with the estimator's differential rate ratios.
+        ``"precomputed"`` sweeps a new head on cached features (seconds),
+        as the lesson's ``lr_find`` does and as ``fit`` sweeps ``lr``
+        (also where the head then starts from a linear probe);
+        ``"unfrozen"`` first fits the estimator's head as configured, then
+        sweeps the unfrozen network with the estimator's differential rate
+        ratios.
     smooth : float, default=0.98
         Exponential smoothing of the loss.
     diverge : float, default=4

@@ -581,6 +581,24 @@ def test_lr_sweeps_records_what_auto_swept_and_its_rule_chooses(images, estimato
     assert clone(estimator).fit(X, y).lr_sweeps_ == {}
 
 
+def test_the_head_rate_is_swept_from_a_new_head_after_a_probe(images, estimator):
+    """A probed head sits at its loss minimum, where a sweep has no descent
+    to read: the sweep trains a copy with new weights, as the lesson's
+    lr_find does, and the probed head then trains at the rate found."""
+    X, y = images
+    probed = clone(estimator).set_params(
+        head_init="auto", hidden_sizes=(), lr="auto", precompute_epochs=1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        probed.fit(X, y)
+    assert probed.history_[0]["stage"] == "probe"
+    probe_loss = probed.history_[0]["train_loss"]
+    first = probed.lr_sweeps_["lr"]["losses"][0]
+    assert first > 0.3 > probe_loss  # two classes from scratch: about log(2)
+    assert probed.history_[1]["lrs"] == pytest.approx([probed.lr_])
+
+
 def test_an_lr_sweep_as_the_rate_clones_searches_and_saves(images, estimator, tmp_path):
     from sktransfer import load, save
 

@@ -288,7 +288,8 @@ class RecipeEstimator(BaseEstimator):
             check_split(self, inputs.encoded[weighted], task, info, dropped)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
-        needs_features = plan[0].on_features or self.lr == "auto"
+        swept = not isinstance(self.lr, Real)  # "auto" or an LRSweep
+        needs_features = plan[0].on_features or swept
         read = self._read_and_drop(extractor, inputs, needs_features)
         encoded = inputs.encoded[read.keep]
         if len(read.keep) < len(weighted):  # unreadable images left out as well
@@ -303,24 +304,17 @@ class RecipeEstimator(BaseEstimator):
                 check_split(self, encoded, task, info, dropped)
         info = {**info, **more}
         data = self._training_set(extractor, inputs, read, task, info, seed)
-        head = (
-            copy.deepcopy(self.head_)
-            if continuing
-            else engine.new_head(
-                extractor.n_features,
-                task.n_outputs,
-                self.hidden_sizes,
-                self.dropout,
-                seed,
-            )
-        )
+        settings = self._settings()
+        # every view the stages read as features, through the cache, before
+        # training: the engine never calls the extractor
+        data.compute_views(plan, settings, sweeps_head=swept)
         history = list(self.history_) if continuing else []
         return Prepared(
             plan,
             data,
-            head,
+            self._start_head(continuing, extractor, task, seed),
             task,
-            self._settings(),
+            settings,
             seed,
             info,
             read.skipped,
@@ -368,6 +362,14 @@ class RecipeEstimator(BaseEstimator):
                 "run on a warm start). Set one of them above 0."
             )
         return plan
+
+    def _start_head(self, continuing, extractor, task, seed):
+        """A copy of the fitted head for a warm start, else a new one."""
+        if continuing:
+            return copy.deepcopy(self.head_)
+        return engine.new_head(
+            extractor.n_features, task.n_outputs, self.hidden_sizes, self.dropout, seed
+        )
 
     def _read_and_drop(self, extractor, inputs, needs_features) -> Read:
         """Read every image once (fingerprints, and plain features when a

@@ -42,7 +42,7 @@ from ._seeding import seeded
 from ._stage_net import Snapshot, history_rows, stage_net
 from ._sweep import sweep_rate
 from ._threads import small_work_threads
-from ._transforms import AugmentedView
+from ._transforms import PLAIN, AugmentedView
 from .callbacks import LRSweep
 from .exceptions import DivergedError
 
@@ -53,13 +53,15 @@ FALLBACK_LRS = {"lr": 1e-3, "unfrozen_lr": 1e-4}
 
 @dataclasses.dataclass
 class TrainingSet:
-    """Everything a fit trains on, checked once by the front.
+    """Everything a fit trains on, checked and computed by the front.
 
     ``targets`` is the task's target tensor for every image, ``weights`` a
     float32 tensor (ones when the user gave none), ``train``/``valid`` index
-    arrays (``valid`` may be None), ``features`` the plain-view features of
-    every image when a stage needs them (filled lazily by
-    :meth:`plain_features`).
+    arrays (``valid`` may be None). ``features`` holds the plain-view
+    features of every image and ``copies`` the features of each copies
+    stage's augmented copies of the training images, by stage name: both
+    are computed through the feature cache before training starts
+    (:meth:`compute_views`), so the stages never call the extractor.
     """
 
     extractor: object
@@ -72,34 +74,53 @@ class TrainingSet:
     extract_batch_size: int = 32
     verbose: int = 0
     features: np.ndarray | None = None
+    copies: dict = dataclasses.field(default_factory=dict)
 
-    def augmented_features(self, rows, n_copies, augment, settings) -> np.ndarray:
-        """Features ``(n_copies, len(rows), n_features)`` of fixed augmented
-        copies of the images ``rows`` (cached like the plain view)."""
-        views = [AugmentedView(i, augment, settings.max_zoom) for i in range(n_copies)]
+    def compute_views(self, plan, settings, sweeps_head: bool) -> None:
+        """Compute, through the cache, every view of the images that the
+        stages of ``plan`` read as features: the plain view where a stage
+        trains on features or the head's rate is swept (``sweeps_head``),
+        and each copies stage's augmented copies."""
+        head_stages = [s for s in plan if not s.trains_body]
+        needs_plain = any(s.on_features for s in plan) or (
+            sweeps_head and bool(head_stages)
+        )
+        if needs_plain and self.features is None:
+            self.features = self._features(self.sources, self.fingerprints)[0]
+        for stage in plan:
+            if stage.input == "copies" and stage.augment is not None:
+                views = [
+                    AugmentedView(i, stage.augment, settings.max_zoom)
+                    for i in range(stage.copies)
+                ]
+                rows = self.train
+                self.copies[stage.name] = self._features(
+                    [self.sources[i] for i in rows],
+                    [self.fingerprints[i] for i in rows],
+                    views,
+                )
+
+    def _features(self, sources, fingerprints, views=(PLAIN,)) -> np.ndarray:
+        """``(n_views, n, n_features)`` through the extractor and its cache."""
         return self.extractor.transform(
-            [self.sources[i] for i in rows],
+            sources,
             views=views,
             batch_size=self.extract_batch_size,
             verbose=self.verbose,
-            fingerprints=[self.fingerprints[i] for i in rows],
+            fingerprints=fingerprints,
         )
 
     def plain_features(self) -> np.ndarray:
-        if self.features is None:
-            self.features = self.extractor.transform(
-                self.sources,
-                batch_size=self.extract_batch_size,
-                verbose=self.verbose,
-                fingerprints=self.fingerprints,
-            )[0]
+        if self.features is None:  # compute_views was not asked for them
+            raise RuntimeError("the plain features were not computed before training")
         return self.features
 
     def stage_dataset(self, stage, rows, settings, seed, augment):
         """The features, augmented copies' features or images of ``rows`` for
         ``stage`` (``augment=None``: the plain view)."""
         if stage.input == "copies" and augment is not None:
-            copies = self.augmented_features(rows, stage.copies, augment, settings)
+            # the copies of the training rows (the only rows trained on)
+            copies = self.copies[stage.name]
             return CopiesDataset(copies, self.targets[rows], self.weights[rows])
         if stage.on_features:
             return FeatureDataset(

@@ -362,6 +362,28 @@ def test_augmented_copies_go_through_the_body_once_and_are_then_cached(
     assert forward_count["n"] == len(X)
 
 
+def test_every_view_goes_through_the_body_before_the_first_stage_trains(
+    images, forward_count
+):
+    """fit computes the plain view and the augmented copies up front; no
+    stage calls the body on cached-feature input while it trains."""
+    from skorch.callbacks import Callback
+
+    X, y = images
+    seen = []
+
+    class AtEveryStageStart(Callback):
+        def on_train_begin(self, net, **kwargs):
+            seen.append(forward_count["n"])
+
+    PretrainedImageClassifier(
+        **TINY, cache=None, batch_size=6, random_state=0, precompute_epochs=1,
+        augmented_cycles=2, augmented_copies=2, callbacks=[AtEveryStageStart()],
+    ).fit(X, y)  # fmt: skip
+    assert len(seen) == 2  # the precomputed and the augmented stage
+    assert seen == [3 * len(X)] * 2 == [forward_count["n"]] * 2
+
+
 def test_copies_differ_between_photos_and_epochs_but_not_between_runs(tmp_path):
     from sktransfer import PretrainedFeatures
     from sktransfer._transforms import AugmentedView

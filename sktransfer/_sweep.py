@@ -37,7 +37,9 @@ def sweep_rate(stage, config, model, groups, data, task, settings, seed, fallbac
     name = "unfrozen_lr" if stage.trains_body else "lr"
     options = config.get_params()
     options.pop("rule")
-    sweep = stage_sweep(stage, model, groups, data, task, settings, seed, **options)
+    sweep = {"lrs": [], "losses": [], "smoothed": [], "diverged": False}
+    if len(data.train) >= 2:  # a batch of one cannot train the head's BatchNorm
+        sweep = stage_sweep(stage, model, groups, data, task, settings, seed, **options)
     problem = sweep_problem(sweep, len(data.train), settings.batch_size)
     suggestions = {}
     if len(sweep["lrs"]) >= 3:

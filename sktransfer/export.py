@@ -1,4 +1,5 @@
-"""A fitted model as one torch graph, and from it ONNX and TorchScript files.
+"""A fitted model as one torch graph, and from it torch.export, ONNX and
+TorchScript files.
 
 :func:`to_torch` returns one ``torch.nn.Module`` that maps a uint8 batch
 ``(n, H, W, 3)``, what the estimator's ``preprocess`` method returns (the
@@ -6,9 +7,10 @@ images decoded, EXIF-rotated, resized and centre-cropped exactly as
 ``predict`` does), to what ``predict_proba`` (classifier), ``predict``
 (regressor) or ``transform`` (:class:`~sktransfer.PretrainedFeatures`)
 returns: normalisation, body, pooling, head and output activation in one
-graph, with nothing else to ship. :func:`export_onnx` and
-:func:`export_torchscript` write it to a file that a service loads without
-Python's pickle, without scikit-learn and without sktransfer.
+graph, with nothing else to ship. :func:`export_program` (``torch.export``),
+:func:`export_onnx` and :func:`export_torchscript` write it to a file that a
+service loads without Python's pickle, without scikit-learn and without
+sktransfer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from ._model import FittedModel, features_model
 
-__all__ = ["export_onnx", "export_torchscript", "to_torch"]
+__all__ = ["export_onnx", "export_program", "export_torchscript", "to_torch"]
 
 #: Input and output names of exported graphs.
 INPUT_NAME = "images"
@@ -197,8 +199,7 @@ def export_torchscript(estimator, path) -> str:
     (``torch.jit.load(path, _extra_files={"sktransfer.json": ""})``).
 
     PyTorch deprecates TorchScript in favour of ``torch.export``: for new
-    deployments prefer :func:`export_onnx`, or
-    ``torch.export.export(to_torch(estimator), (batch,))``.
+    deployments prefer :func:`export_program` or :func:`export_onnx`.
 
     Examples
     --------
@@ -229,6 +230,52 @@ def export_torchscript(estimator, path) -> str:
         traced = torch.jit.trace(model, (example,), check_trace=False)
     extra = {"sktransfer.json": json.dumps(metadata)}
     _write_aside(path, lambda tmp: traced.save(str(tmp), _extra_files=extra))
+    return path
+
+
+def export_program(estimator, path) -> str:
+    """Write the fitted ``estimator`` as a ``torch.export`` program (a
+    ``.pt2`` file); return its path.
+
+    The program is :func:`to_torch`'s module exported with a dynamic batch
+    dimension: ``torch.export.load(path).module()`` maps a uint8
+    ``(n, H, W, 3)`` tensor (what ``preprocess`` returns) to the outputs,
+    for any ``n``. It is PyTorch's own serialised graph, loaded without
+    pickled Python code, and what PyTorch's deployment tools (AOTInductor,
+    ExecuTorch) take as input. The metadata of :func:`export_onnx` is stored
+    in the file as the extra file ``sktransfer.json``
+    (``torch.export.load(path, extra_files={"sktransfer.json": ""})``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = ["cat"] * 4 + ["dog"] * 4
+    >>> clf = PretrainedImageClassifier(
+    ...     "resnet18", weights=None, image_size=32, cache=None, random_state=0
+    ... ).fit(X, y)
+    >>> import os
+    >>> import tempfile
+    >>> import torch
+    >>> from sktransfer.export import export_program
+    >>> path = export_program(clf, os.path.join(tempfile.mkdtemp(), "model.pt2"))
+    >>> program = torch.export.load(path)
+    >>> program.module()(torch.from_numpy(clf.preprocess(X[:3]))).shape
+    torch.Size([3, 2])
+    """
+    path = os.fspath(path)
+    model = to_torch(estimator)
+    metadata = export_metadata(estimator)
+    example = torch.from_numpy(_example_batch(metadata, n=2))
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    extra = {"sktransfer.json": json.dumps(metadata)}
+    _write_aside(
+        path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra)
+    )
     return path
 
 

@@ -23,7 +23,12 @@ from sktransfer import (
     PretrainedImageClassifier,
     PretrainedImageRegressor,
 )
-from sktransfer.export import export_onnx, export_torchscript, to_torch
+from sktransfer.export import (
+    export_onnx,
+    export_program,
+    export_torchscript,
+    to_torch,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "serve_onnx.py"
 #: TINY in float32, so that the graph's outputs equal predict's within 1e-5
@@ -128,6 +133,28 @@ def test_to_torch_of_snapshots_with_tuned_bodies_averages_each_body(images, tmp_
     np.testing.assert_allclose(
         run_graph(module, model, paths), model.predict_proba(paths), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_export_program_maps_any_batch_to_what_predict_returns(
+    images, cache_dir, classifier, tmp_path, kind
+):
+    paths, _ = images
+    if kind == "classifier":
+        model, expected = classifier, classifier.predict_proba(paths)
+    else:
+        model = PretrainedImageRegressor(**EXACT, cache=cache_dir)
+        expected = model.fit(paths, np.linspace(-3.0, 5.0, len(paths))).predict(paths)
+    path = export_program(model, tmp_path / "model.pt2")
+    assert path == str(tmp_path / "model.pt2")
+    extra = {"sktransfer.json": ""}
+    program = torch.export.load(path, extra_files=extra).module()
+    meta = json.loads(extra["sktransfer.json"])
+    assert meta["preprocessing"]["crop_size"] == 32
+    for n in (len(paths), 1):  # the batch dimension is dynamic
+        out = run_graph(program, model, paths[:n])
+        np.testing.assert_allclose(out, expected[:n], rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]
 
 
 def test_to_torch_of_features_gives_transform(images, cache_dir):

@@ -115,12 +115,18 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
     "icon_links": [],
 }
-# Pages that read best at full width: the landing page, installation, the
-# changelog, and the gallery's examples (code and printed tables are wide).
+# Pages that read best at full width: every page without sub-pages (the
+# left column would be an empty "Section Navigation") and the gallery's
+# examples (code and printed tables are wide). The API reference keeps it.
 html_sidebars = {
     "index": [],
     "install": [],
     "changelog": [],
+    "guide": [],
+    "benchmarks": [],
+    "architecture": [],
+    "cli": [],
+    "scale_and_export": [],
     "auto_examples/*": [],
 }
 toc_object_entries_show_parents = "hide"  # "predict", not "Class.predict"

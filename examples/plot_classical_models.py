@@ -28,6 +28,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 from skimage.feature import hog
@@ -216,6 +217,16 @@ ax.set_xlabel("CPU seconds (features once + 5-fold fit and predict)")
 ax.set_ylabel("5-fold accuracy (mean, std)")
 ax.set_title(f"Dogs vs cats, {len(X)} photos")
 ax.grid(True, alpha=0.3)
+# the colours; the fast models are the inaccurate ones, so the upper left
+# is free
+ax.legend(
+    handles=[
+        Line2D([], [], marker="o", linestyle="none", color=color, label=kind)
+        for kind, color in colors.items()
+    ],
+    loc="upper left",
+    fontsize="small",
+)
 
 # %%
 # What it shows

@@ -159,7 +159,7 @@ unfrozen = make_plan(clf.get_params())[-1]
 n_train = int(len(X_train) * (1 - 0.2))
 steps = int(np.ceil(n_train / clf.batch_size))
 schedule = SGDR(cycle_len=1, cycle_mult=2, n_cycles=unfrozen.n_cycles)
-fig, ax = plt.subplots(figsize=(7, 3.5))
+fig, ax = plt.subplots(figsize=(8, 3.5))
 for group, rate in zip(
     ("early layers", "middle layers", "late layers and head"),
     unfrozen.group_lrs(unfrozen.lr)[:3],
@@ -170,7 +170,9 @@ ax.set_yscale("log")
 ax.set_xlabel("epoch of the unfrozen stage")
 ax.set_ylabel("learning rate")
 ax.set_title("SGDR with differential learning rates")
-ax.legend(fontsize="small")
+# beside the axes: inside, it would cover a curve
+ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+fig.tight_layout()
 
 # %%
 # Train. ``history_`` has one row per epoch;

@@ -156,10 +156,7 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
             "export_onnx needs onnx and onnxscript: pip install 'sktransfer[export]'"
         ) from None
     path = os.fspath(path)
-    model = to_torch(estimator)
-    metadata = export_metadata(estimator)
-    example = torch.from_numpy(_example_batch(metadata, n=2))
-    batch = torch.export.Dim("batch", min=1)
+    model, metadata, example = _graph_inputs(estimator)
     with warnings.catch_warnings():
         # the exporter's notes on its own internals are not the user's business
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -170,7 +167,7 @@ def export_onnx(estimator, path, *, opset_version=None) -> str:
             dynamo=True,
             input_names=[INPUT_NAME],
             output_names=[metadata["output_name"]],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=_dynamic_batch(),
             opset_version=opset_version,
             optimize=True,
             verbose=False,
@@ -221,9 +218,7 @@ def export_torchscript(estimator, path) -> str:
     torch.Size([8, 2])
     """
     path = os.fspath(path)
-    model = to_torch(estimator)
-    metadata = export_metadata(estimator)
-    example = torch.from_numpy(_example_batch(metadata, n=2))
+    model, metadata, example = _graph_inputs(estimator)
     with torch.no_grad(), warnings.catch_warnings():
         # torch's deprecation notice of TorchScript: said in this docstring
         warnings.filterwarnings("ignore", "`torch.jit", category=FutureWarning)
@@ -266,17 +261,30 @@ def export_program(estimator, path) -> str:
     torch.Size([3, 2])
     """
     path = os.fspath(path)
-    model = to_torch(estimator)
-    metadata = export_metadata(estimator)
-    example = torch.from_numpy(_example_batch(metadata, n=2))
-    batch = torch.export.Dim("batch", min=1)
+    model, metadata, example = _graph_inputs(estimator)
     with torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(
+            model, (example,), dynamic_shapes=_dynamic_batch()
+        )
     extra = {"sktransfer.json": json.dumps(metadata)}
     _write_aside(
         path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra)
     )
     return path
+
+
+def _graph_inputs(estimator) -> tuple:
+    """What every exporter starts from: :func:`to_torch`'s module, the
+    export metadata, and an example uint8 batch of 2 at the input size."""
+    model = to_torch(estimator)
+    metadata = export_metadata(estimator)
+    example = torch.from_numpy(_example_batch(metadata, n=2))
+    return model, metadata, example
+
+
+def _dynamic_batch() -> tuple:
+    """``dynamic_shapes`` of the graph's one input: any batch size."""
+    return ({0: torch.export.Dim("batch", min=1)},)
 
 
 def _write_aside(path: str, write) -> None:

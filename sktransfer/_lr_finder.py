@@ -16,27 +16,17 @@ clone whose ``lr`` (or ``unfrozen_lr``) is an
 from __future__ import annotations
 
 import warnings
-from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_random_state
 
 from ._base import RecipeEstimator
-from ._params import RANDOM_STATE, InstanceOf, Interval, Options, validate
+from ._params import RANDOM_STATE, InstanceOf, Options, validate
 from ._suggest import suggest_lrs
-from .callbacks import LRSweep
-from .exceptions import InvalidParameterError
+from .callbacks import SWEEP_RULES, LRSweep, check_sweep_range
 
 __all__ = ["LRFinder"]
-
-
-def _check_range(params, name) -> None:
-    if not params["start_lr"] < params["end_lr"]:
-        raise InvalidParameterError(
-            f"{name} needs start_lr < end_lr; got start_lr={params['start_lr']!r}, "
-            f"end_lr={params['end_lr']!r}."
-        )
 
 
 class LRFinder(BaseEstimator):
@@ -103,15 +93,11 @@ class LRFinder(BaseEstimator):
 
     _parameter_rules = {
         "estimator": [InstanceOf(RecipeEstimator, name="a sktransfer estimator")],
-        "start_lr": [Interval(Real, 0, None, "neither")],
-        "end_lr": [Interval(Real, 0, None, "neither")],
-        "num_it": [Interval(Integral, 5, None, "left")],
+        **SWEEP_RULES,
         "stage": [Options("precomputed", "unfrozen")],
-        "smooth": [Interval(Real, 0, 1, "left")],
-        "diverge": [Interval(Real, 1, None, "neither")],
         "random_state": [RANDOM_STATE],
     }
-    _parameter_checks = (_check_range,)
+    _parameter_checks = (check_sweep_range,)
 
     def __init__(
         self,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import copy
 import math
+from numbers import Integral, Real
 
 import numpy as np
 from skorch.callbacks import Callback
 
+from ._params import Interval, Options, validate
 from ._suggest import RULES, suggest_lrs
+from .exceptions import InvalidParameterError
 
 __all__ = ["LRSweep", "SGDR", "sgdr_factor", "sgdr_schedule"]
 
@@ -285,6 +288,26 @@ class SGDR(Callback):
             group["lr"] = base
 
 
+def check_sweep_range(params, name) -> None:
+    """A sweep must rise: ``start_lr`` below ``end_lr``."""
+    if not params["start_lr"] < params["end_lr"]:
+        raise InvalidParameterError(
+            f"{name} needs start_lr < end_lr; got start_lr={params['start_lr']!r}, "
+            f"end_lr={params['end_lr']!r}."
+        )
+
+
+#: The rules of a sweep's settings (see ``_params``), shared by
+#: :class:`LRSweep` and :class:`~sktransfer.LRFinder`.
+SWEEP_RULES = {
+    "start_lr": [Interval(Real, 0, None, "neither")],
+    "end_lr": [Interval(Real, 0, None, "neither")],
+    "num_it": [Interval(Integral, 5, None, "left")],
+    "smooth": [Interval(Real, 0, 1, "left")],
+    "diverge": [Interval(Real, 1, None, "neither")],
+}
+
+
 class LRSweep(Callback):
     """A learning-rate sweep: the rate rises exponentially, the loss is
     watched (the rate range test behind the lesson's ``lr_find``).
@@ -347,6 +370,9 @@ class LRSweep(Callback):
     True
     """
 
+    _parameter_rules = {**SWEEP_RULES, "rule": [Options(*RULES)]}
+    _parameter_checks = (check_sweep_range,)
+
     def __init__(
         self,
         start_lr=1e-7,
@@ -364,29 +390,7 @@ class LRSweep(Callback):
         self.rule = rule
 
     def _check(self):
-        if not 0 < self.start_lr < self.end_lr:
-            raise ValueError(
-                "LRSweep needs 0 < start_lr < end_lr; got "
-                f"start_lr={self.start_lr!r}, end_lr={self.end_lr!r}."
-            )
-        if (
-            not isinstance(self.num_it, (int, np.integer))
-            or isinstance(self.num_it, bool)
-            or self.num_it < 5
-        ):
-            raise ValueError(
-                f"LRSweep's num_it must be an int >= 5; got {self.num_it!r}."
-            )
-        if not 0 <= self.smooth < 1:
-            raise ValueError(
-                f"LRSweep's smooth must be in [0, 1); got {self.smooth!r}."
-            )
-        if not self.diverge > 1:
-            raise ValueError(f"LRSweep's diverge must be > 1; got {self.diverge!r}.")
-        if self.rule not in RULES:
-            raise ValueError(
-                f"LRSweep's rule must be one of {RULES}; got {self.rule!r}."
-            )
+        validate(self)
 
     def initialize(self):
         self._check()

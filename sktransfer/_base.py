@@ -289,7 +289,9 @@ class RecipeEstimator(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         swept = not isinstance(self.lr, Real)  # "auto" or an LRSweep
-        needs_features = plan[0].on_features or swept
+        # the plain features, where a stage reads them, in the same pass
+        # that reads and checks the images
+        needs_features = engine.needs_plain_features(plan, swept)
         read = self._read_and_drop(extractor, inputs, needs_features)
         encoded = inputs.encoded[read.keep]
         if len(read.keep) < len(weighted):  # unreadable images left out as well

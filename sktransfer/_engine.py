@@ -51,6 +51,15 @@ from .exceptions import DivergedError
 FALLBACK_LRS = {"lr": 1e-3, "unfrozen_lr": 1e-4}
 
 
+def needs_plain_features(plan, sweeps_head: bool) -> bool:
+    """Whether a stage of ``plan`` reads the plain view's features: one that
+    trains on features, or a head stage whose rate is swept (the head's
+    sweep runs on them whatever the stage's input)."""
+    return any(s.on_features for s in plan) or (
+        sweeps_head and any(not s.trains_body for s in plan)
+    )
+
+
 @dataclasses.dataclass
 class TrainingSet:
     """Everything a fit trains on, checked and computed by the front.
@@ -81,11 +90,7 @@ class TrainingSet:
         stages of ``plan`` read as features: the plain view where a stage
         trains on features or the head's rate is swept (``sweeps_head``),
         and each copies stage's augmented copies."""
-        head_stages = [s for s in plan if not s.trains_body]
-        needs_plain = any(s.on_features for s in plan) or (
-            sweeps_head and bool(head_stages)
-        )
-        if needs_plain and self.features is None:
+        if needs_plain_features(plan, sweeps_head) and self.features is None:
             self.features = self._features(self.sources, self.fingerprints)[0]
         for stage in plan:
             if stage.input == "copies" and stage.augment is not None:

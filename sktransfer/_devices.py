@@ -5,7 +5,10 @@
 a named device must exist on this machine (:func:`resolve_device`), or at
 least be a device name (:func:`check_device_name`, for a fitted model whose
 body stays where it was loaded). ``precision="auto"`` uses bf16 autocast
-only where the hardware runs bf16 natively (:func:`bf16_is_fast`).
+where the hardware runs bf16 natively (:func:`bf16_is_fast`), fp16 autocast
+on CUDA GPUs with fp16 tensor cores but no native bf16 (:func:`fp16_is_fast`:
+T4, V100), fp32 elsewhere. :func:`autocast_dtype` is the one place that turns
+a precision into the dtype autocast runs in.
 """
 
 from __future__ import annotations
@@ -107,12 +110,35 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
+def fp16_is_fast(device: torch.device) -> bool:
+    """True on CUDA GPUs with fp16 tensor cores (compute capability 7.0 and
+    later: V100, T4, and every later GPU). CPUs and Apple's MPS are left to
+    fp32: autocast to fp16 there is emulated or unproven."""
+    if device.type != "cuda":
+        return False
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 7
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The ``precision`` parameter as ``"fp32"`` or ``"bf16"`` on ``device``."""
+    """The ``precision`` parameter as ``"fp32"``, ``"bf16"`` or ``"fp16"`` on
+    ``device``: ``"auto"`` picks bf16 where it is native, else fp16 where
+    fp16 tensor cores are (GPUs without native bf16), else fp32."""
     if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "fp32"
-    if precision not in ("fp32", "bf16"):
+        if bf16_is_fast(device):
+            return "bf16"
+        return "fp16" if fp16_is_fast(device) else "fp32"
+    if precision not in PRECISIONS:
         raise ValueError(
-            f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}."
+            f"precision must be 'auto', 'fp32', 'bf16' or 'fp16'; got {precision!r}."
         )
     return precision
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype autocast runs the network's matrix work in for a resolved
+    ``precision``; None for fp32 (no autocast)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -22,7 +22,7 @@ import torch
 from ._backbones import load_backbone
 from ._cache import resolve_cache
 from ._decoding import load_pixels
-from ._devices import resolve_device, resolve_precision
+from ._devices import autocast_dtype, resolve_device, resolve_precision
 from ._fingerprints import decoded_with_fingerprint
 from ._image_checks import image_fingerprints, raise_bad_images
 from ._images import as_image_list, describe
@@ -126,9 +126,10 @@ class FeatureExtractor:
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """uint8 ``(n, H, W, 3)`` -> float32 features ``(n, n_features)``."""
         x = to_tensor(batch, self.preprocessing, self.device)
+        dtype = autocast_dtype(self.precision)
         with torch.inference_mode():
             with torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+                self.device.type, dtype=dtype, enabled=dtype is not None
             ):
                 out = self.backbone.body(x)
         self.images_computed += len(batch)
@@ -311,8 +312,10 @@ class FeatureExtractor:
             causes.append(
                 f"preprocessing std {pre.std} is tiny: pixels are divided by it"
             )
-        if self.precision == "bf16":
-            causes.append("bf16 precision overflowed: try precision='fp32'")
+        if self.precision != "fp32":
+            causes.append(
+                f"{self.precision} precision overflowed: try precision='fp32'"
+            )
         if not causes:
             causes.append(
                 f"the weights ({bb.weights_file or bb.weights_id!r}), the "

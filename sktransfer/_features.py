@@ -52,7 +52,7 @@ FEATURE_RULES = {
     "weights": [PATH, NONE],
     "image_size": [Interval(Integral, 16, MAX_CROP_SIZE, "both"), NONE],
     "preprocessing": [InstanceOf(dict), NONE],
-    "precision": [Options("auto", "fp32", "bf16")],
+    "precision": [Options("auto", "fp32", "bf16", "fp16")],
     "device": [InstanceOf(str), NONE],
     "cache": [PATH, InstanceOf(FeatureCache), NONE],
 }
@@ -84,8 +84,10 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         ``"squish"`` (the whole picture, stretched to the square) or
         ``"pad"`` (the whole picture, fitted inside the square and padded
         with the mean colour). Each setting has its own cache entries.
-    precision : {"auto", "fp32", "bf16"}, default="auto"
-        ``"auto"`` uses bf16 autocast where the hardware runs it natively.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        ``"auto"`` uses bf16 autocast where the hardware runs it natively,
+        fp16 autocast on CUDA GPUs without native bf16 (T4, V100), fp32
+        elsewhere.
     extract_batch_size : int, default=32
         Images per forward pass of the body.
     device : str, default="auto"

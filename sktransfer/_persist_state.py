@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._devices import PRECISIONS
 from ._model import (
     OUTPUT_KINDS,
     FittedModel,
@@ -203,7 +204,7 @@ def _check_extractor(m, check: _Checker) -> None:
         check.need(m[key], kind, f"{where}[{key!r}]")
     if not 0 < m["n_features"] <= _MAX_WIDTH:
         raise check.bad(f"{where}['n_features']", f"{m['n_features']} is out of range")
-    if m["precision"] not in ("fp32", "bf16"):
+    if m["precision"] not in PRECISIONS:
         raise check.bad(f"{where}['precision']", f"{m['precision']!r:.40}")
     if not all(isinstance(v, str) for v in m["built_from"]):
         raise check.bad(f"{where}['built_from']", "a list of strings is needed")

@@ -147,13 +147,18 @@ RECIPE_PARAMETERS = """
         What ``fit`` does with images that cannot be read or decoded:
         ``"raise"`` lists them all in one error before training; ``"skip"``
         leaves them out, warns, and lists them in ``skipped_``.
-    precision : {"auto", "fp32", "bf16"}, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Numeric precision of the network's matrix work, in feature
-        extraction and in every training stage (bf16 autocast; weights,
+        extraction and in every training stage (autocast; weights,
         optimizer state and losses stay fp32). ``"auto"`` uses bf16 where
         the hardware runs it natively (AVX-512 BF16/AMX CPUs, GPUs with
-        bf16 tensor cores: Ampere and later), fp32 elsewhere (also on T4 or
-        V100 GPUs, where torch only emulates bf16).
+        bf16 tensor cores: Ampere and later), fp16 on CUDA GPUs with fp16
+        tensor cores but no native bf16 (T4, V100, where torch only
+        emulates bf16), fp32 elsewhere. fp16 training scales the loss
+        (``torch.amp.GradScaler``): gradients reach callbacks unscaled, and
+        a step whose gradients overflowed is skipped. ``"fp16"`` can be
+        asked for on a CPU too, where it is slow unless the CPU has fp16
+        matrix units.
     extract_batch_size : int, default=32
         Images per forward pass of the body when computing features.
     device : str, default="auto"

@@ -88,7 +88,7 @@ NAMED_OPTIONS = (
     ("validation_fraction", "F", "hold out this fraction to record valid loss"),
     ("class_weight", "balanced", "class weights in the loss (classifier)"),
     ("on_error", "raise|skip", "what to do with images that cannot be read"),
-    ("precision", "auto|fp32|bf16", "numeric precision"),
+    ("precision", "auto|fp32|bf16|fp16", "numeric precision"),
     ("device", "DEVICE", "auto, cpu, cuda, ..."),
     ("cache", "DIR", "feature cache folder, none, or auto ($SKTRANSFER_CACHE)"),
     ("random_state", "SEED", "seed of the head, shuffling and augmentation"),

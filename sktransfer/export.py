@@ -62,9 +62,10 @@ def to_torch(estimator) -> FittedModel:
     the graph does not do: a ``UserWarning`` says so, and the exported
     outputs are those of the same estimator with ``tta=0``.
 
-    The graph computes in float32. An estimator that predicts with bf16
-    autocast (``precision="bf16"``, or ``"auto"`` on hardware with native
-    bf16) gives outputs that differ from the graph's by about 1e-2; fit with
+    The graph computes in float32. An estimator that predicts with bf16 or
+    fp16 autocast (``precision="bf16"`` / ``"fp16"``, or ``"auto"`` on
+    hardware where one of them is fast) gives outputs that differ from the
+    graph's by about 1e-2 (bf16; less for fp16); fit with
     ``precision="fp32"`` for outputs equal to the graph's within 1e-5.
 
     Examples

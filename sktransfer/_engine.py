@@ -403,7 +403,9 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
             try:
                 net.partial_fit(train_set, None)
             except DivergedError as exc:
-                raise DivergedError(_diverged_message(stage, lr, exc)) from None
+                precision = data.extractor.precision
+                message = _diverged_message(stage, lr, exc, precision)
+                raise DivergedError(message) from None
     image_size = data.extractor.preprocessing.crop_size
     return history_rows(net, stage, task, image_size), snapshots.states
 
@@ -419,12 +421,16 @@ def _floored(snapshot: Snapshot) -> Snapshot:
     return dataclasses.replace(snapshot, head=head)
 
 
-def _diverged_message(stage, lr, exc) -> str:
+def _diverged_message(stage, lr, exc, precision) -> str:
+    narrow = ""
+    if precision != "fp32":
+        # fp16's range ends at 65504: activations beyond it become inf
+        narrow = f" or {precision} overflowed (try precision='fp32')"
     return (
         f"training diverged in the {stage.name!r} stage ({exc}) at a learning "
         f"rate of {lr:.3g} for the {'unfrozen groups' if stage.trains_body else 'head'}"
         f". The rate is probably too high: lower "
         f"{'unfrozen_lr' if stage.trains_body else 'lr'} (or use 'auto'). If it "
-        "is not, the inputs are not finite: check the 'preprocessing' mean/std "
-        "and the weights file. The previous model, if any, is kept."
+        f"is not, the inputs are not finite{narrow}: check the 'preprocessing' "
+        "mean/std and the weights file. The previous model, if any, is kept."
     )

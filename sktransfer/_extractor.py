@@ -84,7 +84,14 @@ class FeatureExtractor:
         self.__dict__.update(state)
         device = torch.device(state["device"])
         if device.type == "cuda" and not torch.cuda.is_available():
+            # fitted on a GPU, loaded where there is none: the CPU, at the
+            # precision "auto" picks on it (fp16 autocast, the choice for
+            # T4/V100 GPUs, is slow on most CPUs)
             device = torch.device("cpu")
+            self.precision = resolve_precision("auto", device)
+            self.model_key = self.backbone.fingerprint(
+                self.preprocessing, self.precision
+            )
         self.device = device
         self._prepare_body()
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._devices import PRECISIONS
+from ._devices import PRECISIONS, resolve_precision
 from ._model import (
     OUTPUT_KINDS,
     FittedModel,
@@ -350,11 +350,17 @@ def restore_state(estimator, meta: dict, tensors: dict, path: Path) -> None:
         preprocessing=m["preprocessing"],
         base_preprocessing=m["base_preprocessing"],
     )
+    device = resolve_device(estimator.device)
+    precision = m["precision"]
+    if estimator.precision == "auto":
+        # what is fast where the model is loaded (a model fitted on a T4 GPU
+        # in fp16 predicts in fp32 or bf16 on a laptop's CPU)
+        precision = resolve_precision("auto", device)
     extractor = FeatureExtractor(
         backbone,
         m["preprocessing"],
-        m["precision"],
-        resolve_device(estimator.device),
+        precision,
+        device,
         resolve_cache(estimator.cache),
     )
     extractor.built_from = tuple(m["built_from"]) or None

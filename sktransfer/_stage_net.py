@@ -81,7 +81,7 @@ class _StageNet(NeuralNet):
         # skipped and the scale lowered (torch.amp.GradScaler)
         self.scaler_ = None
         if self.amp_dtype == torch.float16:
-            self.scaler_ = torch.amp.GradScaler(torch.device(self.device).type)
+            self.scaler_ = _grad_scaler(torch.device(self.device).type)
         return self
 
     def train_step_single(self, batch, **fit_params):
@@ -150,6 +150,18 @@ class _StageNet(NeuralNet):
             pass
         self.notify("on_train_end", X=X, y=y)
         return self
+
+
+def _grad_scaler(device_type: str):
+    """A gradient scaler starting at 2**10, not torch's 2**16: every stage
+    and sweep starts a new one, and a stage of a small data set has a few
+    steps per epoch, so the six steps skipped while 2**16 halves down to
+    where fp16 gradients stop overflowing would be its first, highest-rate
+    ones. (torch before 2.3 has only the CUDA scaler.)"""
+    scaler = getattr(torch.amp, "GradScaler", None)
+    if scaler is None:
+        return torch.cuda.amp.GradScaler(init_scale=2.0**10)
+    return scaler(device_type, init_scale=2.0**10)
 
 
 class _StopTraining(Exception):

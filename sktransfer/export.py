@@ -65,7 +65,7 @@ def to_torch(estimator) -> FittedModel:
     The graph computes in float32. An estimator that predicts with bf16 or
     fp16 autocast (``precision="bf16"`` / ``"fp16"``, or ``"auto"`` on
     hardware where one of them is fast) gives outputs that differ from the
-    graph's by about 1e-2 (bf16; less for fp16); fit with
+    graph's (by about 1e-2 with bf16); fit with
     ``precision="fp32"`` for outputs equal to the graph's within 1e-5.
 
     Examples

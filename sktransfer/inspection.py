@@ -287,7 +287,7 @@ def grad_cam(estimator, X, *, target=None, batch_size=None):
     :func:`~sktransfer.export.to_torch` gives it: the same preprocessing, the
     fitted (possibly fine-tuned) body and the head, in eval mode, on the
     estimator's device. It is a float32 copy, so the gradient pass runs in
-    float32 even for an estimator that extracts in bf16, and the
+    float32 even for an estimator that extracts in bf16 or fp16, and the
     estimator's parameters, ``requires_grad`` flags and modes are left as
     they were. Like that graph, it computes the plain view: ``tta`` views
     are not part of the heatmaps, and the predicted class (``target=None``)

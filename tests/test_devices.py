@@ -181,7 +181,10 @@ class _OverflowOnce(Callback):
                 self.done_ = True
                 output.register_hook(lambda g: g * float("inf"))
 
-        net.module_.register_forward_hook(hook)
+        self.handle_ = net.module_.register_forward_hook(hook)
+
+    def on_train_end(self, net, **kwargs):
+        self.handle_.remove()
 
 
 def test_an_overflowing_fp16_step_is_skipped_not_applied(images, cache_dir):
@@ -202,3 +205,20 @@ def test_an_overflowing_fp16_step_is_skipped_not_applied(images, cache_dir):
     # the head
     with pytest.raises(DivergedError):
         PretrainedImageClassifier(**params, precision="fp32").fit(X, y)
+
+
+@pytest.mark.parametrize("asked, expected", [("auto", "fp32"), ("bf16", "bf16")])
+def test_a_loaded_model_picks_its_auto_precision_on_the_machine_that_loads_it(
+    images, cache_dir, tmp_path, monkeypatch, asked, expected
+):
+    X, y = images
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    clf = PretrainedImageClassifier(**TINY, cache=cache_dir, precision=asked)
+    clf.fit(X, y)
+    assert clf.extractor_.precision == "bf16"  # where it was fitted
+    folder = save(clf, tmp_path / "model")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    loaded = load(folder, cache=cache_dir)
+    # "auto" means what is fast here; a precision asked for is kept
+    assert loaded.extractor_.precision == expected
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=0.05)

@@ -155,9 +155,9 @@ class _StageNet(NeuralNet):
 def _grad_scaler(device_type: str):
     """A gradient scaler starting at 2**10, not torch's 2**16: every stage
     and sweep starts a new one, and a stage of a small data set has a few
-    steps per epoch, so the six steps skipped while 2**16 halves down to
-    where fp16 gradients stop overflowing would be its first, highest-rate
-    ones. (torch before 2.3 has only the CUDA scaler.)"""
+    steps per epoch, so any steps skipped while a scale too high for its
+    gradients halves down would be its first, highest-rate ones. (torch
+    before 2.3 has only the CUDA scaler.)"""
     scaler = getattr(torch.amp, "GradScaler", None)
     if scaler is None:
         return torch.cuda.amp.GradScaler(init_scale=2.0**10)

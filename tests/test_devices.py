@@ -136,7 +136,7 @@ def test_fp16_trains_every_stage_with_gradients_unscaled_for_callbacks(fits):
     assert {r["stage"] for r in fp16} == {"precomputed", "augmented", "unfrozen"}
     for a, b in zip(fp32, fp16, strict=True):
         assert np.isfinite(b["train_loss"])
-        # the loss is scaled by 2**16 before backward; callbacks and the
+        # the loss is scaled by 2**10 before backward; callbacks and the
         # optimizer get the gradients back at their true size
         assert 0.5 < b["grad_norm"] / a["grad_norm"] < 2, (a, b)
     # and the body learned in fp16 as in fp32 (its loss moved the same way)

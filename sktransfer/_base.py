@@ -87,6 +87,7 @@ RECIPE_RULES = {
     "unfreeze_from": [Interval(Integral, 0, 2, "both")],
     "cycle_len": [Interval(Real, 0, None, "neither")],
     "cycle_mult": [Interval(Real, 1, None, "left")],
+    "schedule": [Options("sgdr", "one_cycle")],
     "lr": [_POSITIVE_RATE, Options("auto"), InstanceOf(LRSweep)],
     "unfrozen_lr": [
         _POSITIVE_RATE,
@@ -125,6 +126,16 @@ def _check_probe_head(params, name) -> None:
         )
 
 
+def _check_snapshots(params, name) -> None:
+    if params["snapshot_ensemble"] and params["schedule"] == "one_cycle":
+        raise InvalidParameterError(
+            f"snapshot_ensemble=True averages the models at the ends of the "
+            f"last stage's SGDR cycles, but schedule='one_cycle' gives {name} "
+            "one cycle a stage: one model. Use schedule='sgdr' for a snapshot "
+            "ensemble."
+        )
+
+
 def _check_sweeps(params, name) -> None:
     for key in ("lr", "unfrozen_lr"):
         if isinstance(params[key], LRSweep):
@@ -142,6 +153,7 @@ def _check_sweeps(params, name) -> None:
 #: ``callbacks``).
 RECIPE_CHECKS = (
     _check_probe_head,
+    _check_snapshots,
     _check_sweeps,
     lambda params, name: check_rates(params["unfrozen_lr"], params["lr_mult"], name),
     lambda params, name: named_callbacks(params["callbacks"], name),

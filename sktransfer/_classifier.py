@@ -53,6 +53,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         Weights of the classes in the loss (single-label ``y``): "balanced"
         weights each class by ``n_samples / (n_classes * count)``; a dict maps
         labels to weights (absent labels weigh 1).
+    label_smoothing : float, default=0.0
+        Label smoothing of the loss the gradient stages (1-3) and the
+        learning-rate sweeps minimise: the target puts ``1 -
+        label_smoothing`` on the true class and spreads ``label_smoothing``
+        evenly over all classes (Szegedy et al., 2016; for multi-label ``y``
+        each label's 0/1 moves ``label_smoothing / 2`` towards 1/2). The
+        linear probe, the validation loss, early stopping and the guard
+        measure the plain log loss.
     threshold : float, default=0.5
         Multi-label ``predict``: a label is predicted when its probability
         reaches this value.
@@ -139,6 +147,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         **RECIPE_RULES,
         "class_weight": [Options("balanced"), InstanceOf(dict), NONE],
         "threshold": [Interval(Real, 0, 1, "neither")],
+        "label_smoothing": [Interval(Real, 0, 1, "left")],
     }
 
     def __init__(
@@ -158,6 +167,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         unfreeze_from=0,
         cycle_len=1,
         cycle_mult=1,
+        schedule="sgdr",
         lr=1e-3,
         unfrozen_lr=1e-4,
         lr_mult=10,
@@ -168,6 +178,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         tta=0,
         snapshot_ensemble=False,
         class_weight=None,
+        label_smoothing=0.0,
         threshold=0.5,
         validation_fraction=None,
         early_stopping=False,
@@ -197,6 +208,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.unfreeze_from = unfreeze_from
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
+        self.schedule = schedule
         self.lr = lr
         self.unfrozen_lr = unfrozen_lr
         self.lr_mult = lr_mult
@@ -207,6 +219,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.tta = tta
         self.snapshot_ensemble = snapshot_ensemble
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
         self.threshold = threshold
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -236,7 +249,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     def _fit_task(self, encoded, info, dropped):
         classes = info["classes_"]
         if info["multilabel_"]:
-            return MultiLabel(len(classes)), {}
+            return MultiLabel(len(classes), self.label_smoothing), {}
         # every class of y keeps its column (as in scikit-learn), even one
         # whose images all weigh 0; but two of them must have images to learn
         present = np.flatnonzero(np.bincount(encoded, minlength=len(classes)))
@@ -247,7 +260,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                 f"needs images of at least 2 of y's {len(classes)} classes "
                 f"{[_plain(c) for c in classes[:20]]}."
             )
-        return SingleLabel(len(classes)), {}
+        return SingleLabel(len(classes), self.label_smoothing), {}
 
     def _class_weights(self, encoded, info, rows=None):
         if self.class_weight is None:

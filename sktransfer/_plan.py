@@ -12,7 +12,7 @@ Layer groups are numbered 0 (early), 1 (middle), 2 (late) for the body and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 from .exceptions import InvalidParameterError
@@ -48,6 +48,9 @@ class Stage:
         Each group's rate as a multiple of ``lr`` (early, middle, late, head).
     cycle_len, cycle_mult, n_cycles : the SGDR schedule of the stage; the
         cycles are stretched to fill ``epochs`` exactly.
+    warmup : float
+        Fraction of each cycle spent warming the rate up (0: none; the
+        one-cycle schedule's 0.25).
     augment : str or None
         Augmentation preset of image stages.
     snapshot : bool
@@ -79,6 +82,7 @@ class Stage:
     augment: str | None = None
     snapshot: bool = False
     copies: int = 0
+    warmup: float = 0.0
 
     @property
     def on_features(self) -> bool:
@@ -134,6 +138,10 @@ def make_plan(params: dict) -> list[Stage]:
     With ``head_init="linear_probe"`` (the default) a ``"probe"`` stage comes
     first: the head starts where a linear model on the frozen features
     ends, and the stages after it fine-tune from there.
+
+    With ``schedule="one_cycle"`` every stage of 1-3 runs its epochs as one
+    cycle that warms up over its first quarter (the one-cycle schedule)
+    instead of SGDR's cycles.
 
     A stage whose count is 0 is left out; a plan with no stage is an error.
 
@@ -197,7 +205,23 @@ def make_plan(params: dict) -> list[Stage]:
                 cycle_len, cycle_mult, n, params["augment"], snapshot=snapshot,
             )
         )  # fmt: skip
+    if params.get("schedule", "sgdr") == "one_cycle":
+        stages = [_one_cycle(stage) for stage in stages]
     return stages
+
+
+#: The share of a one-cycle stage that warms up (fastai's ``pct_start``).
+ONE_CYCLE_WARMUP = 0.25
+
+
+def _one_cycle(stage: Stage) -> Stage:
+    """The stage with its epochs as one warmed-up cycle."""
+    if stage.name == "probe":
+        return stage
+    return replace(
+        stage, cycle_len=stage.epochs, cycle_mult=1.0, n_cycles=1,
+        warmup=ONE_CYCLE_WARMUP,
+    )  # fmt: skip
 
 
 def _nothing_to_train(params: dict) -> str:

@@ -64,6 +64,12 @@ RECIPE_PARAMETERS = """
         Epochs of the first SGDR cycle of stages 2 and 3 (fractions allowed).
     cycle_mult : float, default=1
         Each cycle of stage 3 is ``cycle_mult`` times longer than the last.
+    schedule : {"sgdr", "one_cycle"}, default="sgdr"
+        The learning rate within each stage. ``"sgdr"``: cosine cycles with
+        warm restarts, as above. ``"one_cycle"``: each stage's epochs (the
+        same number) run as one cycle whose first quarter warms the rate up
+        from 1/25 of its top (half a cosine) before it falls to 0, as
+        fastai's ``fit_one_cycle``; it cannot make a snapshot ensemble.
     lr : float, "auto" or LRSweep, default=1e-3
         Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
         a learning-rate sweep of the head on cached features inside ``fit``;

@@ -111,6 +111,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         unfreeze_from=0,
         cycle_len=1,
         cycle_mult=1,
+        schedule="sgdr",
         lr=1e-3,
         unfrozen_lr=1e-4,
         lr_mult=10,
@@ -148,6 +149,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.unfreeze_from = unfreeze_from
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
+        self.schedule = schedule
         self.lr = lr
         self.unfrozen_lr = unfrozen_lr
         self.lr_mult = lr_mult

@@ -49,10 +49,17 @@ class _StageNet(NeuralNet):
     loop itself (batches, validation, history, callbacks) is skorch's."""
 
     def __init__(
-        self, *args, sample_loss=None, param_groups=None, amp_dtype=None, **kwargs
+        self,
+        *args,
+        sample_loss=None,
+        train_loss=None,
+        param_groups=None,
+        amp_dtype=None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.sample_loss = sample_loss
+        self.train_loss = train_loss
         self.param_groups = param_groups
         self.amp_dtype = amp_dtype
 
@@ -114,7 +121,10 @@ class _StageNet(NeuralNet):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         target, weight = y_true
-        losses = self.sample_loss(y_pred.float(), target)
+        loss_of = self.sample_loss
+        if training and self.train_loss is not None:
+            loss_of = self.train_loss  # label smoothing; validation measures
+        losses = loss_of(y_pred.float(), target)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()}")
@@ -220,6 +230,7 @@ def stage_net(
         train_set,
         valid_set,
         callbacks,
+        train_loss=task.train_loss,
         epochs=stage.epochs,
         batch_size=settings.batch_size,
         weight_decay=settings.weight_decay,
@@ -242,11 +253,14 @@ def training_net(
     weight_decay,
     on_features,
     precision,
+    train_loss=None,
 ):
     """The one training loop of the package: a :class:`_StageNet` training
     ``module`` for ``epochs`` on ``train_set`` with AdamW, one parameter
     group ``(params, lr)`` per entry of ``param_groups``; ``loss(outputs,
-    target)`` gives per-sample losses, weighted by the data's sample weights.
+    target)`` gives per-sample losses, weighted by the data's sample weights;
+    ``train_loss``, when given, replaces it in training steps (validation
+    keeps ``loss``).
     The stages and the learning-rate sweeps differ only in their callbacks (a
     stage's schedule and snapshots; a sweep's exponential rate and its
     stop)."""
@@ -255,6 +269,7 @@ def training_net(
     return _StageNet(
         module,
         sample_loss=loss,
+        train_loss=train_loss,
         param_groups=param_groups,
         amp_dtype=autocast_dtype(precision),
         criterion=nn.Identity,  # the task computes the loss (get_loss)
@@ -308,6 +323,7 @@ def _callbacks(stage, steps, task, valid_set, settings):
                 cycle_mult=stage.cycle_mult,
                 n_cycles=stage.n_cycles,
                 steps_per_epoch=steps,
+                warmup=stage.warmup,
             ),
         ),
         ("lrs", _RecordRates()),

@@ -97,7 +97,7 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
             copy_of,
             param_groups,
             train_set,
-            task.loss,
+            task.train_loss,
             batch_size=settings.batch_size,
             weight_decay=settings.weight_decay,
             on_features=head_only,

@@ -25,8 +25,14 @@ class Task:
         self.n_outputs = int(n_outputs)
 
     def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss, shape ``(n,)``."""
+        """Per-sample loss, shape ``(n,)``: what validation, the probe and
+        the guard measure."""
         raise NotImplementedError
+
+    def train_loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss the gradient stages and sweeps minimise: the
+        loss itself, unless a classifier smooths its labels."""
+        return self.loss(raw, target)
 
     #: the estimator returns ``(n,)`` rather than ``(n, 1)`` (1-d ``y``)
     squeeze = False
@@ -49,8 +55,19 @@ class SingleLabel(Task):
     stratify = True
     score_name = "valid_acc"
 
+    def __init__(self, n_outputs: int, label_smoothing: float = 0.0):
+        super().__init__(n_outputs)
+        self.label_smoothing = float(label_smoothing)
+
     def loss(self, raw, target):
         return nn.functional.cross_entropy(raw, target, reduction="none")
+
+    def train_loss(self, raw, target):
+        # the target spreads label_smoothing evenly over all classes (its
+        # own included), as torch's and Szegedy et al.'s label smoothing do
+        return nn.functional.cross_entropy(
+            raw, target, reduction="none", label_smoothing=self.label_smoothing
+        )
 
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.int64)
@@ -68,10 +85,19 @@ class MultiLabel(Task):
     kind = "multi_label"
     score_name = "valid_f1"
 
+    def __init__(self, n_outputs: int, label_smoothing: float = 0.0):
+        super().__init__(n_outputs)
+        self.label_smoothing = float(label_smoothing)
+
     def loss(self, raw, target):
         return nn.functional.binary_cross_entropy_with_logits(
             raw, target, reduction="none"
         ).mean(dim=1)
+
+    def train_loss(self, raw, target):
+        # each label's 0/1 moves label_smoothing / 2 towards 1/2
+        eps = self.label_smoothing
+        return self.loss(raw, target * (1.0 - eps) + 0.5 * eps)
 
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.float32)

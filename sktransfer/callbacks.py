@@ -36,35 +36,68 @@ def _cycle_lengths(
     return lengths
 
 
-def _check_schedule(cycle_len, cycle_mult, min_ratio) -> None:
+def _check_schedule(cycle_len, cycle_mult, min_ratio, warmup=0.0, warmup_start=0.04):
     if not cycle_len > 0:
         raise ValueError(f"cycle_len must be > 0, got {cycle_len!r}.")
     if not cycle_mult >= 1:
         raise ValueError(f"cycle_mult must be >= 1, got {cycle_mult!r}.")
     if not 0 <= min_ratio <= 1:
         raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio!r}.")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must be in [0, 1), got {warmup!r}.")
+    if not 0 <= warmup_start <= 1:
+        raise ValueError(f"warmup_start must be in [0, 1], got {warmup_start!r}.")
 
 
-def sgdr_factor(step, *, steps_per_epoch, cycle_len=1.0, cycle_mult=1.0, min_ratio=0.0):
+def _in_cycle(t, min_ratio, warmup, warmup_start):
+    """The factor at fraction ``t`` (array) of a cycle: half a cosine up from
+    ``warmup_start`` over the first ``warmup`` of it, then half a cosine down
+    from 1 to ``min_ratio``."""
+    t = np.asarray(t, dtype=np.float64)
+    if not warmup:
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + np.cos(np.pi * t))
+    down = np.clip((t - warmup) / (1.0 - warmup), 0.0, 1.0)
+    falling = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + np.cos(np.pi * down))
+    up = np.clip(t / warmup, 0.0, 1.0)
+    rising = warmup_start + (1.0 - warmup_start) * 0.5 * (1.0 - np.cos(np.pi * up))
+    return np.where(t < warmup, rising, falling)
+
+
+def sgdr_factor(
+    step,
+    *,
+    steps_per_epoch,
+    cycle_len=1.0,
+    cycle_mult=1.0,
+    min_ratio=0.0,
+    warmup=0.0,
+    warmup_start=0.04,
+):
     """The SGDR multiplier of the base learning rate at batch ``step``.
 
     Cycle ``i`` lasts ``cycle_len * cycle_mult**i`` epochs; within a cycle the
     factor falls from 1 to ``min_ratio`` along half a cosine, and jumps back
-    to 1 at the next cycle (a warm restart). A pure function of ``step``.
+    to 1 at the next cycle (a warm restart). With ``warmup`` > 0, the first
+    ``warmup`` of every cycle rises along half a cosine from
+    ``warmup_start`` to 1 instead, and the fall takes the rest (one cycle
+    with ``warmup=0.25`` is the one-cycle schedule). A pure function of
+    ``step``.
 
     Examples
     --------
     >>> [round(sgdr_factor(s, steps_per_epoch=4), 3) for s in range(6)]
     [1.0, 0.854, 0.5, 0.146, 1.0, 0.854]
+    >>> [round(sgdr_factor(s, steps_per_epoch=4, warmup=0.5), 3) for s in range(4)]
+    [0.04, 0.52, 1.0, 0.5]
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
-    _check_schedule(cycle_len, cycle_mult, min_ratio)
+    _check_schedule(cycle_len, cycle_mult, min_ratio, warmup, warmup_start)
     start = 0
     for length in _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, step + 1):
         if step < start + length:
             t = (step - start) / length
-            return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+            return float(_in_cycle(t, min_ratio, warmup, warmup_start))
         start += length
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -77,6 +110,8 @@ def sgdr_schedule(
     cycle_mult=1.0,
     n_cycles=None,
     min_ratio=0.0,
+    warmup=0.0,
+    warmup_start=0.04,
 ):
     """The SGDR factors of a whole training run, and where its cycles end.
 
@@ -84,7 +119,8 @@ def sgdr_schedule(
     ``n_cycles``, the cycles are stretched (keeping their proportions) so
     that exactly ``n_cycles`` of them fill the ``n_steps`` batches and the
     last one ends at the floor with the last batch, instead of being cut off
-    just after a warm restart.
+    just after a warm restart. ``warmup`` and ``warmup_start`` are as in
+    :func:`sgdr_factor`.
 
     Returns
     -------
@@ -94,40 +130,24 @@ def sgdr_schedule(
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
-    _check_schedule(cycle_len, cycle_mult, min_ratio)
+    _check_schedule(cycle_len, cycle_mult, min_ratio, warmup, warmup_start)
     n_steps = int(n_steps)
     if n_cycles is None:
-        ends, total = [], 0
-        for size in _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, n_steps):
-            total += size
-            if total <= n_steps:
-                ends.append(total)
-        factors = np.array(
-            [
-                sgdr_factor(
-                    s,
-                    steps_per_epoch=steps_per_epoch,
-                    cycle_len=cycle_len,
-                    cycle_mult=cycle_mult,
-                    min_ratio=min_ratio,
-                )
-                for s in range(n_steps)
-            ]
-        )
-        return factors, ends
-    # Cycle ends are rounded where they fall in the whole run (not cycle by
-    # cycle), so rounding never loses the last cycle nor ends it early.
-    planned = np.cumsum([cycle_len * cycle_mult**i for i in range(int(n_cycles))])
-    ends = sorted({int(round(e)) for e in planned / planned[-1] * n_steps} - {0})
+        lengths = _cycle_lengths(cycle_len, cycle_mult, steps_per_epoch, n_steps)
+        bounds = np.cumsum([0, *lengths])
+    else:
+        # Cycle ends are rounded where they fall in the whole run (not cycle
+        # by cycle), so rounding never loses the last cycle nor ends it early.
+        planned = np.cumsum([cycle_len * cycle_mult**i for i in range(int(n_cycles))])
+        ends = sorted({int(round(e)) for e in planned / planned[-1] * n_steps} - {0})
+        bounds = np.array([0, *ends])
     factors = np.empty(n_steps)
-    start = 0
-    for end in ends:
-        t = (np.arange(start, end) - start) / (end - start)
-        factors[start:end] = min_ratio + (1.0 - min_ratio) * 0.5 * (
-            1.0 + np.cos(np.pi * t)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        steps = np.arange(start, min(end, n_steps))
+        factors[steps] = _in_cycle(
+            (steps - start) / (end - start), min_ratio, warmup, warmup_start
         )
-        start = end
-    return factors, ends
+    return factors, [int(end) for end in bounds[1:] if end <= n_steps]
 
 
 class SGDR(Callback):
@@ -162,6 +182,15 @@ class SGDR(Callback):
         When set, the cycles are stretched (keeping their proportions) so
         that exactly ``n_cycles`` of them fill the training run and the last
         one ends at the floor with the last batch.
+    warmup : float, default=0.0
+        Fraction of every cycle over which the rate rises (half a cosine)
+        from ``warmup_start`` times the base rate to the base rate, before
+        it falls. ``SGDR(n_cycles=1, warmup=0.25)`` is the one-cycle
+        schedule (Smith, 2018) with cosine phases, as fastai's
+        ``fit_one_cycle`` runs it.
+    warmup_start : float, default=0.04
+        Where a warm-up starts, as a fraction of the base rate (fastai's
+        ``div=25``).
 
     Examples
     --------
@@ -170,6 +199,8 @@ class SGDR(Callback):
            0.14644661])
     >>> SGDR(cycle_len=1, n_cycles=2).simulate(steps_per_epoch=2, n_epochs=3)
     array([1.  , 0.75, 0.25, 1.  , 0.75, 0.25])
+    >>> SGDR(n_cycles=1, warmup=0.25).simulate(steps_per_epoch=4, n_epochs=1)
+    array([0.04, 1.  , 0.75, 0.25])
 
     References
     ----------
@@ -185,6 +216,8 @@ class SGDR(Callback):
         steps_per_epoch=None,
         snapshot=False,
         n_cycles=None,
+        warmup=0.0,
+        warmup_start=0.04,
     ):
         self.cycle_len = cycle_len
         self.cycle_mult = cycle_mult
@@ -192,9 +225,17 @@ class SGDR(Callback):
         self.steps_per_epoch = steps_per_epoch
         self.snapshot = snapshot
         self.n_cycles = n_cycles
+        self.warmup = warmup
+        self.warmup_start = warmup_start
 
     def _check(self):
-        _check_schedule(self.cycle_len, self.cycle_mult, self.min_ratio)
+        _check_schedule(
+            self.cycle_len,
+            self.cycle_mult,
+            self.min_ratio,
+            self.warmup,
+            self.warmup_start,
+        )
         if self.n_cycles is not None and not (
             isinstance(self.n_cycles, (int, np.integer)) and self.n_cycles >= 1
         ):
@@ -210,6 +251,8 @@ class SGDR(Callback):
             cycle_mult=self.cycle_mult,
             n_cycles=self.n_cycles,
             min_ratio=self.min_ratio,
+            warmup=self.warmup,
+            warmup_start=self.warmup_start,
         )
 
     def simulate(self, steps_per_epoch, n_epochs, base_lr=1.0):
@@ -235,8 +278,10 @@ class SGDR(Callback):
         ax.set_xlabel("epoch")
         ax.set_ylabel("learning rate / base rate")
         cycles = "" if self.n_cycles is None else f", n_cycles={self.n_cycles}"
+        warmup = f", warmup={self.warmup:g}" if self.warmup else ""
         ax.set_title(
-            f"SGDR cycle_len={self.cycle_len}, cycle_mult={self.cycle_mult}{cycles}"
+            f"SGDR cycle_len={self.cycle_len}, cycle_mult={self.cycle_mult}"
+            f"{cycles}{warmup}"
         )
         return ax
 

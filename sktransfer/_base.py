@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
@@ -24,7 +24,6 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 from . import _engine as engine
 from ._cache import resolve_cache
 from ._features import (
-    FEATURE_RULES,
     _check_not_empty,
     build_extractor,
     check_parameters_in_use,
@@ -44,120 +43,13 @@ from ._image_checks import check_decodable, image_fingerprints, raise_bad_images
 from ._images import as_image_list
 from ._model import body_extractor
 from ._params import (
-    BOOLEAN,
-    NONE,
-    RANDOM_STATE,
-    VERBOSE,
-    InstanceOf,
-    Interval,
-    Options,
-    Satisfies,
     validate,
 )
-from ._plan import check_rates, make_plan
+from ._plan import make_plan
 from ._predict import predict_outputs
+from ._recipe_rules import RECIPE_CHECKS, RECIPE_RULES
 from ._split import Dropped, check_split, kept_rows, split_rows
-from ._transforms import AUGMENTATIONS, PLAIN, tta_views
-from .callbacks import LRSweep
-from .exceptions import InvalidParameterError
-
-
-def _positive_ints(value) -> bool:
-    return isinstance(value, (tuple, list)) and all(
-        isinstance(h, Integral) and not isinstance(h, bool) and h >= 1 for h in value
-    )
-
-
-def _non_negative(kind):
-    return Interval(kind, 0, None, "left")
-
-
-_POSITIVE_RATE = Interval(Real, 0, None, "neither")
-
-#: The rules of the recipe estimators' parameters (see ``_params``).
-RECIPE_RULES = {
-    **FEATURE_RULES,
-    "hidden_sizes": [Satisfies(_positive_ints, "a tuple of positive ints")],
-    "dropout": [Interval(Real, 0, 1, "left")],
-    "head_init": [Options("auto", "linear_probe", "random")],
-    "precompute_epochs": [_non_negative(Integral)],
-    "augmented_cycles": [_non_negative(Integral)],
-    "augmented_copies": [_non_negative(Integral)],
-    "unfrozen_cycles": [_non_negative(Integral)],
-    "unfreeze_from": [Interval(Integral, 0, 2, "both")],
-    "cycle_len": [Interval(Real, 0, None, "neither")],
-    "cycle_mult": [Interval(Real, 1, None, "left")],
-    "schedule": [Options("sgdr", "one_cycle")],
-    "lr": [_POSITIVE_RATE, Options("auto"), InstanceOf(LRSweep)],
-    "unfrozen_lr": [
-        _POSITIVE_RATE,
-        Options("auto"),
-        InstanceOf(LRSweep),
-        InstanceOf(tuple, list),
-    ],
-    "lr_mult": [Interval(Real, 1, None, "left")],
-    "augment": [Options(*AUGMENTATIONS), NONE],
-    "max_zoom": [Interval(Real, 1, None, "left")],
-    "batch_size": [Interval(Integral, 2, None, "left")],
-    "weight_decay": [_non_negative(Real)],
-    "tta": [_non_negative(Integral)],
-    "snapshot_ensemble": [BOOLEAN],
-    "validation_fraction": [Interval(Real, 0, 1, "neither"), NONE],
-    "early_stopping": [BOOLEAN],
-    "n_iter_no_change": [Interval(Integral, 1, None, "left")],
-    "tol": [_non_negative(Real)],
-    "callbacks": [InstanceOf(list, tuple, None)],
-    "warm_start": [BOOLEAN],
-    "on_error": [Options("raise", "skip")],
-    "extract_batch_size": [Interval(Integral, 1, None, "left")],
-    "random_state": [RANDOM_STATE],
-    "verbose": [VERBOSE],
-}
-
-
-def _check_probe_head(params, name) -> None:
-    hidden = params["hidden_sizes"]
-    if params["head_init"] == "linear_probe" and len(hidden):
-        raise InvalidParameterError(
-            f"head_init='linear_probe' fits a linear head, but hidden_sizes="
-            f"{tuple(hidden)!r} gives {name} hidden layers. Set "
-            "hidden_sizes=() for the probe, or head_init='random' (or "
-            "'auto') for a head with hidden layers."
-        )
-
-
-def _check_snapshots(params, name) -> None:
-    if params["snapshot_ensemble"] and params["schedule"] == "one_cycle":
-        raise InvalidParameterError(
-            f"snapshot_ensemble=True averages the models at the ends of the "
-            f"last stage's SGDR cycles, but schedule='one_cycle' gives {name} "
-            "one cycle a stage: one model. Use schedule='sgdr' for a snapshot "
-            "ensemble."
-        )
-
-
-def _check_sweeps(params, name) -> None:
-    for key in ("lr", "unfrozen_lr"):
-        if isinstance(params[key], LRSweep):
-            try:
-                params[key]._check()
-            except (ValueError, TypeError) as exc:
-                raise InvalidParameterError(
-                    f"The {key!r} parameter of {name} is an LRSweep that cannot "
-                    f"run: {exc}"
-                ) from None
-
-
-#: The recipe's checks that involve several parameters (or the inside of
-#: one: the rates of ``unfrozen_lr``, a sweep's settings, the names of
-#: ``callbacks``).
-RECIPE_CHECKS = (
-    _check_probe_head,
-    _check_snapshots,
-    _check_sweeps,
-    lambda params, name: check_rates(params["unfrozen_lr"], params["lr_mult"], name),
-    lambda params, name: named_callbacks(params["callbacks"], name),
-)
+from ._transforms import PLAIN, tta_views
 
 
 class RecipeEstimator(BaseEstimator):
@@ -445,6 +337,7 @@ class RecipeEstimator(BaseEstimator):
             early_stopping=self.early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
+            ema_decay=self.ema_decay,
             callbacks=named_callbacks(self.callbacks, type(self).__name__),
             verbose=self.verbose,
         )

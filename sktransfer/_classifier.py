@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import RECIPE_RULES, RecipeEstimator
+from ._base import RecipeEstimator
 from ._labels import (
     COLLECTIONS,
     as_label_list,
@@ -21,6 +21,7 @@ from ._labels import (
 )
 from ._params import NONE, InstanceOf, Interval, Options
 from ._recipe_doc import RECIPE_PARAMETERS
+from ._recipe_rules import RECIPE_RULES
 from ._split import plain as _plain
 from ._tasks import MultiLabel, SingleLabel
 
@@ -175,6 +176,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         max_zoom=1.1,
         batch_size=64,
         weight_decay=1e-2,
+        ema_decay=None,
         tta=0,
         snapshot_ensemble=False,
         class_weight=None,
@@ -216,6 +218,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.max_zoom = max_zoom
         self.batch_size = batch_size
         self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
         self.tta = tta
         self.snapshot_ensemble = snapshot_ensemble
         self.class_weight = class_weight

@@ -152,6 +152,8 @@ class Settings:
     early_stopping: bool = False
     n_iter_no_change: int = 3
     tol: float = 1e-4
+    #: the decay of the weights' moving average (None: no average)
+    ema_decay: float | None = None
     #: the user's skorch callbacks, ``(name, callback)``; every stage's net
     #: gets deep copies of them
     callbacks: list = dataclasses.field(default_factory=list)

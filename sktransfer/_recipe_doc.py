@@ -93,6 +93,16 @@ RECIPE_PARAMETERS = """
         BatchNorm needs it).
     weight_decay : float, default=1e-2
         Decoupled weight decay (AdamW).
+    ema_decay : float, default=None
+        Keep an exponential moving average of the weights in every gradient
+        stage (1-3), updated after each step with this decay (lower in the
+        first steps: ``min(ema_decay, (1 + n) / (10 + n))`` at update ``n +
+        1``, as timm's model EMA), and use it: each epoch is validated with
+        the averaged weights, early stopping keeps the best average, and the
+        stage ends with the average (training goes on from the trained
+        weights). About ``1 / (1 - ema_decay)`` steps are averaged: mind
+        the steps a stage has (``n_images / batch_size`` an epoch). None
+        averages nothing. Not with ``snapshot_ensemble``.
     tta : int, default=0
         Number of augmented views (mirror, zoomed and shifted crops) averaged
         with the plain view at prediction time.

@@ -119,6 +119,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         max_zoom=1.1,
         batch_size=64,
         weight_decay=1e-2,
+        ema_decay=None,
         tta=0,
         snapshot_ensemble=False,
         validation_fraction=None,
@@ -157,6 +158,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.max_zoom = max_zoom
         self.batch_size = batch_size
         self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
         self.tta = tta
         self.snapshot_ensemble = snapshot_ensemble
         self.validation_fraction = validation_fraction

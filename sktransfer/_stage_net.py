@@ -29,6 +29,7 @@ from skorch.utils import TeeGenerator
 from torch import nn
 
 from ._devices import autocast_dtype
+from ._ema import WeightAverage
 from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
 from ._threads import decode_plan
 from .callbacks import SGDR, LRSweep
@@ -55,6 +56,7 @@ class _StageNet(NeuralNet):
         train_loss=None,
         param_groups=None,
         amp_dtype=None,
+        ema_decay=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -62,6 +64,7 @@ class _StageNet(NeuralNet):
         self.train_loss = train_loss
         self.param_groups = param_groups
         self.amp_dtype = amp_dtype
+        self.ema_decay = ema_decay
 
     def infer(self, x, **fit_params):
         # autocast where the extractor chose it (bf16 on hardware with native
@@ -102,7 +105,31 @@ class _StageNet(NeuralNet):
         self.scaler_.unscale_(self.optimizer_)  # callbacks see true gradients
         return {"loss": loss, "y_pred": y_pred}
 
+    # -- the weights' moving average (ema_decay; see _ema) ----------------------
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.ema_ = None
+        if self.ema_decay is not None:
+            self.ema_ = WeightAverage(self.module_, self.ema_decay)
+
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        if self.ema_ is not None:
+            self.ema_.take_out(self.module_)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        if training and self.ema_ is not None:
+            self.ema_.put_in(self.module_)  # validated, and kept, averaged
+
     def train_step(self, batch, **fit_params):
+        step = self._scaled_train_step(batch, **fit_params)
+        if self.ema_ is not None:
+            self.ema_.update(self.module_)
+        return step
+
+    def _scaled_train_step(self, batch, **fit_params):
         if self.scaler_ is None:
             return super().train_step(batch, **fit_params)
         # skorch's step, with the scaler's step (skipped when a gradient
@@ -236,6 +263,7 @@ def stage_net(
         weight_decay=settings.weight_decay,
         on_features=stage.on_features,
         precision=precision,
+        ema_decay=settings.ema_decay,
     )
     return net, snapshots
 
@@ -254,13 +282,15 @@ def training_net(
     on_features,
     precision,
     train_loss=None,
+    ema_decay=None,
 ):
     """The one training loop of the package: a :class:`_StageNet` training
     ``module`` for ``epochs`` on ``train_set`` with AdamW, one parameter
     group ``(params, lr)`` per entry of ``param_groups``; ``loss(outputs,
     target)`` gives per-sample losses, weighted by the data's sample weights;
     ``train_loss``, when given, replaces it in training steps (validation
-    keeps ``loss``).
+    keeps ``loss``). With ``ema_decay``, the net keeps a moving average of
+    the module's weights (see :mod:`._ema`).
     The stages and the learning-rate sweeps differ only in their callbacks (a
     stage's schedule and snapshots; a sweep's exponential rate and its
     stop)."""
@@ -270,6 +300,7 @@ def training_net(
         module,
         sample_loss=loss,
         train_loss=train_loss,
+        ema_decay=ema_decay,
         param_groups=param_groups,
         amp_dtype=autocast_dtype(precision),
         criterion=nn.Identity,  # the task computes the loss (get_loss)

@@ -198,3 +198,119 @@ def test_bad_label_smoothing_is_named(images, base, bad):
         PretrainedImageClassifier(**base, precompute_epochs=1, label_smoothing=bad).fit(
             X, y
         )
+
+
+# --- a moving average of the weights --------------------------------------------
+
+
+class _Shared(list):
+    """A list that every deep copy of a callback shares."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class _Trajectory(Callback):
+    """Appends to ``store`` the head's parameters at the start, after every
+    training step (the trained weights), and at every epoch's end (what
+    validation and the callbacks see)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def _record(self, net, when):
+        params = [p.detach().clone() for p in net.module_.parameters()]
+        self.store.append((when, params))
+
+    def on_train_begin(self, net, **kwargs):
+        self._record(net, "start")
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self._record(net, "step")
+
+    def on_epoch_end(self, net, **kwargs):
+        self._record(net, "epoch_end")
+
+
+def _averaged(store, decay):
+    """The moving average of the recorded trained weights, at every epoch's
+    end, by the documented rule."""
+    average, n, at_ends = None, 0, []
+    for when, params in store:
+        if when == "start":
+            average = [p.clone() for p in params]
+        elif when == "step":
+            weight = 1 - min(decay, (1 + n) / (10 + n))
+            average = [a + weight * (p - a) for a, p in zip(average, params)]
+            n += 1
+        else:
+            at_ends.append(average)
+    return at_ends
+
+
+def test_ema_averages_the_trained_weights_and_trains_on_unaveraged(images, base):
+    X, y = images
+    fits = {}
+    for decay in (None, 0.6):
+        store = _Shared()
+        clf = PretrainedImageClassifier(
+            **base,
+            precompute_epochs=4,
+            lr=3e-2,
+            validation_fraction=0.5,
+            ema_decay=decay,
+            callbacks=[_Trajectory(store)],
+        ).fit(X, y)
+        fits[decay] = clf, store
+    plain, plain_store = fits[None]
+    ema, ema_store = fits[0.6]
+    steps = [params for when, params in ema_store if when == "step"]
+    plain_steps = [params for when, params in plain_store if when == "step"]
+    assert len(steps) == 4  # one step an epoch: 6 training images
+    # the same training run: each epoch continues from the trained weights
+    for a, b in zip(steps, plain_steps, strict=True):
+        assert all(torch.allclose(x, y) for x, y in zip(a, b))
+    # every epoch's end holds the average of the steps so far ...
+    ends = [params for when, params in ema_store if when == "epoch_end"]
+    for got, want in zip(ends, _averaged(ema_store, 0.6), strict=True):
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(got, want))
+    # ... which is not the trained weights, and is what was validated
+    assert not torch.allclose(ends[-1][-1], steps[-1][-1])
+    assert [r["valid_loss"] for r in ema.history_] != [
+        r["valid_loss"] for r in plain.history_
+    ]
+    # and the fitted model is the last average
+    final = [p.detach() for p in ema.head_.parameters()]
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(final, ends[-1]))
+
+
+def test_ema_in_an_unfrozen_stage_averages_the_body_too(images, base):
+    X, y = images
+    before = None
+    for decay in (None, 0.9):
+        clf = PretrainedImageClassifier(
+            **base, unfrozen_cycles=1, unfrozen_lr=1e-2, ema_decay=decay
+        ).fit(X, y)
+        body = [p.detach().clone() for p in clf.extractor_.backbone.body.parameters()]
+        if before is None:
+            before = body
+    # the averaged body lags the trained one: it differs from it
+    assert any(not torch.equal(a, b) for a, b in zip(before, body))
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_ema_and_a_snapshot_ensemble_are_one_or_the_other(images, base):
+    X, y = images
+    clf = PretrainedImageClassifier(
+        **base, unfrozen_cycles=2, snapshot_ensemble=True, ema_decay=0.9
+    )
+    with pytest.raises(InvalidParameterError, match="ema_decay=None"):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.0, -0.5, "0.9", True])
+def test_bad_ema_decay_is_named(images, base, bad):
+    X, y = images
+    with pytest.raises(InvalidParameterError, match="'ema_decay' parameter"):
+        PretrainedImageClassifier(**base, precompute_epochs=1, ema_decay=bad).fit(X, y)

@@ -71,6 +71,16 @@ MODELS = {
     "recipe, early_stopping=True": dict(
         unfrozen_cycles=3, cycle_mult=2, early_stopping=True
     ),
+    # the remedies of the training options, each on top of the guarded recipe
+    "recipe, early_stopping=True, ema_decay=0.98": dict(
+        unfrozen_cycles=3, cycle_mult=2, early_stopping=True, ema_decay=0.98
+    ),
+    "recipe, early_stopping=True, schedule='one_cycle'": dict(
+        unfrozen_cycles=3, cycle_mult=2, early_stopping=True, schedule="one_cycle"
+    ),
+    "recipe, early_stopping=True, label_smoothing=0.1": dict(
+        unfrozen_cycles=3, cycle_mult=2, early_stopping=True, label_smoothing=0.1
+    ),
     "before: MLP head, 8 epochs": dict(
         hidden_sizes=(512,), head_init="random", precompute_epochs=8
     ),

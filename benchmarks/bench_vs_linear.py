@@ -81,6 +81,9 @@ MODELS = {
     "recipe, early_stopping=True, label_smoothing=0.1": dict(
         unfrozen_cycles=3, cycle_mult=2, early_stopping=True, label_smoothing=0.1
     ),
+    "recipe, early_stopping=True, augment='trivial'": dict(
+        unfrozen_cycles=3, cycle_mult=2, early_stopping=True, augment="trivial"
+    ),
     "before: MLP head, 8 epochs": dict(
         hidden_sizes=(512,), head_init="random", precompute_epochs=8
     ),

@@ -83,9 +83,15 @@ RECIPE_PARAMETERS = """
         ratios) when stage 3 starts.
     lr_mult : float, default=10
         Ratio between neighbouring layer groups' rates in stage 3.
-    augment : {"side_on", "top_down"} or None, default="side_on"
+    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
         Augmentation of training photos in stages 2 and 3; TTA views follow
-        it. Use None when flips or rotations would change the target.
+        it. ``"side_on"``: flips, small rotations and zooms, a little
+        lighting; ``"top_down"`` adds vertical flips and quarter turns;
+        ``"trivial"``: ``"side_on"``'s geometry, then one TrivialAugment
+        operation at a random strength (Müller & Hutter, 2021; wide space,
+        as torchvision's ``TrivialAugmentWide``, drawn from the package's
+        seeded generator). Use None when flips or rotations would change
+        the target.
     max_zoom : float, default=1.1
         Largest random zoom of the augmentation.
     batch_size : int, default=64

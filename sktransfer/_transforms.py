@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._trivial_augment import trivial_augment
+
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -437,7 +439,7 @@ def to_tensor(batch: np.ndarray, pre: Preprocessing, device=None) -> torch.Tenso
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-AUGMENTATIONS = ("side_on", "top_down")
+AUGMENTATIONS = ("side_on", "top_down", "trivial")
 
 
 def random_augment(
@@ -455,7 +457,11 @@ def random_augment(
     flips, rotations up to ``max_rotate`` degrees, zoom up to ``max_zoom``
     with a random crop position, and small brightness/contrast changes.
     ``"top_down"`` (satellite, microscope, medical images) adds vertical
-    flips and 90-degree rotations. ``None`` returns the plain view.
+    flips and 90-degree rotations. ``"trivial"`` is ``"side_on"``'s flip,
+    zoom and rotation followed by one TrivialAugment operation (wide space:
+    shears, shifts, rotations up to 135 degrees, colour, contrast,
+    sharpness, posterize, solarize, ...; see :mod:`._trivial_augment`) in
+    place of the small lighting change. ``None`` returns the plain view.
     """
     if kind is None:
         return render(img, pre, PLAIN)
@@ -481,6 +487,9 @@ def random_augment(
     if turns:
         out = np.rot90(out, turns)
     out = np.ascontiguousarray(out)
+    if kind == "trivial":
+        fill = (0, 0, 0) if pre.resize_mode == "crop" else _mean_colour(pre)
+        return trivial_augment(out, rng, fill)
     if max_lighting:
         brightness = float(rng.uniform(-max_lighting, max_lighting)) * 255.0
         contrast = 1.0 + float(rng.uniform(-max_lighting, max_lighting))

@@ -83,7 +83,7 @@ NAMED_OPTIONS = (
     ("lr", "RATE", "learning rate of the head, or auto (a sweep inside fit)"),
     ("unfrozen_lr", "RATE", "stage-3 rate (late group), auto, or 3 comma-separated"),
     ("batch_size", "N", "mini-batch size"),
-    ("augment", "PRESET", "side_on, top_down or none"),
+    ("augment", "PRESET", "side_on, top_down, trivial or none"),
     ("tta", "N", "augmented views averaged at prediction time"),
     ("validation_fraction", "F", "hold out this fraction to record valid loss"),
     ("class_weight", "balanced", "class weights in the loss (classifier)"),

@@ -546,7 +546,7 @@ def augmented_copies(
         One image (a path is decoded like any training image).
     n : int, default=8
         Number of copies.
-    augment : {"side_on", "top_down"} or None, default="side_on"
+    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
         The augmentation preset (see ``PretrainedImageClassifier``).
     image_size : int, default=224
         Side of each square copy.

@@ -161,7 +161,7 @@ def plot_augmentations(
         One image.
     n : int, default=8
         Number of augmented copies.
-    augment : {"side_on", "top_down"} or None, default="side_on"
+    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
         The augmentation preset, as in ``PretrainedImageClassifier``.
     image_size : int, default=224
         Side of each square copy.

@@ -744,7 +744,7 @@ def picture():
 PRE = Preprocessing(resize_size=37, crop_size=32)
 
 
-@pytest.mark.parametrize("kind", ["side_on", "top_down"])
+@pytest.mark.parametrize("kind", ["side_on", "top_down", "trivial"])
 def test_random_augment_presets(picture, kind):
     out = random_augment(picture, PRE, np.random.default_rng(7), kind, max_zoom=1.2)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8

@@ -314,3 +314,43 @@ def test_bad_ema_decay_is_named(images, base, bad):
     X, y = images
     with pytest.raises(InvalidParameterError, match="'ema_decay' parameter"):
         PretrainedImageClassifier(**base, precompute_epochs=1, ema_decay=bad).fit(X, y)
+
+
+# --- TrivialAugment -------------------------------------------------------------
+
+
+def test_trivial_augment_goes_far_beyond_the_side_on_lighting(tmp_path):
+    from conftest import make_images
+
+    from sktransfer.datasets import augmented_copies
+
+    X, _ = make_images(tmp_path / "img", n_per_class=1, size=64)
+    plain = augmented_copies(X[0], 1, augment=None, image_size=32)[0]
+    shifts = {}
+    for kind in ("side_on", "trivial"):
+        copies = augmented_copies(X[0], 40, augment=kind, image_size=32)
+        again = augmented_copies(X[0], 40, augment=kind, image_size=32)
+        np.testing.assert_array_equal(copies, again)  # seeded
+        assert copies.shape == (40, 32, 32, 3) and copies.dtype == np.uint8
+        shifts[kind] = np.abs(copies.reshape(40, -1).mean(axis=1) - plain.mean()).max()
+    # side_on moves brightness by at most 5% of 255; one trivial operation
+    # (brightness, solarize, posterize, equalize, ...) moves it much further
+    assert shifts["side_on"] < 20
+    assert shifts["trivial"] > 40
+
+
+def test_trivial_copies_are_cached_apart_from_side_on_ones(
+    images, base, tmp_path, forward_count
+):
+    X, y = images
+    params = dict(
+        base, cache=str(tmp_path / "cache"), augmented_cycles=1, augmented_copies=1
+    )
+    PretrainedImageClassifier(**params).fit(X, y)
+    forward_count["n"] = 0
+    trivial = PretrainedImageClassifier(**params, augment="trivial").fit(X, y)
+    assert forward_count["n"] == len(X)  # new copies: computed
+    forward_count["n"] = 0
+    clone(trivial).fit(X, y)
+    assert forward_count["n"] == 0  # the same copies: read from the cache
+    assert np.isfinite(trivial.predict_proba(X)).all()

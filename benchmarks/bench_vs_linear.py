@@ -84,6 +84,21 @@ MODELS = {
     "recipe, early_stopping=True, augment='trivial'": dict(
         unfrozen_cycles=3, cycle_mult=2, early_stopping=True, augment="trivial"
     ),
+    "recipe, early_stopping=True, schedule='one_cycle', ema_decay=0.98": dict(
+        unfrozen_cycles=3,
+        cycle_mult=2,
+        early_stopping=True,
+        schedule="one_cycle",
+        ema_decay=0.98,
+    ),  # fmt: skip
+    "recipe, early_stopping=True, one_cycle, ema_decay=0.98, trivial": dict(
+        unfrozen_cycles=3,
+        cycle_mult=2,
+        early_stopping=True,
+        schedule="one_cycle",
+        ema_decay=0.98,
+        augment="trivial",
+    ),  # fmt: skip
     "before: MLP head, 8 epochs": dict(
         hidden_sizes=(512,), head_init="random", precompute_epochs=8
     ),
@@ -271,6 +286,11 @@ def main():
     parser.add_argument("--lr-mult", type=float, default=10)
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument(
+        "--per-fold", action="store_true",
+        help="also print each fold's first score (for paired comparisons of "
+        "rows run on the same folds)",
+    )  # fmt: skip
+    parser.add_argument(
         "--backbone", choices=BACKBONES, default="mobilenet_v2",
         help="the body of every row (offline weights)",
     )  # fmt: skip
@@ -302,24 +322,27 @@ def main():
             F = PretrainedFeatures(**BASE, image_size=size).fit().transform(X)
             start = time.perf_counter()
             _print(
-                label, "features + linear model", linear_row(F, y, folds, task), start
-            )
+                label, "features + linear model", linear_row(F, y, folds, task), start,
+                args.per_fold,
+            )  # fmt: skip
             for model in args.models:
                 params = dict(
                     MODELS[model], image_size=size, random_state=args.random_state
                 )
                 start = time.perf_counter()
                 scores = estimator_row(params, X, y, folds, task)
-                _print(label, model, scores, start)
+                _print(label, model, scores, start, args.per_fold)
 
 
-def _print(label, model, scores, start):
+def _print(label, model, scores, start, per_fold=False):
     scores = np.asarray(scores)
     mean = scores.mean(axis=0)
     first = f"{mean[0]:.4f} +/- {scores[:, 0].std():.4f}"
     second = f"{mean[1]:.4f}" if scores.shape[1] > 1 else ""
     seconds = (time.perf_counter() - start) / len(scores)
     print(f"{label} | {model} | {first} | {second} | {seconds:.1f}", flush=True)
+    if per_fold:
+        print("  per fold: " + " ".join(f"{v:.4f}" for v in scores[:, 0]), flush=True)
 
 
 if __name__ == "__main__":

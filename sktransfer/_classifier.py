@@ -18,6 +18,7 @@ from ._labels import (
     encode_labels,
     object_array,
     same_labels,
+    tune_thresholds,
 )
 from ._params import NONE, InstanceOf, Interval, Options
 from ._recipe_doc import RECIPE_PARAMETERS
@@ -62,9 +63,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         each label's 0/1 moves ``label_smoothing / 2`` towards 1/2). The
         linear probe, the validation loss, early stopping and the guard
         measure the plain log loss.
-    threshold : float, default=0.5
+    threshold : float or "tuned", default=0.5
         Multi-label ``predict``: a label is predicted when its probability
-        reaches this value.
+        reaches this value. ``"tuned"`` gives each label its own threshold
+        (``thresholds_``), the one among 0.05, 0.10, ..., 0.95 that
+        maximises the label's F1 on the validation images (``X_val``, or
+        ``validation_fraction`` of ``X``; one of them is required), with
+        the fitted model; a label without a positive validation image keeps
+        0.5. Single-label ``y`` ignores it.
 
     Attributes
     ----------
@@ -76,6 +82,9 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         low probability.
     multilabel_ : bool
         Whether ``y`` was multi-label.
+    thresholds_ : ndarray of shape (n_classes,)
+        With multi-label ``y`` and ``threshold="tuned"``: each label's
+        threshold, chosen on the validation images.
     class_count_ : ndarray of shape (n_classes,)
         How many training images of the last ``fit`` have each class (each
         label, for multi-label ``y``), in ``classes_`` order; images held
@@ -147,7 +156,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     _parameter_rules = {
         **RECIPE_RULES,
         "class_weight": [Options("balanced"), InstanceOf(dict), NONE],
-        "threshold": [Interval(Real, 0, 1, "neither")],
+        "threshold": [Interval(Real, 0, 1, "neither"), Options("tuned")],
         "label_smoothing": [Interval(Real, 0, 1, "left")],
     }
 
@@ -362,8 +371,49 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         ``threshold``."""
         proba = self.predict_proba(X)
         if self.multilabel_:
-            return (proba >= self.threshold).astype(np.int64)
+            return (proba >= self._thresholds()).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def _thresholds(self):
+        if self.threshold != "tuned":
+            return self.threshold
+        if getattr(self, "thresholds_", None) is None:
+            raise ValueError(
+                "threshold='tuned' uses the thresholds chosen on validation "
+                "images in fit, and this model was fitted without them: fit "
+                "again with threshold='tuned', or set a number."
+            )
+        return self.thresholds_
+
+    # -- threshold="tuned": each label's threshold on the validation images -------
+
+    def _prepare(self, X, y, sample_weight=None, **validation):
+        prepared = super()._prepare(X, y, sample_weight, **validation)
+        tuned = self.threshold == "tuned" and prepared.info["multilabel_"]
+        if tuned and prepared.data.valid is None:
+            raise ValueError(
+                "threshold='tuned' chooses each label's threshold on "
+                "validation images: pass X_val and y_val to fit, or set "
+                "validation_fraction (the images and their features read so "
+                "far are cached)."
+            )
+        return prepared
+
+    def _finish(self, prepared, result, seconds):
+        before = dict(vars(self))
+        super()._finish(prepared, result, seconds)
+        if not (self.threshold == "tuned" and self.multilabel_):
+            self.__dict__.pop("thresholds_", None)
+            return
+        data = prepared.data
+        try:
+            valid = [data.sources[i] for i in data.valid]
+            proba = self.predict_proba(valid)
+            self.thresholds_ = tune_thresholds(proba, data.targets[data.valid].numpy())
+        except BaseException:
+            vars(self).clear()  # the fit fails as a whole: the old one stays
+            vars(self).update(before)
+            raise
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy on ``(X, y)`` (subset accuracy for multi-label ``y``,

@@ -194,3 +194,24 @@ def _is_missing(v) -> bool:
         return bool(isinstance(v, (float, np.floating)) and np.isnan(v))
     except TypeError:
         return False
+
+
+#: The thresholds ``threshold="tuned"`` chooses among.
+THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
+
+
+def tune_thresholds(proba: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each label's threshold on :data:`THRESHOLD_GRID` that maximises its F1
+    on validation images (``proba`` and 0/1 ``truth`` of shape ``(n,
+    n_labels)``); among equal F1s the one nearest 0.5. A label without a
+    positive validation image keeps 0.5."""
+    truth = np.asarray(truth) > 0.5
+    grid = THRESHOLD_GRID
+    pred = np.asarray(proba)[:, :, None] >= grid  # (n, labels, thresholds)
+    tp = (pred & truth[:, :, None]).sum(axis=0)
+    f1 = 2 * tp / np.maximum(pred.sum(axis=0) + truth.sum(axis=0)[:, None], 1)
+    # the best F1, the nearest to 0.5 among ties (to 1e-12)
+    near = np.abs(grid - 0.5)
+    best = np.where(f1 >= f1.max(axis=1, keepdims=True) - 1e-12, near, np.inf)
+    chosen = grid[np.argmin(best, axis=1)]
+    return np.where(truth.any(axis=0), chosen, 0.5)

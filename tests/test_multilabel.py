@@ -178,6 +178,79 @@ def test_threshold_outside_zero_one_is_refused_before_reading_images(
     assert forward_count["n"] == 0
 
 
+def _f1(truth, pred):
+    tp = (truth & pred).sum()
+    return 2 * tp / max(truth.sum() + pred.sum(), 1)
+
+
+def test_tuned_thresholds_maximise_each_labels_f1_on_the_validation_images(
+    tagged, base
+):
+    X, labels = tagged
+    # a random head and one epoch: probabilities spread between 0 and 1
+    clf = PretrainedImageClassifier(
+        **base, head_init="random", precompute_epochs=1, threshold="tuned"
+    ).fit(X[:8], labels[:8], X_val=X, y_val=labels)
+    grid = np.round(np.linspace(0.05, 0.95, 19), 2)
+    assert clf.thresholds_.shape == (3,)
+    assert set(clf.thresholds_) <= set(grid)
+    proba, truth = clf.predict_proba(X), indicator(labels).astype(bool)
+    for j, chosen in enumerate(clf.thresholds_):
+        best = max(_f1(truth[:, j], proba[:, j] >= t) for t in grid)
+        assert _f1(truth[:, j], proba[:, j] >= chosen) == pytest.approx(best)
+    np.testing.assert_array_equal(clf.predict(X), proba >= clf.thresholds_)
+    assert (clf.thresholds_ != 0.5).any()  # the spread moved some
+    # a number set later is used as it is
+    clf.set_params(threshold=0.5)
+    np.testing.assert_array_equal(clf.predict(X), proba >= 0.5)
+
+
+def test_tuned_thresholds_of_a_perfect_model_stay_at_one_half(tagged, base):
+    """Every threshold that separates the labels scores F1 = 1: the one
+    nearest 0.5 is kept."""
+    X, labels = tagged
+    clf = PretrainedImageClassifier(**base, **LEARNS, threshold="tuned")
+    clf.fit(X, labels, X_val=X, y_val=labels)
+    np.testing.assert_array_equal(clf.predict(X), indicator(labels))
+    np.testing.assert_array_equal(clf.thresholds_, [0.5, 0.5, 0.5])
+
+
+def test_tuned_thresholds_from_a_validation_fraction_survive_save_and_load(
+    tagged, base, tmp_path
+):
+    from sktransfer import load, save
+
+    X, labels = tagged
+    clf = PretrainedImageClassifier(
+        **base, head_init="random", precompute_epochs=1, threshold="tuned",
+        validation_fraction=0.5,
+    ).fit(X, labels)  # fmt: skip
+    assert clf.thresholds_.shape == (3,)
+    again = load(save(clf, tmp_path / "model"), cache=base["cache"])
+    np.testing.assert_array_equal(again.thresholds_, clf.thresholds_)
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))
+
+
+def test_tuned_thresholds_need_validation_images(tagged, base):
+    X, labels = tagged
+    clf = PretrainedImageClassifier(**base, threshold="tuned")
+    with pytest.raises(ValueError, match="X_val and y_val"):
+        clf.fit(X, labels)
+    assert not hasattr(clf, "model_")
+    # a model fitted with a number has no thresholds to use
+    clf.set_params(threshold=0.5).fit(X, labels)
+    assert not hasattr(clf, "thresholds_")
+    with pytest.raises(ValueError, match="fitted without them"):
+        clf.set_params(threshold="tuned").predict(X)
+
+
+def test_single_label_y_ignores_tuned_thresholds(images, base):
+    X, y = images
+    clf = PretrainedImageClassifier(**base, threshold="tuned").fit(X, y)
+    assert not hasattr(clf, "thresholds_")
+    assert set(clf.predict(X)) <= set(y)
+
+
 def test_score_is_subset_accuracy(learned, tagged):
     X, labels = tagged
     wrong = [list(row) for row in labels]

@@ -11,6 +11,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import RecipeEstimator
+from ._images import as_image_list
 from ._labels import (
     COLLECTIONS,
     as_label_list,
@@ -20,7 +21,7 @@ from ._labels import (
     same_labels,
     tune_thresholds,
 )
-from ._params import NONE, InstanceOf, Interval, Options
+from ._params import NONE, InstanceOf, Interval, Options, validate
 from ._recipe_doc import RECIPE_PARAMETERS
 from ._recipe_rules import RECIPE_RULES
 from ._split import plain as _plain
@@ -388,16 +389,19 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     # -- threshold="tuned": each label's threshold on the validation images -------
 
     def _prepare(self, X, y, sample_weight=None, **validation):
-        prepared = super()._prepare(X, y, sample_weight, **validation)
-        tuned = self.threshold == "tuned" and prepared.info["multilabel_"]
-        if tuned and prepared.data.valid is None:
-            raise ValueError(
-                "threshold='tuned' chooses each label's threshold on "
-                "validation images: pass X_val and y_val to fit, or set "
-                "validation_fraction (the images and their features read so "
-                "far are cached)."
-            )
-        return prepared
+        # checked before any image is read (after the parameters, as every
+        # error of fit is): y's kind alone decides
+        validate(self)
+        held_out = self.validation_fraction is not None or self.early_stopping
+        if self.threshold == "tuned" and validation.get("X_val") is None:
+            multilabel = encode_labels(y, len(as_image_list(X)))[0]
+            if multilabel and not held_out:
+                raise ValueError(
+                    "threshold='tuned' chooses each label's threshold on "
+                    "validation images: pass X_val and y_val to fit, or set "
+                    "validation_fraction."
+                )
+        return super()._prepare(X, y, sample_weight, **validation)
 
     def _finish(self, prepared, result, seconds):
         before = dict(vars(self))
@@ -406,10 +410,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
             self.__dict__.pop("thresholds_", None)
             return
         data = prepared.data
+        # the validation images, but those of weight 0 (as in the valid loss)
+        rows = data.valid[data.weights[data.valid].numpy() > 0]
         try:
-            valid = [data.sources[i] for i in data.valid]
-            proba = self.predict_proba(valid)
-            self.thresholds_ = tune_thresholds(proba, data.targets[data.valid].numpy())
+            if len(rows) == 0:
+                self.thresholds_ = np.full(len(self.classes_), 0.5)
+                return
+            proba = self.predict_proba([data.sources[i] for i in rows])
+            self.thresholds_ = tune_thresholds(proba, data.targets[rows].numpy())
         except BaseException:
             vars(self).clear()  # the fit fails as a whole: the old one stays
             vars(self).update(before)

@@ -277,7 +277,7 @@ def _prediction_table(model, paths, args) -> tuple[list, list]:
             )
         return ["id", *classes], [[i, *map(_num, row)] for i, row in zip(ids, proba)]
     if model.multilabel_:
-        chosen = proba >= model.threshold
+        chosen = proba >= model._thresholds()  # threshold, or tuned thresholds_
         labels = [" ".join(c for c, on in zip(classes, row) if on) for row in chosen]
     else:
         labels = [classes[j] for j in np.argmax(proba, axis=1)]

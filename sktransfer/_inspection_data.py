@@ -21,7 +21,7 @@ def sample_losses(estimator, X, y):
             proba = positive_column(proba)
             p = np.clip(proba, 1e-15, 1 - 1e-15)
             losses = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1)
-            predicted = p >= 0.5
+            predicted = p >= label_thresholds(estimator)
 
             def details(i):
                 p_true = np.mean(np.where(y[i], p[i], 1 - p[i]))
@@ -79,7 +79,8 @@ def cam_titles(estimator, result, y, n) -> list:
             continue
         classes = np.asarray(estimator.classes_)
         if getattr(estimator, "multilabel_", False):
-            predicted = label_names(estimator, outputs[i] >= estimator.threshold)
+            on = outputs[i] >= label_thresholds(estimator)
+            predicted = label_names(estimator, on)
             if y is not None:
                 true = [label_names(estimator, y[i])]
         else:
@@ -117,6 +118,15 @@ def positive_column(proba):
     if isinstance(proba, list):
         return np.column_stack([np.asarray(p)[:, -1] for p in proba])
     return np.asarray(proba)
+
+
+def label_thresholds(estimator):
+    """The probability at which a multi-label estimator predicts each label:
+    this package's classifier's ``threshold`` (or tuned ``thresholds_``),
+    0.5 for any other estimator."""
+    if hasattr(estimator, "_thresholds"):
+        return estimator._thresholds()
+    return 0.5
 
 
 def label_names(estimator, row) -> str:

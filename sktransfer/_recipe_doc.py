@@ -69,7 +69,9 @@ RECIPE_PARAMETERS = """
         warm restarts, as above. ``"one_cycle"``: each stage's epochs (the
         same number) run as one cycle whose first quarter warms the rate up
         from 1/25 of its top (half a cosine) before it falls to 0, as
-        fastai's ``fit_one_cycle``; it cannot make a snapshot ensemble.
+        fastai's ``fit_one_cycle``; it cannot make a snapshot ensemble. A
+        stage of a few steps spends a quarter of them warming up (one of
+        two steps runs at 1/25 of the rate).
     lr : float, "auto" or LRSweep, default=1e-3
         Learning rate of the head (AdamW) in stages 1 and 2. ``"auto"`` runs
         a learning-rate sweep of the head on cached features inside ``fit``;

@@ -89,4 +89,5 @@ def trivial_augment(
     if signed and rng.random() < 0.5:
         magnitude = -magnitude
     out = op(Image.fromarray(np.ascontiguousarray(pixels)), magnitude, fill)
-    return np.asarray(out.convert("RGB"), dtype=np.uint8)
+    # a copy: torch.from_numpy warns on PIL's read-only buffers
+    return np.array(out.convert("RGB"), dtype=np.uint8)

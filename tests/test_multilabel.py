@@ -231,17 +231,68 @@ def test_tuned_thresholds_from_a_validation_fraction_survive_save_and_load(
     np.testing.assert_array_equal(again.predict(X), clf.predict(X))
 
 
-def test_tuned_thresholds_need_validation_images(tagged, base):
+def test_tuned_thresholds_need_validation_images(tagged, base, forward_count):
     X, labels = tagged
     clf = PretrainedImageClassifier(**base, threshold="tuned")
     with pytest.raises(ValueError, match="X_val and y_val"):
         clf.fit(X, labels)
     assert not hasattr(clf, "model_")
+    assert forward_count["n"] == 0  # said before any image went through
     # a model fitted with a number has no thresholds to use
     clf.set_params(threshold=0.5).fit(X, labels)
     assert not hasattr(clf, "thresholds_")
     with pytest.raises(ValueError, match="fitted without them"):
         clf.set_params(threshold="tuned").predict(X)
+
+
+def test_the_command_line_and_inspection_predict_with_tuned_thresholds(
+    tagged, base, tmp_path
+):
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sktransfer import save
+    from sktransfer.inspection import plot_grad_cam, plot_top_losses, top_losses
+
+    X, labels = tagged
+    clf = PretrainedImageClassifier(  # 64 px: Grad-CAM needs a 2x2 map
+        **dict(base, image_size=64), head_init="random", precompute_epochs=1,
+        threshold="tuned",
+    ).fit(X[:8], labels[:8], X_val=X, y_val=labels)  # fmt: skip
+    predicted = clf.predict(X)
+    assert (predicted != (clf.predict_proba(X) >= 0.5)).any()  # tuning shows
+    folder = save(clf, tmp_path / "model")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), SKTRANSFER_CACHE=base["cache"])
+    done = subprocess.run(
+        [sys.executable, "-m", "sktransfer", "predict", str(folder), *X,
+         "--out", str(tmp_path / "p.csv"), "-q"],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
+    for path, row in zip(X, predicted):
+        expected = {c for c, on in zip(clf.classes_, row) if on}
+        assert set(rows[path].split()) == expected
+
+    # the titles of inspection's plots name the tuned predictions
+    def names(row):
+        return ";".join(c for c, on in zip(clf.classes_, row) if on) or "(none)"
+
+    worst, _ = top_losses(clf, X, labels, k=2)
+    axes = plot_top_losses(clf, X, labels, k=2, ncols=2)
+    shown = [ax.get_title().split(" / ")[0] for ax in axes.ravel() if ax.images]
+    assert shown == [names(predicted[i]) for i in worst]
+    axes = plot_grad_cam(clf, X[:2], y=labels[:2])
+    titles = [ax.get_title() for ax in np.ravel(axes) if ax.images]
+    assert [t.split(" / ")[1] for t in titles] == [names(r) for r in predicted[:2]]
 
 
 def test_single_label_y_ignores_tuned_thresholds(images, base):

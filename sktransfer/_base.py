@@ -48,7 +48,13 @@ from ._params import (
 from ._plan import make_plan
 from ._predict import predict_outputs
 from ._recipe_rules import RECIPE_CHECKS, RECIPE_RULES
-from ._split import Dropped, check_split, kept_rows, split_rows
+from ._split import (
+    Dropped,
+    check_split,
+    kept_rows,
+    split_rows,
+    validation_fraction,
+)
 from ._transforms import PLAIN, tta_views
 
 
@@ -65,6 +71,11 @@ class RecipeEstimator(BaseEstimator):
         image (rows are later selected by index, never encoded again);
         ``info`` becomes fitted attributes (e.g. ``classes_``)."""
         raise NotImplementedError
+
+    def _check_validation_use(self, info, validated) -> None:
+        """Errors of settings that need validation images, when ``validated``
+        says whether there will be any (before any image is read). None
+        here; a front adds its own."""
 
     def _fit_task(self, encoded, info, dropped):
         """``(task, more_info)`` for the rows that train (``encoded`` holds
@@ -190,6 +201,8 @@ class RecipeEstimator(BaseEstimator):
         self._class_weights(inputs.encoded[weighted], info)
         if not given:
             check_split(self, inputs.encoded[weighted], task, info, dropped)
+        validated = given or validation_fraction(self)[0] is not None
+        self._check_validation_use(info, validated)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         swept = not isinstance(self.lr, Real)  # "auto" or an LRSweep

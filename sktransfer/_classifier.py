@@ -11,7 +11,6 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import RecipeEstimator
-from ._images import as_image_list
 from ._labels import (
     COLLECTIONS,
     as_label_list,
@@ -21,7 +20,7 @@ from ._labels import (
     same_labels,
     tune_thresholds,
 )
-from ._params import NONE, InstanceOf, Interval, Options, validate
+from ._params import NONE, InstanceOf, Interval, Options
 from ._recipe_doc import RECIPE_PARAMETERS
 from ._recipe_rules import RECIPE_RULES
 from ._split import plain as _plain
@@ -388,20 +387,14 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
 
     # -- threshold="tuned": each label's threshold on the validation images -------
 
-    def _prepare(self, X, y, sample_weight=None, **validation):
-        # checked before any image is read (after the parameters, as every
-        # error of fit is): y's kind alone decides
-        validate(self)
-        held_out = self.validation_fraction is not None or self.early_stopping
-        if self.threshold == "tuned" and validation.get("X_val") is None:
-            multilabel = encode_labels(y, len(as_image_list(X)))[0]
-            if multilabel and not held_out:
-                raise ValueError(
-                    "threshold='tuned' chooses each label's threshold on "
-                    "validation images: pass X_val and y_val to fit, or set "
-                    "validation_fraction."
-                )
-        return super()._prepare(X, y, sample_weight, **validation)
+    def _check_validation_use(self, info, validated) -> None:
+        tuned = self.threshold == "tuned" and info["multilabel_"]
+        if tuned and not validated:
+            raise ValueError(
+                "threshold='tuned' chooses each label's threshold on "
+                "validation images: pass X_val and y_val to fit, or set "
+                "validation_fraction."
+            )
 
     def _finish(self, prepared, result, seconds):
         before = dict(vars(self))

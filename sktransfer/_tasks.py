@@ -21,8 +21,10 @@ class Task:
     #: stratify the validation split on the encoded targets
     stratify = False
 
-    def __init__(self, n_outputs: int):
+    def __init__(self, n_outputs: int, label_smoothing: float = 0.0):
         self.n_outputs = int(n_outputs)
+        #: used by the classification tasks' ``train_loss``
+        self.label_smoothing = float(label_smoothing)
 
     def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample loss, shape ``(n,)``: what validation, the probe and
@@ -55,10 +57,6 @@ class SingleLabel(Task):
     stratify = True
     score_name = "valid_acc"
 
-    def __init__(self, n_outputs: int, label_smoothing: float = 0.0):
-        super().__init__(n_outputs)
-        self.label_smoothing = float(label_smoothing)
-
     def loss(self, raw, target):
         return nn.functional.cross_entropy(raw, target, reduction="none")
 
@@ -84,10 +82,6 @@ class MultiLabel(Task):
 
     kind = "multi_label"
     score_name = "valid_f1"
-
-    def __init__(self, n_outputs: int, label_smoothing: float = 0.0):
-        super().__init__(n_outputs)
-        self.label_smoothing = float(label_smoothing)
 
     def loss(self, raw, target):
         return nn.functional.binary_cross_entropy_with_logits(

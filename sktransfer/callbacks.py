@@ -54,10 +54,10 @@ def _in_cycle(t, min_ratio, warmup, warmup_start):
     ``warmup_start`` over the first ``warmup`` of it, then half a cosine down
     from 1 to ``min_ratio``."""
     t = np.asarray(t, dtype=np.float64)
-    if not warmup:
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + np.cos(np.pi * t))
     down = np.clip((t - warmup) / (1.0 - warmup), 0.0, 1.0)
     falling = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + np.cos(np.pi * down))
+    if not warmup:
+        return falling
     up = np.clip(t / warmup, 0.0, 1.0)
     rising = warmup_start + (1.0 - warmup_start) * 0.5 * (1.0 - np.cos(np.pi * up))
     return np.where(t < warmup, rising, falling)

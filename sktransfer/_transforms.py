@@ -371,8 +371,8 @@ def render_rotated(img, pre: Preprocessing, view: View, angle: float) -> np.ndar
     a 500 x 375 photo), and training decodes every photo on every epoch. A
     photo larger than the output is first shrunk with the antialiasing
     resize of :func:`render`, so the rotation resamples at about 1:1. Corners
-    the rotation uncovers are black in ``"crop"`` mode (the crop mostly
-    cuts them) and the padding colour in the others.
+    the rotation uncovers show the photo's edge mirrored, except in
+    ``"pad"`` mode, where they take the padding colour around them.
     """
     if not angle:
         return render(img, pre, view)
@@ -405,7 +405,9 @@ def render_rotated(img, pre: Preprocessing, view: View, angle: float) -> np.ndar
         cos * sx, -sin * sy, cos * ox - sin * oy + cx,
         sin * sx, cos * sy, sin * ox + cos * oy + cy,
     )  # fmt: skip
-    fill = (0, 0, 0) if pre.resize_mode == "crop" else _mean_colour(pre)
+    fill = _mean_colour(pre)
+    if pre.resize_mode != "pad":
+        pixels, coeffs = _mirrored_margin(pixels, coeffs, (out_w, out_h))
     out = Image.fromarray(np.ascontiguousarray(pixels)).transform(
         (out_w, out_h),
         Image.Transform.AFFINE,
@@ -414,6 +416,38 @@ def render_rotated(img, pre: Preprocessing, view: View, angle: float) -> np.ndar
         fillcolor=fill,
     )
     return _placed(np.asarray(out), pre, view)
+
+
+def _mirrored_margin(pixels: np.ndarray, coeffs: tuple, size: tuple):
+    """The part of ``pixels`` that the affine map ``coeffs`` (output pixel
+    -> source point) reads for an output of ``size``, widened by a mirrored
+    margin where it reaches past the photo, and the map shifted onto it.
+
+    The corners a rotation uncovers then show the photo's own edge mirrored
+    (fastai's ``padding_mode="reflection"``) instead of a constant colour,
+    which would teach the network that tilted photos have flat triangles
+    in their corners. Only the part read is copied, so this costs less than
+    the copy of the whole photo it replaces. A margin wider than the part
+    itself is cut to what mirroring can give; beyond it is the fill colour.
+    """
+    a, b, c, d, e, f = coeffs
+    out_w, out_h = size
+    xs = [a * u + b * v + c for u in (0, out_w) for v in (0, out_h)]
+    ys = [d * u + e * v + f for u in (0, out_w) for v in (0, out_h)]
+    height, width = pixels.shape[:2]
+    # one pixel more on each side for the bilinear neighbours
+    x0, x1 = math.floor(min(xs)) - 1, math.ceil(max(xs)) + 1
+    y0, y1 = math.floor(min(ys)) - 1, math.ceil(max(ys)) + 1
+    left, top = max(0, x0), max(0, y0)
+    bottom, right = max(top + 1, min(height, y1)), max(left + 1, min(width, x1))
+    part = pixels[top:bottom, left:right]
+    rows, cols = part.shape[:2]
+    # reflection needs a margin shorter than the side it mirrors
+    pad_l, pad_r = min(max(0, -x0), cols - 1), min(max(0, x1 - width), cols - 1)
+    pad_t, pad_b = min(max(0, -y0), rows - 1), min(max(0, y1 - height), rows - 1)
+    if pad_l or pad_r or pad_t or pad_b:
+        part = np.pad(part, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)), mode="reflect")
+    return part, (a, b, c - left + pad_l, d, e, f - top + pad_t)
 
 
 def _mean_colour(pre: Preprocessing) -> tuple:
@@ -516,7 +550,13 @@ class AugmentedView:
 
     @property
     def key(self) -> str:
-        return f"augmented={self.augment},copy={self.index},zoom={self.max_zoom:.4f}"
+        # "corners=mirror": the rotated corners changed from black (crop
+        # mode) and the mean colour (squish mode) to mirrored edges, so
+        # copies cached before that are never read as the new ones
+        return (
+            f"augmented={self.augment},copy={self.index},"
+            f"zoom={self.max_zoom:.4f},corners=mirror"
+        )
 
     def rng(self, fingerprint: str) -> np.random.Generator:
         digest = hashlib.blake2b(f"{fingerprint}:{self.key}".encode(), digest_size=8)

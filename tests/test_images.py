@@ -571,6 +571,25 @@ def test_tta_views_and_augmentation_keep_the_resize_mode(mode):
     assert not _is(rotated, (0, 0, 0)).any()  # corners filled like padding
 
 
+@pytest.mark.parametrize("mode", ["crop", "squish", "pad"])
+def test_rotated_copies_mirror_the_photo_into_their_corners(mode):
+    """A rotation uncovers corners of the square. They show the photo's
+    edge mirrored (a photo of one colour stays that colour everywhere),
+    except in "pad" mode, where they are padding like the rest."""
+    photo = np.zeros((48, 64, 3), np.uint8)
+    photo[:] = RED
+    copies = augmented_copies(
+        photo, n=6, image_size=32, max_zoom=1.0, resize_mode=mode, random_state=3
+    )
+    if mode == "pad":
+        mean = tuple(round(m * 255) for m in Preprocessing().mean)
+        # up to the lighting change every copy gets
+        assert (np.abs(copies[:, 0, 0].astype(int) - mean) < 20).all()
+        return
+    reddish = (copies[..., 0] > 200) & (copies[..., 1:] < 40).all(-1)
+    assert reddish.all()
+
+
 def test_augmented_copies_follow_the_resize_mode():
     img = _bordered(120, 40, border=8)
     pad = augmented_copies(img, n=4, image_size=32, max_zoom=1.0, resize_mode="pad")

@@ -12,7 +12,6 @@ weights, never from inside the training loop.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections import Counter
 
 import numpy as np
@@ -792,16 +791,27 @@ def test_unknown_augment_preset_raises(picture, images, base):
 def counting_rotations(monkeypatch, paths):
     """Count, per photo, the affine passes PIL makes over its pixels: a
     rotated training view is one such pass, the plain view none. Returns
-    the counts, filled in as training runs."""
-    owner = {
-        hashlib.sha256(np.asarray(Image.open(p).convert("RGB")).tobytes()).digest(): p
-        for p in paths
-    }
+    the counts, filled in as training runs.
+
+    A pass may read only the part of the photo it needs (with mirrored
+    margins), so the photo is recognised by a run of 6 pixels from the
+    middle of what the pass reads: the photos are noise, so every run of
+    them is one photo's.
+    """
+    runs = {}
+    for p in paths:
+        pixels = np.asarray(Image.open(p).convert("RGB"))
+        for row in pixels:
+            for x in range(len(row) - 5):
+                runs[row[x : x + 6].tobytes()] = p
     counts = dict.fromkeys(paths, 0)
     transform = Image.Image.transform
 
     def counted(self, *args, **kwargs):
-        photo = owner.get(hashlib.sha256(self.tobytes()).digest())
+        pixels = np.asarray(self)
+        middle = pixels[len(pixels) // 2]
+        x = len(middle) // 2 - 3
+        photo = runs.get(middle[x : x + 6].tobytes())
         if photo is not None:
             counts[photo] += 1
         return transform(self, *args, **kwargs)

@@ -63,6 +63,18 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         each label's 0/1 moves ``label_smoothing / 2`` towards 1/2). The
         linear probe, the validation loss, early stopping and the guard
         measure the plain log loss.
+    mixup : float, default=0.0
+        Mixup (Zhang et al., 2018) in the gradient stages: each training
+        batch is blended with a shuffled copy of itself, images or cached
+        features and targets alike, at a ratio drawn from ``Beta(mixup,
+        mixup)`` (0 turns it off; 0.2-0.4 are usual). The rest of the fit
+        (probe, validation, guard, sweeps) sees the photos as they are.
+    cutmix : float, default=0.0
+        CutMix (Yun et al., 2019) in the stages that train on images: a box
+        of each training image is replaced by the same box of another
+        image, and the targets mix by the area kept, drawn from
+        ``Beta(cutmix, cutmix)`` (0 turns it off; 1.0 is usual). With
+        ``mixup`` too, each batch gets one of them at even odds.
     threshold : float or "tuned", default=0.5
         Multi-label ``predict``: a label is predicted when its probability
         reaches this value. ``"tuned"`` gives each label its own threshold
@@ -158,6 +170,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         "class_weight": [Options("balanced"), InstanceOf(dict), NONE],
         "threshold": [Interval(Real, 0, 1, "neither"), Options("tuned")],
         "label_smoothing": [Interval(Real, 0, 1, "left")],
+        "mixup": [Interval(Real, 0, None, "left")],
+        "cutmix": [Interval(Real, 0, None, "left")],
     }
 
     def __init__(
@@ -190,6 +204,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         snapshot_ensemble=False,
         class_weight=None,
         label_smoothing=0.0,
+        mixup=0.0,
+        cutmix=0.0,
         threshold=0.5,
         validation_fraction=None,
         early_stopping=False,
@@ -232,6 +248,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.snapshot_ensemble = snapshot_ensemble
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
+        self.mixup = mixup
+        self.cutmix = cutmix
         self.threshold = threshold
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -273,6 +291,11 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
                 f"{[_plain(c) for c in classes[:20]]}."
             )
         return SingleLabel(len(classes), self.label_smoothing), {}
+
+    def _settings(self):
+        settings = super()._settings()
+        settings.mixup, settings.cutmix = self.mixup, self.cutmix
+        return settings
 
     def _class_weights(self, encoded, info, rows=None):
         if self.class_weight is None:

@@ -154,6 +154,9 @@ class Settings:
     tol: float = 1e-4
     #: the decay of the weights' moving average (None: no average)
     ema_decay: float | None = None
+    #: Beta(alpha, alpha) of mixup and CutMix (0: off; classifiers only)
+    mixup: float = 0.0
+    cutmix: float = 0.0
     #: the user's skorch callbacks, ``(name, callback)``; every stage's net
     #: gets deep copies of them
     callbacks: list = dataclasses.field(default_factory=list)

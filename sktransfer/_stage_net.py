@@ -31,6 +31,7 @@ from torch import nn
 from ._devices import autocast_dtype
 from ._ema import WeightAverage
 from ._finetune import CopiesDataset, FeatureLoader, ImageLoader, adamw_options
+from ._mixing import BatchMixer
 from ._threads import decode_plan
 from .callbacks import SGDR, LRSweep
 from .exceptions import DivergedError
@@ -57,9 +58,11 @@ class _StageNet(NeuralNet):
         param_groups=None,
         amp_dtype=None,
         ema_decay=None,
+        mixer=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.mixer = mixer
         self.sample_loss = sample_loss
         self.train_loss = train_loss
         self.param_groups = param_groups
@@ -124,6 +127,8 @@ class _StageNet(NeuralNet):
             self.ema_.put_in(self.module_)  # validated, and kept, averaged
 
     def train_step(self, batch, **fit_params):
+        if self.mixer is not None:
+            batch = self.mixer(batch)  # mixup / CutMix (see _mixing)
         step = self._scaled_train_step(batch, **fit_params)
         if self.ema_ is not None:
             self.ema_.update(self.module_)
@@ -264,8 +269,16 @@ def stage_net(
         on_features=stage.on_features,
         precision=precision,
         ema_decay=settings.ema_decay,
+        mixer=_mixer(settings, task),
     )
     return net, snapshots
+
+
+def _mixer(settings, task):
+    """The stage's :class:`~._mixing.BatchMixer`, or None without mixing."""
+    if not (settings.mixup or settings.cutmix):
+        return None
+    return BatchMixer(settings.mixup, settings.cutmix, task.soft_target)
 
 
 def training_net(
@@ -283,6 +296,7 @@ def training_net(
     precision,
     train_loss=None,
     ema_decay=None,
+    mixer=None,
 ):
     """The one training loop of the package: a :class:`_StageNet` training
     ``module`` for ``epochs`` on ``train_set`` with AdamW, one parameter
@@ -290,7 +304,8 @@ def training_net(
     target)`` gives per-sample losses, weighted by the data's sample weights;
     ``train_loss``, when given, replaces it in training steps (validation
     keeps ``loss``). With ``ema_decay``, the net keeps a moving average of
-    the module's weights (see :mod:`._ema`).
+    the module's weights (see :mod:`._ema`); a ``mixer`` mixes the training
+    batches (see :mod:`._mixing`).
     The stages and the learning-rate sweeps differ only in their callbacks (a
     stage's schedule and snapshots; a sweep's exponential rate and its
     stop)."""
@@ -301,6 +316,7 @@ def training_net(
         sample_loss=loss,
         train_loss=train_loss,
         ema_decay=ema_decay,
+        mixer=mixer,
         param_groups=param_groups,
         amp_dtype=autocast_dtype(precision),
         criterion=nn.Identity,  # the task computes the loss (get_loss)

@@ -70,6 +70,10 @@ class SingleLabel(Task):
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.int64)
 
+    def soft_target(self, target):
+        """Class indices -> one-hot float rows (for mixup and CutMix)."""
+        return nn.functional.one_hot(target, self.n_outputs).float()
+
     def output_module(self):
         return nn.Softmax(dim=1)
 
@@ -95,6 +99,9 @@ class MultiLabel(Task):
 
     def target_tensor(self, y):
         return torch.as_tensor(np.asarray(y), dtype=torch.float32)
+
+    def soft_target(self, target):
+        return target.float()
 
     def output_module(self):
         return nn.Sigmoid()

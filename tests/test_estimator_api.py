@@ -147,7 +147,13 @@ def test_set_params_changes_get_params(cls, changes):
 def test_the_recipe_estimators_share_their_parameters():
     classifier = set(PretrainedImageClassifier().get_params())
     regressor = set(PretrainedImageRegressor().get_params())
-    assert classifier - regressor == {"class_weight", "label_smoothing", "threshold"}
+    assert classifier - regressor == {
+        "class_weight",
+        "label_smoothing",
+        "mixup",
+        "cutmix",
+        "threshold",
+    }
     assert regressor <= classifier
 
 

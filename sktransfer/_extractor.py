@@ -127,8 +127,12 @@ class FeatureExtractor:
     def n_features(self) -> int:
         return self.backbone.n_features
 
-    def view_key(self, view: View | AugmentedView) -> str:
-        return self.model_key if view == PLAIN else f"{self.model_key}:{view.key}"
+    def view_key(self, view: View | AugmentedView) -> str | None:
+        """The cache key of ``view``'s features; None for a view that is
+        never cached (copies by the user's own augmentation)."""
+        if view == PLAIN:
+            return self.model_key
+        return None if view.key is None else f"{self.model_key}:{view.key}"
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """uint8 ``(n, H, W, 3)`` -> float32 features ``(n, n_features)``."""
@@ -193,7 +197,7 @@ class FeatureExtractor:
             todo = self._fill_from_cache(out[v], key, fingerprints, readable)
             if not todo:
                 continue
-            cache = self.cache
+            cache = self.cache if key is not None else None
             lock = cache.lock(key) if cache is not None else contextlib.nullcontext()
             with lock:
                 todo = self._fill_from_cache(out[v], key, fingerprints, todo)
@@ -224,7 +228,7 @@ class FeatureExtractor:
         """
         if todo is None:
             todo = range(len(fingerprints))
-        if self.cache is None:
+        if self.cache is None or key is None:
             return list(todo)
         where: dict[str, list[int]] = {}
         for i in todo:
@@ -282,7 +286,7 @@ class FeatureExtractor:
         feats = self.forward(np.stack(arrays))
         finite = np.isfinite(feats).all(axis=1)
         out[list(kept)] = feats
-        if self.cache is not None:
+        if self.cache is not None and key is not None:
             # Stored under the fingerprint of the bytes that were
             # decoded: a file replaced since ``fps`` were taken gets
             # its new content's key, never the old one.

@@ -85,15 +85,22 @@ RECIPE_PARAMETERS = """
         ratios) when stage 3 starts.
     lr_mult : float, default=10
         Ratio between neighbouring layer groups' rates in stage 3.
-    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
+    augment : {"side_on", "top_down", "trivial"}, callable or None, default="side_on"
         Augmentation of training photos in stages 2 and 3; TTA views follow
         it. ``"side_on"``: flips, small rotations and zooms, a little
         lighting; ``"top_down"`` adds vertical flips and quarter turns;
         ``"trivial"``: ``"side_on"``'s geometry, then one TrivialAugment
         operation at a random strength (Müller & Hutter, 2021; wide space,
         as torchvision's ``TrivialAugmentWide``, drawn from the package's
-        seeded generator). Use None when flips or rotations would change
-        the target.
+        seeded generator). Corners a rotation uncovers show the photo's
+        edge mirrored. A callable is your own augmentation, a torchvision
+        transform for one: it gets each training photo as a PIL image and
+        returns a PIL image, a uint8 array or a uint8 tensor; a result of
+        the input size is used as it is, any other becomes the input the
+        plain way. It draws from its own random source, so the fit is as
+        reproducible as it is, and its copies are never cached; TTA views
+        then follow ``"side_on"``. Use None when flips or rotations would
+        change the target.
     max_zoom : float, default=1.1
         Largest random zoom of the augmentation.
     batch_size : int, default=64

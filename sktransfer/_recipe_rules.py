@@ -60,7 +60,7 @@ RECIPE_RULES = {
         InstanceOf(tuple, list),
     ],
     "lr_mult": [Interval(Real, 1, None, "left")],
-    "augment": [Options(*AUGMENTATIONS), NONE],
+    "augment": [Options(*AUGMENTATIONS), Satisfies(callable, "a callable"), NONE],
     "max_zoom": [Interval(Real, 1, None, "left")],
     "batch_size": [Interval(Integral, 2, None, "left")],
     "weight_decay": [_non_negative(Real)],

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from ._trivial_augment import trivial_augment
+from ._user_augment import user_pixels
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -495,10 +496,17 @@ def random_augment(
     zoom and rotation followed by one TrivialAugment operation (wide space:
     shears, shifts, rotations up to 135 degrees, colour, contrast,
     sharpness, posterize, solarize, ...; see :mod:`._trivial_augment`) in
-    place of the small lighting change. ``None`` returns the plain view.
+    place of the small lighting change. A callable is the user's own
+    augmentation (see :mod:`._user_augment`). ``None`` returns the plain
+    view.
     """
     if kind is None:
         return render(img, pre, PLAIN)
+    if callable(kind):  # the user's own (see _user_augment)
+        out = user_pixels(kind, as_pixels(img))
+        if out.shape[:2] == (pre.crop_size, pre.crop_size):
+            return out
+        return render(out, pre, PLAIN)
     if kind not in AUGMENTATIONS:
         raise ValueError(
             f"augment must be one of {AUGMENTATIONS} or None; got {_show(kind)}."
@@ -549,7 +557,9 @@ class AugmentedView:
     max_zoom: float = 1.1
 
     @property
-    def key(self) -> str:
+    def key(self) -> str | None:
+        if callable(self.augment):
+            return None  # the user's function: never cached
         # "corners=mirror": the rotated corners changed from black (crop
         # mode) and the mean colour (squish mode) to mirrored edges, so
         # copies cached before that are never read as the new ones

@@ -546,8 +546,9 @@ def augmented_copies(
         One image (a path is decoded like any training image).
     n : int, default=8
         Number of copies.
-    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
-        The augmentation preset (see ``PretrainedImageClassifier``).
+    augment : {"side_on", "top_down", "trivial"}, callable or None, default="side_on"
+        The augmentation preset, or your own function (see
+        ``PretrainedImageClassifier``).
     image_size : int, default=224
         Side of each square copy.
     max_zoom : float, default=1.1

@@ -88,6 +88,10 @@ MODELS = {
     "recipe, early_stopping=True, one_cycle, ema_decay=0.98, trivial": dict(
         GUARDED, schedule="one_cycle", ema_decay=0.98, augment="trivial"
     ),
+    "recipe, early_stopping=True, mixup=0.2": dict(GUARDED, mixup=0.2),
+    "recipe, early_stopping=True, cutmix=1.0": dict(GUARDED, cutmix=1.0),
+    # mixup of the cached features, where it costs next to nothing
+    "probe + 8 head epochs, mixup=0.2": dict(precompute_epochs=8, mixup=0.2),
     # multi-label: each label's threshold chosen on a fifth held out
     "threshold='tuned', validation_fraction=0.2": dict(
         threshold="tuned", validation_fraction=0.2

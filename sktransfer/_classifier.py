@@ -123,8 +123,9 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         (one unless ``snapshot_ensemble``).
     history_ : list of dict
         One record per epoch: fit (1 for the first fit, then counting warm
-        starts), stage, epoch, image_size, lrs (per layer group),
-        train_loss, valid_loss, valid_acc (valid_f1 for multi-label), seconds.
+        starts), stage, epoch, image_size, lrs (per layer group, or per
+        block with ``layer_decay``), train_loss, valid_loss, valid_acc
+        (valid_f1 for multi-label), seconds.
         The validation columns come from ``X_val`` when ``fit`` gets it, else
         from ``validation_fraction`` (NaN without either). The probe's record
         (stage ``"probe"``, one "epoch", no rates) adds the chosen
@@ -195,6 +196,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         lr=1e-3,
         unfrozen_lr=1e-4,
         lr_mult=10,
+        layer_decay=None,
         augment="side_on",
         max_zoom=1.1,
         batch_size=64,
@@ -239,6 +241,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         self.lr = lr
         self.unfrozen_lr = unfrozen_lr
         self.lr_mult = lr_mult
+        self.layer_decay = layer_decay
         self.augment = augment
         self.max_zoom = max_zoom
         self.batch_size = batch_size

@@ -26,6 +26,7 @@ from ._finetune import (
     FeatureDataset,
     ImageDataset,
     TransferNet,
+    block_parameters,
     group_parameters,
     set_trainable,
 )
@@ -402,6 +403,7 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
             train_set,
             valid_set,
             data.extractor.precision,
+            blocks=_blocks(stage, model, data),
         )
         with seeded(seed):
             net.initialize()
@@ -413,6 +415,14 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
                 raise DivergedError(message) from None
     image_size = data.extractor.preprocessing.crop_size
     return history_rows(net, stage, task, image_size), snapshots.states
+
+
+def _blocks(stage, model, data):
+    """The body's parameters block by block, for a stage with rates per
+    block (``layer_decay``); None for the others."""
+    if stage.layer_decay is None or not stage.trains_body:
+        return None
+    return block_parameters(model, data.extractor.backbone.groups)
 
 
 def _floored(snapshot: Snapshot) -> Snapshot:

@@ -194,6 +194,27 @@ def group_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]
     return groups
 
 
+def block_parameters(model: TransferNet, body_groups) -> list[list[nn.Parameter]]:
+    """The body's parameters block by block, first block to last: the
+    finest split :func:`group_parameters` knows (each layer group is a run
+    of whole blocks), for rates per block (``layer_decay``). Parameters
+    outside every block join the block registered before them (the first
+    block if none is)."""
+    owner = {}
+    blocks = []
+    for modules in body_groups:
+        for module in modules:
+            for p in module.parameters():
+                owner.setdefault(id(p), len(blocks))
+            blocks.append([])
+    blocks = blocks or [[]]
+    current = 0
+    for p in model.body.parameters():
+        current = owner.get(id(p), current)
+        blocks[current].append(p)
+    return blocks
+
+
 def adamw_options() -> dict:
     """``fused=True`` where torch has the fused AdamW kernel (about twice as
     fast per step on a CPU for a small head)."""

@@ -51,6 +51,10 @@ class Stage:
     warmup : float
         Fraction of each cycle spent warming the rate up (0: none; the
         one-cycle schedule's 0.25).
+    layer_decay : float or None
+        Rates per body block instead of per layer group (the ratios' body
+        entries are then unused): the last block at ``lr``, each block
+        before it ``layer_decay`` times the next one's rate.
     augment : str or None
         Augmentation preset of image stages.
     snapshot : bool
@@ -83,6 +87,7 @@ class Stage:
     snapshot: bool = False
     copies: int = 0
     warmup: float = 0.0
+    layer_decay: float | None = None
 
     @property
     def on_features(self) -> bool:
@@ -97,6 +102,11 @@ class Stage:
     def group_lrs(self, lr: float) -> list[float]:
         """The rate of every layer group for a top rate ``lr``."""
         return [lr * r for r in self.ratios]
+
+    def block_ratios(self, n_blocks: int) -> list[float]:
+        """With ``layer_decay``: each body block's rate as a multiple of the
+        top rate, first block to last (the last block's is 1)."""
+        return [self.layer_decay ** (n_blocks - 1 - k) for k in range(n_blocks)]
 
 
 def cycle_epochs(cycle_len: float, cycle_mult: float, n_cycles: int) -> int:
@@ -203,6 +213,7 @@ def make_plan(params: dict) -> list[Stage]:
                 "unfrozen", "images", int(params["unfreeze_from"]),
                 cycle_epochs(cycle_len, cycle_mult, n), top, ratios,
                 cycle_len, cycle_mult, n, params["augment"], snapshot=snapshot,
+                layer_decay=params.get("layer_decay"),
             )
         )  # fmt: skip
     if params.get("schedule", "sgdr") == "one_cycle":

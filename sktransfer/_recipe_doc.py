@@ -85,6 +85,15 @@ RECIPE_PARAMETERS = """
         ratios) when stage 3 starts.
     lr_mult : float, default=10
         Ratio between neighbouring layer groups' rates in stage 3.
+    layer_decay : float, default=None
+        Rates per block in stage 3 instead of per layer group (layer-wise
+        rate decay, as BEiT's and ELECTRA's fine-tuning use): the body's
+        last block trains at ``unfrozen_lr`` (the head too), and each block
+        before it at ``layer_decay`` times the rate of the next (0.8 over
+        mobilenet_v2's 19 blocks: the first at 1.8% of the top). ``lr_mult``
+        is then not used; ``unfreeze_from`` still picks the trainable
+        groups. ``history_``'s ``lrs`` then lists every block, then the
+        head.
     augment : {"side_on", "top_down", "trivial"}, callable or None, default="side_on"
         Augmentation of training photos in stages 2 and 3; TTA views follow
         it. ``"side_on"``: flips, small rotations and zooms, a little

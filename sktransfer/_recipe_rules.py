@@ -60,6 +60,7 @@ RECIPE_RULES = {
         InstanceOf(tuple, list),
     ],
     "lr_mult": [Interval(Real, 1, None, "left")],
+    "layer_decay": [Interval(Real, 0, 1, "right"), NONE],
     "augment": [Options(*AUGMENTATIONS), Satisfies(callable, "a callable"), NONE],
     "max_zoom": [Interval(Real, 1, None, "left")],
     "batch_size": [Interval(Integral, 2, None, "left")],
@@ -107,6 +108,19 @@ def _check_snapshots(params, name) -> None:
         )
 
 
+def _check_layer_decay(params, name) -> None:
+    if params["layer_decay"] is not None and isinstance(
+        params["unfrozen_lr"], (tuple, list)
+    ):
+        raise InvalidParameterError(
+            f"unfrozen_lr={tuple(params['unfrozen_lr'])!r} sets the rate of each "
+            f"layer group, and layer_decay={params['layer_decay']!r} sets the "
+            f"rate of each block: {name} takes one or the other. Give "
+            "unfrozen_lr one number (the last block's rate) with layer_decay, "
+            "or set layer_decay=None."
+        )
+
+
 def _check_sweeps(params, name) -> None:
     for key in ("lr", "unfrozen_lr"):
         if isinstance(params[key], LRSweep):
@@ -125,6 +139,7 @@ def _check_sweeps(params, name) -> None:
 RECIPE_CHECKS = (
     _check_probe_head,
     _check_snapshots,
+    _check_layer_decay,
     _check_sweeps,
     lambda params, name: check_rates(params["unfrozen_lr"], params["lr_mult"], name),
     lambda params, name: named_callbacks(params["callbacks"], name),

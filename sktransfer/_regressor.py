@@ -115,6 +115,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         lr=1e-3,
         unfrozen_lr=1e-4,
         lr_mult=10,
+        layer_decay=None,
         augment="side_on",
         max_zoom=1.1,
         batch_size=64,
@@ -154,6 +155,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.lr = lr
         self.unfrozen_lr = unfrozen_lr
         self.lr_mult = lr_mult
+        self.layer_decay = layer_decay
         self.augment = augment
         self.max_zoom = max_zoom
         self.batch_size = batch_size

@@ -236,18 +236,25 @@ def fresh_copy(callback):
 
 
 def stage_net(
-    stage, model, groups, lr, task, settings, train_set, valid_set, precision
+    stage,
+    model,
+    groups,
+    lr,
+    task,
+    settings,
+    train_set,
+    valid_set,
+    precision,
+    blocks=None,
 ):
     """The skorch net that trains ``stage`` at top rate ``lr`` on
     ``train_set``, with its callbacks: the stage's schedule, snapshots,
     validation score, early stopping and progress, then fresh copies of the
     user's. Returns ``(net, snapshots)``; ``snapshots.states`` holds the
-    :class:`Snapshot` kept at the end of each of the stage's cycles."""
-    lrs = stage.group_lrs(lr)
-    if stage.on_features:
-        param_groups = [(groups[-1], lrs[-1])]
-    else:
-        param_groups = list(zip(groups, lrs, strict=True))
+    :class:`Snapshot` kept at the end of each of the stage's cycles.
+    ``blocks`` (the body's parameters block by block) is needed where the
+    stage has rates per block (``layer_decay``)."""
+    param_groups = optimizer_groups(stage, lr, groups, blocks)
     steps = steps_per_epoch(len(train_set), settings.batch_size)
     snapshots = _Snapshots(stage, steps, model)
     callbacks = [
@@ -279,6 +286,23 @@ def _mixer(settings, task):
     if not (settings.mixup or settings.cutmix):
         return None
     return BatchMixer(settings.mixup, settings.cutmix, task.soft_target)
+
+
+def optimizer_groups(stage, lr, groups, blocks=None) -> list[tuple]:
+    """``(params, rate)`` of each optimizer group of ``stage`` at top rate
+    ``lr``: the head alone in stages on features; else every layer group at
+    its ratio, or, with ``layer_decay``, every body block at its own rate
+    (``blocks``, first to last) and the head at ``lr``'s head ratio. Frozen
+    groups are listed too: their parameters get no gradient."""
+    lrs = stage.group_lrs(lr)
+    if stage.on_features:
+        return [(groups[-1], lrs[-1])]
+    if stage.layer_decay is None:
+        return list(zip(groups, lrs, strict=True))
+    ratios = stage.block_ratios(len(blocks))
+    return [(p, lr * r) for p, r in zip(blocks, ratios, strict=True)] + [
+        (groups[-1], lrs[-1])
+    ]
 
 
 def training_net(

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ._finetune import set_trainable
+from ._finetune import block_parameters, set_trainable
 from ._head import InputNorm, prepare_batchnorm
 from ._seeding import seeded
 from ._stage_net import steps_per_epoch, training_net
@@ -81,13 +81,7 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
         copy_of = copy.deepcopy(model)
         copy_groups = _same_groups(groups, model, copy_of)
         set_trainable(copy_groups, stage.trainable_from)
-        param_groups = [
-            (params, ratio)
-            for g, (params, ratio) in enumerate(
-                zip(copy_groups, stage.ratios, strict=True)
-            )
-            if g >= stage.trainable_from
-        ]
+        param_groups = _trainable_ratios(stage, copy_groups, data, copy_of)
         sweep_stage = stage
     train_set = data.stage_dataset(
         sweep_stage, data.train, settings, seed, stage.augment
@@ -104,6 +98,39 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
             precision=data.extractor.precision,
             **options,
         )
+
+
+def _trainable_ratios(stage, groups, data, model) -> list[tuple]:
+    """``(params, ratio)`` of the trainable parameters of ``model`` (whose
+    layer groups are ``groups``): each trainable layer group at its ratio,
+    or, with ``layer_decay``, each block of them at its own."""
+    if stage.layer_decay is None:
+        return [
+            (params, ratio)
+            for g, (params, ratio) in enumerate(zip(groups, stage.ratios, strict=True))
+            if g >= stage.trainable_from
+        ]
+    blocks = block_parameters(model, _same_modules(data, model))
+    trainable = {id(p) for group in groups[stage.trainable_from :] for p in group}
+    ratios = stage.block_ratios(len(blocks))
+    return [
+        (params, ratio)
+        for params, ratio in zip(blocks, ratios, strict=True)
+        if params and id(params[0]) in trainable
+    ] + [(groups[-1], stage.ratios[-1])]
+
+
+def _same_modules(data, model) -> list[list]:
+    """The body's layer groups (lists of block modules, as the backbone
+    lists them) in ``model``, a copy of the trained network: the copy's
+    modules at the same names."""
+    original = data.extractor.backbone.body
+    names = {id(m): name for name, m in original.named_modules()}
+    copied = dict(model.body.named_modules())
+    return [
+        [copied[names[id(m)]] for m in modules]
+        for modules in data.extractor.backbone.groups
+    ]
 
 
 def _fresh_copy(head, seed):

@@ -88,6 +88,9 @@ MODELS = {
     "recipe, early_stopping=True, one_cycle, ema_decay=0.98, trivial": dict(
         GUARDED, schedule="one_cycle", ema_decay=0.98, augment="trivial"
     ),
+    "recipe, early_stopping=True, schedule='one_cycle', tta=4": dict(
+        GUARDED, schedule="one_cycle", tta=4
+    ),
     "recipe, early_stopping=True, mixup=0.2": dict(GUARDED, mixup=0.2),
     "recipe, early_stopping=True, cutmix=1.0": dict(GUARDED, cutmix=1.0),
     "recipe, early_stopping=True, layer_decay=0.8": dict(GUARDED, layer_decay=0.8),

@@ -20,7 +20,7 @@ from ._labels import (
     same_labels,
     tune_thresholds,
 )
-from ._params import NONE, InstanceOf, Interval, Options
+from ._params import FINITE_NON_NEGATIVE, NONE, InstanceOf, Interval, Options
 from ._recipe_doc import RECIPE_PARAMETERS
 from ._recipe_rules import RECIPE_RULES
 from ._split import plain as _plain
@@ -171,8 +171,8 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         "class_weight": [Options("balanced"), InstanceOf(dict), NONE],
         "threshold": [Interval(Real, 0, 1, "neither"), Options("tuned")],
         "label_smoothing": [Interval(Real, 0, 1, "left")],
-        "mixup": [Interval(Real, 0, None, "left")],
-        "cutmix": [Interval(Real, 0, None, "left")],
+        "mixup": [FINITE_NON_NEGATIVE],
+        "cutmix": [FINITE_NON_NEGATIVE],
     }
 
     def __init__(

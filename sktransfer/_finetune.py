@@ -96,7 +96,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i):
         img = load_pixels(self.sources[i], draft_size=self.pre.resize_size, index=i)
-        if self.augment:
+        if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             arr = random_augment(img, self.pre, rng, self.augment, self.max_zoom)
         else:

@@ -109,6 +109,14 @@ class Satisfies:
 
 
 NONE = InstanceOf(None)
+FINITE_NON_NEGATIVE = Satisfies(
+    lambda v: (
+        isinstance(v, Real)
+        and not isinstance(v, (bool, np.bool_))
+        and 0 <= v < math.inf
+    ),
+    "a finite float >= 0",
+)
 BOOLEAN = InstanceOf(bool, np.bool_, name="a bool")
 PATH = InstanceOf(str, os.PathLike, name="a str or path-like")
 RANDOM_STATE = Satisfies(

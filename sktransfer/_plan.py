@@ -55,8 +55,9 @@ class Stage:
         Rates per body block instead of per layer group (the ratios' body
         entries are then unused): the last block at ``lr``, each block
         before it ``layer_decay`` times the next one's rate.
-    augment : str or None
-        Augmentation preset of image stages.
+    augment : str, callable or None
+        Augmentation of image stages: a preset's name or the user's
+        function.
     snapshot : bool
         Keep the model at the end of every cycle (snapshot ensemble).
     copies : int
@@ -83,7 +84,7 @@ class Stage:
     cycle_len: float
     cycle_mult: float
     n_cycles: int
-    augment: str | None = None
+    augment: object = None  # a preset's name, the user's function or None
     snapshot: bool = False
     copies: int = 0
     warmup: float = 0.0

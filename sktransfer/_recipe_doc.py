@@ -85,7 +85,7 @@ RECIPE_PARAMETERS = """
         ratios) when stage 3 starts.
     lr_mult : float, default=10
         Ratio between neighbouring layer groups' rates in stage 3.
-    layer_decay : float, default=None
+    layer_decay : float or None, default=None
         Rates per block in stage 3 instead of per layer group (layer-wise
         rate decay, as BEiT's and ELECTRA's fine-tuning use): the body's
         last block trains at ``unfrozen_lr`` (the head too), and each block

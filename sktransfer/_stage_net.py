@@ -152,7 +152,9 @@ class _StageNet(NeuralNet):
         return step
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        target, weight = y_true
+        # the loaders move only the inputs (skorch's infer); targets and
+        # weights join the outputs' device here (a no-op on the CPU)
+        target, weight = (t.to(y_pred.device) for t in y_true)
         loss_of = self.sample_loss
         if training and self.train_loss is not None:
             loss_of = self.train_loss  # label smoothing; validation measures

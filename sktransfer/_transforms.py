@@ -553,7 +553,7 @@ class AugmentedView:
     """
 
     index: int
-    augment: str = "side_on"
+    augment: object = "side_on"  # a preset's name or the user's function
     max_zoom: float = 1.1
 
     @property

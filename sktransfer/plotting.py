@@ -161,8 +161,9 @@ def plot_augmentations(
         One image.
     n : int, default=8
         Number of augmented copies.
-    augment : {"side_on", "top_down", "trivial"} or None, default="side_on"
-        The augmentation preset, as in ``PretrainedImageClassifier``.
+    augment : {"side_on", "top_down", "trivial"}, callable or None, default="side_on"
+        The augmentation preset, or your own function, as in
+        ``PretrainedImageClassifier``.
     image_size : int, default=224
         Side of each square copy.
     max_zoom : float, default=1.1
@@ -222,7 +223,9 @@ def plot_augmentations(
     for k, (ax, copy) in enumerate(zip(axes.ravel(), copies)):
         ax.imshow(copy)
         ax.set_title(f"copy {k + 1}", fontsize="small")
-    fig.suptitle(f"augment={augment!r}, max_zoom={max_zoom}")
+    # a preset by its name, the user's function by its type
+    shown = type(augment).__name__ if callable(augment) else repr(augment)
+    fig.suptitle(f"augment={shown}, max_zoom={max_zoom}")
     return axes
 
 

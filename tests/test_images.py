@@ -571,6 +571,30 @@ def test_tta_views_and_augmentation_keep_the_resize_mode(mode):
     assert not _is(rotated, (0, 0, 0)).any()  # corners filled like padding
 
 
+@pytest.mark.parametrize("mode", ["crop", "squish"])
+def test_a_rotated_view_at_the_edge_is_the_view_of_the_mirrored_photo(mode):
+    """The one-pass render with its mirrored margin matches mirroring the
+    whole photo, rotating it and cutting the view (up to interpolation),
+    corners included: a wrong shift of the map would move them."""
+    from sktransfer._transforms import View, render_rotated
+
+    yy, xx = np.mgrid[0:90, 0:120]
+    smooth = np.stack([xx * 2, yy * 2, (xx + 2 * yy) % 256], -1).astype(np.uint8)
+    m = 40
+    mirrored = np.pad(smooth, ((m, m), (m, m), (0, 0)), mode="reflect")
+    pre = Preprocessing(resize_size=32, crop_size=32, resize_mode=mode)
+    for view, angle in [(View(dx=1.0, dy=1.0), 12.0), (View(dx=-1.0), -9.0)]:
+        turned = np.asarray(
+            Image.fromarray(mirrored).rotate(angle, Image.Resampling.BILINEAR)
+        )[m:-m, m:-m]
+        expected = render(turned, pre, view).astype(int)
+        got = render_rotated(smooth, pre, view, angle).astype(int)
+        assert np.abs(got - expected).mean() < 4
+        corners = [(0, 0), (0, -1), (-1, 0), (-1, -1)]
+        for r, c in corners:
+            assert np.abs(got[r, c] - expected[r, c]).max() < 24
+
+
 @pytest.mark.parametrize("mode", ["crop", "squish", "pad"])
 def test_rotated_copies_mirror_the_photo_into_their_corners(mode):
     """A rotation uncovers corners of the square. They show the photo's

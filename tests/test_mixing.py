@@ -207,13 +207,16 @@ def test_mixup_works_for_multilabel_targets(images, base):
         **base, precompute_epochs=3, mixup=0.4, callbacks=[_Batches(store)]
     ).fit(X, y)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
+    mixed = 0
     for b in store:
         partners, lam = _mixup_pairs(b["x"], b["given"])
         if lam is None:
             continue
+        mixed += 1
         soft = lam * b["target"] + (1 - lam) * b["target"][partners]
         want = bce(b["raw"], soft, reduction="none").mean(1).mean().item()
         assert b["loss"] == pytest.approx(want, rel=1e-4)
+    assert mixed >= 4  # of 6 batches
     assert clf.predict(X).shape == (12, 3)
 
 
@@ -229,8 +232,26 @@ def test_mixup_is_seeded_and_changes_the_fit(images, base):
     assert not np.allclose(mixed[0], plain, rtol=0.01)
 
 
+def test_the_probe_and_the_sweeps_see_unmixed_photos(images, base, cache_dir):
+    """The probe is the linear model on the plain features; a sweep reads
+    the loss of the plain batches (mixing would blur the curve it reads)."""
+    X, y = images
+    params = dict(TINY, cache=cache_dir, random_state=0)
+    plain = PretrainedImageClassifier(**params).fit(X, y)
+    mixed = PretrainedImageClassifier(**params, mixup=0.4, cutmix=1.0).fit(X, y)
+    np.testing.assert_array_equal(plain.predict_proba(X), mixed.predict_proba(X))
+    swept = [
+        PretrainedImageClassifier(**base, precompute_epochs=1, lr="auto", **extra)
+        .fit(X, y)
+        .lr_sweeps_["lr"]
+        for extra in ({}, {"mixup": 0.4})
+    ]
+    assert len(swept[0]["losses"]) > 10
+    np.testing.assert_array_equal(swept[0]["losses"], swept[1]["losses"])
+
+
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
-@pytest.mark.parametrize("bad", [-0.1, "0.2", None])
+@pytest.mark.parametrize("bad", [-0.1, "0.2", None, float("inf"), float("nan")])
 def test_bad_mixing_parameters_are_named(images, base, name, bad):
     X, y = images
     clf = PretrainedImageClassifier(**base, precompute_epochs=1, **{name: bad})

@@ -54,7 +54,7 @@ class BatchMixer:
         kind = kinds[pick]
         alpha = self.mixup if kind == "mixup" else self.cutmix
         lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x)).to(x.device)
         if kind == "mixup":
             x = _blend(x, perm, lam)
         else:
@@ -89,6 +89,6 @@ def _cut_and_paste(x: torch.Tensor, perm: torch.Tensor, lam: float):
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
     x = x.clone()
-    x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    x[..., top:bottom, left:right] = x[perm, ..., top:bottom, left:right]
     kept = 1.0 - (bottom - top) * (right - left) / (height * width)
     return x, kept

@@ -128,7 +128,12 @@ class _StageNet(NeuralNet):
 
     def train_step(self, batch, **fit_params):
         if self.mixer is not None:
-            batch = self.mixer(batch)  # mixup / CutMix (see _mixing)
+            # mixed where the network runs: on a GPU the uint8 batch moves
+            # once, from pinned memory, and is blended there (see _mixing)
+            x, (target, weight) = batch
+            device = torch.device(self.device)
+            x = x.to(device, non_blocking=True)
+            batch = self.mixer((x, (target.to(device), weight.to(device))))
         step = self._scaled_train_step(batch, **fit_params)
         if self.ema_ is not None:
             self.ema_.update(self.module_)

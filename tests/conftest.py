@@ -17,6 +17,15 @@ MOBILENET = WEIGHTS / "mobilenet_v2-imagenet.pth"
 TINY = dict(backbone="resnet18", weights=None, image_size=32)
 
 
+class Shared(list):
+    """A list that every deep copy of a callback shares: each stage's net
+    gets a deep copy of the user's callbacks, and a test reads what all of
+    them recorded."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tiny models run faster on one thread than on two busy cores."""

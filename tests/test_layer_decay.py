@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, Shared
 from skorch.callbacks import Callback
 
 from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor
@@ -20,11 +20,6 @@ MIN_BLOCKS = 9
 @pytest.fixture
 def base(cache_dir):
     return dict(TINY, cache=cache_dir, batch_size=6, random_state=0, head_init="random")
-
-
-class _Shared(list):
-    def __deepcopy__(self, memo):
-        return self
 
 
 class _Groups(Callback):
@@ -48,7 +43,7 @@ class _Groups(Callback):
 
 def test_every_block_gets_its_own_rate(images, base):
     X, y = images
-    store = _Shared()
+    store = Shared()
     lr, decay = 1e-3, 0.5
     clf = PretrainedImageClassifier(
         **base,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, Shared
 from skorch.callbacks import Callback
 
 from sktransfer import PretrainedImageClassifier
@@ -17,13 +17,6 @@ from sktransfer.exceptions import InvalidParameterError
 def base(cache_dir):
     """TINY with batches of 6: two steps per epoch on 12 images."""
     return dict(TINY, cache=cache_dir, batch_size=6, random_state=0, head_init="random")
-
-
-class _Shared(list):
-    """A list that every deep copy of a callback shares."""
-
-    def __deepcopy__(self, memo):
-        return self
 
 
 class _Batches(Callback):
@@ -100,7 +93,7 @@ def _expected_loss(raw, target, weight, partners, lam):
 def test_mixup_blends_cached_features_and_targets_alike(images, base):
     X, y = images
     weights = np.linspace(0.5, 2.0, len(y))  # the mix stays exact with weights
-    store = _Shared()
+    store = Shared()
     PretrainedImageClassifier(
         **base,
         precompute_epochs=4,
@@ -152,7 +145,7 @@ def _cut_box(x, given):
 
 def test_cutmix_pastes_one_box_and_mixes_targets_by_its_area(images, base):
     X, y = images
-    store = _Shared()
+    store = Shared()
     PretrainedImageClassifier(
         **base,
         unfrozen_cycles=2,
@@ -175,7 +168,7 @@ def test_cutmix_pastes_one_box_and_mixes_targets_by_its_area(images, base):
 
 def test_mixup_and_cutmix_take_turns_and_cutmix_spares_features(images, base):
     X, y = images
-    store = _Shared()
+    store = Shared()
     PretrainedImageClassifier(
         **base,
         precompute_epochs=3,
@@ -202,7 +195,7 @@ def test_mixup_and_cutmix_take_turns_and_cutmix_spares_features(images, base):
 def test_mixup_works_for_multilabel_targets(images, base):
     X, y = images
     y = [[label] if i % 3 else [label, "extra"] for i, label in enumerate(y)]
-    store = _Shared()
+    store = Shared()
     clf = PretrainedImageClassifier(
         **base, precompute_epochs=3, mixup=0.4, callbacks=[_Batches(store)]
     ).fit(X, y)

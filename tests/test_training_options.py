@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, Shared
 from sklearn.base import clone
 from skorch.callbacks import Callback
 
@@ -203,13 +203,6 @@ def test_bad_label_smoothing_is_named(images, base, bad):
 # --- a moving average of the weights --------------------------------------------
 
 
-class _Shared(list):
-    """A list that every deep copy of a callback shares."""
-
-    def __deepcopy__(self, memo):
-        return self
-
-
 class _Trajectory(Callback):
     """Appends to ``store`` the head's parameters at the start, after every
     training step (the trained weights), and at every epoch's end (what
@@ -253,7 +246,7 @@ def test_ema_averages_the_trained_weights_and_trains_on_unaveraged(images, base)
     X, y = images
     fits = {}
     for decay in (None, 0.6):
-        store = _Shared()
+        store = Shared()
         clf = PretrainedImageClassifier(
             **base,
             precompute_epochs=4,

@@ -94,6 +94,9 @@ MODELS = {
     "recipe, early_stopping=True, mixup=0.2": dict(GUARDED, mixup=0.2),
     "recipe, early_stopping=True, cutmix=1.0": dict(GUARDED, cutmix=1.0),
     "recipe, early_stopping=True, layer_decay=0.8": dict(GUARDED, layer_decay=0.8),
+    "recipe, early_stopping=True, schedule='one_cycle', layer_decay=0.8": dict(
+        GUARDED, schedule="one_cycle", layer_decay=0.8
+    ),
     # mixup of the cached features, where it costs next to nothing
     "probe + 8 head epochs, mixup=0.2": dict(precompute_epochs=8, mixup=0.2),
     # multi-label: each label's threshold chosen on a fifth held out

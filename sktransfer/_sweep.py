@@ -22,7 +22,7 @@ import numpy as np
 from ._finetune import block_parameters, set_trainable
 from ._head import InputNorm, prepare_batchnorm
 from ._seeding import seeded
-from ._stage_net import steps_per_epoch, training_net
+from ._stage_net import optimizer_groups, steps_per_epoch, training_net
 from ._suggest import suggest_lrs
 from ._threads import small_work_threads
 from .callbacks import LRSweep
@@ -81,7 +81,17 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
         copy_of = copy.deepcopy(model)
         copy_groups = _same_groups(groups, model, copy_of)
         set_trainable(copy_groups, stage.trainable_from)
-        param_groups = _trainable_ratios(stage, copy_groups, data, copy_of)
+        blocks = None
+        if stage.layer_decay is not None:
+            body = block_parameters(model, data.extractor.backbone.groups)
+            blocks = _same_groups(body, model, copy_of)
+        # the stage's own groups and ratios (a top rate of 1), the trainable
+        # ones: what the stage's optimizer will step
+        param_groups = [
+            (params, ratio)
+            for params, ratio in optimizer_groups(stage, 1.0, copy_groups, blocks)
+            if all(p.requires_grad for p in params)
+        ]
         sweep_stage = stage
     train_set = data.stage_dataset(
         sweep_stage, data.train, settings, seed, stage.augment
@@ -98,39 +108,6 @@ def stage_sweep(stage, model, groups, data, task, settings, seed, **options):
             precision=data.extractor.precision,
             **options,
         )
-
-
-def _trainable_ratios(stage, groups, data, model) -> list[tuple]:
-    """``(params, ratio)`` of the trainable parameters of ``model`` (whose
-    layer groups are ``groups``): each trainable layer group at its ratio,
-    or, with ``layer_decay``, each block of them at its own."""
-    if stage.layer_decay is None:
-        return [
-            (params, ratio)
-            for g, (params, ratio) in enumerate(zip(groups, stage.ratios, strict=True))
-            if g >= stage.trainable_from
-        ]
-    blocks = block_parameters(model, _same_modules(data, model))
-    trainable = {id(p) for group in groups[stage.trainable_from :] for p in group}
-    ratios = stage.block_ratios(len(blocks))
-    return [
-        (params, ratio)
-        for params, ratio in zip(blocks, ratios, strict=True)
-        if params and id(params[0]) in trainable
-    ] + [(groups[-1], stage.ratios[-1])]
-
-
-def _same_modules(data, model) -> list[list]:
-    """The body's layer groups (lists of block modules, as the backbone
-    lists them) in ``model``, a copy of the trained network: the copy's
-    modules at the same names."""
-    original = data.extractor.backbone.body
-    names = {id(m): name for name, m in original.named_modules()}
-    copied = dict(model.body.named_modules())
-    return [
-        [copied[names[id(m)]] for m in modules]
-        for modules in data.extractor.backbone.groups
-    ]
 
 
 def _fresh_copy(head, seed):

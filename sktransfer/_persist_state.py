@@ -281,11 +281,32 @@ def _check_attributes(attributes: dict, estimator, meta: dict, check) -> None:
             raise bad("state['attributes']['classes_']", "unhashable classes") from None
     if "multilabel_" in attributes and not isinstance(attributes["multilabel_"], bool):
         raise bad("state['attributes']['multilabel_']", "a bool is needed")
+    if "thresholds_" in attributes:
+        _check_thresholds(attributes, bad)
     if hasattr(cls, "predict_proba") and "classes_" not in attributes:
         raise bad("state['attributes']", "classes_ is missing")
     for name in ("n_features_", "n_features_out_"):
         if name in attributes and attributes[name] != meta["extractor"]["n_features"]:
             raise bad(f"state['attributes'][{name!r}]", "it differs from the body's")
+
+
+def _check_thresholds(attributes: dict, bad) -> None:
+    """Tuned thresholds: one probability per class, for a multi-label model
+    (``predict`` compares each label's probability with its own)."""
+    where = "state['attributes']['thresholds_']"
+    value, classes = attributes["thresholds_"], attributes.get("classes_")
+    if not attributes.get("multilabel_"):
+        raise bad(where, "only a multi-label model has tuned thresholds")
+    if (
+        not isinstance(value, np.ndarray)
+        or value.ndim != 1
+        or value.dtype.kind != "f"
+        or classes is None
+        or len(value) != len(classes)
+    ):
+        raise bad(where, "a 1-d float array with one threshold per class is needed")
+    if not np.all((value >= 0) & (value <= 1)):
+        raise bad(where, "thresholds are probabilities, from 0 to 1")
 
 
 def check_architectures(meta: dict, tensors: dict, path: Path) -> None:

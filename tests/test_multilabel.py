@@ -231,6 +231,40 @@ def test_tuned_thresholds_from_a_validation_fraction_survive_save_and_load(
     np.testing.assert_array_equal(again.predict(X), clf.predict(X))
 
 
+@pytest.mark.parametrize(
+    "thresholds, message",
+    [
+        ([0.5, 0.5], "one threshold per class"),
+        ([0.5, 1.5, 0.5], "from 0 to 1"),
+        ([0.5, float("nan"), 0.5], "from 0 to 1"),
+        ("0.5", "one threshold per class"),
+    ],
+)
+def test_edited_tuned_thresholds_are_refused_at_load(
+    tagged, base, tmp_path, thresholds, message
+):
+    import json
+
+    from sktransfer import load, save
+    from sktransfer.exceptions import ModelFormatError
+
+    X, labels = tagged
+    clf = PretrainedImageClassifier(
+        **base, threshold="tuned", validation_fraction=0.5
+    ).fit(X, labels)
+    folder = save(clf, tmp_path / "model")
+    document = json.loads((folder / "model.json").read_text())
+    state = document["state"]["attributes"]
+    assert state["thresholds_"]["__ndarray__"] == clf.thresholds_.tolist()
+    if isinstance(thresholds, list):
+        state["thresholds_"]["__ndarray__"] = thresholds
+    else:
+        state["thresholds_"] = thresholds
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(ModelFormatError, match=f"thresholds_.*{message}"):
+        load(folder, cache=base["cache"])
+
+
 def test_tuned_thresholds_need_validation_images(tagged, base, forward_count):
     X, labels = tagged
     clf = PretrainedImageClassifier(**base, threshold="tuned")

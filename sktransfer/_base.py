@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from . import _engine as engine
 from ._cache import resolve_cache
+from ._checkpoint import FitCheckpoint, fit_key
 from ._features import (
     _check_not_empty,
     build_extractor,
@@ -168,6 +169,8 @@ class RecipeEstimator(BaseEstimator):
             prepared.seed,
         )
         self._finish(prepared, result, time.perf_counter() - start)
+        if prepared.settings.checkpoint is not None:
+            prepared.settings.checkpoint.remove()  # the fit is done
         return self
 
     def _prepare(
@@ -203,7 +206,6 @@ class RecipeEstimator(BaseEstimator):
             check_split(self, inputs.encoded[weighted], task, info, dropped)
         validated = given or validation_fraction(self)[0] is not None
         self._check_validation_use(info, validated)
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         extractor = self._make_extractor(continuing)
         swept = not isinstance(self.lr, Real)  # "auto" or an LRSweep
         # the plain features, where a stage reads them, in the same pass
@@ -222,8 +224,15 @@ class RecipeEstimator(BaseEstimator):
             if not given:
                 check_split(self, encoded, task, info, dropped)
         info = {**info, **more}
+        checkpoint = self._checkpoint(extractor, inputs, read, continuing)
+        resume = None if checkpoint is None else checkpoint.load()
+        if resume is not None:  # the seed the interrupted fit drew
+            seed = resume["seed"]
+        else:
+            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         data = self._training_set(extractor, inputs, read, task, info, seed)
         settings = self._settings()
+        settings.checkpoint, settings.resume = checkpoint, resume
         # every view the stages read as features, through the cache, before
         # training: the engine never calls the extractor
         data.compute_views(plan, settings, sweeps_head=swept)
@@ -311,6 +320,23 @@ class RecipeEstimator(BaseEstimator):
             fps = [fps[i] for i in rows]
             features = None if features is None else features[rows]
         return Read(every, fps, features, keep, val_keep, skipped, counts)
+
+    def _checkpoint(self, extractor, inputs, read, continuing):
+        """The fit's :class:`~._checkpoint.FitCheckpoint` in
+        ``checkpoint_dir`` (None without one): named by the parameters, the
+        body, the images read, their targets and weights, and the head a
+        warm start continues."""
+        if self.checkpoint_dir is None:
+            return None
+        arrays = [inputs.encoded[read.keep], inputs.weights[read.keep]]
+        if inputs.val_sources:
+            arrays += [
+                inputs.val_encoded[read.val_keep],
+                inputs.val_weights[read.val_keep],
+            ]
+        start = self.head_.state_dict() if continuing else None
+        key = fit_key(self, extractor.model_key, read.fingerprints, arrays, start)
+        return FitCheckpoint(self.checkpoint_dir, key)
 
     def _training_set(self, extractor, inputs, read, task, info, seed):
         """The engine's :class:`TrainingSet`: targets and weights (class

@@ -15,12 +15,14 @@ import copy
 import dataclasses
 import math
 import time
+from functools import partial
 from numbers import Real
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._checkpoint import live_objects, module_attributes, set_module_attributes
 from ._finetune import (
     CopiesDataset,
     FeatureDataset,
@@ -162,6 +164,10 @@ class Settings:
     #: gets deep copies of them
     callbacks: list = dataclasses.field(default_factory=list)
     verbose: int = 0
+    #: the fit's :class:`~._checkpoint.FitCheckpoint` (None: none written)
+    checkpoint: object = None
+    #: the state a checkpoint held, to go on from (None: from the start)
+    resume: dict | None = None
 
 
 @dataclasses.dataclass
@@ -204,45 +210,77 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     A rate of ``"auto"`` is found by a sweep when its first stage starts:
     the head's rate on cached features (cheap, and reused by every head
     stage), the unfrozen rate on images with the stage's group ratios.
+
+    With ``settings.checkpoint``, the state is written after every stage and
+    every epoch of a stage that runs the body, and ``settings.resume`` (a state read
+    back) makes the fit go on from where that state was written.
     """
     model, groups = build_model(data.extractor, head)
-    history, sweeps, snapshots = [], {}, []
-    probed = False
+    state = _FitState()
     guard = settings.early_stopping and data.valid is not None
-    kept = None  # the validation loss and weights of the best stage end
-    tuned = False  # whether a stage the fitted model continues trained the body
+    checkpoint, resume = settings.checkpoint, settings.resume
+    if resume is not None:
+        state = _restore(model, resume)
     try:
-        for stage in plan:
+        for index, stage in enumerate(plan):
+            if index < state.done:
+                continue
+            in_stage = None
+            if resume and resume["stage"] and index == state.done:
+                in_stage = {**resume["stage"], "rng": resume["rng"]}
             if stage.name == "probe":
                 row = run_probe(stage, model.head, data, task, seed)
-                history.append({**row, "discarded": False})
-                probed = True
+                state.history.append({**row, "discarded": False})
+                state.probed = True
                 if guard and math.isfinite(row["valid_loss"]):
-                    kept = _Kept(row["valid_loss"], _weights(model))
+                    state.kept = _Kept(row["valid_loss"], _weights(model))
+                state.done = index + 1
+                _save(checkpoint, model, state, seed)
                 continue
-            if not probed and stage.input == "features":
+            if not state.probed and stage.input == "features":
                 # a warm start from a probed head: its input statistics
                 # again from the features it now trains on (the same ones
                 # unless the image size changed), with the probe's scaling
-                probed = refresh_probe_statistics(model.head, data)
-            lr = _stage_rate(stage, sweeps, model, groups, data, task, settings, seed)
+                state.probed = refresh_probe_statistics(model.head, data)
+            if in_stage is not None:
+                lr = in_stage["lr"]
+            else:
+                lr = _stage_rate(
+                    stage, state.sweeps, model, groups, data, task, settings, seed
+                )
+            on_epoch = None
+            if checkpoint is not None and not stage.on_features:
+                # inside the stages that run the body; a stage on cached
+                # features takes less time than writing the model each epoch
+
+                def on_epoch(net, live, stopping, lr=lr):
+                    blob = checkpoint.pack(_net_state(net), live)
+                    if blob is not None:
+                        stage_state = {"lr": lr, "net": blob, "stopping": stopping}
+                        _save(checkpoint, model, state, seed, stage_state)
+
             rows, snapshots = run_stage(
-                stage, lr, model, groups, data, task, settings, seed, probed
-            )
+                stage, lr, model, groups, data, task, settings, seed,
+                state.probed, on_epoch=on_epoch, resume=in_stage,
+            )  # fmt: skip
+            state.snapshots = snapshots
             rows = [{**row, "discarded": False} for row in rows]
+            state.done = index + 1
             if guard:
                 loss = _mark_after_best(rows, settings.tol)
-                if kept is not None and not loss < kept.loss - settings.tol:
+                if state.kept is not None and not loss < state.kept.loss - settings.tol:
                     # the stage did not beat the model it started from on
                     # the validation images: undo it
-                    model.load_state_dict(kept.weights)
+                    model.load_state_dict(state.kept.weights)
                     rows = [{**row, "discarded": True} for row in rows]
-                    snapshots = []
-                    history.extend(rows)
+                    state.snapshots = []
+                    state.history.extend(rows)
+                    _save(checkpoint, model, state, seed)
                     continue
-                kept = _Kept(loss, _weights(model))
-            tuned = tuned or stage.trains_body
-            history.extend(rows)
+                state.kept = _Kept(loss, _weights(model))
+            state.tuned = state.tuned or stage.trains_body
+            state.history.extend(rows)
+            _save(checkpoint, model, state, seed)
     finally:
         set_trainable(groups, N_BODY_GROUPS)
         model.eval()
@@ -251,8 +289,82 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
             module.frozen = False
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
-    members = snapshot_members(model, [_floored(s) for s in snapshots])
-    return Result(model, history, sweeps, members, tuned)
+    members = snapshot_members(model, [_floored(s) for s in state.snapshots])
+    return Result(model, state.history, state.sweeps, members, state.tuned)
+
+
+@dataclasses.dataclass
+class _FitState:
+    """Where a fit stands between stages: what a checkpoint holds besides
+    the model's weights."""
+
+    done: int = 0  # stages of the plan done
+    history: list = dataclasses.field(default_factory=list)
+    sweeps: dict = dataclasses.field(default_factory=dict)
+    snapshots: list = dataclasses.field(default_factory=list)
+    probed: bool = False
+    kept: object = None  # the validation loss and weights of the best stage end
+    tuned: bool = False  # whether a stage the fitted model continues trained the body
+
+
+_FIELDS = dataclasses.fields(_FitState)
+
+
+def _save(checkpoint, model, state: _FitState, seed, stage_state=None) -> None:
+    """Write the fit's state (and, inside a stage, the stage's) to its
+    checkpoint, if it has one."""
+    if checkpoint is None:
+        return
+    checkpoint.save(
+        {
+            "seed": seed,
+            "progress": {f.name: getattr(state, f.name) for f in _FIELDS},
+            "weights": _weights(model),
+            "attributes": module_attributes(model),
+            "rng": _rng_state(),
+            "stage": stage_state,
+        }
+    )
+
+
+def _restore(model, resume: dict) -> _FitState:
+    """The model's weights and the fit's state as a checkpoint holds them."""
+    model.load_state_dict(resume["weights"])
+    set_module_attributes(model, resume["attributes"])
+    return _FitState(**resume["progress"])
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _net_state(net) -> dict:
+    """What a stage's net carries from one epoch to the next, besides the
+    weights: history, optimizer (and gradient scaler), the weights' moving
+    average and the callbacks (the progress bar and the checkpoint's own
+    aside)."""
+    return {
+        "history": net.history_,
+        "optimizer": net.optimizer_.state_dict(),
+        "scaler": None if net.scaler_ is None else net.scaler_.state_dict(),
+        "ema": net.ema_,
+        "callbacks": [
+            (name, cb) for name, cb in net.callbacks_ if name not in _NOT_SAVED
+        ],
+    }
+
+
+#: The callbacks a checkpoint does not hold: a bar, and the checkpoint's.
+_NOT_SAVED = frozenset({"progress", "fit_checkpoint"})
 
 
 @dataclasses.dataclass
@@ -381,10 +493,26 @@ def _head_validation(head, features, data, task) -> tuple[float, float]:
     return loss, task.validation_score(raw.numpy(), target.numpy())
 
 
-def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probed):
+def run_stage(
+    stage: Stage,
+    lr,
+    model,
+    groups,
+    data,
+    task,
+    settings,
+    seed,
+    probed,
+    on_epoch=None,
+    resume=None,
+):
     """Train one stage at top rate ``lr``; returns ``(history rows,
     snapshots)``. After a probe, the head's input statistics (the exact,
-    floored ones it set) are kept in the stages on features."""
+    floored ones it set) are kept in the stages on features.
+
+    ``on_epoch(net, live, stopping)`` is called at the end of every epoch
+    (to write a checkpoint); ``resume``, the stage's state as a checkpoint
+    holds it, makes the stage go on after the epoch it was written at."""
     # augmented copies move the features from epoch to epoch like images do
     prepare_batchnorm(model.head, stage.input == "features", keep_input=probed)
     set_trainable(groups, stage.trainable_from)
@@ -392,6 +520,7 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
     valid_set = None
     if data.valid is not None:
         valid_set = data.stage_dataset(stage, data.valid, settings, seed, None)
+    live = live_objects(model, train_set=train_set, valid_set=valid_set)
     with small_work_threads(stage.on_features):
         net, snapshots = stage_net(
             stage,
@@ -404,17 +533,39 @@ def run_stage(stage: Stage, lr, model, groups, data, task, settings, seed, probe
             valid_set,
             data.extractor.precision,
             blocks=_blocks(stage, model, data),
+            on_epoch=None if on_epoch is None else partial(on_epoch, live=live),
         )
         with seeded(seed):
             net.initialize()
             try:
-                net.partial_fit(train_set, None)
+                if resume is None:
+                    net.partial_fit(train_set, None)
+                else:
+                    saved = settings.checkpoint.unpack(resume["net"], live)
+                    _set_net_state(net, saved)
+                    if isinstance(train_set, ImageDataset):
+                        train_set.skip_passes(len(net.history_))
+                    _set_rng_state(resume["rng"])
+                    snapshots = dict(net.callbacks_)["snapshots"]
+                    net.go_on(train_set, resume["stopping"])
             except DivergedError as exc:
                 precision = data.extractor.precision
                 message = _diverged_message(stage, lr, exc, precision)
                 raise DivergedError(message) from None
     image_size = data.extractor.preprocessing.crop_size
     return history_rows(net, stage, task, image_size), snapshots.states
+
+
+def _set_net_state(net, saved: dict) -> None:
+    """Put the state :func:`_net_state` took back into a new, initialised
+    net of the same stage."""
+    net.history_ = saved["history"]
+    net.optimizer_.load_state_dict(saved["optimizer"])
+    if saved["scaler"] is not None:
+        net.scaler_.load_state_dict(saved["scaler"])
+    net.ema_ = saved["ema"]
+    callbacks = dict(saved["callbacks"])
+    net.callbacks_ = [(name, callbacks.get(name, cb)) for name, cb in net.callbacks_]
 
 
 def _blocks(stage, model, data):

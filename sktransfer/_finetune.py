@@ -91,6 +91,10 @@ class ImageDataset(Dataset):
         self.epoch = self._passes
         self._passes += 1
 
+    def skip_passes(self, n: int) -> None:
+        """Go on as if ``n`` passes had been made (a resumed stage)."""
+        self._passes = int(n)
+
     def __len__(self):
         return len(self.sources)
 

@@ -98,6 +98,7 @@ def check_validation_kept(val_keep, val_weights, n_val) -> None:
 #: Names of the callbacks the engine gives every stage's net.
 OWN_CALLBACKS = frozenset(
     {"sgdr", "lrs", "copies", "valid_score", "early_stopping", "progress", "snapshots"}
+    | {"fit_checkpoint"}
 )
 
 

@@ -292,7 +292,7 @@ def _build(path: Path, document: dict, tensors: dict, cache, device):
     params = {
         name: _decode(value, path, f"params[{name!r}]")
         for name, value in raw.items()
-        if name not in ("cache", "device")
+        if name not in ("cache", "device", "checkpoint_dir")
     }
     saved_device = _decode(raw.get("device", "auto"), path, "params['device']")
     estimator = cls(**params)

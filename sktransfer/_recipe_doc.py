@@ -183,6 +183,20 @@ RECIPE_PARAMETERS = """
         score) are copied into that epoch's ``history_`` record. A skorch
         ``EarlyStopping`` among them ends the stage as ``early_stopping``
         does, and the fit goes on.
+    checkpoint_dir : str or path-like, default=None
+        A folder where the fit writes its state after every stage and after
+        every epoch of a stage that runs the body on images (weights,
+        optimizer, schedule, early stopping, the callbacks' states, the
+        random state). After an interruption (Ctrl-C, a crash, a machine
+        that went away), calling ``fit`` again with the same parameters and
+        data goes on from the last epoch written and ends with the model an
+        uninterrupted fit would have. The file is named by a digest of the
+        parameters (but ``verbose``, ``callbacks`` and ``cache``), the
+        images' contents, targets and weights, so a different fit never
+        reads it; it is removed when the fit succeeds. Checkpoint files are
+        pickles: resume only from a folder you trust. A ``callbacks`` entry
+        that cannot be pickled leaves checkpoints between stages only (with
+        a warning). Not saved with the model.
     on_error : {"raise", "skip"}, default="raise"
         What ``fit`` does with images that cannot be read or decoded:
         ``"raise"`` lists them all in one error before training; ``"skip"``

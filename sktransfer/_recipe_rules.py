@@ -12,6 +12,7 @@ from ._fit_args import named_callbacks
 from ._params import (
     BOOLEAN,
     NONE,
+    PATH,
     RANDOM_STATE,
     VERBOSE,
     InstanceOf,
@@ -67,6 +68,7 @@ RECIPE_RULES = {
     "weight_decay": [_non_negative(Real)],
     "tta": [_non_negative(Integral)],
     "snapshot_ensemble": [BOOLEAN],
+    "checkpoint_dir": [PATH, NONE],
     "validation_fraction": [Interval(Real, 0, 1, "neither"), NONE],
     "early_stopping": [BOOLEAN],
     "n_iter_no_change": [Interval(Integral, 1, None, "left")],

@@ -129,6 +129,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         tol=1e-4,
         warm_start=False,
         callbacks=None,
+        checkpoint_dir=None,
         on_error="raise",
         precision="auto",
         extract_batch_size=32,
@@ -169,6 +170,7 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
         self.tol = tol
         self.warm_start = warm_start
         self.callbacks = callbacks
+        self.checkpoint_dir = checkpoint_dir
         self.on_error = on_error
         self.precision = precision
         self.extract_batch_size = extract_batch_size

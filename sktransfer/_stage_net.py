@@ -200,6 +200,22 @@ class _StageNet(NeuralNet):
         self.notify("on_train_end", X=X, y=y)
         return self
 
+    def go_on(self, X, stopping: bool):
+        """The rest of a stage whose state was put back into this net after
+        its last epoch (see ``_engine``): the remaining epochs, unless early
+        stopping had ended it, then the end of training."""
+        for name, callback in self.callbacks_:
+            if name == "progress":
+                callback.on_train_begin(self)
+        epochs = self.max_epochs - len(self.history_)
+        if epochs > 0 and not stopping:
+            try:
+                self.fit_loop(X, None, epochs=epochs)
+            except _StopTraining:
+                pass
+        self.notify("on_train_end", X=X, y=None)
+        return self
+
 
 def _grad_scaler(device_type: str):
     """A gradient scaler starting at 2**10, not torch's 2**16: every stage
@@ -253,6 +269,7 @@ def stage_net(
     valid_set,
     precision,
     blocks=None,
+    on_epoch=None,
 ):
     """The skorch net that trains ``stage`` at top rate ``lr`` on
     ``train_set``, with its callbacks: the stage's schedule, snapshots,
@@ -269,6 +286,8 @@ def stage_net(
         ("snapshots", snapshots),
         *[(name, fresh_copy(cb)) for name, cb in settings.callbacks],
     ]
+    if on_epoch is not None:  # last: it saves what the others did
+        callbacks.append(("fit_checkpoint", _EpochCheckpoint(on_epoch)))
     net = training_net(
         model.head if stage.on_features else model,
         param_groups,
@@ -421,6 +440,18 @@ def _callbacks(stage, steps, task, valid_set, settings):
     if settings.verbose:
         callbacks.append(("progress", _Progress(stage, steps, settings.verbose)))
     return callbacks
+
+
+class _EpochCheckpoint(Callback):
+    """Calls ``save(net, stopping)`` at the end of every epoch, ``stopping``
+    saying whether early stopping ends the stage there."""
+
+    def __init__(self, save):
+        self.save = save
+
+    def on_epoch_end(self, net, **kwargs):
+        stopping = any(_ends_stage(cb, "on_epoch_end") for _, cb in net.callbacks_)
+        self.save(net, stopping=stopping)
 
 
 class _RecordRates(Callback):

@@ -1,0 +1,194 @@
+"""Checkpoints of a fit in progress (``checkpoint_dir``).
+
+With a folder named, a fit writes its state there after every stage and
+after every epoch of a stage that runs the body on images (stages on cached
+features take less time than the writing): the model's weights,
+the history so far, the learning-rate sweeps, the guard's best weights, and,
+inside a stage, the optimizer's moments, the callbacks' states (schedule,
+early stopping, snapshots, the user's), the weights' moving average and
+torch's random state. A later fit of the same estimator on the same photos
+and targets finds the file and goes on from there, and ends with the model
+an uninterrupted fit ends with. The file is removed when the fit succeeds.
+
+The file is named by a digest of what decides the fit: the estimator's
+parameters (but ``verbose``, ``callbacks``, ``cache`` and the folder), each
+image's content fingerprint, the targets, the weights, the validation
+images and, for a warm start, the weights it starts from. A checkpoint of
+any other fit is never read. With ``random_state=None`` the seed a fit drew
+is kept in its checkpoint, so that the resumed fit splits and draws alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Written into every checkpoint; a file of another format is not read.
+FORMAT = 1
+#: Parameters that do not change what a fit computes.
+_NOT_IN_KEY = frozenset({"verbose", "callbacks", "cache", "checkpoint_dir"})
+
+
+def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) -> str:
+    """The digest that names a fit's checkpoint: the estimator's class and
+    parameters, the body (``body_key``: backbone, weights, preprocessing,
+    precision), each image's content ``fingerprints``, the ``arrays``
+    (targets, weights) and the weights a warm start starts from."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(
+        f"{type(estimator).__module__}.{type(estimator).__qualname__}".encode()
+    )
+    params = estimator.get_params(deep=False)
+    for name in sorted(set(params) - _NOT_IN_KEY):
+        digest.update(f"{name}={params[name]!r};".encode())
+    digest.update(str(body_key).encode())
+    for fingerprint in fingerprints:
+        digest.update(str(fingerprint).encode())
+    for array in arrays:
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    for name, tensor in (start_state or {}).items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FitCheckpoint:
+    """The checkpoint file of one fit, in ``folder``: written atomically
+    (a whole new file replaces the old one, so an interruption while it is
+    written leaves the previous checkpoint), read back, removed."""
+
+    def __init__(self, folder, key: str):
+        self.folder = Path(folder)
+        self.path = self.folder / f"fit-{key}.ckpt"
+        self.key = key
+        self.disabled = False  # an epoch's state could not be written
+
+    def load(self) -> dict | None:
+        """The saved state, or None where there is none (or it is of another
+        format or fit, which is then left alone)."""
+        try:
+            with open(self.path, "rb") as file:
+                state = _Unpickler(file, {}).load()
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # damaged: start again, and say so
+            warnings.warn(
+                f"The checkpoint {self.path} could not be read ({exc}); the fit "
+                "starts from the beginning.",
+                stacklevel=3,
+            )
+            return None
+        if state.get("format") != FORMAT or state.get("key") != self.key:
+            return None
+        return state
+
+    def pack(self, value, live: dict) -> bytes | None:
+        """``value`` pickled, with the objects of ``live`` (name -> object)
+        saved by name only (:meth:`unpack` puts them back); None, after one
+        warning, where something in it cannot be pickled (a user's callback
+        that holds a lock): the fit then goes on without checkpoints inside
+        its stages."""
+        if self.disabled:
+            return None
+        buffer = io.BytesIO()
+        try:
+            _Pickler(buffer, live).dump(value)
+        except Exception as exc:
+            self.disabled = True
+            warnings.warn(
+                f"The state of this fit's stage cannot be written to {self.path} "
+                f"({exc}); the fit goes on, with checkpoints between its stages "
+                "only.",
+                stacklevel=2,
+            )
+            return None
+        return buffer.getvalue()
+
+    def unpack(self, blob: bytes, live: dict):
+        """What :meth:`pack` wrote, with the objects of ``live`` in place."""
+        return _Unpickler(io.BytesIO(blob), live).load()
+
+    def save(self, state: dict) -> None:
+        """Write ``state`` (tensors, numbers, lists, dicts and :meth:`pack`'s
+        bytes) in place of the last checkpoint."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as file:
+                pickle.dump(
+                    {**state, "format": FORMAT, "key": self.key},
+                    file,
+                    protocol=pickle.HIGHEST_PROTOCOL,
+                )
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def module_attributes(model: torch.nn.Module) -> dict:
+    """The plain attributes the fit sets on the model's modules (the probe's
+    scaling, frozen statistics, train/eval mode), which its state dict does
+    not hold."""
+    return {
+        name: {
+            k: v
+            for k, v in vars(module).items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float, str))
+        }
+        for name, module in model.named_modules()
+    }
+
+
+def set_module_attributes(model: torch.nn.Module, attributes: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, values in attributes.items():
+        for key, value in values.items():
+            setattr(modules[name], key, value)
+
+
+def live_objects(model: torch.nn.Module, **others) -> dict:
+    """Name -> object of what a checkpoint refers to rather than holds: the
+    model, its modules, parameters and buffers (their values are in the
+    state dict the checkpoint holds), and ``others``."""
+    live = {f"module:{n}": m for n, m in model.named_modules()}
+    live.update({f"param:{n}": p for n, p in model.named_parameters()})
+    live.update({f"buffer:{n}": b for n, b in model.named_buffers()})
+    live.update(others)
+    return live
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file, live: dict):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = {id(obj): name for name, obj in live.items()}
+
+    def persistent_id(self, obj):
+        return self._names.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, live: dict):
+        super().__init__(file)
+        self._live = live
+
+    def persistent_load(self, name):
+        try:
+            return self._live[name]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"the checkpoint refers to {name!r}, which this fit does not have"
+            ) from None

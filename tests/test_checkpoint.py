@@ -1,0 +1,260 @@
+"""Checkpoints of a fit in progress (``checkpoint_dir``): a fit interrupted
+inside a stage goes on from its last epoch when ``fit`` is called again, and
+ends with the model an uninterrupted fit ends with."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from skorch.callbacks import Callback
+
+from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor
+from sktransfer.exceptions import InvalidParameterError
+
+
+@pytest.fixture
+def base(cache_dir):
+    return dict(TINY, cache=cache_dir, batch_size=6, random_state=0)
+
+
+#: every stage trained by gradient steps, with what carries state from
+#: epoch to epoch: a schedule over cycles, early stopping, the weights'
+#: moving average and augmented photos
+RECIPE = dict(
+    precompute_epochs=2,
+    augmented_cycles=1,
+    augmented_copies=2,
+    unfrozen_cycles=2,
+    cycle_mult=2,
+    early_stopping=True,
+    n_iter_no_change=2,
+    validation_fraction=0.25,
+)
+
+
+_LISTS = {}
+
+
+class Kept(list):
+    """A list that stays itself when deep-copied (each stage gets copies of
+    the callbacks) and when pickled into a checkpoint and read back (a
+    resumed stage gets the callbacks as they were saved)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        _LISTS[id(self)] = self
+        return _kept, (id(self),)
+
+
+def _kept(key):
+    return _LISTS[key]
+
+
+class _Interrupt(Callback):
+    """Ctrl-C at the end of epoch ``at`` of stage number ``stage`` (counting
+    the nets of one fit), once: the ``fired`` list is shared by the deep
+    copies each stage gets."""
+
+    def __init__(self, stage, at, fired, nets):
+        self.stage, self.at, self.fired, self.nets = stage, at, fired, nets
+
+    def on_train_begin(self, net, **kwargs):
+        self.nets.append(1)
+
+    def on_epoch_end(self, net, **kwargs):
+        here = len(self.nets) == self.stage and len(net.history) == self.at
+        if here and not self.fired:
+            self.fired.append(1)
+            raise KeyboardInterrupt
+
+
+class _Epochs(Callback):
+    """Counts the epochs trained (in ``store``, shared by the copies)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_epoch_end(self, net, **kwargs):
+        self.store.append(1)
+
+
+def _same_fit(a, b):
+    assert len(a.history_) == len(b.history_)
+    for row_a, row_b in zip(a.history_, b.history_):
+        for key in ("stage", "epoch", "lrs", "train_loss", "valid_loss", "discarded"):
+            assert row_a.get(key) == pytest.approx(row_b.get(key), nan_ok=True), key
+    for (k, va), (_, vb) in zip(
+        a.model_.state_dict().items(), b.model_.state_dict().items()
+    ):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize(
+    "stage, at, options",
+    [
+        (3, 1, {}),
+        (3, 2, {}),
+        (2, 1, {}),
+        # a moving average, mixing and one cycle carry state across epochs
+        (3, 2, dict(ema_decay=0.9, mixup=0.4, schedule="one_cycle")),
+        (1, 1, dict(ema_decay=0.9, layer_decay=0.5)),
+    ],
+)
+def test_a_fit_interrupted_inside_a_stage_goes_on_to_the_same_model(
+    images, base, tmp_path, stage, at, options
+):
+    X, y = images
+    base = dict(base, **options)
+    whole = PretrainedImageClassifier(**base, **RECIPE).fit(X, y)
+    fired, nets, epochs = Kept(), Kept(), Kept()
+    folder = tmp_path / "checkpoints"
+    interrupted = PretrainedImageClassifier(
+        **base,
+        **RECIPE,
+        checkpoint_dir=folder,
+        callbacks=[("stop", _Interrupt(stage, at, fired, nets)), _Epochs(epochs)],
+    )
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(X, y)
+    assert fired and not hasattr(interrupted, "model_")
+    assert len(list(folder.glob("fit-*.ckpt"))) == 1
+    before = len(epochs)
+    interrupted.fit(X, y)
+    _same_fit(whole, interrupted)
+    np.testing.assert_array_equal(whole.predict_proba(X), interrupted.predict_proba(X))
+    # the interrupted epoch ended before it was written (the Ctrl-C came
+    # first): the fit went on after the last epoch that ended, and trained
+    # no epoch twice but that one
+    trained = sum(1 for r in whole.history_ if r["stage"] != "probe")
+    assert len(epochs) - before == trained - before
+    assert not list(folder.iterdir())  # removed once the fit succeeded
+
+
+def test_another_fit_does_not_read_the_checkpoint(images, base, tmp_path):
+    X, y = images
+    folder = tmp_path / "checkpoints"
+    fired, nets, epochs = Kept(), Kept(), Kept()
+    params = dict(base, **RECIPE, checkpoint_dir=folder)
+    stop = ("stop", _Interrupt(3, 1, fired, nets))
+    with pytest.raises(KeyboardInterrupt):
+        PretrainedImageClassifier(**params, callbacks=[stop]).fit(X, y)
+    (saved,) = folder.glob("fit-*.ckpt")
+    # other targets, other images, other parameters: a fit of its own
+    other = PretrainedImageClassifier(**params, callbacks=[_Epochs(epochs)])
+    other.fit(X, y[::-1])
+    other.set_params(unfrozen_lr=3e-4).fit(X, y)
+    other.fit(X[1:], y[1:])
+    every = sum(1 for r in other.history_ if r["stage"] != "probe")
+    assert len(epochs) == 3 * every
+    assert saved.exists()  # the interrupted fit's is left for it
+    PretrainedImageClassifier(**params).fit(X, y)
+    assert not saved.exists()
+
+
+def test_verbose_and_callbacks_do_not_name_the_fit(images, base, tmp_path):
+    X, y = images
+    folder = tmp_path / "checkpoints"
+    fired, nets, epochs = Kept(), Kept(), Kept()
+    params = dict(base, **RECIPE, checkpoint_dir=folder)
+    stop = ("stop", _Interrupt(3, 1, fired, nets))
+    with pytest.raises(KeyboardInterrupt):
+        PretrainedImageClassifier(**params, callbacks=[stop]).fit(X, y)
+    again = PretrainedImageClassifier(**params, verbose=1, callbacks=[_Epochs(epochs)])
+    again.fit(X, y)
+    trained = sum(1 for r in again.history_ if r["stage"] != "probe")
+    assert 0 < len(epochs) < trained  # it went on from the checkpoint
+
+
+def test_a_seed_drawn_by_the_interrupted_fit_is_used_again(images, base, tmp_path):
+    X, y = images
+    folder = tmp_path / "checkpoints"
+    params = dict(base, **RECIPE, checkpoint_dir=folder, random_state=None)
+    fired, nets = Kept(), Kept()
+    clf = PretrainedImageClassifier(
+        **params, callbacks=[("stop", _Interrupt(3, 1, fired, nets))]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    clf.fit(X, y)  # the same split and draws as the fit it continues
+    first = [r["train_loss"] for r in clf.history_ if r["stage"] == "unfrozen"]
+    assert len(first) >= 1 and np.isfinite(first).all()
+
+
+def test_a_regressor_resumes_too(images, base, tmp_path):
+    X, _ = images
+    target = np.linspace(0.0, 1.0, len(X))
+    params = dict(base, unfrozen_cycles=2, augment=None)
+    whole = PretrainedImageRegressor(**params).fit(X, target)
+    fired, nets = Kept(), Kept()
+    reg = PretrainedImageRegressor(
+        **params,
+        checkpoint_dir=tmp_path / "c",
+        callbacks=[("stop", _Interrupt(1, 1, fired, nets))],
+    )
+    with pytest.raises(KeyboardInterrupt):
+        reg.fit(X, target)
+    reg.fit(X, target)
+    _same_fit(whole, reg)
+
+
+class _Unpicklable(Callback):
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def test_a_callback_that_cannot_be_saved_leaves_checkpoints_between_stages(
+    images, base, tmp_path
+):
+    X, y = images
+    folder = tmp_path / "checkpoints"
+    clf = PretrainedImageClassifier(
+        **base, **RECIPE, checkpoint_dir=folder, callbacks=[_Unpicklable()]
+    )
+    with pytest.warns(UserWarning, match="between its stages only"):
+        clf.fit(X, y)
+    assert not list(folder.iterdir())
+    assert any(r["stage"] == "unfrozen" for r in clf.history_)
+
+
+def test_a_damaged_checkpoint_is_named_and_the_fit_starts_again(images, base, tmp_path):
+    X, y = images
+    folder = tmp_path / "checkpoints"
+    fired, nets = Kept(), Kept()
+    params = dict(base, **RECIPE, checkpoint_dir=folder)
+    with pytest.raises(KeyboardInterrupt):
+        PretrainedImageClassifier(
+            **params, callbacks=[("stop", _Interrupt(3, 1, fired, nets))]
+        ).fit(X, y)
+    (saved,) = folder.glob("fit-*.ckpt")
+    saved.write_bytes(saved.read_bytes()[:100])
+    whole = PretrainedImageClassifier(**base, **RECIPE).fit(X, y)
+    with pytest.warns(UserWarning, match="could not be read.*from the beginning"):
+        again = PretrainedImageClassifier(**params).fit(X, y)
+    _same_fit(whole, again)
+
+
+@pytest.mark.parametrize("value", [3, ["a"], b"x"])
+def test_bad_checkpoint_dir_is_named(images, base, value):
+    X, y = images
+    clf = PretrainedImageClassifier(**base, checkpoint_dir=value)
+    with pytest.raises(InvalidParameterError, match="checkpoint_dir"):
+        clf.fit(X, y)
+
+
+def test_checkpoint_dir_is_not_saved_with_the_model(images, base, tmp_path):
+    from sktransfer import load, save
+
+    X, y = images
+    clf = PretrainedImageClassifier(**base, checkpoint_dir=tmp_path / "c").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = load(save(clf, tmp_path / "model"), cache=base["cache"])
+    assert again.checkpoint_dir is None

@@ -22,18 +22,17 @@ def base(cache_dir):
 
 
 #: every stage trained by gradient steps, with what carries state from
-#: epoch to epoch: a schedule over cycles, early stopping, the weights'
-#: moving average and augmented photos
+#: epoch to epoch: a schedule over cycles, augmented photos, validation
 RECIPE = dict(
     precompute_epochs=2,
     augmented_cycles=1,
     augmented_copies=2,
     unfrozen_cycles=2,
     cycle_mult=2,
-    early_stopping=True,
-    n_iter_no_change=2,
     validation_fraction=0.25,
 )
+#: early stopping and the guard: their best epochs and weights carry over
+GUARDED = dict(early_stopping=True, n_iter_no_change=2)
 
 
 _LISTS = {}
@@ -109,9 +108,12 @@ def _same_fit(a, b):
         (3, 1, {}),
         (3, 2, {}),
         (2, 1, {}),
+        (3, 2, GUARDED),
         # a moving average, mixing and one cycle carry state across epochs
         (3, 2, dict(ema_decay=0.9, mixup=0.4, schedule="one_cycle")),
         (1, 1, dict(ema_decay=0.9, layer_decay=0.5)),
+        # the snapshots kept at the cycle ends before the interruption
+        (3, 2, dict(snapshot_ensemble=True)),
     ],
 )
 def test_a_fit_interrupted_inside_a_stage_goes_on_to_the_same_model(
@@ -135,6 +137,9 @@ def test_a_fit_interrupted_inside_a_stage_goes_on_to_the_same_model(
     before = len(epochs)
     interrupted.fit(X, y)
     _same_fit(whole, interrupted)
+    assert len(interrupted.ensemble_) == len(whole.ensemble_)
+    if options.get("snapshot_ensemble"):
+        assert len(whole.ensemble_) == 2  # a member per unfrozen cycle
     np.testing.assert_array_equal(whole.predict_proba(X), interrupted.predict_proba(X))
     # the interrupted epoch ended before it was written (the Ctrl-C came
     # first): the fit went on after the last epoch that ended, and trained

@@ -261,3 +261,48 @@ def test_checkpoint_dir_is_not_saved_with_the_model(images, base, tmp_path):
         warnings.simplefilter("ignore")
         again = load(save(clf, tmp_path / "model"), cache=base["cache"])
     assert again.checkpoint_dir is None
+
+
+class _InterruptAtEnd(Callback):
+    """Ctrl-C when stage number ``stage`` ends (after its last epoch was
+    written), once."""
+
+    def __init__(self, stage, fired, nets):
+        self.stage, self.fired, self.nets = stage, fired, nets
+
+    def on_train_begin(self, net, **kwargs):
+        self.nets.append(1)
+
+    def on_train_end(self, net, **kwargs):
+        if len(self.nets) == self.stage and not self.fired:
+            self.fired.append(len(net.history))
+            raise KeyboardInterrupt
+
+
+def test_a_stage_that_early_stopping_ended_is_not_trained_further(
+    images, base, tmp_path
+):
+    X, y = images
+    params = dict(
+        base,
+        **RECIPE,
+        early_stopping=True,
+        n_iter_no_change=1,
+        tol=10.0,  # no epoch counts as better: the stage stops after two
+    )
+    params["unfrozen_cycles"] = 3  # 1 + 2 + 4 epochs, unless stopped
+    whole = PretrainedImageClassifier(**params).fit(X, y)
+    unfrozen = [r for r in whole.history_ if r["stage"] == "unfrozen"]
+    assert len(unfrozen) == 2  # early stopping ended it
+    fired, nets, epochs = Kept(), Kept(), Kept()
+    clf = PretrainedImageClassifier(
+        **params,
+        checkpoint_dir=tmp_path / "c",
+        callbacks=[("stop", _InterruptAtEnd(3, fired, nets))],
+    )
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    assert fired == [2]
+    clf.set_params(callbacks=[_Epochs(epochs)]).fit(X, y)
+    assert len(epochs) == 0  # the stopped stage went on to its end only
+    _same_fit(whole, clf)

@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._fingerprints import update_with_state
+from ._persist_io import _fsync, _temporary_file
+
 #: Written into every checkpoint; a file of another format is not read.
 FORMAT = 1
 #: Parameters that do not change what a fit computes.
@@ -55,9 +58,7 @@ def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) ->
         array = np.ascontiguousarray(np.asarray(array))
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(array.tobytes())
-    for name, tensor in (start_state or {}).items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    update_with_state(digest, start_state or {})
     return digest.hexdigest()
 
 
@@ -121,19 +122,15 @@ class FitCheckpoint:
         """Write ``state`` (tensors, numbers, lists, dicts and :meth:`pack`'s
         bytes) in place of the last checkpoint."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
+        with _temporary_file(self.folder, self.path.name) as temporary:
             with open(temporary, "wb") as file:
                 pickle.dump(
                     {**state, "format": FORMAT, "key": self.key},
                     file,
                     protocol=pickle.HIGHEST_PROTOCOL,
                 )
-                file.flush()
-                os.fsync(file.fileno())
+            _fsync(temporary)
             os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

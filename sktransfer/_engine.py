@@ -307,9 +307,6 @@ class _FitState:
     tuned: bool = False  # whether a stage the fitted model continues trained the body
 
 
-_FIELDS = dataclasses.fields(_FitState)
-
-
 def _save(checkpoint, model, state: _FitState, seed, stage_state=None) -> None:
     """Write the fit's state (and, inside a stage, the stage's) to its
     checkpoint, if it has one."""
@@ -318,7 +315,7 @@ def _save(checkpoint, model, state: _FitState, seed, stage_state=None) -> None:
     checkpoint.save(
         {
             "seed": seed,
-            "progress": {f.name: getattr(state, f.name) for f in _FIELDS},
+            "progress": dict(vars(state)),
             "weights": _weights(model),
             "attributes": module_attributes(model),
             "rng": _rng_state(),

@@ -23,7 +23,7 @@ from ._backbones import load_backbone
 from ._cache import resolve_cache
 from ._decoding import load_pixels
 from ._devices import autocast_dtype, resolve_device, resolve_precision
-from ._fingerprints import decoded_with_fingerprint
+from ._fingerprints import decoded_with_fingerprint, update_with_state
 from ._image_checks import image_fingerprints, raise_bad_images
 from ._images import as_image_list, describe
 from ._threads import decode_plan, decoded_batches
@@ -109,11 +109,7 @@ class FeatureExtractor:
         the pretrained weights.
         """
         digest = hashlib.blake2b(digest_size=16)
-        for name, tensor in self.backbone.body.state_dict().items():
-            digest.update(name.encode())
-            digest.update(
-                tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
-            )
+        update_with_state(digest, self.backbone.body.state_dict())
         backbone = dataclasses.replace(
             self.backbone, weights_id="tuned:" + digest.hexdigest()
         )

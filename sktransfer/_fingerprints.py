@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ._decoding import check_open, check_size, exif_orientation, load_pixels
@@ -55,6 +56,15 @@ def fingerprint(source) -> str:
         h.update(f"array\0{arr.shape}\0".encode())
         h.update(arr.data)  # the buffer itself: no second copy of the pixels
     return h.hexdigest()
+
+
+def update_with_state(digest, state: dict) -> None:
+    """Feed a state dict's names and raw bytes (any dtype) to ``digest``."""
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+        )
 
 
 def fingerprint_bytes(data: bytes) -> str:

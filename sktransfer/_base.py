@@ -12,6 +12,7 @@ anywhere leaves the estimator as it was (unfitted, or its previous fit).
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import warnings
 from numbers import Real
@@ -228,6 +229,11 @@ class RecipeEstimator(BaseEstimator):
         resume = None if checkpoint is None else checkpoint.load()
         if resume is not None:  # the seed the interrupted fit drew
             seed = resume["seed"]
+            if self.verbose:
+                print(
+                    f"{type(self).__name__}: {checkpoint.describe(resume, plan)}",
+                    file=sys.stderr,
+                )
         else:
             seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         data = self._training_set(extractor, inputs, read, task, info, seed)

@@ -114,6 +114,18 @@ class FitCheckpoint:
             return None
         return buffer.getvalue()
 
+    def describe(self, state: dict, plan) -> str:
+        """Where the fit of ``state`` (as :meth:`load` read it) goes on, in
+        the words of a progress line."""
+        done = state["progress"]["done"]
+        text = (
+            f"going on from the checkpoint {self.path}: {done} of {len(plan)} "
+            "stages done"
+        )
+        if state.get("stage") and done < len(plan):
+            text += f", and part of the '{plan[done].name}' stage"
+        return text
+
     def unpack(self, blob: bytes, live: dict):
         """What :meth:`pack` wrote, with the objects of ``live`` in place."""
         return _Unpickler(io.BytesIO(blob), live).load()

@@ -168,16 +168,27 @@ def test_another_fit_does_not_read_the_checkpoint(images, base, tmp_path):
     assert not saved.exists()
 
 
-def test_verbose_and_callbacks_do_not_name_the_fit(images, base, tmp_path):
+def test_verbose_and_callbacks_do_not_name_the_fit(images, base, tmp_path, capsys):
     X, y = images
     folder = tmp_path / "checkpoints"
     epochs = Kept()
     params = dict(base, **RECIPE, checkpoint_dir=folder)
-    _interrupted(X, y, params)
+    _interrupted(X, y, params, stage=3, at=2)  # one unfrozen epoch written
+    (saved,) = folder.glob("fit-*.ckpt")
+    capsys.readouterr()
     again = PretrainedImageClassifier(**params, verbose=1, callbacks=[_Epochs(epochs)])
     again.fit(X, y)
     trained = sum(1 for r in again.history_ if r["stage"] != "probe")
     assert 0 < len(epochs) < trained  # it went on from the checkpoint
+    # and says so, naming the file and where in the plan it goes on
+    said = capsys.readouterr().err
+    assert (
+        f"PretrainedImageClassifier: going on from the checkpoint {saved}: "
+        "3 of 4 stages done, and part of the 'unfrozen' stage"
+    ) in said
+    # a fit with no checkpoint to read says nothing of one
+    again.fit(X, y)
+    assert "checkpoint" not in capsys.readouterr().err
 
 
 def test_a_seed_drawn_by_the_interrupted_fit_is_used_again(images, base, tmp_path):

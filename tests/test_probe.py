@@ -169,32 +169,50 @@ def test_a_label_no_training_image_has_is_never_predicted(tmp_path, tiny_params)
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_four_photos_a_class_at_64_px_do_not_collapse(tmp_path):
-    """The hostile case: 4 + 4 photos at 64 px. The default (probe) is at
-    least the linear model; a random head with a hidden layer degrades
-    gracefully too (features that never fire in training are floored)."""
+    """The hostile case: 4 + 4 photos at 64 px. The default (probe) is about
+    the linear model (it once collapsed to accuracy 0.5 and log loss 11); a
+    random head with a hidden layer degrades gracefully too (features that
+    never fire in training are floored).
+
+    Over five draws of photos, as the benchmark's tiny sets are measured:
+    one draw of 60 test photos moves by 1.7 points a photo, and the two
+    models differ by up to 3 photos a draw either way, by precision too."""
     from sktransfer.datasets import load_image_folder
 
     X, y = load_image_folder(DATA / "dogscats" / "train")
-    rng = np.random.default_rng(0)
-    train = np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), 4, replace=False) for c in np.unique(y)]
-    )
-    test = rng.choice(np.setdiff1d(np.arange(len(X)), train), 60, replace=False)
     base = dict(
         backbone="mobilenet_v2", weights=str(MOBILENET), image_size=64, random_state=0
     )
-    F = PretrainedFeatures(**{k: v for k, v in base.items() if k != "random_state"})
-    F = F.fit().transform(X[np.concatenate([train, test])])
-    lr = LogisticRegression(max_iter=5000).fit(F[:8], y[train])
-    lr_acc = accuracy_score(y[test], lr.predict(F[8:]))
-    default = PretrainedImageClassifier(**base).fit(X[train], y[train])
-    proba = default.predict_proba(X[test])
-    assert accuracy_score(y[test], default.classes_[proba.argmax(1)]) >= lr_acc - 0.05
-    assert log_loss(y[test], proba, labels=default.classes_) < 0.7
-    mlp = PretrainedImageClassifier(
-        **base, head_init="random", hidden_sizes=(512,), precompute_epochs=8
-    ).fit(X[train], y[train])
-    assert log_loss(y[test], mlp.predict_proba(X[test]), labels=mlp.classes_) < 2.0
+    features = PretrainedFeatures(
+        **{k: v for k, v in base.items() if k != "random_state"}
+    ).fit()
+    linear, probe = [], []
+    for draw in range(5):
+        rng = np.random.default_rng(draw)
+        train = np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), 4, replace=False) for c in np.unique(y)]
+        )
+        test = rng.choice(np.setdiff1d(np.arange(len(X)), train), 60, replace=False)
+        F = features.transform(X[np.concatenate([train, test])])
+        lr = LogisticRegression(max_iter=5000).fit(F[:8], y[train])
+        linear.append(accuracy_score(y[test], lr.predict(F[8:])))
+        default = PretrainedImageClassifier(**base).fit(X[train], y[train])
+        proba = default.predict_proba(X[test])
+        probe.append(
+            (
+                accuracy_score(y[test], default.classes_[proba.argmax(1)]),
+                log_loss(y[test], proba, labels=default.classes_),
+            )
+        )
+        if draw == 0:
+            mlp = PretrainedImageClassifier(
+                **base, head_init="random", hidden_sizes=(512,), precompute_epochs=8
+            ).fit(X[train], y[train])
+            mlp_proba = mlp.predict_proba(X[test])
+            assert log_loss(y[test], mlp_proba, labels=mlp.classes_) < 2.0
+    accuracy, loss = np.mean(probe, axis=0)
+    assert accuracy >= np.mean(linear) - 0.05
+    assert loss < 0.7
 
 
 def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):

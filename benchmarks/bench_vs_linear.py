@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats tiny
     .venv/bin/python benchmarks/bench_vs_linear.py --models default linear-head
     .venv/bin/python benchmarks/bench_vs_linear.py --sets dogscats --image-size 288
+    .venv/bin/python benchmarks/bench_vs_linear.py --models default --seeds 5
     .venv/bin/python benchmarks/bench_vs_linear.py --recipe dogscats flowers \
         --image-size 224 128      # the accurate recipe, stage by stage
 
@@ -290,6 +291,11 @@ def main():
     parser.add_argument("--lr-mult", type=float, default=10)
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument(
+        "--seeds", type=int, default=1,
+        help="fit every estimator row with random_state 0 .. N-1 (the probe's "
+        "folds, the training draws) and print the mean with its range",
+    )  # fmt: skip
+    parser.add_argument(
         "--per-fold", action="store_true",
         help="also print each fold's first score (for paired comparisons of "
         "rows run on the same folds)",
@@ -330,12 +336,40 @@ def main():
                 args.per_fold,
             )  # fmt: skip
             for model in args.models:
+                if args.seeds > 1:
+                    _seeds(label, model, args.seeds, size, X, y, folds, task)
+                    continue
                 params = dict(
                     MODELS[model], image_size=size, random_state=args.random_state
                 )
                 start = time.perf_counter()
                 scores = estimator_row(params, X, y, folds, task)
                 _print(label, model, scores, start, args.per_fold)
+
+
+def _seeds(label, model, n, size, X, y, folds, task):
+    """An estimator row fitted with ``random_state`` 0 .. n-1: the mean of
+    the folds' mean scores, and their lowest and highest."""
+    start = time.perf_counter()
+    means = np.array(
+        [
+            np.mean(
+                estimator_row(
+                    dict(MODELS[model], image_size=size, random_state=seed),
+                    X, y, folds, task,
+                ),
+                axis=0,
+            )
+            for seed in range(n)
+        ]
+    )  # fmt: skip
+    cells = [
+        f"{means[:, j].mean():.4f} ({means[:, j].min():.4f}-{means[:, j].max():.4f})"
+        for j in range(means.shape[1])
+    ]
+    seconds = (time.perf_counter() - start) / (n * len(folds))
+    cells += [""] * (2 - len(cells))
+    print(f"{label} | {model}, {n} seeds | {' | '.join(cells)} | {seconds:.1f}")
 
 
 def _print(label, model, scores, start, per_fold=False):

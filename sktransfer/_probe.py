@@ -35,6 +35,14 @@ DEFAULT_PENALTY = 0.1
 BIAS_PENALTY = 1e-4
 #: Folds of the penalty's cross-validation.
 N_FOLDS = 3
+#: Below this many training images the folds are drawn :data:`N_REPEATS`
+#: times (a probe fit on so few images costs well under a second).
+FEW_IMAGES = 1000
+N_REPEATS = 3
+#: Fewer training images than this are scaled only by the features' common
+#: variance: each feature's own variance, estimated from so few images, is
+#: too noisy to divide by.
+PER_FEATURE_MIN = 40
 #: A feature's variance is floored at this fraction of the mean variance
 #: of all features, so that a feature that never fires on the training
 #: images cannot become thousands of standard deviations on a new image.
@@ -106,10 +114,27 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
     return W.detach(), b.detach()
 
 
-def choose_penalty(Z, target, weights, task, folds) -> tuple[float, float]:
+def scaled(x, weights, scaling: str, eps: float) -> tuple:
+    """``(Z, mean, scale)``: ``x`` centred and divided by the square root of
+    ``scale + eps``, with the (weighted) statistics of ``x`` itself:
+    ``scaling`` ``"per_feature"`` divides each feature by its own variance,
+    ``"common"`` all features by their mean variance."""
+    mean, var = input_statistics(x, weights)
+    scale = var if scaling == "per_feature" else torch.full_like(var, float(var.mean()))
+    return (x - mean) / torch.sqrt(scale + eps), mean, scale
+
+
+def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     """``(penalty, loss)``: the penalty of :data:`PENALTIES` with the lowest
     mean held-out loss over ``folds`` (a list of ``(train, test)`` index
     arrays), and that loss.
+
+    Each fold scales its features (:func:`scaled`) with the statistics of
+    its own training part, as the final head will with all the training
+    images: statistics that include the held-out images would hide how far
+    a new image can fall outside them (a feature nearly constant on the
+    training images is many of their standard deviations away on a new
+    one), and the held-out loss of weak penalties would be too low.
 
     The path runs from the strongest penalty down, each fold's fit starting
     from its last one, and stops once the held-out loss has risen twice in
@@ -117,18 +142,24 @@ def choose_penalty(Z, target, weights, task, folds) -> tuple[float, float]:
     penalties are the slowest to fit)."""
     if not folds:
         return DEFAULT_PENALTY, np.nan
+    statistics = [
+        scaled(x[train], weights[train], scaling, eps)[1:] for train, _ in folds
+    ]
     path = sorted(PENALTIES, reverse=True)
     starts = [None] * len(folds)
     best, best_loss, rises = path[0], np.inf, 0
     for penalty in path:
         total = 0.0
         for f, (train, test) in enumerate(folds):
+            mean, scale = statistics[f]
+            sd = torch.sqrt(scale + eps)
             starts[f] = fit_linear(
-                Z[train], target[train], weights[train], task, penalty, starts[f]
-            )
+                (x[train] - mean) / sd, target[train], weights[train], task, penalty,
+                starts[f],
+            )  # fmt: skip
             W, b = starts[f]
             with torch.no_grad():
-                held_out = task.loss(Z[test] @ W.T + b, target[test])
+                held_out = task.loss(((x[test] - mean) / sd) @ W.T + b, target[test])
                 w = weights[test]
                 total += float((held_out * w).sum() / w.sum())
         if total < best_loss:
@@ -187,22 +218,29 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
 
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
     """Cross-validation folds for the penalty: stratified for single-label
-    tasks; none where a class has fewer than two images."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+    tasks; none where a class has fewer than two images. Below
+    :data:`FEW_IMAGES` images the folds are drawn :data:`N_REPEATS` times
+    with other shuffles (their losses averaged), since one split of a few
+    hundred images or fewer is a noisy judge of the penalty."""
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
     n = len(targets)
+    repeats = N_REPEATS if n < FEW_IMAGES else 1
     if task.stratify:
         counts = np.bincount(targets.numpy(), minlength=task.n_outputs)
         smallest = counts[counts > 0].min()
         k = min(N_FOLDS, int(smallest))
         if k < 2:
             return []
-        splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+        splitter = RepeatedStratifiedKFold(
+            n_splits=k, n_repeats=repeats, random_state=seed
+        )
         return list(splitter.split(np.zeros(n), targets.numpy()))
     k = min(N_FOLDS, n)
     if k < 2:
         return []
-    return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(n)))
+    splitter = RepeatedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    return list(splitter.split(np.zeros(n)))
 
 
 def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> dict:
@@ -223,25 +261,29 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
     target = targets.float() if targets.dtype.is_floating_point else targets
-    mean, var = input_statistics(x, w)
-    scalings = {"per_feature": var, "common": torch.full_like(var, float(var.mean()))}
     squared_error = task.kind == "regression" and len(x) > 2
     folds = [] if squared_error else probe_folds(task, targets, seed)
     best = None
-    for name, scale in scalings.items():
-        Z = (x - mean) / torch.sqrt(scale + norm.eps)
+    scalings = ("per_feature", "common") if len(x) >= PER_FEATURE_MIN else ("common",)
+    for name in scalings:
+        Z, mean, scale = scaled(x, w, name, norm.eps)
         if squared_error:
             penalty, loss, solution = ridge_loo(Z, target, w, task)
         else:
-            penalty, loss = choose_penalty(Z, target, w, task, folds)
+            penalty, loss = choose_penalty(x, target, w, task, folds, name, norm.eps)
             solution = None
         if best is None or loss < best[2]:
-            best = (name, penalty, loss, Z, solution)
+            best = (name, penalty, loss, Z, mean, scale, solution)
         if not (folds or squared_error):
             break
-    name, penalty, _, Z, solution = best
-    set_statistics(norm, mean, scalings[name])
+    name, penalty, _, Z, mean, scale, solution = best
+    set_statistics(norm, mean, scale)
     norm.scaling = name  # kept with the head: a warm start scales alike
+    if folds:
+        # the penalty weighs the mean loss: one chosen on the folds' training
+        # parts weighs as much against the sum of their losses on all images
+        # (as scikit-learn's C, on the sum, carries over from its folds)
+        penalty *= np.mean([len(train) for train, _ in folds]) / len(x)
     W, b = solution or fit_linear(Z, target, w, task, penalty)
     with torch.no_grad():
         output.weight.copy_(W.to(output.weight))

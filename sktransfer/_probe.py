@@ -252,11 +252,16 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     each feature standardised (its own variance), or all features divided
     by one common scale (their mean variance: the raw features' geometry,
     which suits a few images a class, where per-feature variances are
-    noisy). The penalty is chosen by 3-fold cross-validation, or for a
-    regression by exact leave-one-out (:func:`ridge_loo`). The pair with
-    the lowest held-out loss is set into the
-    head's BatchNorm and the output layer is fitted on all images.
-    Returns ``{"penalty", "scaling", "train_loss"}``."""
+    noisy; below :data:`PER_FEATURE_MIN` images only this one). The
+    penalty is chosen by 3-fold cross-validation (:func:`probe_folds`,
+    :func:`choose_penalty`), or for a regression by exact leave-one-out
+    (:func:`ridge_loo`). The pair with the lowest held-out loss is set into
+    the head's BatchNorm and the output layer is fitted on all images, with
+    the penalty scaled by the folds' share of the images: it weighs the
+    mean loss, and the same weight against the sum of the losses (what
+    scikit-learn's ``C`` fixes, and what carries over from fewer images to
+    more) is that much smaller a share of the mean over all of them.
+    Returns ``{"penalty", "scaling", "train_loss"}``, ``penalty`` as fitted."""
     norm, output = head.layers[0], head.layers[-1]
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)

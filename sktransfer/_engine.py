@@ -39,6 +39,7 @@ from ._probe import (
     floored,
     input_statistics,
     linear_probe,
+    scale_for,
     set_statistics,
 )
 from ._seeding import seeded
@@ -471,9 +472,7 @@ def refresh_probe_statistics(head, data: TrainingSet) -> bool:
     train = data.train
     features = torch.as_tensor(data.plain_features()[train], dtype=torch.float32)
     mean, var = input_statistics(features, data.weights[train])
-    if scaling == "common":
-        var = torch.full_like(var, float(var.mean()))
-    set_statistics(norm, mean, var, identity=False)
+    set_statistics(norm, mean, scale_for(var, scaling), identity=False)
     return True
 
 

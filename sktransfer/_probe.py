@@ -114,14 +114,11 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
     return W.detach(), b.detach()
 
 
-def scaled(x, weights, scaling: str, eps: float) -> tuple:
-    """``(Z, mean, scale)``: ``x`` centred and divided by the square root of
-    ``scale + eps``, with the (weighted) statistics of ``x`` itself:
-    ``scaling`` ``"per_feature"`` divides each feature by its own variance,
-    ``"common"`` all features by their mean variance."""
-    mean, var = input_statistics(x, weights)
-    scale = var if scaling == "per_feature" else torch.full_like(var, float(var.mean()))
-    return (x - mean) / torch.sqrt(scale + eps), mean, scale
+def scale_for(var: torch.Tensor, scaling: str) -> torch.Tensor:
+    """What each feature is divided by (before the square root): for
+    ``scaling`` ``"per_feature"`` its own variance, for ``"common"`` the
+    mean variance of all features."""
+    return var if scaling == "per_feature" else torch.full_like(var, float(var.mean()))
 
 
 def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
@@ -129,7 +126,7 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     mean held-out loss over ``folds`` (a list of ``(train, test)`` index
     arrays), and that loss.
 
-    Each fold scales its features (:func:`scaled`) with the statistics of
+    Each fold scales its features (:func:`scale_for`) with the statistics of
     its own training part, as the final head will with all the training
     images: statistics that include the held-out images would hide how far
     a new image can fall outside them (a feature nearly constant on the
@@ -142,17 +139,17 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     penalties are the slowest to fit)."""
     if not folds:
         return DEFAULT_PENALTY, np.nan
-    statistics = [
-        scaled(x[train], weights[train], scaling, eps)[1:] for train, _ in folds
-    ]
+    statistics = []
+    for train, _ in folds:
+        mean, var = input_statistics(x[train], weights[train])
+        statistics.append((mean, torch.sqrt(scale_for(var, scaling) + eps)))
     path = sorted(PENALTIES, reverse=True)
     starts = [None] * len(folds)
     best, best_loss, rises = path[0], np.inf, 0
     for penalty in path:
         total = 0.0
         for f, (train, test) in enumerate(folds):
-            mean, scale = statistics[f]
-            sd = torch.sqrt(scale + eps)
+            mean, sd = statistics[f]
             starts[f] = fit_linear(
                 (x[train] - mean) / sd, target[train], weights[train], task, penalty,
                 starts[f],
@@ -268,20 +265,22 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     target = targets.float() if targets.dtype.is_floating_point else targets
     squared_error = task.kind == "regression" and len(x) > 2
     folds = [] if squared_error else probe_folds(task, targets, seed)
+    mean, var = input_statistics(x, w)
     best = None
     scalings = ("per_feature", "common") if len(x) >= PER_FEATURE_MIN else ("common",)
     for name in scalings:
-        Z, mean, scale = scaled(x, w, name, norm.eps)
+        scale = scale_for(var, name)
+        Z = (x - mean) / torch.sqrt(scale + norm.eps)
         if squared_error:
             penalty, loss, solution = ridge_loo(Z, target, w, task)
         else:
             penalty, loss = choose_penalty(x, target, w, task, folds, name, norm.eps)
             solution = None
         if best is None or loss < best[2]:
-            best = (name, penalty, loss, Z, mean, scale, solution)
+            best = (name, penalty, loss, Z, scale, solution)
         if not (folds or squared_error):
             break
-    name, penalty, _, Z, mean, scale, solution = best
+    name, penalty, _, Z, scale, solution = best
     set_statistics(norm, mean, scale)
     norm.scaling = name  # kept with the head: a warm start scales alike
     if folds:

@@ -36,8 +36,8 @@ BIAS_PENALTY = 1e-4
 #: Folds of the penalty's cross-validation.
 N_FOLDS = 3
 #: Below this many training images the folds are drawn :data:`N_REPEATS`
-#: times (0.8 s for the probe of 317 images: their folds are small, and
-#: fitted together in their row spaces).
+#: times (at little cost: folds this small are fitted together, in their
+#: row spaces; see :func:`choose_penalty`).
 FEW_IMAGES = 1000
 N_REPEATS = 3
 #: Fewer training images than this are scaled only by the features' common
@@ -91,13 +91,13 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
     ``target``, ``weights`` of ``(F, m, ...)``) the sum of the ``F``
     objectives is minimised, each problem's weighted mean over its own
     rows, and ``W``, ``b`` are stacked, ``(F, k, d)`` and ``(F, k)``. The
-    problems share no parameter, so the minimum is each one's own, and one
-    L-BFGS run over small problems costs far fewer steps of Python than
-    one run each."""
-    stacked = Z.dim() == 3
-    if not stacked:
+    problems share no parameter, so the minimum is each one's own (the
+    stopping tests are shared: each problem ends within the run's
+    tolerance, not its own), and one L-BFGS run over small problems costs
+    far fewer steps of Python than one run each."""
+    batched = Z.dim() == 3
+    if not batched:
         Z, target, weights = Z[None], target[None], weights[None]
-        start = None if start is None else (start[0][None], start[1][None])
     F, m, d = Z.shape
     W = torch.zeros(F, task.n_outputs, d, dtype=Z.dtype)
     b = torch.zeros(F, task.n_outputs, dtype=Z.dtype)
@@ -128,7 +128,7 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
 
     optimizer.step(closure)
     W, b = W.detach(), b.detach()
-    return (W, b) if stacked else (W[0], b[0])
+    return (W, b) if batched else (W[0], b[0])
 
 
 def outputs(Z, W, b):
@@ -152,10 +152,10 @@ def row_space(Z: torch.Tensor):
     columns (``Q`` is ``None`` and ``R`` is ``Z`` otherwise: the QR
     decomposition would cost more than it saves).
 
-    The L2-penalised fit of :func:`fit_linear` on ``R`` gives the fit on
-    ``Z`` exactly, as ``W = W_R @ Q.T``: a component of ``W`` outside the
-    span of the images' features changes no image's output and only adds
-    to the penalty, so the minimum has none. With a few hundred images of
+    The L2-penalised problem of :func:`fit_linear` on ``R`` has the same
+    minimiser as on ``Z``, as ``W = W_R @ Q.T``: a component of ``W``
+    outside the span of the images' features changes no image's output and
+    only adds to the penalty, so the minimum has none. With a few hundred images of
     a thousand or more features the fit then reads a fraction of the
     numbers at every step. (``Z.T = Q T`` by QR, so ``R`` is ``T.T``.)"""
     if 2 * Z.shape[0] > Z.shape[1]:
@@ -164,9 +164,11 @@ def row_space(Z: torch.Tensor):
     return T.T, Q
 
 
-#: Folds whose stacked features hold at most this many numbers are fitted
-#: together (small problems, where L-BFGS's steps of Python cost more than
-#: its arithmetic); larger ones one at a time.
+#: Folds whose training and held-out parts, in their row spaces, hold at
+#: most this many numbers in all are prepared once and fitted together
+#: (small problems, where L-BFGS's steps of Python cost more than its
+#: arithmetic); larger ones are scaled afresh for every penalty and fitted
+#: one at a time, so that no copy of the features outlives its fit.
 STACK_BUDGET = 2**21
 
 
@@ -174,7 +176,9 @@ def stacked(parts) -> tuple:
     """``(Z, target, weights)`` of ``parts`` (a list of such triples, of
     shapes ``(m_f, r_f)``, ``(m_f, ...)``, ``(m_f,)``), stacked into
     ``(F, m, r)``, ``(F, m, ...)``, ``(F, m)``: the shorter padded by rows
-    of weight 0, the narrower by columns of zeros."""
+    of weight 0, the narrower by columns of zeros (one part: views of it)."""
+    if len(parts) == 1:
+        return tuple(a[None] for a in parts[0])
     m = max(len(Z) for Z, _, _ in parts)
     r = max(Z.shape[1] for Z, _, _ in parts)
     first_Z, first_T, first_w = parts[0]
@@ -186,6 +190,20 @@ def stacked(parts) -> tuple:
         T[f, : len(values)] = target
         w[f, : len(values)] = weights
     return Z, T, w
+
+
+def fold_problems(x, target, weights, folds, statistics) -> tuple:
+    """``(fit, held_out)``: the stacked (:func:`stacked`) training and
+    held-out parts of ``folds``, each scaled with its training part's
+    ``(mean, sd)`` of ``statistics`` and put in that part's row space
+    (:func:`row_space`)."""
+    fits, held_out = [], []
+    for (train, test), (mean, sd) in zip(folds, statistics):
+        R, Q = row_space((x[train] - mean) / sd)
+        Z = (x[test] - mean) / sd
+        fits.append((R, target[train], weights[train]))
+        held_out.append((Z if Q is None else Z @ Q, target[test], weights[test]))
+    return stacked(fits), stacked(held_out)
 
 
 def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
@@ -202,8 +220,8 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
 
     Each fold's training part is fitted in its row space
     (:func:`row_space`), and small folds together (:func:`fit_linear` on
-    their stacked training parts, up to :data:`STACK_BUDGET` numbers). The
-    path runs from the strongest penalty down, each fold's fit starting
+    their stacked training parts, up to :data:`STACK_BUDGET` numbers in
+    all). The path runs from the strongest penalty down, each fold's fit starting
     from its last one, and stops once the held-out loss has risen twice in
     a row past its best (it is U-shaped in the penalty; the weakest
     penalties are the slowest to fit)."""
@@ -213,24 +231,24 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     for train, _ in folds:
         mean, var = input_statistics(x[train], weights[train])
         statistics.append((mean, torch.sqrt(scale_for(var, scaling) + eps)))
-    fits, held_out = [], []
-    for (train, test), (mean, sd) in zip(folds, statistics):
-        R, Q = row_space((x[train] - mean) / sd)
-        Z = (x[test] - mean) / sd
-        fits.append((R, target[train], weights[train]))
-        held_out.append((Z if Q is None else Z @ Q, target[test], weights[test]))
-    size = sum(R.numel() for R, _, _ in fits)
-    together = len(folds) if size <= STACK_BUDGET else 1
-    groups = [
-        (stacked(fits[i : i + together]), stacked(held_out[i : i + together]))
-        for i in range(0, len(folds), together)
-    ]
+    d = x.shape[1]
+    width = [len(train) if 2 * len(train) <= d else d for train, _ in folds]
+    size = sum((len(train) + len(test)) * r for (train, test), r in zip(folds, width))
+    if size <= STACK_BUDGET:
+        groups = [list(range(len(folds)))]
+        prepared = fold_problems(x, target, weights, folds, statistics)
+    else:
+        groups, prepared = [[f] for f in range(len(folds))], None
     path = sorted(PENALTIES, reverse=True)
     starts = [None] * len(groups)
     best, best_loss, rises = path[0], np.inf, 0
     for penalty in path:
         total = 0.0
-        for g, (fit, (Z, T, w)) in enumerate(groups):
+        for g, members in enumerate(groups):
+            fit, (Z, T, w) = prepared or fold_problems(
+                x, target, weights, [folds[f] for f in members],
+                [statistics[f] for f in members],
+            )  # fmt: skip
             starts[g] = fit_linear(*fit, task, penalty, starts[g])
             with torch.no_grad():
                 raw = outputs(Z, *starts[g])

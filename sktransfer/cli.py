@@ -82,6 +82,8 @@ NAMED_OPTIONS = (
     ("cycle_mult", "X", "each stage-3 cycle is X times longer than the last"),
     ("lr", "RATE", "learning rate of the head, or auto (a sweep inside fit)"),
     ("unfrozen_lr", "RATE", "stage-3 rate (late group), auto, or 3 comma-separated"),
+    ("lr_mult", "X", "stage 3: each earlier layer group's rate is X times lower"),
+    ("schedule", "sgdr|one_cycle", "the rate within each stage"),
     ("batch_size", "N", "mini-batch size"),
     ("augment", "PRESET", "side_on, top_down, trivial or none"),
     ("tta", "N", "augmented views averaged at prediction time"),
@@ -91,6 +93,12 @@ NAMED_OPTIONS = (
     ("precision", "auto|fp32|bf16|fp16", "numeric precision"),
     ("device", "DEVICE", "auto, cpu, cuda, ..."),
     ("cache", "DIR", "feature cache folder, none, or auto ($SKTRANSFER_CACHE)"),
+    (
+        "checkpoint_dir",
+        "DIR",
+        "save the fit's state after every epoch of the body; the same command "
+        "run again after an interruption goes on from there",
+    ),
     ("random_state", "SEED", "seed of the head, shuffling and augmentation"),
 )
 SEQUENCE_OPTIONS = {"hidden_sizes", "unfrozen_lr"}

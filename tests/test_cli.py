@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import pytest
 from conftest import DATA, MOBILENET, make_images, requires_shared
 from sklearn.metrics import mean_absolute_error, r2_score
 
+from sktransfer import load
 from sktransfer.cli import main, parse_value
 from sktransfer.inspection import top_k
 
@@ -345,6 +347,49 @@ def test_ctrl_c_during_fit_exits_130_without_a_trace(tree, tmp_path):
     assert "Traceback" not in rest
     assert rest.strip().splitlines() == ["sktransfer: interrupted"]
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_checkpoint_dir_lets_the_same_command_go_on_after_ctrl_c(tree, tmp_path):
+    """--checkpoint-dir: Ctrl-C once an epoch of the body is written, then
+    the same command again (verbose: it says where it goes on from) goes on
+    from it and finishes, the checkpoint removed; --schedule and --lr-mult
+    reach the model."""
+    folder = tmp_path / "ckpt"
+    command = [
+        sys.executable, "-m", "sktransfer", "fit", str(tree), "--out",
+        str(tmp_path / "m"), *TINY, "--unfrozen-cycles", "1", "--cycle-len", "20",
+        "--schedule", "one_cycle", "--lr-mult", "3", "--checkpoint-dir",
+        str(folder), "--random-state", "0",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        command, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env
+    )
+    deadline = time.monotonic() + 240
+    # the probe's checkpoint, then the first unfrozen epoch's replaces it
+    while not folder.is_dir() or not any(folder.glob("fit-*.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    first = next(folder.glob("fit-*.ckpt")).stat().st_mtime_ns
+    while next(folder.glob("fit-*.ckpt")).stat().st_mtime_ns == first:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    assert process.returncode == 130
+
+    again = subprocess.run(
+        [*command, "--param", "verbose=1"], capture_output=True,
+        stdin=subprocess.DEVNULL, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+    assert again.returncode == 0, again.stderr
+    assert "going on from the checkpoint" in again.stderr
+    assert not list(folder.iterdir())  # removed once the fit completed
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())["params"]
+    assert saved["schedule"] == "one_cycle" and saved["lr_mult"] == 3
+    history = load(tmp_path / "m").history_
+    assert sum(row["stage"] == "unfrozen" for row in history) == 20
 
 
 _LOSES_THE_FIRST_CTRL_C = """

@@ -155,9 +155,10 @@ def row_space(Z: torch.Tensor):
     The L2-penalised problem of :func:`fit_linear` on ``R`` has the same
     minimiser as on ``Z``, as ``W = W_R @ Q.T``: a component of ``W``
     outside the span of the images' features changes no image's output and
-    only adds to the penalty, so the minimum has none. With a few hundred images of
-    a thousand or more features the fit then reads a fraction of the
-    numbers at every step. (``Z.T = Q T`` by QR, so ``R`` is ``T.T``.)"""
+    only adds to the penalty, so the minimum has none. With a few hundred
+    images of a thousand or more features the fit then reads a fraction of
+    the numbers at every step. (``Z.T = Q T`` by QR, so ``R`` is
+    ``T.T``.)"""
     if 2 * Z.shape[0] > Z.shape[1]:
         return Z, None
     Q, T = torch.linalg.qr(Z.T)
@@ -221,10 +222,10 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     Each fold's training part is fitted in its row space
     (:func:`row_space`), and small folds together (:func:`fit_linear` on
     their stacked training parts, up to :data:`STACK_BUDGET` numbers in
-    all). The path runs from the strongest penalty down, each fold's fit starting
-    from its last one, and stops once the held-out loss has risen twice in
-    a row past its best (it is U-shaped in the penalty; the weakest
-    penalties are the slowest to fit)."""
+    all). The path runs from the strongest penalty down, each fold's fit
+    starting from its last one, and stops once the held-out loss has risen
+    twice in a row past its best (it is U-shaped in the penalty; the
+    weakest penalties are the slowest to fit)."""
     if not folds:
         return DEFAULT_PENALTY, np.nan
     statistics = []

@@ -107,7 +107,6 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
     W.requires_grad_(True)
     b.requires_grad_(True)
     w = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    flat_target = target.reshape(F * m, *target.shape[2:])
     optimizer = torch.optim.LBFGS(
         [W, b],
         lr=1,
@@ -120,8 +119,7 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
 
     def closure():
         optimizer.zero_grad()
-        raw = outputs(Z, W, b)
-        loss = (task.loss(raw.reshape(F * m, -1), flat_target).reshape(F, m) * w).sum()
+        loss = (stacked_losses(task, Z, W, b, target) * w).sum()
         loss = loss + 0.5 * penalty * (W * W).sum() + BIAS_PENALTY * (b * b).sum()
         loss.backward()
         return loss
@@ -131,12 +129,15 @@ def fit_linear(Z, target, weights, task, penalty, start=None, max_iter=200):
     return (W, b) if batched else (W[0], b[0])
 
 
-def outputs(Z, W, b):
-    """``Z @ W.T + b`` of stacked problems (one problem by a plain matrix
-    product: its gradient is several times faster than a batched one's)."""
+def stacked_losses(task, Z, W, b, target):
+    """``task.loss`` of each image of stacked problems, ``(F, m)``: of
+    ``Z @ W.T + b`` (one problem by a plain matrix product: its gradient is
+    several times faster than a batched one's) against ``target``."""
     if len(Z) == 1:
-        return torch.addmm(b[0], Z[0], W[0].T)[None]
-    return torch.baddbmm(b[:, None, :], Z, W.transpose(1, 2))
+        raw = torch.addmm(b[0], Z[0], W[0].T)[None]
+    else:
+        raw = torch.baddbmm(b[:, None, :], Z, W.transpose(1, 2))
+    return task.loss(raw.flatten(0, 1), target.flatten(0, 1)).reshape(raw.shape[:2])
 
 
 def scale_for(var: torch.Tensor, scaling: str) -> torch.Tensor:
@@ -146,11 +147,17 @@ def scale_for(var: torch.Tensor, scaling: str) -> torch.Tensor:
     return var if scaling == "per_feature" else torch.full_like(var, float(var.mean()))
 
 
+def row_space_width(rows: int, columns: int) -> int:
+    """Columns of :func:`row_space`'s ``R`` for ``Z`` of that shape: the
+    rows, where they are at most half the columns (the QR decomposition
+    would cost more than it saves otherwise), else the columns."""
+    return rows if 2 * rows <= columns else columns
+
+
 def row_space(Z: torch.Tensor):
     """``(R, Q)``: ``Z`` in an orthonormal basis ``Q`` (columns) of its row
-    space, ``R = Z @ Q``, where ``Z`` has at most half as many rows as
-    columns (``Q`` is ``None`` and ``R`` is ``Z`` otherwise: the QR
-    decomposition would cost more than it saves).
+    space, ``R = Z @ Q``, where :func:`row_space_width` says so (``Q`` is
+    ``None`` and ``R`` is ``Z`` otherwise).
 
     The L2-penalised problem of :func:`fit_linear` on ``R`` has the same
     minimiser as on ``Z``, as ``W = W_R @ Q.T``: a component of ``W``
@@ -159,7 +166,7 @@ def row_space(Z: torch.Tensor):
     images of a thousand or more features the fit then reads a fraction of
     the numbers at every step. (``Z.T = Q T`` by QR, so ``R`` is
     ``T.T``.)"""
-    if 2 * Z.shape[0] > Z.shape[1]:
+    if row_space_width(*Z.shape) == Z.shape[1]:
         return Z, None
     Q, T = torch.linalg.qr(Z.T)
     return T.T, Q
@@ -232,9 +239,10 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     for train, _ in folds:
         mean, var = input_statistics(x[train], weights[train])
         statistics.append((mean, torch.sqrt(scale_for(var, scaling) + eps)))
-    d = x.shape[1]
-    width = [len(train) if 2 * len(train) <= d else d for train, _ in folds]
-    size = sum((len(train) + len(test)) * r for (train, test), r in zip(folds, width))
+    size = sum(
+        (len(train) + len(test)) * row_space_width(len(train), x.shape[1])
+        for train, test in folds
+    )
     if size <= STACK_BUDGET:
         groups = [list(range(len(folds)))]
         prepared = fold_problems(x, target, weights, folds, statistics)
@@ -252,9 +260,8 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
             )  # fmt: skip
             starts[g] = fit_linear(*fit, task, penalty, starts[g])
             with torch.no_grad():
-                raw = outputs(Z, *starts[g])
-                losses = task.loss(raw.reshape(-1, raw.shape[2]), T.flatten(0, 1))
-                total += float(((losses.reshape(w.shape) * w).sum(1) / w.sum(1)).sum())
+                losses = stacked_losses(task, Z, *starts[g], T)
+                total += float(((losses * w).sum(1) / w.sum(1)).sum())
         if total < best_loss:
             best, best_loss, rises = penalty, total, 0
         else:

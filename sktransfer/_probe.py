@@ -28,8 +28,13 @@ PENALTIES = tuple(float(v) for v in np.logspace(-2.5, 1.5, 9))
 #: L2 strengths tried by the regressor's exact leave-one-out choice (cheap
 #: for every penalty at once, so the grid is finer and wider).
 RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 2, 25))
-#: Used where cross-validation is impossible (a class with one image).
-DEFAULT_PENALTY = 0.1
+#: scikit-learn's ``LogisticRegression()`` default ``C``: the anchor of the
+#: penalty where cross-validation is impossible (a class with one image)
+#: or too noisy to search the whole grid (see :func:`anchor_penalty`).
+ANCHOR_C = 1.0
+#: Below :data:`PER_FEATURE_MIN` images the cross-validation tries only
+#: the anchor and the penalties this factor (half a decade) either side.
+ANCHOR_STEPS = (10**0.5, 1.0, 10**-0.5)
 #: A small penalty on the biases keeps the bias of a label that no image
 #: has (multi-label) or of a class whose images all weigh 0 finite.
 BIAS_PENALTY = 1e-4
@@ -214,8 +219,29 @@ def fold_problems(x, target, weights, folds, statistics) -> tuple:
     return stacked(fits), stacked(held_out)
 
 
-def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
-    """``(penalty, loss)``: the penalty of :data:`PENALTIES` with the lowest
+def anchor_penalty(n, scale, task) -> float:
+    """The probe's penalty that scikit-learn's ``LogisticRegression(C=1)``
+    puts on ``n`` images whose features are divided by ``sqrt(scale)``
+    (one common scale).
+
+    Its ``||w||^2 / 2 + C * sum of losses`` on the raw features is the
+    probe's mean loss ``+ penalty / 2 * ||W||^2`` with ``penalty = 1 / (C
+    * n * scale)`` where both weigh every class's row (several classes).
+    For two classes scikit-learn fits one row, the difference of the
+    softmax's two, which at the probe's optimum are opposite: the same
+    penalty on it is twice the probe's. A multi-label probe's loss is the
+    mean over its labels, so each label's loss weighs ``1 / labels`` of
+    one-vs-rest's."""
+    penalty = 1.0 / (ANCHOR_C * n * scale)
+    if task.kind == "multi_label":
+        return penalty / task.n_outputs
+    return 2.0 * penalty if task.n_outputs == 2 else penalty
+
+
+def choose_penalty(
+    x, target, weights, task, folds, scaling, eps, penalties=PENALTIES
+) -> tuple:
+    """``(penalty, loss)``: the penalty of ``penalties`` with the lowest
     mean held-out loss over ``folds`` (a list of ``(train, test)`` index
     arrays), and that loss.
 
@@ -233,8 +259,6 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
     starting from its last one, and stops once the held-out loss has risen
     twice in a row past its best (it is U-shaped in the penalty; the
     weakest penalties are the slowest to fit)."""
-    if not folds:
-        return DEFAULT_PENALTY, np.nan
     statistics = []
     for train, _ in folds:
         mean, var = input_statistics(x[train], weights[train])
@@ -248,7 +272,7 @@ def choose_penalty(x, target, weights, task, folds, scaling, eps) -> tuple:
         prepared = fold_problems(x, target, weights, folds, statistics)
     else:
         groups, prepared = [[f] for f in range(len(folds))], None
-    path = sorted(PENALTIES, reverse=True)
+    path = sorted(penalties, reverse=True)
     starts = [None] * len(groups)
     best, best_loss, rises = path[0], np.inf, 0
     for penalty in path:
@@ -355,7 +379,14 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     noisy; below :data:`PER_FEATURE_MIN` images only this one). The
     penalty is chosen by 3-fold cross-validation (:func:`probe_folds`,
     :func:`choose_penalty`), or for a regression by exact leave-one-out
-    (:func:`ridge_loo`). The pair with the lowest held-out loss is set into
+    (:func:`ridge_loo`). Below :data:`PER_FEATURE_MIN` images a
+    classifier's folds try only the penalty of scikit-learn's
+    ``LogisticRegression()`` on the same images (:func:`anchor_penalty`)
+    and half a decade either side (:data:`ANCHOR_STEPS`): on a few images
+    the folds' losses are too noisy to search the whole grid, and on tiny
+    draws of real photos they picked its ends and lost to the linear
+    model. Where no folds can be drawn (a class with one image) that
+    penalty is the choice. The pair with the lowest held-out loss is set into
     the head's BatchNorm and the output layer is fitted on all images, with
     the penalty scaled by the folds' share of the images: it weighs the
     mean loss, and the same weight against the sum of the losses (what
@@ -369,28 +400,40 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     squared_error = task.kind == "regression" and len(x) > 2
     folds = [] if squared_error else probe_folds(task, targets, seed)
     mean, var = input_statistics(x, w)
+    few = len(x) < PER_FEATURE_MIN
+    both = not few and (folds or squared_error)
+    # the penalty weighs the mean loss: one chosen on the folds' training
+    # parts weighs as much against the sum of their losses on all images
+    # (as scikit-learn's C, on the sum, carries over from its folds)
+    share = float(np.mean([len(tr) for tr, _ in folds])) / len(x) if folds else 1.0
     best = None
-    scalings = ("per_feature", "common") if len(x) >= PER_FEATURE_MIN else ("common",)
-    for name in scalings:
+    for name in ("per_feature", "common") if both else ("common",):
         scale = scale_for(var, name)
         Z = (x - mean) / torch.sqrt(scale + norm.eps)
+        solution = None
         if squared_error:
             penalty, loss, solution = ridge_loo(Z, target, w, task)
-        else:
+        elif folds and not few:
             penalty, loss = choose_penalty(x, target, w, task, folds, name, norm.eps)
-            solution = None
+            penalty *= share
+        else:
+            # one common scale here: scikit-learn's LogisticRegression()
+            # penalty on these images is the choice where no folds can be
+            # drawn; on a few images the folds are too noisy a judge to
+            # search the whole grid, and try it and half a decade each side
+            penalty = anchor_penalty(len(x), float(scale[0]) + norm.eps, task)
+            loss = 0.0
+            if folds:
+                grid = tuple(penalty / share * step for step in ANCHOR_STEPS)
+                penalty, loss = choose_penalty(
+                    x, target, w, task, folds, name, norm.eps, grid
+                )
+                penalty *= share
         if best is None or loss < best[2]:
             best = (name, penalty, loss, Z, scale, solution)
-        if not (folds or squared_error):
-            break
     name, penalty, _, Z, scale, solution = best
     set_statistics(norm, mean, scale)
     norm.scaling = name  # kept with the head: a warm start scales alike
-    if folds:
-        # the penalty weighs the mean loss: one chosen on the folds' training
-        # parts weighs as much against the sum of their losses on all images
-        # (as scikit-learn's C, on the sum, carries over from its folds)
-        penalty *= float(np.mean([len(train) for train, _ in folds])) / len(x)
     if solution is None:
         R, Q = row_space(Z)
         W, b = fit_linear(R, target, w, task, penalty)

@@ -97,6 +97,56 @@ def test_the_penalty_is_chosen_by_held_out_loss(image_set, tiny_params):
     assert np.all(np.abs(proba - 0.5) < 0.2)  # close to the prior
 
 
+def linear_model_penalty(F, n_classes):
+    """The probe's penalty that scikit-learn's ``LogisticRegression()``
+    (``C=1``) puts on these features, scaled by their common scale: two
+    classes share one row in scikit-learn and two opposite rows in the
+    probe's softmax, so the same penalty is twice the probe's there."""
+    var = F.var(axis=0)
+    scale = np.maximum(var, FLOOR * var.mean() + 1e-12).mean() + 1e-5
+    return (2.0 if n_classes == 2 else 1.0) / (len(F) * scale)
+
+
+@pytest.mark.parametrize("classes", [("a", "b"), ("a", "b", "c")])
+def test_one_image_a_class_gives_the_linear_models_own_answer(
+    module_dir, cache_dir, classes
+):
+    """Nothing to cross-validate: the probe is ``LogisticRegression()`` on
+    the same features, probabilities and all (it once used a penalty of its
+    own there, and lost to the linear model on new photos)."""
+    folder = module_dir / f"one{len(classes)}"
+    X, y = make_images(folder, n_per_class=1, classes=classes)
+    X_new, _ = make_images(
+        module_dir / f"new{len(classes)}", n_per_class=4, classes=classes, seed=7
+    )
+    clf = PretrainedImageClassifier(**TINY, cache=cache_dir, random_state=0).fit(X, y)
+    features = PretrainedFeatures(**TINY, cache=cache_dir).fit()
+    lr = LogisticRegression(tol=1e-8, max_iter=10_000).fit(features.transform(X), y)
+    expected = lr.predict_proba(features.transform(X_new))
+    np.testing.assert_allclose(clf.predict_proba(X_new), expected, atol=2e-3)
+    assert probe_row(clf)["scaling"] == "common"
+
+
+def test_below_40_images_the_penalty_stays_near_the_linear_models(
+    module_dir, cache_dir
+):
+    """On a few images the folds' held-out losses are too noisy to search
+    every penalty (on tiny draws of real photos they chose the grid's ends
+    and lost to the linear model): the probe tries the linear model's
+    penalty and half a decade either side, and on labels the features
+    cannot explain it takes the strongest of the three, not the grid's."""
+    X, y = make_images(module_dir / "few", n_per_class=8)
+    features = PretrainedFeatures(**TINY, cache=cache_dir).fit()
+    anchor = linear_model_penalty(features.transform(X), 2)
+    steps = []
+    for labels in (y, np.array(["a", "b"] * 8)):
+        clf = PretrainedImageClassifier(**TINY, cache=cache_dir, random_state=0)
+        steps.append(np.log10(probe_row(clf.fit(X, labels))["penalty"] / anchor))
+    steps = np.array(steps)
+    assert np.allclose(steps, np.round(steps * 2) / 2, atol=1e-4), steps
+    assert min(steps) >= -0.5 - 1e-4 and steps[1] == pytest.approx(0.5, abs=1e-4)
+
+
 def test_head_epochs_after_the_probe_train_on_its_exact_statistics(
     image_set, tiny_params
 ):

@@ -50,7 +50,7 @@ def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) ->
     )
     params = estimator.get_params(deep=False)
     for name in sorted(set(params) - _NOT_IN_KEY):
-        digest.update(f"{name}={params[name]!r};".encode())
+        digest.update(f"{name}={_stable_repr(params[name])};".encode())
     digest.update(str(body_key).encode())
     for fingerprint in fingerprints:
         digest.update(str(fingerprint).encode())
@@ -60,6 +60,25 @@ def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) ->
         digest.update(array.tobytes())
     update_with_state(digest, start_state or {})
     return digest.hexdigest()
+
+
+def _stable_repr(value) -> str:
+    """A parameter as the key sees it: its ``repr``, unless that holds a
+    memory address (a function's, or an object's without a ``repr`` of its
+    own), which changes from one process to the next; then what pickle
+    writes for it (a function by its module and name), so that the same
+    script finds its checkpoint after a Ctrl-C. A value pickle cannot
+    write (a lambda) keeps its ``repr``: that fit resumes only in the same
+    process."""
+    text = repr(value)
+    if " at 0x" not in text:
+        return text
+    try:
+        return (
+            "pickle:" + hashlib.blake2b(pickle.dumps(value), digest_size=16).hexdigest()
+        )
+    except Exception:
+        return text
 
 
 class FitCheckpoint:

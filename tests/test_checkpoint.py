@@ -317,3 +317,79 @@ def test_a_stage_that_early_stopping_ended_is_not_trained_further(
     clf.set_params(callbacks=[_Epochs(epochs)]).fit(X, y)
     assert len(epochs) == 0  # the stopped stage went on to its end only
     _same_fit(whole, clf)
+
+
+#: A user's script with an augmentation function of its own: run once with
+#: ``stop`` (Ctrl-C after the first unfrozen epoch), then again as it is.
+_SCRIPT = """
+import sys
+
+from PIL import ImageOps
+from skorch.callbacks import Callback
+
+from sktransfer import PretrainedImageClassifier
+
+
+def mirrored(image):
+    return ImageOps.mirror(image)
+
+
+class Stop(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        if any(group["lr"] < 1e-3 for group in net.optimizer_.param_groups):
+            raise KeyboardInterrupt
+
+
+folder, checkpoints, cache = sys.argv[1:4]
+X = [f"{folder}/{name}" for name in sorted(__import__("os").listdir(folder))]
+y = [name[0] for name in sorted(__import__("os").listdir(folder))]
+clf = PretrainedImageClassifier(
+    "resnet18", weights=None, image_size=32, augment=mirrored, batch_size=6,
+    unfrozen_cycles=2, unfrozen_lr=1e-4, random_state=0, cache=cache,
+    checkpoint_dir=checkpoints, verbose=int(sys.argv[4] == "again"),
+    callbacks=[("stop", Stop())] if sys.argv[4] == "stop" else None,
+)
+try:
+    clf.fit(X, y)
+except KeyboardInterrupt:
+    sys.exit(130)
+print("epochs", sum(row["stage"] == "unfrozen" for row in clf.history_))
+"""
+
+
+def test_a_script_with_its_own_augment_function_resumes_in_a_new_process(
+    images, tmp_path
+):
+    """The checkpoint's name is a digest of the parameters: a function's
+    ``repr`` holds its address, which a new process does not share, so the
+    same script run again after Ctrl-C did not find its checkpoint."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    X, _ = images
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in X:
+        shutil.copy(path, folder)
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    checkpoints, cache = tmp_path / "checkpoints", tmp_path / "cache"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(mode):
+        argv = [sys.executable, str(script), str(folder), str(checkpoints)]
+        return subprocess.run(
+            argv + [str(cache), mode], capture_output=True, text=True, env=env,
+            timeout=300,
+        )  # fmt: skip
+
+    first = run("stop")
+    assert first.returncode == 130, first.stderr[-2000:]
+    assert len(list(checkpoints.iterdir())) == 1
+    again = run("again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "going on from the checkpoint" in again.stdout + again.stderr
+    assert "epochs 2" in again.stdout
+    assert not list(checkpoints.iterdir())

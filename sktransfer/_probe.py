@@ -28,10 +28,13 @@ PENALTIES = tuple(float(v) for v in np.logspace(-2.5, 1.5, 9))
 #: L2 strengths tried by the regressor's exact leave-one-out choice (cheap
 #: for every penalty at once, so the grid is finer and wider).
 RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 2, 25))
-#: scikit-learn's ``LogisticRegression()`` default ``C``: the anchor of the
+#: scikit-learn's ``LogisticRegression()`` default ``C``: a classifier's
 #: penalty where cross-validation is impossible (a class with one image)
-#: or too noisy to search the whole grid (see :func:`anchor_penalty`).
+#: and the centre of its search where the folds are too noisy to search
+#: the whole grid (see :func:`anchor_penalty`).
 ANCHOR_C = 1.0
+#: A regressor's penalty on a single image (nothing to cross-validate).
+DEFAULT_PENALTY = 0.1
 #: Below :data:`PER_FEATURE_MIN` images the cross-validation tries only
 #: the anchor and the penalties this factor (half a decade) either side.
 ANCHOR_STEPS = (10**0.5, 1.0, 10**-0.5)
@@ -220,18 +223,21 @@ def fold_problems(x, target, weights, folds, statistics) -> tuple:
 
 
 def anchor_penalty(n, scale, task) -> float:
-    """The probe's penalty that scikit-learn's ``LogisticRegression(C=1)``
-    puts on ``n`` images whose features are divided by ``sqrt(scale)``
-    (one common scale).
+    """The classifier probe's penalty that scikit-learn's
+    ``LogisticRegression(C=1)`` puts on ``n`` images whose features are
+    divided by ``sqrt(scale)`` (one common scale).
 
     Its ``||w||^2 / 2 + C * sum of losses`` on the raw features is the
     probe's mean loss ``+ penalty / 2 * ||W||^2`` with ``penalty = 1 / (C
-    * n * scale)`` where both weigh every class's row (several classes).
-    For two classes scikit-learn fits one row, the difference of the
-    softmax's two, which at the probe's optimum are opposite: the same
-    penalty on it is twice the probe's. A multi-label probe's loss is the
-    mean over its labels, so each label's loss weighs ``1 / labels`` of
-    one-vs-rest's."""
+    * n * scale)`` where both penalise every class's row (several
+    classes). For two classes scikit-learn fits one row ``D``, the
+    difference of the softmax's two; at the probe's optimum they are
+    ``D / 2`` and ``-D / 2``, so the probe's penalty on ``D`` is a quarter
+    of its ``penalty`` and has to be doubled to match. A multi-label
+    probe's loss is the mean over its labels, so each label's loss weighs
+    ``1 / labels`` of one-vs-rest's. Sample weights count as they are
+    meant in the probe's weighted mean loss, relative to each other: ``n``
+    is the number of images, whatever the weights' sum."""
     penalty = 1.0 / (ANCHOR_C * n * scale)
     if task.kind == "multi_label":
         return penalty / task.n_outputs
@@ -242,8 +248,8 @@ def choose_penalty(
     x, target, weights, task, folds, scaling, eps, penalties=PENALTIES
 ) -> tuple:
     """``(penalty, loss)``: the penalty of ``penalties`` with the lowest
-    mean held-out loss over ``folds`` (a list of ``(train, test)`` index
-    arrays), and that loss.
+    mean held-out loss over ``folds`` (a non-empty list of ``(train,
+    test)`` index arrays), and that loss.
 
     Each fold scales its features (:func:`scale_for`) with the statistics of
     its own training part, as the final head will with all the training
@@ -376,7 +382,8 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     each feature standardised (its own variance), or all features divided
     by one common scale (their mean variance: the raw features' geometry,
     which suits a few images a class, where per-feature variances are
-    noisy; below :data:`PER_FEATURE_MIN` images only this one). The
+    noisy; below :data:`PER_FEATURE_MIN` images, or where no folds can be
+    drawn, only this one). The
     penalty is chosen by 3-fold cross-validation (:func:`probe_folds`,
     :func:`choose_penalty`), or for a regression by exact leave-one-out
     (:func:`ridge_loo`). Below :data:`PER_FEATURE_MIN` images a
@@ -386,7 +393,8 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     the folds' losses are too noisy to search the whole grid, and on tiny
     draws of real photos they picked its ends and lost to the linear
     model. Where no folds can be drawn (a class with one image) that
-    penalty is the choice. The pair with the lowest held-out loss is set into
+    penalty is the choice (for a regressor on one image,
+    :data:`DEFAULT_PENALTY`). The pair with the lowest held-out loss is set into
     the head's BatchNorm and the output layer is fitted on all images, with
     the penalty scaled by the folds' share of the images: it weighs the
     mean loss, and the same weight against the sum of the losses (what
@@ -402,6 +410,7 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     mean, var = input_statistics(x, w)
     few = len(x) < PER_FEATURE_MIN
     both = not few and (folds or squared_error)
+    anchored = task.kind != "regression" and (few or not folds)
     # the penalty weighs the mean loss: one chosen on the folds' training
     # parts weighs as much against the sum of their losses on all images
     # (as scikit-learn's C, on the sum, carries over from its folds)
@@ -413,9 +422,11 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
         solution = None
         if squared_error:
             penalty, loss, solution = ridge_loo(Z, target, w, task)
-        elif folds and not few:
+        elif not anchored and folds:
             penalty, loss = choose_penalty(x, target, w, task, folds, name, norm.eps)
             penalty *= share
+        elif not anchored:
+            penalty, loss = DEFAULT_PENALTY, 0.0  # a regressor on one image
         else:
             # one common scale here: scikit-learn's LogisticRegression()
             # penalty on these images is the choice where no folds can be

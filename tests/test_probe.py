@@ -123,7 +123,7 @@ def test_one_image_a_class_gives_the_linear_models_own_answer(
     features = PretrainedFeatures(**TINY, cache=cache_dir).fit()
     lr = LogisticRegression(tol=1e-8, max_iter=10_000).fit(features.transform(X), y)
     expected = lr.predict_proba(features.transform(X_new))
-    np.testing.assert_allclose(clf.predict_proba(X_new), expected, atol=2e-3)
+    np.testing.assert_allclose(clf.predict_proba(X_new), expected, atol=5e-3)
     assert probe_row(clf)["scaling"] == "common"
 
 
@@ -144,7 +144,8 @@ def test_below_40_images_the_penalty_stays_near_the_linear_models(
         steps.append(np.log10(probe_row(clf.fit(X, labels))["penalty"] / anchor))
     steps = np.array(steps)
     assert np.allclose(steps, np.round(steps * 2) / 2, atol=1e-4), steps
-    assert min(steps) >= -0.5 - 1e-4 and steps[1] == pytest.approx(0.5, abs=1e-4)
+    assert set(np.round(steps * 2) / 2) <= {-0.5, 0.0, 0.5}, steps
+    assert steps[1] == pytest.approx(0.5, abs=1e-4)
 
 
 def test_head_epochs_after_the_probe_train_on_its_exact_statistics(

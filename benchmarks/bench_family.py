@@ -168,9 +168,10 @@ def bench_regression(args):
     feats = features(X)
     scores = {"ridge": [], "default": [], "recipe": []}
     seconds = {"default": 0.0, "recipe": 0.0}
-    params = dict(BASE, augment=None, dropout=0.1, random_state=0, tta=args.tta)
+    params = dict(BASE, augment=None, dropout=0.1, random_state=args.seed, tta=args.tta)
     if args.unfrozen_cycles:
         params.update(
+            schedule=args.schedule,
             unfrozen_cycles=args.unfrozen_cycles,
             unfreeze_from=args.unfreeze_from,
             cycle_len=args.cycle_len,
@@ -224,6 +225,8 @@ def _describe(params):
         "cycle_mult",
         "unfrozen_lr",
         "lr_mult",
+        "schedule",
+        "random_state",
         "tta",
         "early_stopping",
         "n_iter_no_change",
@@ -323,6 +326,8 @@ def main():
     parser.add_argument("--cycle-mult", type=float, default=1)
     parser.add_argument("--unfrozen-lr", type=float, default=1e-3)
     parser.add_argument("--lr-mult", type=float, default=1)
+    parser.add_argument("--schedule", choices=["sgdr", "one_cycle"], default="sgdr")
+    parser.add_argument("--seed", type=int, default=0, help="the recipe's random_state")
     parser.add_argument("--early-stopping", action="store_true")
     # patience of a whole cycle: mid-cycle, at a high rate, the validation
     # loss may rise before the annealing brings it down

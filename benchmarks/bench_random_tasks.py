@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, WEIGHTS, machine  # noqa: E402
+from _common import SHARED, WEIGHTS, machine, split  # noqa: E402
 
 from sktransfer import PretrainedFeatures, PretrainedImageClassifier  # noqa: E402
 from sktransfer.datasets import load_image_folder  # noqa: E402
@@ -46,15 +46,13 @@ BUCKETS = ((2, 10), (10, 20), (20, 40), (40, 100), (100, 10**6))
 
 def photo_sets():
     data = SHARED / "data"
-    ants_train, ants_y = load_image_folder(data / "hymenoptera_data" / "train")
-    ants_val, ants_val_y = load_image_folder(data / "hymenoptera_data" / "val")
-    photo = np.array(["imageNotFound" not in p for p in ants_train])
+    ants_train, ants_val, ants_y, ants_val_y = split("hymenoptera")
     return {
         "flowers": load_image_folder(data / "flowers"),
         "dogscats": load_image_folder(data / "dogscats" / "train"),
         "hymenoptera": (
-            np.concatenate([ants_train[photo], ants_val]),
-            np.concatenate([ants_y[photo], ants_val_y]),
+            np.concatenate([ants_train, ants_val]),
+            np.concatenate([ants_y, ants_val_y]),
         ),
     }
 

@@ -410,7 +410,7 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     mean, var = input_statistics(x, w)
     few = len(x) < PER_FEATURE_MIN
     both = not few and (folds or squared_error)
-    anchored = task.kind != "regression" and (few or not folds)
+    classifier = task.kind != "regression"
     # the penalty weighs the mean loss: one chosen on the folds' training
     # parts weighs as much against the sum of their losses on all images
     # (as scikit-learn's C, on the sum, carries over from its folds)
@@ -419,27 +419,25 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     for name in ("per_feature", "common") if both else ("common",):
         scale = scale_for(var, name)
         Z = (x - mean) / torch.sqrt(scale + norm.eps)
+        # a classifier's LogisticRegression() penalty on these images, used
+        # only where they have one common scale (few images, or no folds)
+        anchor = anchor_penalty(len(x), float(scale[0]) + norm.eps, task)
         solution = None
         if squared_error:
             penalty, loss, solution = ridge_loo(Z, target, w, task)
-        elif not anchored and folds:
-            penalty, loss = choose_penalty(x, target, w, task, folds, name, norm.eps)
-            penalty *= share
-        elif not anchored:
-            penalty, loss = DEFAULT_PENALTY, 0.0  # a regressor on one image
+        elif not folds:
+            # nothing to cross-validate: a class's only image, a regressor's
+            penalty, loss = (anchor if classifier else DEFAULT_PENALTY), 0.0
         else:
-            # one common scale here: scikit-learn's LogisticRegression()
-            # penalty on these images is the choice where no folds can be
-            # drawn; on a few images the folds are too noisy a judge to
-            # search the whole grid, and try it and half a decade each side
-            penalty = anchor_penalty(len(x), float(scale[0]) + norm.eps, task)
-            loss = 0.0
-            if folds:
-                grid = tuple(penalty / share * step for step in ANCHOR_STEPS)
-                penalty, loss = choose_penalty(
-                    x, target, w, task, folds, name, norm.eps, grid
-                )
-                penalty *= share
+            grid = PENALTIES
+            if few and classifier:
+                # folds of a few images are too noisy a judge to search the
+                # whole grid: the anchor and half a decade either side
+                grid = tuple(anchor / share * step for step in ANCHOR_STEPS)
+            penalty, loss = choose_penalty(
+                x, target, w, task, folds, name, norm.eps, grid
+            )
+            penalty *= share
         if best is None or loss < best[2]:
             best = (name, penalty, loss, Z, scale, solution)
     name, penalty, _, Z, scale, solution = best

@@ -322,6 +322,7 @@ def test_a_stage_that_early_stopping_ended_is_not_trained_further(
 #: A user's script with an augmentation function of its own: run once with
 #: ``stop`` (Ctrl-C after the first unfrozen epoch), then again as it is.
 _SCRIPT = """
+import os
 import sys
 
 from PIL import ImageOps
@@ -341,8 +342,8 @@ class Stop(Callback):
 
 
 folder, checkpoints, cache = sys.argv[1:4]
-X = [f"{folder}/{name}" for name in sorted(__import__("os").listdir(folder))]
-y = [name[0] for name in sorted(__import__("os").listdir(folder))]
+names = sorted(os.listdir(folder))
+X, y = [f"{folder}/{name}" for name in names], [name[0] for name in names]
 clf = PretrainedImageClassifier(
     "resnet18", weights=None, image_size=32, augment=mirrored, batch_size=6,
     unfrozen_cycles=2, unfrozen_lr=1e-4, random_state=0, cache=cache,

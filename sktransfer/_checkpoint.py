@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import pickle
+import types
 import warnings
 from pathlib import Path
 
@@ -63,22 +64,94 @@ def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) ->
 
 
 def _stable_repr(value) -> str:
-    """A parameter as the key sees it: its ``repr``, unless that holds a
-    memory address (a function's, or an object's without a ``repr`` of its
-    own), which changes from one process to the next; then what pickle
-    writes for it (a function by its module and name), so that the same
-    script finds its checkpoint after a Ctrl-C. A value pickle cannot
-    write (a lambda) keeps its ``repr``: that fit resumes only in the same
-    process."""
+    """A parameter as the key sees it: its ``repr``, unless it is or holds
+    code (a function, a lambda, an object of a class of the script's own)
+    or its ``repr`` holds a memory address, which changes from one process
+    to the next. Then a digest of what pickle writes for it, with every
+    function written as its name, its compiled code, its defaults and the
+    values it closes over, and every class as its name and its methods'
+    code: the same script finds its checkpoint after a Ctrl-C, and a
+    function edited in between starts the fit again (its checkpoint would
+    mix two augmentations). Globals a function reads are not seen. A value
+    even that cannot write keeps its ``repr``."""
     text = repr(value)
-    if " at 0x" not in text:
+    if " at 0x" not in text and not _holds_code(value):
         return text
+    buffer = io.BytesIO()
     try:
-        return (
-            "pickle:" + hashlib.blake2b(pickle.dumps(value), digest_size=16).hexdigest()
-        )
+        _CodePickler(buffer).dump(value)
     except Exception:
         return text
+    return "code:" + hashlib.blake2b(buffer.getvalue(), digest_size=16).hexdigest()
+
+
+def _holds_code(value) -> bool:
+    """Whether ``value`` is callable or is a container or object whose
+    attributes hold something callable (a transform pipeline with a
+    ``Lambda``, a ``functools.partial``)."""
+    seen = set()
+
+    def walk(item, depth):
+        if id(item) in seen or depth > 6:
+            return False
+        seen.add(id(item))
+        if callable(item) and not isinstance(item, type):
+            return True
+        if isinstance(item, (list, tuple, set, frozenset)):
+            return any(walk(part, depth + 1) for part in item)
+        if isinstance(item, dict):
+            return any(walk(part, depth + 1) for part in item.values())
+        attributes = getattr(item, "__dict__", None)
+        if isinstance(attributes, dict) and not isinstance(item, type):
+            return any(walk(part, depth + 1) for part in attributes.values())
+        return False
+
+    return walk(value, 0)
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A compiled function body's bytes, names and constants (nested
+    functions' bodies included): what an edit to the source changes, but
+    not the line numbers a comment above it shifts."""
+    digest = hashlib.blake2b(code.co_code, digest_size=16)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            digest.update(_code_digest(constant).encode())
+        else:
+            digest.update(repr(constant).encode())
+    return digest.hexdigest()
+
+
+def _named(*parts):
+    """Stands for a function or class in the key's pickle (never called)."""
+
+
+class _CodePickler(pickle.Pickler):
+    """Pickles a parameter for the checkpoint's key only (nothing reads it
+    back): functions and classes by their code, not only their names."""
+
+    def reducer_override(self, obj):
+        if obj is _named:
+            return NotImplemented
+        if isinstance(obj, types.FunctionType):
+            cells = tuple(cell.cell_contents for cell in obj.__closure__ or ())
+            code = _code_digest(obj.__code__)
+            return _named, (obj.__module__, obj.__qualname__, code,
+                            obj.__defaults__, obj.__kwdefaults__, cells)  # fmt: skip
+        if isinstance(obj, types.MethodType):
+            return _named, (obj.__func__, obj.__self__)
+        if isinstance(obj, torch.Tensor):  # torch's own pickle is not stable
+            values = obj.detach().cpu().contiguous().view(-1).view(torch.uint8)
+            return _named, (str(obj.dtype), tuple(obj.shape), values.numpy().tobytes())
+        if isinstance(obj, type):
+            methods = []
+            for name, member in sorted(vars(obj).items()):
+                function = getattr(member, "__func__", member)
+                if isinstance(function, types.FunctionType):
+                    methods.append((name, _code_digest(function.__code__)))
+            return _named, (obj.__module__, obj.__qualname__, tuple(methods))
+        return NotImplemented
 
 
 class FitCheckpoint:

@@ -363,7 +363,9 @@ def test_a_script_with_its_own_augment_function_resumes_in_a_new_process(
 ):
     """The checkpoint's name is a digest of the parameters: a function's
     ``repr`` holds its address, which a new process does not share, so the
-    same script run again after Ctrl-C did not find its checkpoint."""
+    same script run again after Ctrl-C did not find its checkpoint; and a
+    function edited between the two runs must not resume the first one's
+    fit."""
     import os
     import shutil
     import subprocess
@@ -389,6 +391,15 @@ def test_a_script_with_its_own_augment_function_resumes_in_a_new_process(
     first = run("stop")
     assert first.returncode == 130, first.stderr[-2000:]
     assert len(list(checkpoints.iterdir())) == 1
+    # the function edited before the rerun: that fit starts again, and the
+    # first fit's checkpoint is left for the script as it was
+    script.write_text(_SCRIPT.replace("ImageOps.mirror(", "ImageOps.flip("))
+    edited = run("again")
+    assert edited.returncode == 0, edited.stderr[-2000:]
+    assert "going on from the checkpoint" not in edited.stdout + edited.stderr
+    assert "epochs 2" in edited.stdout
+    assert len(list(checkpoints.iterdir())) == 1
+    script.write_text("# a comment moves no code\n" + _SCRIPT)
     again = run("again")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "going on from the checkpoint" in again.stdout + again.stderr

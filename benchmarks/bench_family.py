@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, r2_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -126,7 +126,7 @@ def bench_multilabel(args):
 
 def derived(kind, n, seed=0):
     """Photos of dogs and cats, each transformed by a random amount: the
-    amount is the target."""
+    amount is the target (``kind``: "zoom", "angle" or "brightness")."""
     out = WORK / f"{kind}-{n}-{seed}"  # the targets depend on n and seed
     out.mkdir(parents=True, exist_ok=True)
     paths, _ = load_image_folder(SHARED / "data" / "dogscats" / "train")
@@ -142,6 +142,11 @@ def derived(kind, n, seed=0):
             s = side * target
             box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
             make = lambda img=img, box=box: img.resize((256, 256), box=box)  # noqa: E731
+        elif kind == "brightness":  # a target the features see well
+            target = float(rng.uniform(0.4, 1.4))
+            make = lambda img=img, t=target: ImageEnhance.Brightness(  # noqa: E731
+                img.resize((256, 256))
+            ).enhance(t)
         else:
             target = float(rng.uniform(-30, 30))
             # rotate, then keep the centre square that has no empty corners

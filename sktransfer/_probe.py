@@ -26,8 +26,18 @@ from torch import nn
 #: features: ``loss + penalty / 2 * ||W||^2``.
 PENALTIES = tuple(float(v) for v in np.logspace(-2.5, 1.5, 9))
 #: L2 strengths tried by the regressor's exact leave-one-out choice (cheap
-#: for every penalty at once, so the grid is finer and wider).
-RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 2, 25))
+#: for every penalty at once, so the grid is finer and wider), up to
+#: :func:`ridge_penalties`' limit.
+RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 4, 33))
+#: The regressor's strongest penalty on many images (on the mean loss) ...
+RIDGE_MAX = 100.0
+#: ... and on few: a penalty on the mean loss weighs ``n`` times less
+#: against the sum of squared errors, so on ``n`` images the grid reaches
+#: ``2 * RIDGE_SUM_MAX / n``, the sum's ``RIDGE_SUM_MAX``: where the
+#: features hold nothing of the target, shrinking to its mean stays
+#: within reach on a few images, as it does for a ``RidgeCV`` whose
+#: alphas reach ``1e4``.
+RIDGE_SUM_MAX = 1e4
 #: scikit-learn's ``LogisticRegression()`` default ``C``: a classifier's
 #: penalty where cross-validation is impossible (a class with one image)
 #: and the centre of its search where the folds are too noisy to search
@@ -303,7 +313,7 @@ def choose_penalty(
 
 def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     """``(penalty, loss, (W, b))`` of the squared-error task: the penalty of
-    :data:`RIDGE_PENALTIES` with the lowest exact leave-one-out loss, that
+    :func:`ridge_penalties` with the lowest exact leave-one-out loss, that
     loss, and the ridge solution on all images, in closed form.
 
     With squared error the linear probe is a weighted ridge regression, so
@@ -326,7 +336,7 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     Ut = U.T @ ts
     k = t.shape[1]
     best = None
-    for penalty in RIDGE_PENALTIES:
+    for penalty in ridge_penalties(len(t)):
         # the probe's objective per output is the weighted ridge problem
         # sum_i w_i r_i^2 + alpha ||W_j||^2 with alpha = penalty * k / 2
         shrink = s**2 / (s**2 + penalty * k / 2)
@@ -344,6 +354,14 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     W = torch.as_tensor(coef.T, dtype=torch.float32)
     b = torch.as_tensor(bias, dtype=torch.float32)
     return penalty, best[1], (W, b)
+
+
+def ridge_penalties(n: int) -> tuple:
+    """The penalties :func:`ridge_loo` tries on ``n`` images: those of
+    :data:`RIDGE_PENALTIES` up to :data:`RIDGE_MAX`, or on fewer than
+    ``2 * RIDGE_SUM_MAX / RIDGE_MAX`` images up to ``2 * RIDGE_SUM_MAX / n``."""
+    top = max(RIDGE_MAX, 2 * RIDGE_SUM_MAX / n) * (1 + 1e-9)
+    return tuple(p for p in RIDGE_PENALTIES if p <= top)
 
 
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:

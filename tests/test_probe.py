@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from conftest import DATA, MOBILENET, TINY, make_images, requires_shared
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import accuracy_score, log_loss, r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from sktransfer import (
     PretrainedFeatures,
@@ -304,10 +306,48 @@ def test_four_flowers_a_class_get_a_penalty_that_holds_on_new_photos():
 
 
 def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):
-    """Exact leave-one-out over the same penalties picks what RidgeCV picks."""
+    """Exact leave-one-out over the same penalties picks what RidgeCV picks:
+    a quarter decade apart, up to 100 on the mean loss, or on few images up
+    to what a sum-of-squares alpha of 1e4 is on the mean."""
     X, y, reg, row, Z, z = fitted_regressor(images, cache_dir)
-    penalties = np.logspace(-4, 2, 25)
+    penalties = np.logspace(-4, 4, 33)
+    penalties = penalties[penalties <= max(100, 2e4 / len(X)) * (1 + 1e-9)]
+    assert penalties.max() > 100  # 12 images: the grid reaches further
     ridge = RidgeCV(alphas=penalties * len(X) / 2).fit(Z, z)
     assert row["penalty"] == pytest.approx(ridge.alpha_ * 2 / len(X))
     expected = ridge.predict(Z) * y.std() + y.mean()
     np.testing.assert_allclose(reg.predict(X), expected, rtol=0, atol=1e-3 * y.std())
+
+
+@requires_shared
+@pytest.mark.real_data
+def test_a_target_the_features_miss_is_shrunk_to_its_mean_on_few_photos():
+    """A regression target the frozen features know nothing of (here
+    random numbers) on 20 photos: the probe must predict close to the
+    training mean on new photos (whose R² is then about -1/20), as a
+    RidgeCV whose alphas reach 1e4 does.
+    Its strongest penalty used to be 100 on the mean loss, 1,000 against
+    the sum on 20 photos, and its R² on new photos was below RidgeCV's."""
+    from sktransfer.datasets import load_image_folder
+
+    X, _ = load_image_folder(DATA / "flowers")
+    base = dict(backbone="mobilenet_v2", weights=str(MOBILENET))
+    features = PretrainedFeatures(**base).fit()
+    rng = np.random.default_rng(0)
+    test = rng.choice(len(X), 200, replace=False)
+    rest = np.setdiff1d(np.arange(len(X)), test)
+    F_test = features.transform(X[test])
+    ours, ridge, penalties = [], [], []
+    for draw in range(5):
+        rng = np.random.default_rng(draw)
+        train = rng.choice(rest, 20, replace=False)
+        y_train, y_test = rng.normal(size=20), rng.normal(size=200)
+        reg = PretrainedImageRegressor(**base, random_state=0).fit(X[train], y_train)
+        penalties.append(probe_row(reg)["penalty"])
+        ours.append(r2_score(y_test, reg.predict(X[test])))
+        linear = make_pipeline(
+            StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13))
+        ).fit(features.transform(X[train]), y_train)
+        ridge.append(r2_score(y_test, linear.predict(F_test)))
+    assert np.mean(ours) >= np.mean(ridge) - 0.005, (ours, ridge, penalties)
+    assert max(penalties) > 100, (penalties, ours, ridge)

@@ -65,20 +65,23 @@ def fit_key(estimator, body_key: str, fingerprints, arrays, start_state=None) ->
 
 def _stable_repr(value) -> str:
     """A parameter as the key sees it: its ``repr``, unless it is or holds
-    code (a function, a lambda, an object of a class of the script's own)
-    or its ``repr`` holds a memory address, which changes from one process
-    to the next. Then a digest of what pickle writes for it, with every
-    function written as its name, its compiled code, its defaults and the
-    values it closes over, and every class as its name and its methods'
-    code: the same script finds its checkpoint after a Ctrl-C, and a
-    function edited in between starts the fit again (its checkpoint would
-    mix two augmentations). Globals a function reads are not seen. A value
-    even that cannot write keeps its ``repr``."""
+    code (a function, a lambda, a transform pipeline) or its ``repr``
+    holds a memory address, which changes from one process to the next.
+    Then a digest of what :class:`_CodePickler` writes for it: functions
+    by their name, compiled code, defaults and the values they close over;
+    classes by their name and their methods' code (their bases' included);
+    sets in sorted order; arrays and tensors by a digest of their bytes.
+    So the same script finds its checkpoint after a Ctrl-C, and a function
+    edited in between starts the fit again (its checkpoint would mix two
+    augmentations); so does a helper function, class or plain constant of
+    the same module that a function names. Not seen: other globals (a list
+    it reads, another module's code) and a class's attributes other than
+    its methods. A value even that cannot write keeps its ``repr``."""
     text = repr(value)
-    if " at 0x" not in text and not _holds_code(value):
-        return text
-    buffer = io.BytesIO()
     try:
+        if " at 0x" not in text and not _holds_code(value):
+            return text
+        buffer = io.BytesIO()
         _CodePickler(buffer).dump(value)
     except Exception:
         return text
@@ -109,6 +112,18 @@ def _holds_code(value) -> bool:
     return walk(value, 0)
 
 
+def _constant(value) -> str:
+    """A compiled constant as text that is the same in every process (a
+    frozenset's order follows the strings' hashes, which differ)."""
+    if isinstance(value, types.CodeType):
+        return _code_digest(value)
+    if isinstance(value, frozenset):
+        return "frozenset" + repr(sorted(_constant(part) for part in value))
+    if isinstance(value, tuple):
+        return "(" + ",".join(_constant(part) for part in value) + ")"
+    return repr(value)
+
+
 def _code_digest(code: types.CodeType) -> str:
     """A compiled function body's bytes, names and constants (nested
     functions' bodies included): what an edit to the source changes, but
@@ -116,10 +131,7 @@ def _code_digest(code: types.CodeType) -> str:
     digest = hashlib.blake2b(code.co_code, digest_size=16)
     digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
     for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            digest.update(_code_digest(constant).encode())
-        else:
-            digest.update(repr(constant).encode())
+        digest.update(_constant(constant).encode())
     return digest.hexdigest()
 
 
@@ -131,27 +143,102 @@ class _CodePickler(pickle.Pickler):
     """Pickles a parameter for the checkpoint's key only (nothing reads it
     back): functions and classes by their code, not only their names."""
 
+    def __init__(self, file):
+        super().__init__(file, protocol=4)
+        self.writing = set()  # ids of the functions and classes being written
+
+    def persistent_id(self, obj):
+        # called for every object, sets included (reducer_override is not)
+        if type(obj) in (set, frozenset):
+            return ("set", sorted(_stable_repr(part) for part in obj))
+        return None
+
     def reducer_override(self, obj):
         if obj is _named:
             return NotImplemented
-        if isinstance(obj, types.FunctionType):
-            cells = tuple(cell.cell_contents for cell in obj.__closure__ or ())
-            code = _code_digest(obj.__code__)
-            return _named, (obj.__module__, obj.__qualname__, code,
-                            obj.__defaults__, obj.__kwdefaults__, cells)  # fmt: skip
-        if isinstance(obj, types.MethodType):
-            return _named, (obj.__func__, obj.__self__)
+        if isinstance(obj, np.ndarray) and obj.dtype != object:
+            return _named, ("ndarray", str(obj.dtype), obj.shape, _bytes_digest(obj))
         if isinstance(obj, torch.Tensor):  # torch's own pickle is not stable
-            values = obj.detach().cpu().contiguous().view(-1).view(torch.uint8)
-            return _named, (str(obj.dtype), tuple(obj.shape), values.numpy().tobytes())
-        if isinstance(obj, type):
-            methods = []
-            for name, member in sorted(vars(obj).items()):
-                function = getattr(member, "__func__", member)
-                if isinstance(function, types.FunctionType):
-                    methods.append((name, _code_digest(function.__code__)))
-            return _named, (obj.__module__, obj.__qualname__, tuple(methods))
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            return _named, ("tensor", str(obj.dtype), tuple(obj.shape),
+                            _bytes_digest(flat.view(torch.uint8).numpy()))  # fmt: skip
+        if isinstance(obj, types.ModuleType):
+            return _named, ("module", obj.__name__)
+        if isinstance(obj, types.MethodType):
+            return _named, ("method", obj.__func__, obj.__self__)
+        if isinstance(obj, (types.FunctionType, type)):
+            if id(obj) in self.writing:  # a function that calls itself
+                return _named, ("recursive", obj.__module__, obj.__qualname__)
+            self.writing.add(id(obj))
+            try:
+                return self._code_of(obj)
+            finally:
+                self.writing.discard(id(obj))
         return NotImplemented
+
+    def _code_of(self, obj):
+        if isinstance(obj, type):
+            members = []
+            for cls in obj.__mro__:
+                if cls.__module__ == "builtins":
+                    continue
+                for name, member in sorted(vars(cls).items()):
+                    if isinstance(member, property):
+                        members.append((name, member.fget, member.fset))
+                        continue
+                    function = getattr(member, "__func__", member)
+                    if isinstance(function, types.FunctionType):
+                        members.append((name, function))
+            # written now, while the class is marked as being written
+            members = _stable_parts(self, members)
+            return _named, ("class", obj.__module__, obj.__qualname__, members)
+        cells = []
+        for cell in obj.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # a cell not yet filled
+                cells.append("<empty cell>")
+        parts = (obj.__defaults__, obj.__kwdefaults__, tuple(cells), _globals_used(obj))
+        code = _code_digest(obj.__code__)
+        name = (obj.__module__, obj.__qualname__)
+        return _named, ("function", *name, code, _stable_parts(self, parts))
+
+
+def _globals_used(function) -> tuple:
+    """The functions, classes and plain constants of ``function``'s own
+    module that its code names (a helper it calls, a setting it reads):
+    an edit to them changes what it does."""
+    names, stack = set(), [function.__code__]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    used = []
+    space = function.__globals__
+    for name in sorted(names):
+        value = space.get(name)
+        if isinstance(value, (types.FunctionType, type)):
+            if getattr(value, "__module__", None) == function.__module__:
+                used.append((name, value))
+        elif isinstance(value, (bool, int, float, str, bytes, tuple, frozenset)):
+            used.append((name, value))
+    return tuple(used)
+
+
+def _stable_parts(pickler: _CodePickler, parts) -> str:
+    """``parts`` written by a pickler that shares ``pickler``'s record of
+    what is being written (so recursion ends), as a digest."""
+    buffer = io.BytesIO()
+    inner = _CodePickler(buffer)
+    inner.writing = pickler.writing
+    inner.dump(parts)
+    return hashlib.blake2b(buffer.getvalue(), digest_size=16).hexdigest()
+
+
+def _bytes_digest(array: np.ndarray) -> str:
+    """A digest of an array's bytes, without a copy where it is contiguous."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return hashlib.blake2b(flat.view(np.uint8), digest_size=16).hexdigest()
 
 
 class FitCheckpoint:

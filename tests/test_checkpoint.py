@@ -319,8 +319,9 @@ def test_a_stage_that_early_stopping_ended_is_not_trained_further(
     _same_fit(whole, clf)
 
 
-#: A user's script with an augmentation function of its own: run once with
-#: ``stop`` (Ctrl-C after the first unfrozen epoch), then again as it is.
+#: A user's script with an augmentation of its own (a lambda calling the
+#: script's functions, one of which reads a set of strings): run once with
+#: ``stop`` (Ctrl-C after the first unfrozen epoch), then again.
 _SCRIPT = """
 import os
 import sys
@@ -331,8 +332,12 @@ from skorch.callbacks import Callback
 from sktransfer import PretrainedImageClassifier
 
 
+def turned(image):
+    return ImageOps.mirror(image) if image.mode in {"RGB", "RGBA", "L"} else image
+
+
 def mirrored(image):
-    return ImageOps.mirror(image)
+    return turned(image)
 
 
 class Stop(Callback):
@@ -345,7 +350,8 @@ folder, checkpoints, cache = sys.argv[1:4]
 names = sorted(os.listdir(folder))
 X, y = [f"{folder}/{name}" for name in names], [name[0] for name in names]
 clf = PretrainedImageClassifier(
-    "resnet18", weights=None, image_size=32, augment=mirrored, batch_size=6,
+    "resnet18", weights=None, image_size=32, augment=lambda im: mirrored(im),
+    batch_size=6,
     unfrozen_cycles=2, unfrozen_lr=1e-4, random_state=0, cache=cache,
     checkpoint_dir=checkpoints, verbose=int(sys.argv[4] == "again"),
     callbacks=[("stop", Stop())] if sys.argv[4] == "stop" else None,
@@ -365,7 +371,7 @@ def test_a_script_with_its_own_augment_function_resumes_in_a_new_process(
     ``repr`` holds its address, which a new process does not share, so the
     same script run again after Ctrl-C did not find its checkpoint; and a
     function edited between the two runs must not resume the first one's
-    fit."""
+    fit, even one the augmentation reaches only through another."""
     import os
     import shutil
     import subprocess
@@ -381,26 +387,29 @@ def test_a_script_with_its_own_augment_function_resumes_in_a_new_process(
     checkpoints, cache = tmp_path / "checkpoints", tmp_path / "cache"
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
-    def run(mode):
+    def run(mode, hash_seed):
         argv = [sys.executable, str(script), str(folder), str(checkpoints)]
+        # each run orders a set of strings its own way, as new processes do
+        env["PYTHONHASHSEED"] = str(hash_seed)
         return subprocess.run(
             argv + [str(cache), mode], capture_output=True, text=True, env=env,
             timeout=300,
         )  # fmt: skip
 
-    first = run("stop")
+    first = run("stop", 1)
     assert first.returncode == 130, first.stderr[-2000:]
     assert len(list(checkpoints.iterdir())) == 1
-    # the function edited before the rerun: that fit starts again, and the
-    # first fit's checkpoint is left for the script as it was
+    # a function the lambda calls through another, edited before the rerun:
+    # that fit starts again; the first fit's checkpoint is left for the
+    # script as it was
     script.write_text(_SCRIPT.replace("ImageOps.mirror(", "ImageOps.flip("))
-    edited = run("again")
+    edited = run("again", 2)
     assert edited.returncode == 0, edited.stderr[-2000:]
     assert "going on from the checkpoint" not in edited.stdout + edited.stderr
     assert "epochs 2" in edited.stdout
     assert len(list(checkpoints.iterdir())) == 1
     script.write_text("# a comment moves no code\n" + _SCRIPT)
-    again = run("again")
+    again = run("again", 3)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "going on from the checkpoint" in again.stdout + again.stderr
     assert "epochs 2" in again.stdout

@@ -32,8 +32,9 @@ RIDGE_PENALTIES = tuple(float(v) for v in np.logspace(-4, 4, 33))
 #: The regressor's strongest penalty on many images (on the mean loss) ...
 RIDGE_MAX = 100.0
 #: ... and on few: a penalty on the mean loss weighs ``n`` times less
-#: against the sum of squared errors, so on ``n`` images the grid reaches
-#: ``2 * RIDGE_SUM_MAX / n``, the sum's ``RIDGE_SUM_MAX``: where the
+#: against the sum of squared errors, so on ``n`` images of ``k`` targets
+#: the grid ends at ``2 * RIDGE_SUM_MAX / (n k)``, an alpha of
+#: ``RIDGE_SUM_MAX`` against each target's sum of squares: where the
 #: features hold nothing of the target, shrinking to its mean stays
 #: within reach on a few images, as it does for a ``RidgeCV`` whose
 #: alphas reach ``1e4``.
@@ -336,7 +337,7 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     Ut = U.T @ ts
     k = t.shape[1]
     best = None
-    for penalty in ridge_penalties(len(t)):
+    for penalty in ridge_penalties(int((w > 0).sum()), t.shape[1]):
         # the probe's objective per output is the weighted ridge problem
         # sum_i w_i r_i^2 + alpha ||W_j||^2 with alpha = penalty * k / 2
         shrink = s**2 / (s**2 + penalty * k / 2)
@@ -356,12 +357,15 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     return penalty, best[1], (W, b)
 
 
-def ridge_penalties(n: int) -> tuple:
-    """The penalties :func:`ridge_loo` tries on ``n`` images: those of
-    :data:`RIDGE_PENALTIES` up to :data:`RIDGE_MAX`, or on fewer than
-    ``2 * RIDGE_SUM_MAX / RIDGE_MAX`` images up to ``2 * RIDGE_SUM_MAX / n``."""
-    top = max(RIDGE_MAX, 2 * RIDGE_SUM_MAX / n) * (1 + 1e-9)
-    return tuple(p for p in RIDGE_PENALTIES if p <= top)
+def ridge_penalties(n: int, k: int = 1) -> tuple:
+    """The penalties :func:`ridge_loo` tries on ``n`` images and ``k``
+    targets: those of :data:`RIDGE_PENALTIES` up to :data:`RIDGE_MAX`; where
+    ``2 * RIDGE_SUM_MAX / (n k)`` is larger (fewer than 200 images of one
+    target), up to that penalty, which ends the grid: the one whose alpha
+    against each target's sum of squares is :data:`RIDGE_SUM_MAX`."""
+    top = max(RIDGE_MAX, 2 * RIDGE_SUM_MAX / (n * k))
+    grid = tuple(p for p in RIDGE_PENALTIES if p < top * (1 - 1e-9))
+    return grid + (top,)
 
 
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:

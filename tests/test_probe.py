@@ -308,15 +308,36 @@ def test_four_flowers_a_class_get_a_penalty_that_holds_on_new_photos():
 def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):
     """Exact leave-one-out over the same penalties picks what RidgeCV picks:
     a quarter decade apart, up to 100 on the mean loss, or on few images up
-    to what a sum-of-squares alpha of 1e4 is on the mean."""
+    to what a sum-of-squares alpha of 1e4 is on the mean, which ends the
+    grid."""
     X, y, reg, row, Z, z = fitted_regressor(images, cache_dir)
+    top = max(100, 2e4 / len(X))  # 1,667 on 12 images: an alpha of 1e4
     penalties = np.logspace(-4, 4, 33)
-    penalties = penalties[penalties <= max(100, 2e4 / len(X)) * (1 + 1e-9)]
-    assert penalties.max() > 100  # 12 images: the grid reaches further
+    penalties = np.append(penalties[penalties < top * (1 - 1e-9)], top)
     ridge = RidgeCV(alphas=penalties * len(X) / 2).fit(Z, z)
     assert row["penalty"] == pytest.approx(ridge.alpha_ * 2 / len(X))
     expected = ridge.predict(Z) * y.std() + y.mean()
     np.testing.assert_allclose(reg.predict(X), expected, rtol=0, atol=1e-3 * y.std())
+
+
+def test_two_targets_reach_the_same_ridgecv_alphas(images, cache_dir):
+    """With two targets the probe's penalty weighs the mean over them, so
+    its grid ends where each target's alpha is 1e4, as for one."""
+    X, _ = images
+    Y = np.column_stack([np.linspace(-3.0, 5.0, len(X)) ** 2, np.arange(len(X)) % 3])
+    reg = PretrainedImageRegressor(**TINY, cache=cache_dir, random_state=0).fit(X, Y)
+    row = probe_row(reg)
+    F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
+    Z = scaled(F, F, row["scaling"])
+    top = max(100, 2e4 / (len(X) * 2))
+    penalties = np.logspace(-4, 4, 33)
+    penalties = np.append(penalties[penalties < top * (1 - 1e-9)], top)
+    # per target: mean squared error + penalty * 2 / 2 * ||w||^2
+    Z_targets = (Y - Y.mean(0)) / Y.std(0)
+    ridge = RidgeCV(alphas=penalties * len(X)).fit(Z, Z_targets)
+    assert row["penalty"] == pytest.approx(ridge.alpha_ / len(X))
+    got = (reg.predict(X) - Y.mean(0)) / Y.std(0)
+    np.testing.assert_allclose(got, ridge.predict(Z), rtol=0, atol=1e-3)
 
 
 @requires_shared

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_random_tasks.py
     .venv/bin/python benchmarks/bench_random_tasks.py --tasks 300 --seed 1
     .venv/bin/python benchmarks/bench_random_tasks.py --regression
+    .venv/bin/python benchmarks/bench_random_tasks.py --multilabel --tasks 60
 
 ``bench_vs_linear.py`` measures a dozen sets picked by hand. This one
 draws many small tasks at random from the three photo sets in
@@ -27,6 +28,12 @@ target; written once by ``bench_family.derived``), 300 test photos of the
 same kind, and ``StandardScaler`` + ``RidgeCV`` over alphas 1e-2..1e4
 (as in ``bench_family.py``) against the default
 ``PretrainedImageRegressor`` (the ridge probe), in R².
+
+With ``--multilabel`` they are multi-label tasks: 6-120 of the two-photo
+collages of ``bench_family.pairs`` (4 labels: cats, dogs, ants, bees; read
+with ``resize_mode="squish"``), 200 test collages, and one-vs-rest
+``LogisticRegression()`` on the features against the default classifier,
+in samples-F1 and the mean over the labels of each label's log loss.
 """
 
 from __future__ import annotations
@@ -39,13 +46,14 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import accuracy_score, log_loss, r2_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss, r2_score
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, WEIGHTS, machine, split  # noqa: E402
-from bench_family import derived  # noqa: E402
+from bench_family import derived, pairs  # noqa: E402
 
 from sktransfer import (  # noqa: E402
     PretrainedFeatures,
@@ -99,12 +107,16 @@ def main(argv=None):
         default=[1, 2, 3, 4, 6, 8, 12, 16, 20, 30, 50],
         help="training photos a class, one drawn per task",
     )  # fmt: skip
-    parser.add_argument("--regression", action="store_true")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--regression", action="store_true")
+    kind.add_argument("--multilabel", action="store_true")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     print(machine())
     if args.regression:
         return regression_tasks(args)
+    if args.multilabel:
+        return multilabel_tasks(args)
     sets = photo_sets()
     features = {
         name: PretrainedFeatures(**BASE).fit_transform(X)
@@ -207,6 +219,69 @@ def regression_tasks(args):
                 f"| {(ours < ridge).sum()} | {(ours < ridge - 0.02).sum()} "
                 f"| {(ours > ridge + 0.02).sum()} |"
             )
+
+
+#: Training collages of a multi-label task, one drawn per task.
+MULTILABEL_SIZES = (6, 8, 12, 16, 24, 36, 50, 80, 120)
+MULTILABEL_BUCKETS = ((6, 20), (20, 50), (50, 10**6))
+
+
+def label_log_loss(truth, proba) -> float:
+    """The mean over the labels of each label's binary log loss."""
+    proba = np.clip(proba, 1e-15, 1 - 1e-15)
+    each = -(truth * np.log(proba) + (1 - truth) * np.log(1 - proba)).mean(0)
+    return float(each.mean())
+
+
+def multilabel_tasks(args):
+    X, labels = pairs(600)
+    Y = MultiLabelBinarizer().fit_transform(labels)
+    squish = dict(BASE, preprocessing={"resize_mode": "squish"})
+    F = PretrainedFeatures(**squish).fit_transform(X)
+    rows, start = [], time.perf_counter()
+    for t in range(args.tasks):
+        rng = np.random.default_rng([args.seed, t])
+        n = int(rng.choice(MULTILABEL_SIZES))
+        order = rng.permutation(len(X))
+        train, test = order[:n], order[n : n + 200]
+        if Y[train].sum(0).min() == 0 or Y[train].sum(0).max() == n:
+            continue  # a label never (or always) seen: nothing to compare
+        linear = OneVsRestClassifier(LogisticRegression(max_iter=5000))
+        linear.fit(F[train], Y[train])
+        default = PretrainedImageClassifier(**squish, random_state=t)
+        default.fit(X[train], Y[train])
+        results = [n]
+        for proba, pred in (
+            (linear.predict_proba(F[test]), linear.predict(F[test])),
+            (default.predict_proba(X[test]), default.predict(X[test])),
+        ):
+            f1 = f1_score(Y[test], pred, average="samples", zero_division=0)
+            results += [f1, label_log_loss(Y[test], proba)]
+        rows.append(results)
+    rows = np.array(rows)
+    print(
+        f"{len(rows)} multi-label tasks in {time.perf_counter() - start:.0f} s "
+        "(features cached); samples-F1 / mean per-label log loss\n"
+    )
+    print(
+        "| training collages | tasks | one-vs-rest linear model | default "
+        "| default's log loss higher | by > 0.05 | F1 > 0.02 lower | higher |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for lo, hi in MULTILABEL_BUCKETS + ((0, 10**6),):
+        part = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
+        if not len(part):
+            continue
+        _, lin_f1, lin_loss, f1, loss = part.T
+        label = "all" if (lo, hi) == (0, 10**6) else (
+            f"{lo}+" if hi == 10**6 else f"{lo}-{hi - 1}"
+        )  # fmt: skip
+        print(
+            f"| {label} | {len(part)} | {lin_f1.mean():.4f} / {lin_loss.mean():.4f} "
+            f"| {f1.mean():.4f} / {loss.mean():.4f} | {(loss > lin_loss).sum()} "
+            f"| {(loss > lin_loss + 0.05).sum()} | {(f1 < lin_f1 - 0.02).sum()} "
+            f"| {(f1 > lin_f1 + 0.02).sum()} |"
+        )
 
 
 if __name__ == "__main__":

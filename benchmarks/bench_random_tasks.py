@@ -148,19 +148,34 @@ def main(argv=None):
         "higher | by > 0.05 | accuracy > 1 point lower | higher |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for lo, hi in BUCKETS + ((0, 10**6),):
+    print_against_linear(rows, BUCKETS, margin=0.01)
+
+
+def by_size(rows, buckets):
+    """``(label, rows)`` of each bucket ``lo <= training images < hi``
+    (column 0 of ``rows``) that has tasks, then of all tasks."""
+    for lo, hi in buckets + ((0, 10**6),):
         part = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
-        if not len(part):
-            continue
-        n, lin_acc, lin_loss, acc, loss = part.T
-        label = "all" if (lo, hi) == (0, 10**6) else (
-            f"{lo}+" if hi == 10**6 else f"{lo}-{hi - 1}"
-        )  # fmt: skip
+        if len(part):
+            label = "all" if (lo, hi) == (0, 10**6) else (
+                f"{lo}+" if hi == 10**6 else f"{lo}-{hi - 1}"
+            )  # fmt: skip
+            yield label, part
+
+
+def print_against_linear(rows, buckets, margin):
+    """The table's lines of tasks whose columns are the training images and
+    the linear model's and the default's score and log loss: the means, and
+    on how many tasks the default's log loss is higher (at all, by more
+    than 0.05) and its score lower or higher by more than ``margin``."""
+    for label, part in by_size(rows, buckets):
+        _, lin_score, lin_loss, score, loss = part.T
         print(
-            f"| {label} | {len(part)} | {lin_acc.mean():.4f} / {lin_loss.mean():.4f} "
-            f"| {acc.mean():.4f} / {loss.mean():.4f} | {(loss > lin_loss).sum()} "
-            f"| {(loss > lin_loss + 0.05).sum()} | {(acc < lin_acc - 0.01).sum()} "
-            f"| {(acc > lin_acc + 0.01).sum()} |"
+            f"| {label} | {len(part)} | {lin_score.mean():.4f} / {lin_loss.mean():.4f} "
+            f"| {score.mean():.4f} / {loss.mean():.4f} | {(loss > lin_loss).sum()} "
+            f"| {(loss > lin_loss + 0.05).sum()} "
+            f"| {(score < lin_score - margin).sum()} "
+            f"| {(score > lin_score + margin).sum()} |"
         )
 
 
@@ -205,14 +220,8 @@ def regression_tasks(args):
     print("|---|---|---|---|---|---|---|---|")
     for k, kind in list(enumerate(kinds)) + [(None, "all")]:
         of_kind = rows if k is None else rows[rows[:, 1] == k]
-        for lo, hi in REGRESSION_BUCKETS + ((0, 10**6),):
-            part = of_kind[(of_kind[:, 0] >= lo) & (of_kind[:, 0] < hi)]
-            if not len(part):
-                continue
+        for label, part in by_size(of_kind, REGRESSION_BUCKETS):
             ridge, ours = part[:, 2], part[:, 3]
-            label = "all" if (lo, hi) == (0, 10**6) else (
-                f"{lo}+" if hi == 10**6 else f"{lo}-{hi - 1}"
-            )  # fmt: skip
             print(
                 f"| {kind} | {label} | {len(part)} | {ridge.mean():.4f} "
                 f"({np.median(ridge):.4f}) | {ours.mean():.4f} ({np.median(ours):.4f}) "
@@ -268,20 +277,7 @@ def multilabel_tasks(args):
         "| default's log loss higher | by > 0.05 | F1 > 0.02 lower | higher |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for lo, hi in MULTILABEL_BUCKETS + ((0, 10**6),):
-        part = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
-        if not len(part):
-            continue
-        _, lin_f1, lin_loss, f1, loss = part.T
-        label = "all" if (lo, hi) == (0, 10**6) else (
-            f"{lo}+" if hi == 10**6 else f"{lo}-{hi - 1}"
-        )  # fmt: skip
-        print(
-            f"| {label} | {len(part)} | {lin_f1.mean():.4f} / {lin_loss.mean():.4f} "
-            f"| {f1.mean():.4f} / {loss.mean():.4f} | {(loss > lin_loss).sum()} "
-            f"| {(loss > lin_loss + 0.05).sum()} | {(f1 < lin_f1 - 0.02).sum()} "
-            f"| {(f1 > lin_f1 + 0.02).sum()} |"
-        )
+    print_against_linear(rows, MULTILABEL_BUCKETS, margin=0.02)
 
 
 if __name__ == "__main__":

@@ -337,7 +337,7 @@ def ridge_loo(Z, target, weights, task) -> tuple[float, float, tuple]:
     Ut = U.T @ ts
     k = t.shape[1]
     best = None
-    for penalty in ridge_penalties(int((w > 0).sum()), t.shape[1]):
+    for penalty in ridge_penalties(int((w > 0).sum()), k):
         # the probe's objective per output is the weighted ridge problem
         # sum_i w_i r_i^2 + alpha ||W_j||^2 with alpha = penalty * k / 2
         shrink = s**2 / (s**2 + penalty * k / 2)

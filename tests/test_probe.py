@@ -305,15 +305,23 @@ def test_four_flowers_a_class_get_a_penalty_that_holds_on_new_photos():
     assert np.mean(probe) <= np.mean(linear), (probe, linear)
 
 
+def ridge_grid(n, k=1):
+    """The regressor's penalties on ``n`` images of ``k`` targets: a
+    quarter decade apart from 1e-4, ending at 100 or, where it is larger,
+    at the penalty that is an alpha of 1e4 against a target's sum of
+    squares (the mean over ``k`` targets' mean squared errors)."""
+    top = max(100, 2e4 / (n * k))
+    penalties = np.logspace(-4, 4, 33)
+    return np.append(penalties[penalties < top * (1 - 1e-9)], top)
+
+
 def test_the_regressor_chooses_its_penalty_as_ridgecv_does(images, cache_dir):
     """Exact leave-one-out over the same penalties picks what RidgeCV picks:
     a quarter decade apart, up to 100 on the mean loss, or on few images up
     to what a sum-of-squares alpha of 1e4 is on the mean, which ends the
     grid."""
     X, y, reg, row, Z, z = fitted_regressor(images, cache_dir)
-    top = max(100, 2e4 / len(X))  # 1,667 on 12 images: an alpha of 1e4
-    penalties = np.logspace(-4, 4, 33)
-    penalties = np.append(penalties[penalties < top * (1 - 1e-9)], top)
+    penalties = ridge_grid(len(X))  # up to 1,667 on 12 images
     ridge = RidgeCV(alphas=penalties * len(X) / 2).fit(Z, z)
     assert row["penalty"] == pytest.approx(ridge.alpha_ * 2 / len(X))
     expected = ridge.predict(Z) * y.std() + y.mean()
@@ -329,9 +337,7 @@ def test_two_targets_reach_the_same_ridgecv_alphas(images, cache_dir):
     row = probe_row(reg)
     F = PretrainedFeatures(**TINY, cache=cache_dir).fit().transform(X)
     Z = scaled(F, F, row["scaling"])
-    top = max(100, 2e4 / (len(X) * 2))
-    penalties = np.logspace(-4, 4, 33)
-    penalties = np.append(penalties[penalties < top * (1 - 1e-9)], top)
+    penalties = ridge_grid(len(X), k=2)
     # per target: mean squared error + penalty * 2 / 2 * ||w||^2
     Z_targets = (Y - Y.mean(0)) / Y.std(0)
     ridge = RidgeCV(alphas=penalties * len(X)).fit(Z, Z_targets)

@@ -239,6 +239,7 @@ class RecipeEstimator(BaseEstimator):
         data = self._training_set(extractor, inputs, read, task, info, seed)
         settings = self._settings()
         settings.checkpoint, settings.resume = checkpoint, resume
+        settings.refit = not given and not self._reads_validation_after_fit(info)
         # every view the stages read as features, through the cache, before
         # training: the engine never calls the extractor
         data.compute_views(plan, settings, sweeps_head=swept)
@@ -280,6 +281,11 @@ class RecipeEstimator(BaseEstimator):
             raise ValueError(f"y_val: {exc}") from None
         val_weights = check_sample_weight(sample_weight_val, n_val, "sample_weight_val")
         return val_sources, val_encoded, val_weights
+
+    def _reads_validation_after_fit(self, info) -> bool:
+        """Whether the fitted model is tuned on the validation images after
+        training (so they must stay out of its training images)."""
+        return False
 
     def _continued_plan(self, plan, info) -> list:
         """The plan of a warm start: the fitted head goes on training, so the

@@ -100,9 +100,12 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
     class_count_ : ndarray of shape (n_classes,)
         How many training images of the last ``fit`` have each class (each
         label, for multi-label ``y``), in ``classes_`` order; images held
-        out for validation, skipped or of weight 0 are not counted.
+        out for validation (unless the probe was fitted again on them, a
+        ``"refit"`` record in ``history_``), skipped or of weight 0 are not
+        counted.
     n_samples_fit_ : int
-        The number of images the last ``fit`` trained on.
+        The number of images the last ``fit``'s model was trained on,
+        counted as ``class_count_``.
     n_features_ : int
         Length of the body's feature vector.
     model_ : torch.nn.Module
@@ -130,7 +133,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         from ``validation_fraction`` (NaN without either). The probe's record
         (stage ``"probe"``, one "epoch", no rates) adds the chosen
         ``penalty``. ``discarded`` is True for the epochs whose weights the
-        fitted model does not continue (undone by ``early_stopping``).
+        fitted model does not continue (undone by ``early_stopping``). A
+        ``"refit"`` record (as the probe's, without validation columns)
+        says that ``early_stopping`` undid every later stage and the probe
+        was fitted again on the training and validation images together.
     lr_, unfrozen_lr_ : float or None
         The rates used (found by a sweep when set to ``"auto"``).
     lr_sweeps_ : dict
@@ -414,6 +420,10 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         return self.thresholds_
 
     # -- threshold="tuned": each label's threshold on the validation images -------
+
+    def _reads_validation_after_fit(self, info) -> bool:
+        # threshold="tuned" chooses the thresholds on them
+        return self.threshold == "tuned" and info["multilabel_"]
 
     def _check_validation_use(self, info, validated) -> None:
         tuned = self.threshold == "tuned" and info["multilabel_"]

@@ -165,6 +165,11 @@ class Settings:
     #: gets deep copies of them
     callbacks: list = dataclasses.field(default_factory=list)
     verbose: int = 0
+    #: with ``early_stopping``, where the validation images are a part of
+    #: the training images (``validation_fraction``, not the user's
+    #: ``X_val``) and nothing after the fit reads them: when every stage
+    #: after the probe was undone, fit the probe again on all the images
+    refit: bool = False
     #: the fit's :class:`~._checkpoint.FitCheckpoint` (None: none written)
     checkpoint: object = None
     #: the state a checkpoint held, to go on from (None: from the start)
@@ -188,6 +193,7 @@ class Result:
     sweeps: dict
     members: list
     tuned: bool
+    refit: bool = False  # the probe fitted again on the validation images too
 
 
 def new_head(n_features, n_outputs, hidden_sizes, dropout, seed) -> Head:
@@ -285,13 +291,31 @@ def train(plan, data: TrainingSet, head, task, settings: Settings, seed) -> Resu
     finally:
         set_trainable(groups, N_BODY_GROUPS)
         model.eval()
+    refit = guard and settings.refit and _probe_alone(state.history)
+    if refit:
+        # every stage after the probe was undone: the model is the probe,
+        # fitted without the images held out to judge those stages. Fit it
+        # again on all the images, in their order: the model the probe
+        # alone would have been, without early stopping.
+        every = np.sort(np.concatenate([data.train, data.valid]))
+        whole = dataclasses.replace(data, train=every, valid=None)
+        probe = next(stage for stage in plan if stage.name == "probe")
+        row = run_probe(probe, model.head, whole, task, seed)
+        state.history.append({**row, "stage": "refit", "discarded": False})
     for module in model.head.modules():
         if isinstance(module, InputNorm):
             module.frozen = False
         if isinstance(module, nn.BatchNorm1d):
             floor_variance(module)
     members = snapshot_members(model, [_floored(s) for s in state.snapshots])
-    return Result(model, state.history, state.sweeps, members, state.tuned)
+    return Result(model, state.history, state.sweeps, members, state.tuned, refit)
+
+
+def _probe_alone(history: list) -> bool:
+    """Whether a fit's model is its probe: a probe ran, and every stage
+    after it was undone (or there was none)."""
+    later = [row for row in history if row["stage"] != "probe"]
+    return len(later) < len(history) and all(row["discarded"] for row in later)
 
 
 @dataclasses.dataclass

@@ -31,7 +31,7 @@ def set_fitted_attributes(estimator, prepared, result, seconds) -> None:
     )
     estimator.lr_sweeps_ = sweeps
     estimator.skipped_ = prepared.skipped
-    _set_counts(estimator, prepared)
+    _set_counts(estimator, prepared, result.refit)
     estimator.n_features_ = extractors[-1].n_features
     estimator.model_ = model
     estimator.extractor_ = extractors[-1]
@@ -71,14 +71,16 @@ def _fitted_model(prepared, result) -> tuple[FittedModel, list]:
     return model.to(extractor.device).eval(), extractors
 
 
-def _set_counts(estimator, prepared) -> None:
-    """``n_samples_fit_``: the images the fit trained on (readable, weight >
-    0, not held out); ``class_count_`` (classifiers): how many of them have
-    each class (each label, multi-label), in ``classes_`` order."""
+def _set_counts(estimator, prepared, refit) -> None:
+    """``n_samples_fit_``: the images the fitted model trained on (readable,
+    weight > 0, not held out, unless the probe was ``refit`` on them);
+    ``class_count_`` (classifiers): how many of them have each class (each
+    label, multi-label), in ``classes_`` order."""
     data = prepared.data
-    estimator.n_samples_fit_ = int(len(data.train))
+    rows = np.concatenate([data.train, data.valid]) if refit else data.train
+    estimator.n_samples_fit_ = int(len(rows))
     kind = prepared.task.kind
-    targets = data.targets[data.train].numpy()
+    targets = data.targets[rows].numpy()
     if kind == "single_label":
         n = len(prepared.info["classes_"])
         estimator.class_count_ = np.bincount(targets, minlength=n).astype(np.int64)
@@ -96,6 +98,12 @@ def _summary(estimator, prepared, rows, seconds) -> None:
         else:
             undone = " (undone)" if own and all(r["discarded"] for r in own) else ""
             stages.append(f"{stage.name} {len(own)} epochs {took}{undone}")
+    for r in rows:
+        if r["stage"] == "refit":
+            stages.append(
+                f"the probe fitted again with the validation images "
+                f"(penalty {r['penalty']:.3g}) {r['seconds']:.1f}s"
+            )
     data = prepared.data
     n = len(data.sources)
     counts = prepared.image_counts

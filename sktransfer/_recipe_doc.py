@@ -151,7 +151,12 @@ RECIPE_PARAMETERS = """
         images than the linear probe, when fine-tuning does not pay. The
         validation set is ``fit``'s ``X_val``, or else
         ``validation_fraction`` of the training data (0.1 when that is
-        None). ``history_`` marks the epochs undone (``discarded``).
+        None). ``history_`` marks the epochs undone (``discarded``). When
+        every stage after the probe is undone and the validation images
+        came from the training data, the probe is fitted again on all of
+        them (a ``"refit"`` record in ``history_``): the model is then the
+        one the probe alone gives, without early stopping (not with
+        ``threshold="tuned"``, which chooses its thresholds on them).
     n_iter_no_change : int, default=3
         With ``early_stopping``: how many epochs in a row a stage may go
         without lowering its best validation loss by at least ``tol``

@@ -70,8 +70,10 @@ class PretrainedImageRegressor(RegressorMixin, RecipeEstimator):
     lr_sweeps_ : dict
         The learning-rate sweeps ``fit`` ran, as the classifier's.
     n_samples_fit_ : int
-        The number of images the last ``fit`` trained on (not those held
-        out for validation, skipped or of weight 0).
+        The number of images the last ``fit``'s model was trained on (not
+        those held out for validation, unless the probe was fitted again
+        on them, a ``"refit"`` record in ``history_``; nor those skipped or
+        of weight 0).
     skipped_ : list
         Images left out with ``on_error="skip"``.
 

@@ -674,10 +674,12 @@ def test_early_stopping_ends_the_stage_and_the_fit_goes_on(images, base):
 def test_early_stopping_undoes_a_stage_worse_than_the_probe(images, base):
     """Never worse than the linear probe on the validation images: an
     unfrozen stage at a rate that wrecks the network is undone, and the
-    fitted model predicts as the probe alone does."""
+    probe is fitted again with the images held out to judge the stage:
+    the fitted model is the default model (the probe alone, on all the
+    training images), to the last digit."""
     X, y = images
+    default = PretrainedImageClassifier(**dict(base, head_init="auto")).fit(X, y)
     common = dict(base, head_init="auto", validation_fraction=0.25, early_stopping=True)
-    probe = PretrainedImageClassifier(**common).fit(X, y)
     wrecking = dict(unfrozen_cycles=1, unfrozen_lr=0.3, lr_mult=1, cycle_len=2)
     guarded = PretrainedImageClassifier(**common, **wrecking).fit(X, y)
 
@@ -686,9 +688,16 @@ def test_early_stopping_undoes_a_stage_worse_than_the_probe(images, base):
     assert unfrozen and all(row["discarded"] for row in unfrozen)
     probe_loss = guarded.history_[0]["valid_loss"]
     assert min(row["valid_loss"] for row in unfrozen) > probe_loss
-    np.testing.assert_allclose(
-        guarded.predict_proba(X), probe.predict_proba(X), atol=1e-6
-    )
+    (refit,) = rows_of(guarded, "refit")
+    assert stages(guarded)[-1] == "refit" and np.isnan(refit["valid_loss"])
+    assert refit["penalty"] == default.history_[0]["penalty"]
+    assert guarded.n_samples_fit_ == default.n_samples_fit_ == len(X)
+    np.testing.assert_array_equal(guarded.class_count_, default.class_count_)
+    np.testing.assert_array_equal(guarded.predict_proba(X), default.predict_proba(X))
+    # the same with nothing after the probe to judge
+    probe = PretrainedImageClassifier(**common).fit(X, y)
+    assert stages(probe) == ["probe", "refit"]
+    np.testing.assert_array_equal(probe.predict_proba(X), default.predict_proba(X))
 
     # without early stopping the wrecked stage is the fitted model
     unguarded = clone(guarded).set_params(early_stopping=False).fit(X, y)

@@ -153,16 +153,21 @@ def test_warm_start_validates_on_the_new_x_val(data, base):
     )
 
 
-def test_regression_x_val(base):
+def brightness_images(n):
+    """``n`` noisy grey 32 x 32 images and their brightness (100 to 150)."""
     rng = np.random.default_rng(0)
-    values = rng.uniform(0, 1, 18)
+    values = rng.uniform(0, 1, n)
     X = np.stack(
         [
             np.clip(v * 255 + rng.normal(0, 10, (32, 32, 3)), 0, 255).astype(np.uint8)
             for v in values
         ]
     )
-    y = 100 + 50 * values
+    return X, 100 + 50 * values
+
+
+def test_regression_x_val(base):
+    X, y = brightness_images(18)
     reg = PretrainedImageRegressor(**base).fit(
         X[:12], y[:12], X_val=X[12:], y_val=y[12:]
     )
@@ -176,6 +181,52 @@ def test_regression_x_val(base):
         PretrainedImageRegressor(**base).fit(
             X[:12], y[:12], X_val=X[12:], y_val=np.c_[y[12:], y[12:]]
         )
+
+
+#: an unfrozen stage at a rate that wrecks the network: early stopping undoes it
+WRECKING = dict(unfrozen_cycles=1, unfrozen_lr=0.3, lr_mult=1, cycle_len=2)
+
+
+def test_x_val_never_trains_also_when_every_stage_is_undone(data, base):
+    """Where early stopping undoes every stage after the probe, the probe is
+    fitted again on the images split from ``X`` for validation; the user's
+    own ``X_val`` stays out: the model is the probe on ``X`` alone."""
+    X, y, X_val, y_val = data
+    probe = PretrainedImageClassifier(**base).fit(X, y)
+    guarded = PretrainedImageClassifier(**base, early_stopping=True, **WRECKING)
+    guarded.fit(X, y, X_val=X_val, y_val=y_val)
+    undone = rows_of(guarded, "unfrozen")
+    assert undone and all(row["discarded"] for row in undone)
+    assert not rows_of(guarded, "refit") and guarded.n_samples_fit_ == len(X)
+    np.testing.assert_array_equal(
+        guarded.predict_proba(X_val), probe.predict_proba(X_val)
+    )
+
+
+def test_the_regressors_probe_is_refitted_when_every_stage_is_undone(base):
+    X, y = brightness_images(16)
+    default = PretrainedImageRegressor(**base).fit(X, y)
+    wrecking = dict(WRECKING, unfrozen_lr=0.01)  # 0.3 overflows a regression
+    guarded = PretrainedImageRegressor(**base, early_stopping=True, **wrecking)
+    guarded.fit(X, y)
+    assert [row["stage"] for row in guarded.history_][-1] == "refit"
+    assert all(row["discarded"] for row in rows_of(guarded, "unfrozen"))
+    assert guarded.n_samples_fit_ == len(X)
+    np.testing.assert_array_equal(guarded.predict(X), default.predict(X))
+
+
+def test_tuned_thresholds_keep_their_validation_images_out_of_training(data, base):
+    """``threshold="tuned"`` chooses the thresholds on the validation images
+    after training: the probe is not fitted again on them."""
+    X = data[0]
+    y = [{"a"}, {"b"}, {"a", "c"}, {"c"}] * 3
+    common = dict(base, validation_fraction=0.25, early_stopping=True)
+    tuned = PretrainedImageClassifier(**common, threshold="tuned").fit(X, y)
+    assert [row["stage"] for row in tuned.history_] == ["probe"]
+    assert tuned.n_samples_fit_ == 9
+    fixed = clone(tuned).set_params(threshold=0.5).fit(X, y)
+    assert [row["stage"] for row in fixed.history_] == ["probe", "refit"]
+    assert fixed.n_samples_fit_ == 12
 
 
 def test_multilabel_x_val(data, base):

@@ -160,4 +160,5 @@ plot_history(tuned)
 # (``docs/benchmarks.md``, "Regression"). Pass ``early_stopping=True`` to
 # undo the fine-tuning where it does not lower the loss of held-out
 # pictures; on a split this small, the held-out tenth is 35 pictures, and
-# it undid the stage here.
+# it undid the stage here (the probe is then fitted again with those
+# pictures: the model is the default one).

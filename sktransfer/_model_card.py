@@ -205,13 +205,21 @@ def _validation_section(estimator) -> list:
         for key in ("valid_loss", "valid_acc", "valid_f1", "valid_r2")
         if key in row and math.isfinite(row[key])
     ]
-    return [
+    lines = [
         "## Validation",
         "",
         f"On the images held out for validation, after the {_text(row['stage'])} "
         f"stage (epoch {row['epoch']}): " + ", ".join(scores) + ".",
         "",
     ]
+    if history[-1].get("stage") == "refit":
+        lines[-1:] = [
+            "Early stopping then undid every later stage, and the probe was "
+            "fitted again with these images: the model this card describes "
+            "has seen them.",
+            "",
+        ]
+    return lines
 
 
 def _versions_section(versions: dict) -> list:

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from conftest import TINY
+from sklearn.base import clone
 
 from sktransfer import (
     PretrainedFeatures,
@@ -108,6 +109,27 @@ def test_saving_again_rewrites_the_card(fitted, images, cache_dir, tmp_path):
         Counter(np.where(np.asarray(y) == y[0], 0, 1)).values()
     )
     assert "## Validation" not in card  # nothing was held out this time
+
+
+def test_a_probe_fitted_again_with_its_validation_images_says_so(
+    images, cache_dir, tmp_path
+):
+    """With nothing after the probe to judge, early stopping fits the probe
+    again with the images it held out: the card counts them as training
+    images and says that its validation scores are not of unseen images."""
+    X, y = images
+    clf = PretrainedImageClassifier(
+        **QUICK, cache=cache_dir, validation_fraction=0.25, early_stopping=True
+    ).fit(X, y)
+    assert clf.n_samples_fit_ == len(X)
+    card = card_of(save(clf, tmp_path / "model"))
+    assert f"Trained on {len(X)} images" in card
+    validation = card.split("## Validation")[1]
+    assert "after the probe stage" in validation
+    assert "fitted again with these images" in validation
+    held_out = clone(clf).set_params(early_stopping=False).fit(X, y)
+    card = card_of(save(held_out, tmp_path / "held_out"))
+    assert "fitted again" not in card and "## Validation" in card
 
 
 def test_multilabel_regressor_and_features_get_their_own_card(

@@ -568,6 +568,11 @@ def test_verbose_summary_counts_the_validation_images(data, tmp_path, capfd):
     (summary,) = [ln for ln in capfd.readouterr().err.splitlines() if "took" in ln]
     # every image read once, in one pass: 12 training and 6 validation images
     assert "18 images, 6 of them for validation (18 computed, 0 cached)" in summary
+    # early stopping with nothing after the probe: the probe fitted again
+    PretrainedImageClassifier(**params, early_stopping=True).fit(X, y)
+    (summary,) = [ln for ln in capfd.readouterr().err.splitlines() if "took" in ln]
+    assert "12 images, 2 of them for validation" in summary  # a tenth
+    assert "the probe fitted again with the validation images (penalty" in summary
 
 
 def test_fit_params_are_not_kept_between_fits(data, base):

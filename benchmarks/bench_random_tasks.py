@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/bench_random_tasks.py --tasks 300 --seed 1
     .venv/bin/python benchmarks/bench_random_tasks.py --regression
     .venv/bin/python benchmarks/bench_random_tasks.py --multilabel --tasks 60
+    .venv/bin/python benchmarks/bench_random_tasks.py --unbalanced
+    .venv/bin/python benchmarks/bench_random_tasks.py --unbalanced \
+        --class-weight balanced
 
 ``bench_vs_linear.py`` measures a dozen sets picked by hand. This one
 draws many small tasks at random from the three photo sets in
@@ -34,6 +37,14 @@ collages of ``bench_family.pairs`` (4 labels: cats, dogs, ants, bees; read
 with ``resize_mode="squish"``), 200 test collages, and one-vs-rest
 ``LogisticRegression()`` on the features against the default classifier,
 in samples-F1 and the mean over the labels of each label's log loss.
+
+With ``--unbalanced`` the tasks mix the three sets: 3 to 9 of their nine
+classes (dogs, cats, ants, bees, five flowers), each class with a number
+of training photos drawn on its own (1 to 150), and 300 test photos in the
+same shares. With ``--class-weight balanced`` as well, both models get
+``class_weight="balanced"`` and are scored by what those weights stand
+for: balanced accuracy, and the log loss with each test photo weighted
+inversely to its class's share.
 """
 
 from __future__ import annotations
@@ -46,10 +57,17 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import accuracy_score, f1_score, log_loss, r2_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    r2_score,
+)
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, WEIGHTS, machine, split  # noqa: E402
@@ -110,13 +128,22 @@ def main(argv=None):
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--regression", action="store_true")
     kind.add_argument("--multilabel", action="store_true")
+    kind.add_argument("--unbalanced", action="store_true")
+    parser.add_argument(
+        "--class-weight", choices=["balanced"], default=None,
+        help="with --unbalanced: both models' class_weight, and balanced scores",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.class_weight and not args.unbalanced:
+        parser.error("--class-weight goes with --unbalanced")
     warnings.simplefilter("ignore")
     print(machine())
     if args.regression:
         return regression_tasks(args)
     if args.multilabel:
         return multilabel_tasks(args)
+    if args.unbalanced:
+        return unbalanced_tasks(args)
     sets = photo_sets()
     features = {
         name: PretrainedFeatures(**BASE).fit_transform(X)
@@ -278,6 +305,72 @@ def multilabel_tasks(args):
     )
     print("|---|---|---|---|---|---|---|---|")
     print_against_linear(rows, MULTILABEL_BUCKETS, margin=0.02)
+
+
+#: Training photos of each class of an unbalanced task, one drawn per class.
+UNBALANCED_SIZES = (1, 2, 3, 5, 8, 12, 20, 40, 80, 150)
+UNBALANCED_BUCKETS = ((3, 40), (40, 100), (100, 300), (300, 10**6))
+
+
+def draw_unbalanced(rng, y):
+    """``(train, test)`` indices: 3 to 9 classes of ``y``, each with its own
+    number of training photos, and 300 test photos in the same shares."""
+    classes = np.unique(y)
+    chosen = rng.choice(classes, rng.integers(3, len(classes) + 1), replace=False)
+    counts = {c: int(rng.choice(UNBALANCED_SIZES)) for c in chosen}
+    total = sum(counts.values())
+    train, test = [], []
+    for c in chosen:
+        rows = rng.permutation(np.flatnonzero(y == c))
+        k = counts[c]
+        train.append(rows[:k])
+        test.append(rows[k : k + max(1, round(300 * k / total))])
+    return np.concatenate(train), np.concatenate(test)
+
+
+def unbalanced_tasks(args):
+    X, y, F = [], [], []
+    for name, (X_set, y_set) in photo_sets().items():
+        X.append(X_set)
+        y.append(np.array([f"{name}: {label}" for label in y_set]))
+        F.append(PretrainedFeatures(**BASE).fit_transform(X_set))
+    X, y, F = np.concatenate(X), np.concatenate(y), np.concatenate(F)
+    balanced = args.class_weight == "balanced"
+    rows, start = [], time.perf_counter()
+    for t in range(args.tasks):
+        rng = np.random.default_rng([args.seed, t])
+        train, test = draw_unbalanced(rng, y)
+        weight = compute_sample_weight("balanced", y[test]) if balanced else None
+        linear = LogisticRegression(max_iter=5000, class_weight=args.class_weight)
+        linear.fit(F[train], y[train])
+        default = PretrainedImageClassifier(
+            **BASE, class_weight=args.class_weight, random_state=t
+        ).fit(X[train], y[train])
+        results = [len(train)]
+        for model, inputs in ((linear, F[test]), (default, X[test])):
+            proba = model.predict_proba(inputs)
+            pred = model.classes_[np.argmax(proba, axis=1)]
+            score = (balanced_accuracy_score if balanced else accuracy_score)(
+                y[test], pred
+            )
+            loss = log_loss(y[test], proba, labels=model.classes_, sample_weight=weight)
+            results += [score, loss]
+        rows.append(results)
+    rows = np.array(rows)
+    scores = "balanced accuracy / class-weighted log loss" if balanced else (
+        "accuracy / log loss"
+    )  # fmt: skip
+    print(
+        f"{args.tasks} unbalanced tasks in {time.perf_counter() - start:.0f} s "
+        f"(features cached), class_weight={args.class_weight!r}; {scores}, "
+        "mean over the tasks\n"
+    )
+    print(
+        "| training photos | tasks | linear model | default | default's log loss "
+        "higher | by > 0.05 | score > 1 point lower | higher |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print_against_linear(rows, UNBALANCED_BUCKETS, margin=0.01)
 
 
 if __name__ == "__main__":

@@ -395,6 +395,11 @@ def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
     return list(splitter.split(np.zeros(n)))
 
 
+def smallest_class(targets: torch.Tensor) -> int:
+    counts = np.bincount(targets.numpy())
+    return int(counts[counts > 0].min())
+
+
 def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> dict:
     """Start the linear ``head`` (a :class:`~sktransfer._head.Head` with no
     hidden layer: BatchNorm, Dropout, Linear) where a linear model on
@@ -404,8 +409,8 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     each feature standardised (its own variance), or all features divided
     by one common scale (their mean variance: the raw features' geometry,
     which suits a few images a class, where per-feature variances are
-    noisy; below :data:`PER_FEATURE_MIN` images, or where no folds can be
-    drawn, only this one). The
+    noisy; below :data:`PER_FEATURE_MIN` images, where no folds can be
+    drawn, or where a class has fewer images than folds, only this one). The
     penalty is chosen by 3-fold cross-validation (:func:`probe_folds`,
     :func:`choose_penalty`), or for a regression by exact leave-one-out
     (:func:`ridge_loo`). Below :data:`PER_FEATURE_MIN` images a
@@ -431,7 +436,9 @@ def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> d
     folds = [] if squared_error else probe_folds(task, targets, seed)
     mean, var = input_statistics(x, w)
     few = len(x) < PER_FEATURE_MIN
-    both = not few and (folds or squared_error)
+    # a class with fewer images than folds leaves folds without it
+    thin = task.stratify and bool(folds) and smallest_class(targets) < N_FOLDS
+    both = not few and not thin and (folds or squared_error)
     classifier = task.kind != "regression"
     # the penalty weighs the mean loss: one chosen on the folds' training
     # parts weighs as much against the sum of their losses on all images

@@ -368,6 +368,12 @@ def ridge_penalties(n: int, k: int = 1) -> tuple:
     return grid + (top,)
 
 
+def smallest_class(targets: torch.Tensor) -> int:
+    """The number of images of the rarest class that has any."""
+    counts = np.bincount(targets.numpy())
+    return int(counts[counts > 0].min())
+
+
 def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
     """Cross-validation folds for the penalty: stratified for single-label
     tasks; none where a class has fewer than two images. Below
@@ -379,9 +385,7 @@ def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
     n = len(targets)
     repeats = N_REPEATS if n < FEW_IMAGES else 1
     if task.stratify:
-        counts = np.bincount(targets.numpy(), minlength=task.n_outputs)
-        smallest = counts[counts > 0].min()
-        k = min(N_FOLDS, int(smallest))
+        k = min(N_FOLDS, smallest_class(targets))
         if k < 2:
             return []
         splitter = RepeatedStratifiedKFold(
@@ -393,11 +397,6 @@ def probe_folds(task, targets: torch.Tensor, seed: int) -> list:
         return []
     splitter = RepeatedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
     return list(splitter.split(np.zeros(n)))
-
-
-def smallest_class(targets: torch.Tensor) -> int:
-    counts = np.bincount(targets.numpy())
-    return int(counts[counts > 0].min())
 
 
 def linear_probe(head: nn.Module, features, targets, weights, task, seed=0) -> dict:

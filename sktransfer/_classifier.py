@@ -426,8 +426,7 @@ class PretrainedImageClassifier(ClassifierMixin, RecipeEstimator):
         return self.threshold == "tuned" and info["multilabel_"]
 
     def _check_validation_use(self, info, validated) -> None:
-        tuned = self.threshold == "tuned" and info["multilabel_"]
-        if tuned and not validated:
+        if self._reads_validation_after_fit(info) and not validated:
             raise ValueError(
                 "threshold='tuned' chooses each label's threshold on "
                 "validation images: pass X_val and y_val to fit, or set "

@@ -111,9 +111,16 @@ def draw_task(rng, name, y, per_class):
     return train, rng.choice(rest, min(300, len(rest)), replace=False)
 
 
-def scores(truth, proba, classes):
+def scores(truth, proba, classes, balanced=False):
+    """Accuracy and log loss of ``proba``; ``balanced``: balanced accuracy and
+    the log loss with each photo weighted inversely to its class's share."""
     pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-    return accuracy_score(truth, pred), log_loss(truth, proba, labels=classes)
+    if not balanced:
+        return accuracy_score(truth, pred), log_loss(truth, proba, labels=classes)
+    weight = compute_sample_weight("balanced", truth)
+    return balanced_accuracy_score(truth, pred), log_loss(
+        truth, proba, labels=classes, sample_weight=weight
+    )
 
 
 def main(argv=None):
@@ -340,29 +347,25 @@ def unbalanced_tasks(args):
     for t in range(args.tasks):
         rng = np.random.default_rng([args.seed, t])
         train, test = draw_unbalanced(rng, y)
-        weight = compute_sample_weight("balanced", y[test]) if balanced else None
         linear = LogisticRegression(max_iter=5000, class_weight=args.class_weight)
         linear.fit(F[train], y[train])
         default = PretrainedImageClassifier(
             **BASE, class_weight=args.class_weight, random_state=t
         ).fit(X[train], y[train])
-        results = [len(train)]
-        for model, inputs in ((linear, F[test]), (default, X[test])):
-            proba = model.predict_proba(inputs)
-            pred = model.classes_[np.argmax(proba, axis=1)]
-            score = (balanced_accuracy_score if balanced else accuracy_score)(
-                y[test], pred
+        rows.append(
+            (len(train),)
+            + scores(y[test], linear.predict_proba(F[test]), linear.classes_, balanced)
+            + scores(
+                y[test], default.predict_proba(X[test]), default.classes_, balanced
             )
-            loss = log_loss(y[test], proba, labels=model.classes_, sample_weight=weight)
-            results += [score, loss]
-        rows.append(results)
+        )
     rows = np.array(rows)
-    scores = "balanced accuracy / class-weighted log loss" if balanced else (
+    measures = "balanced accuracy / class-weighted log loss" if balanced else (
         "accuracy / log loss"
     )  # fmt: skip
     print(
         f"{args.tasks} unbalanced tasks in {time.perf_counter() - start:.0f} s "
-        f"(features cached), class_weight={args.class_weight!r}; {scores}, "
+        f"(features cached), class_weight={args.class_weight!r}; {measures}, "
         "mean over the tasks\n"
     )
     print(
